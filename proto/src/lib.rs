@@ -1,0 +1,49 @@
+//! Generated Rust types, clients and servers of the Clinic gRPC API.
+//!
+//! The `.proto` files beside this crate are the single source of the API. This
+//! crate compiles them at build time (see `build.rs`) and re-exports each
+//! package as a module mirroring its proto package, plus the encoded
+//! [`FILE_DESCRIPTOR_SET`] that the services serve through gRPC reflection.
+//!
+//! # Layout
+//! - [`patients::v1`]: `clinic.patients.v1` (PatientService)
+//! - [`studies::v1`]: `clinic.studies.v1` (StudyService)
+//! - [`gateway::v1`]: `clinic.gateway.v1` (GatewayService)
+
+/// The encoded `FileDescriptorSet` of every Clinic package and its imports,
+/// for registration with a reflection server.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/clinic_descriptor.bin"));
+
+/// Package `clinic.patients`.
+pub mod patients {
+    /// Package `clinic.patients.v1`: patients and PatientService.
+    #[allow(missing_docs, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("clinic.patients.v1");
+        /// Fully qualified name of PatientService, as health and reflection use it.
+        pub const SERVICE_NAME: &str = "clinic.patients.v1.PatientService";
+    }
+}
+
+/// Package `clinic.studies`.
+pub mod studies {
+    /// Package `clinic.studies.v1`: imaging studies and StudyService.
+    #[allow(missing_docs, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("clinic.studies.v1");
+        /// Fully qualified name of StudyService, as health and reflection use it.
+        pub const SERVICE_NAME: &str = "clinic.studies.v1.StudyService";
+    }
+}
+
+/// Package `clinic.gateway`.
+pub mod gateway {
+    /// Package `clinic.gateway.v1`: the patients-with-studies listing view.
+    #[allow(missing_docs, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("clinic.gateway.v1");
+        /// Fully qualified name of GatewayService, as health and reflection use it.
+        pub const SERVICE_NAME: &str = "clinic.gateway.v1.GatewayService";
+    }
+}
