@@ -1,0 +1,23 @@
+//! Tracing setup: human-readable logs by default, JSON lines on request.
+
+use tracing_subscriber::{EnvFilter, fmt};
+
+/// Installs the global tracing subscriber.
+///
+/// `RUST_LOG` selects what is logged (default `info`); `LOG_FORMAT=json`
+/// switches to one JSON object per line for log shippers. Calling it twice is
+/// harmless, so tests may call it freely.
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = fmt().with_env_filter(filter).with_target(false);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,21 @@
+//! Real PostgreSQL for tests and local runs, with nothing installed or running
+//! beforehand.
+//!
+//! [`PgCluster`] starts a private throwaway cluster from the machine's
+//! PostgreSQL server binaries (initdb + pg_ctl into a temporary folder, on a
+//! free port). [`TestDb`] gives each test a fresh database in which the
+//! services' roles and schemas are provisioned the way production provisions
+//! them, so tests run in parallel without seeing each other.
+//!
+//! # Layout
+//! - [`cluster`]: finding the binaries, starting, stopping and reaping a cluster.
+//! - [`provision`]: the roles and schemas each service expects to find.
+//! - [`testdb`]: one fresh database per test, on `DATABASE_URL` or a shared cluster.
+
+pub mod cluster;
+pub mod provision;
+pub mod testdb;
+
+pub use cluster::PgCluster;
+pub use provision::ServiceRole;
+pub use testdb::TestDb;

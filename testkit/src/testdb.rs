@@ -1,0 +1,112 @@
+//! One fresh database per test.
+//!
+//! With `DATABASE_URL` set (a superuser URL), test databases are created on
+//! that server; otherwise one private [`PgCluster`] is started for the whole
+//! test process and removed when the process ends.
+
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicU32, Ordering},
+};
+
+use sqlx::{AssertSqlSafe, ConnectOptions, postgres::PgConnectOptions};
+use tokio::sync::OnceCell;
+
+use crate::{PgCluster, ServiceRole, provision};
+
+static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+static ROLES: OnceCell<()> = OnceCell::const_new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The admin connection options of the server tests use.
+fn admin_options() -> PgConnectOptions {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url
+            .parse()
+            .expect("DATABASE_URL is not a valid Postgres URL"),
+        _ => {
+            let cluster = CLUSTER.get_or_init(|| {
+                PgCluster::start()
+                    .unwrap_or_else(|e| panic!("starting a throwaway PostgreSQL: {e}"))
+            });
+            cluster.admin_url("postgres").parse().expect("cluster URL")
+        }
+    }
+}
+
+/// A fresh database with the services' roles and schemas provisioned.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    host: String,
+    port: u16,
+    name: String,
+    admin: PgConnectOptions,
+}
+
+impl TestDb {
+    /// Creates a new, uniquely named database and provisions it.
+    pub async fn create() -> Self {
+        let admin = tokio::task::spawn_blocking(admin_options)
+            .await
+            .expect("starting PostgreSQL");
+        let name = format!(
+            "clinic_test_{}_{}_{:06x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>() & 0xff_ffff
+        );
+        let mut conn = admin
+            .connect()
+            .await
+            .expect("connecting to PostgreSQL as admin");
+        ROLES
+            .get_or_init(|| async {
+                let mut c = admin.connect().await.expect("admin connection");
+                provision::create_roles(&mut c)
+                    .await
+                    .expect("creating service roles");
+            })
+            .await;
+        sqlx::raw_sql(AssertSqlSafe(format!("create database {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("creating the test database");
+        let admin = admin.database(&name);
+        let mut conn = admin
+            .connect()
+            .await
+            .expect("connecting to the test database");
+        provision::create_schemas(&mut conn)
+            .await
+            .expect("creating schemas");
+        Self {
+            host: admin.get_host().to_owned(),
+            port: admin.get_port(),
+            name,
+            admin,
+        }
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The URL `service` connects with.
+    pub fn url_for(&self, service: ServiceRole) -> String {
+        format!(
+            "postgres://{role}:{password}@{host}:{port}/{db}",
+            role = service.role(),
+            password = service.dev_password(),
+            host = self.host,
+            port = self.port,
+            db = self.name
+        )
+    }
+
+    /// Superuser connection options for this database, for assertions that
+    /// look behind the API.
+    pub fn admin_options(&self) -> PgConnectOptions {
+        self.admin.clone()
+    }
+}
