@@ -1,0 +1,463 @@
+//! Patients as the clinic understands them: validated values and the rules
+//! they obey. No I/O and no protobuf here; the gRPC adapter turns requests
+//! into these types (collecting every violation at once) and storage only
+//! ever sees values that passed.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use clinic_common::validation::{FieldViolation, Invalid};
+use email_address::{EmailAddress, Options};
+use unicode_normalization::UnicodeNormalization;
+
+/// Longest name, in characters, after trimming.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest email address (RFC 5321's limit on a path).
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// Longest idempotency key.
+pub const MAX_REQUEST_ID_CHARS: usize = 128;
+/// Earliest accepted birth date.
+pub const MIN_BIRTH_DATE: NaiveDate = NaiveDate::from_ymd_opt(1900, 1, 1).expect("valid date");
+
+/// A patient's server-assigned id: positive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PatientId(i64);
+
+impl PatientId {
+    /// Parses the id of `field`: it must be positive.
+    pub fn parse(raw: i64, field: &str) -> Result<Self, FieldViolation> {
+        if raw > 0 {
+            Ok(Self(raw))
+        } else {
+            Err(FieldViolation::new(field, "must be a positive patient id"))
+        }
+    }
+
+    /// An id read back from storage, which only holds valid ones.
+    pub fn from_stored(raw: i64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw value.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for PatientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A first or last name: trimmed, NFC-normalised, 1 to 100 characters of
+/// letters (any script), spaces, apostrophes, hyphens and periods, with at
+/// least one letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonName(String);
+
+impl PersonName {
+    /// Validates `raw` as the name in `field`.
+    pub fn parse(raw: &str, field: &str) -> Result<Self, FieldViolation> {
+        // NFC first, so "José" typed with a combining accent counts and is
+        // stored like the precomposed one.
+        let name: String = raw.trim().nfc().collect();
+        let chars = name.chars().count();
+        if chars == 0 {
+            return Err(FieldViolation::new(field, "is required"));
+        }
+        if chars > MAX_NAME_CHARS {
+            return Err(FieldViolation::new(
+                field,
+                format!("must be at most {MAX_NAME_CHARS} characters, not {chars}"),
+            ));
+        }
+        if let Some(bad) = name.chars().find(|c| !is_name_char(*c)) {
+            return Err(FieldViolation::new(
+                field,
+                format!(
+                    "may contain only letters, spaces, apostrophes, hyphens and periods, not {bad:?}"
+                ),
+            ));
+        }
+        if !name.chars().any(char::is_alphabetic) {
+            return Err(FieldViolation::new(
+                field,
+                "must contain at least one letter",
+            ));
+        }
+        Ok(Self(name))
+    }
+
+    /// The name as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_alphabetic() || matches!(c, ' ' | '\'' | '\u{2019}' | '-' | '.')
+}
+
+/// A date of birth between 1900-01-01 and today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BirthDate(NaiveDate);
+
+impl BirthDate {
+    /// Validates `raw` (`YYYY-MM-DD`) against `today`, the latest date that is
+    /// "today" anywhere on Earth, so a baby born this morning in Kiribati is
+    /// not rejected for being born in the future.
+    pub fn parse(raw: &str, today: NaiveDate, field: &str) -> Result<Self, FieldViolation> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(FieldViolation::new(field, "is required"));
+        }
+        let well_formed = raw.len() == 10
+            && raw.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            });
+        if !well_formed {
+            return Err(FieldViolation::new(
+                field,
+                format!("must be a date as YYYY-MM-DD, not {raw:?}"),
+            ));
+        }
+        let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| {
+            FieldViolation::new(field, format!("{raw} is not a real calendar date"))
+        })?;
+        if date > today {
+            return Err(FieldViolation::new(field, "must not be in the future"));
+        }
+        if date < MIN_BIRTH_DATE {
+            return Err(FieldViolation::new(field, "must not be before 1900-01-01"));
+        }
+        Ok(Self(date))
+    }
+
+    /// A date read back from storage.
+    pub fn from_stored(date: NaiveDate) -> Self {
+        Self(date)
+    }
+
+    /// The date.
+    pub fn get(self) -> NaiveDate {
+        self.0
+    }
+}
+
+/// The latest calendar date anywhere on Earth (UTC+14) at `now`.
+pub fn latest_today(now: DateTime<Utc>) -> NaiveDate {
+    (now + chrono::Duration::hours(14)).date_naive()
+}
+
+/// A syntactically valid email address with a domain that has a top-level
+/// part, stored as given (trimmed); uniqueness ignores case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// Validates `raw` as the address in `field`.
+    pub fn parse(raw: &str, field: &str) -> Result<Self, FieldViolation> {
+        let email = raw.trim();
+        if email.is_empty() {
+            return Err(FieldViolation::new(field, "is required"));
+        }
+        let chars = email.chars().count();
+        if chars > MAX_EMAIL_CHARS {
+            return Err(FieldViolation::new(
+                field,
+                format!("must be at most {MAX_EMAIL_CHARS} characters, not {chars}"),
+            ));
+        }
+        let options = Options::default()
+            .with_required_tld()
+            .without_display_text()
+            .without_domain_literal();
+        EmailAddress::parse_with_options(email, options).map_err(|e| {
+            FieldViolation::new(field, format!("is not a valid email address ({e})"))
+        })?;
+        Ok(Self(email.to_owned()))
+    }
+
+    /// The address as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An idempotency key of CreatePatient: non-empty, at most 128 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// `None` for an empty key (no idempotency asked for).
+    pub fn parse(raw: &str, field: &str) -> Result<Option<Self>, FieldViolation> {
+        let chars = raw.chars().count();
+        if raw.is_empty() {
+            Ok(None)
+        } else if chars > MAX_REQUEST_ID_CHARS {
+            Err(FieldViolation::new(
+                field,
+                format!("must be at most {MAX_REQUEST_ID_CHARS} characters, not {chars}"),
+            ))
+        } else {
+            Ok(Some(Self(raw.to_owned())))
+        }
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An opaque version tag. A non-empty etag sent back must equal the current
+/// one for a write to go ahead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Etag(String);
+
+impl Etag {
+    /// `None` for an empty etag (no precondition).
+    pub fn from_request(raw: &str) -> Option<Self> {
+        (!raw.is_empty()).then(|| Self(raw.to_owned()))
+    }
+
+    /// The etag of a stored version.
+    pub fn of_version(version: i64) -> Self {
+        Self(version.to_string())
+    }
+
+    /// The tag.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A patient to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPatient {
+    /// Given name(s).
+    pub first_name: PersonName,
+    /// Family name(s).
+    pub last_name: PersonName,
+    /// Date of birth.
+    pub birth_date: BirthDate,
+    /// Email address.
+    pub email: Email,
+}
+
+/// The fields an update changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PatientPatch {
+    /// New given name(s).
+    pub first_name: Option<PersonName>,
+    /// New family name(s).
+    pub last_name: Option<PersonName>,
+    /// New date of birth.
+    pub birth_date: Option<BirthDate>,
+    /// New email address.
+    pub email: Option<Email>,
+}
+
+/// The fields of a patient an update mask may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatientField {
+    /// `first_name`
+    FirstName,
+    /// `last_name`
+    LastName,
+    /// `birth_date`
+    BirthDate,
+    /// `email`
+    Email,
+}
+
+impl PatientField {
+    /// Every updatable field.
+    pub const ALL: [PatientField; 4] = [
+        PatientField::FirstName,
+        PatientField::LastName,
+        PatientField::BirthDate,
+        PatientField::Email,
+    ];
+
+    /// The field's name in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            PatientField::FirstName => "first_name",
+            PatientField::LastName => "last_name",
+            PatientField::BirthDate => "birth_date",
+            PatientField::Email => "email",
+        }
+    }
+}
+
+/// Fields of a patient that only the server sets.
+pub const OUTPUT_ONLY_FIELDS: [&str; 4] = ["id", "create_time", "update_time", "etag"];
+
+/// Parses an update mask: each path must name an updatable field once.
+/// `field` is the mask's path in the request, for violations.
+pub fn parse_update_mask(paths: &[String], field: &str) -> Result<Vec<PatientField>, Invalid> {
+    let mut invalid = Invalid::default();
+    let mut fields = Vec::with_capacity(paths.len());
+    for path in paths {
+        let path = path.trim();
+        match PatientField::ALL.into_iter().find(|f| f.name() == path) {
+            Some(f) if !fields.contains(&f) => fields.push(f),
+            Some(_) => {}
+            None if OUTPUT_ONLY_FIELDS.contains(&path) => {
+                invalid.push(field, format!("{path:?} is output only and cannot be updated"))
+            }
+            None => invalid.push(
+                field,
+                format!("unknown field path {path:?}; updatable fields are first_name, last_name, birth_date, email"),
+            ),
+        }
+    }
+    invalid.finish(|| fields)
+}
+
+/// A stored patient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patient {
+    /// Server-assigned id.
+    pub id: PatientId,
+    /// Given name(s).
+    pub first_name: String,
+    /// Family name(s).
+    pub last_name: String,
+    /// Date of birth.
+    pub birth_date: NaiveDate,
+    /// Email address as given.
+    pub email: String,
+    /// When the patient was created.
+    pub create_time: DateTime<Utc>,
+    /// When the patient last changed.
+    pub update_time: DateTime<Utc>,
+    /// The current version tag.
+    pub etag: Etag,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()
+    }
+
+    #[test]
+    fn names_accept_any_script_and_name_punctuation() {
+        for ok in [
+            "José",
+            "Treviño",
+            "O'Brien",
+            "Diana Laura",
+            "Del Toro",
+            "Jean-Luc",
+            "St. John",
+            "Zoë",
+            "王",
+            "Łukasz",
+            "O\u{2019}Neil",
+        ] {
+            assert!(PersonName::parse(ok, "f").is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn names_are_trimmed_and_normalised() {
+        assert_eq!(PersonName::parse("  Jose  ", "f").unwrap().as_str(), "Jose");
+        let decomposed = "Jose\u{301}";
+        assert_eq!(PersonName::parse(decomposed, "f").unwrap().as_str(), "José");
+    }
+
+    #[test]
+    fn names_reject_empty_long_and_foreign_characters() {
+        for bad in ["", "   ", "R2D2", "a_b", "<script>", "--", "x@y"] {
+            assert!(PersonName::parse(bad, "f").is_err(), "{bad:?}");
+        }
+        assert!(PersonName::parse(&"a".repeat(100), "f").is_ok());
+        assert!(PersonName::parse(&"a".repeat(101), "f").is_err());
+        assert!(
+            PersonName::parse(&"é".repeat(100), "f").is_ok(),
+            "counts characters, not bytes"
+        );
+    }
+
+    #[test]
+    fn birth_dates_must_be_real_past_and_after_1900() {
+        assert!(BirthDate::parse("1955-04-10", today(), "b").is_ok());
+        assert!(BirthDate::parse("1900-01-01", today(), "b").is_ok());
+        assert!(BirthDate::parse("2026-11-27", today(), "b").is_ok());
+        for bad in [
+            "",
+            "1955-4-10",
+            "10/04/1955",
+            "1955-02-30",
+            "2023-02-29",
+            "1899-12-31",
+            "2026-11-28",
+            "19550410",
+            "1955-04-10T00:00",
+        ] {
+            assert!(BirthDate::parse(bad, today(), "b").is_err(), "{bad:?}");
+        }
+        assert!(
+            BirthDate::parse("2024-02-29", today(), "b").is_ok(),
+            "leap day"
+        );
+    }
+
+    #[test]
+    fn latest_today_is_ahead_of_utc() {
+        let now = DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            latest_today(now),
+            NaiveDate::from_ymd_opt(2026, 11, 28).unwrap()
+        );
+    }
+
+    #[test]
+    fn emails_must_be_valid_addresses() {
+        for ok in ["pepe@ejemplo.com", "Pepe.Perez+x@Ejemplo.COM", "a@b.co"] {
+            assert!(Email::parse(ok, "e").is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "pepe",
+            "pepe@",
+            "@ejemplo.com",
+            "pepe@localhost",
+            "Pepe <pepe@ejemplo.com>",
+            "a b@c.com",
+            "pepe@@ejemplo.com",
+        ] {
+            assert!(Email::parse(bad, "e").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn update_masks_reject_unknown_and_output_only_paths() {
+        let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_update_mask(&paths(&["email", "first_name"]), "m").unwrap(),
+            vec![PatientField::Email, PatientField::FirstName]
+        );
+        let err = parse_update_mask(&paths(&["id", "nickname", "email"]), "m").unwrap_err();
+        assert_eq!(err.0.len(), 2);
+        assert!(err.0[0].description.contains("output only"));
+        assert!(err.0[1].description.contains("unknown field path"));
+    }
+
+    #[test]
+    fn request_ids_are_optional_and_bounded() {
+        assert_eq!(RequestId::parse("", "r"), Ok(None));
+        assert!(RequestId::parse("abc", "r").unwrap().is_some());
+        assert!(RequestId::parse(&"x".repeat(129), "r").is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! Everything that can go wrong in patients-service, and the one place where
+//! each failure becomes a gRPC status.
+
+use std::collections::HashMap;
+
+use clinic_common::{errors, validation::Invalid};
+use tonic::{Code, Status};
+
+use crate::domain::PatientId;
+
+/// Reason of NOT_FOUND for an unknown patient id.
+pub const PATIENT_NOT_FOUND: &str = "PATIENT_NOT_FOUND";
+/// Reason of ALREADY_EXISTS for an email another patient has.
+pub const EMAIL_ALREADY_EXISTS: &str = "EMAIL_ALREADY_EXISTS";
+/// Reason of FAILED_PRECONDITION for deleting a patient who has studies.
+pub const PATIENT_HAS_STUDIES: &str = "PATIENT_HAS_STUDIES";
+/// Reason of UNAVAILABLE when studies-service cannot be asked.
+pub const STUDIES_UNAVAILABLE: &str = "STUDIES_SERVICE_UNAVAILABLE";
+
+/// A failed patients operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Input fields break rules.
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+    /// The page token was not issued by ListPatients.
+    #[error("invalid page token")]
+    InvalidPageToken,
+    /// No patient has this id.
+    #[error("patient {0} not found")]
+    NotFound(PatientId),
+    /// Another patient has this email (ignoring case).
+    #[error("email already in use")]
+    EmailTaken,
+    /// The etag sent is not the current one.
+    #[error("stale etag for patient {0}")]
+    EtagMismatch(PatientId),
+    /// The patient still has studies and `force` was not set.
+    #[error("patient {id} has {count} studies")]
+    HasStudies {
+        /// The patient.
+        id: PatientId,
+        /// How many studies they have.
+        count: u64,
+    },
+    /// studies-service could not be asked whether the patient has studies.
+    #[error("studies-service unavailable: {0}")]
+    StudiesUnavailable(String),
+    /// Postgres is unreachable.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A statement ran past its timeout.
+    #[error("database statement timed out")]
+    Timeout(#[source] sqlx::Error),
+    /// Anything else: a bug or an unexpected database state.
+    #[error("database error: {0}")]
+    Internal(#[source] sqlx::Error),
+}
+
+/// Result of patients operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        if clinic_common::db::is_unavailable(&e) {
+            Error::Unavailable(e)
+        } else if clinic_common::db::is_statement_timeout(&e) {
+            Error::Timeout(e)
+        } else {
+            Error::Internal(e)
+        }
+    }
+}
+
+fn id_metadata(id: PatientId) -> HashMap<String, String> {
+    HashMap::from([("patient_id".to_owned(), id.to_string())])
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Invalid(invalid) => errors::invalid_fields(&invalid),
+            Error::InvalidPageToken => errors::invalid_page_token(),
+            Error::NotFound(id) => errors::with_reason_and_metadata(
+                Code::NotFound,
+                format!("patient {id} not found"),
+                PATIENT_NOT_FOUND,
+                id_metadata(id),
+            ),
+            Error::EmailTaken => errors::with_reason(
+                Code::AlreadyExists,
+                "email: another patient already has this email address (compared ignoring case)",
+                EMAIL_ALREADY_EXISTS,
+            ),
+            Error::EtagMismatch(id) => errors::etag_mismatch(&format!("patient {id}")),
+            Error::HasStudies { id, count } => errors::failed_precondition(
+                format!(
+                    "patient {id} has {count} studies; delete them first or set force to delete them too"
+                ),
+                PATIENT_HAS_STUDIES,
+                format!("patients/{id}"),
+                format!("the patient has {count} studies"),
+            ),
+            Error::StudiesUnavailable(detail) => {
+                tracing::warn!(%detail, "studies-service unavailable");
+                errors::with_reason(
+                    Code::Unavailable,
+                    "studies-service is unreachable, so it cannot be checked whether the patient has studies; retry later",
+                    STUDIES_UNAVAILABLE,
+                )
+            }
+            Error::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                errors::database_unavailable()
+            }
+            Error::Timeout(e) => {
+                tracing::warn!(error = %e, "statement timeout");
+                errors::with_reason(
+                    Code::DeadlineExceeded,
+                    "the database took too long to answer",
+                    errors::DEADLINE_EXCEEDED,
+                )
+            }
+            Error::Internal(e) => errors::internal(&e),
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The gRPC adapter: implements `clinic.patients.v1.PatientService` by turning
+//! requests into domain values, calling storage, and turning results back
+//! into protobuf. Failures become statuses in `error.rs`, nowhere else.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use clinic_common::{
+    paging::{self, PageTokens},
+    validation::Invalid,
+};
+use clinic_proto::patients::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{
+        BirthDate, Email, Etag, NewPatient, Patient, PatientField, PatientId, PatientPatch,
+        PersonName, RequestId, latest_today, parse_update_mask,
+    },
+    error::{Error, Result},
+    storage::PatientStore,
+    studies::StudiesLookup,
+};
+
+/// Scope page tokens of ListPatients are bound to.
+const LIST_SCOPE: &str = "clinic.patients.v1.PatientService/ListPatients";
+
+/// PatientService backed by [`PatientStore`].
+#[derive(Clone)]
+pub struct PatientApi {
+    store: PatientStore,
+    tokens: PageTokens,
+    studies: Arc<dyn StudiesLookup>,
+}
+
+impl std::fmt::Debug for PatientApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatientApi")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PatientApi {
+    /// The service on `store`, signing page tokens with `tokens` and asking
+    /// `studies` before non-forced deletes.
+    pub fn new(store: PatientStore, tokens: PageTokens, studies: Arc<dyn StudiesLookup>) -> Self {
+        Self {
+            store,
+            tokens,
+            studies,
+        }
+    }
+
+    async fn delete(&self, req: pb::DeletePatientRequest) -> Result<()> {
+        let id = PatientId::parse(req.id, "id").map_err(Invalid::from)?;
+        let etag = Etag::from_request(&req.etag);
+        let current = self.store.get(id).await?;
+        if etag.as_ref().is_some_and(|e| *e != current.etag) {
+            return Err(Error::EtagMismatch(id));
+        }
+        if !req.force {
+            let count = self.studies.count_for(id).await?;
+            if count > 0 {
+                return Err(Error::HasStudies { id, count });
+            }
+        }
+        self.store.delete(id, etag.as_ref()).await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::patient_service_server::PatientService for PatientApi {
+    async fn create_patient(
+        &self,
+        request: Request<pb::CreatePatientRequest>,
+    ) -> Result<Response<pb::Patient>, Status> {
+        let (new, request_id) = parse_create(request.into_inner(), Utc::now())?;
+        let patient = self.store.create(&new, request_id.as_ref()).await?;
+        Ok(Response::new(patient.into()))
+    }
+
+    async fn get_patient(
+        &self,
+        request: Request<pb::GetPatientRequest>,
+    ) -> Result<Response<pb::Patient>, Status> {
+        let id = PatientId::parse(request.into_inner().id, "id").map_err(Error::from_violation)?;
+        Ok(Response::new(self.store.get(id).await?.into()))
+    }
+
+    async fn list_patients(
+        &self,
+        request: Request<pb::ListPatientsRequest>,
+    ) -> Result<Response<pb::ListPatientsResponse>, Status> {
+        let req = request.into_inner();
+        let size = paging::page_size(req.page_size, "page_size").map_err(Error::from_violation)?;
+        let after = self
+            .tokens
+            .decode(LIST_SCOPE, &req.page_token)
+            .map_err(|_| Error::InvalidPageToken)?;
+        let (patients, more) = self.store.list(after.unwrap_or(0), size).await?;
+        let next_page_token = match patients.last() {
+            Some(last) if more => self.tokens.encode(LIST_SCOPE, last.id.get()),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListPatientsResponse {
+            patients: patients.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_patient(
+        &self,
+        request: Request<pb::UpdatePatientRequest>,
+    ) -> Result<Response<pb::Patient>, Status> {
+        let (id, patch, etag) = parse_update(request.into_inner(), Utc::now())?;
+        let patient = self.store.update(id, &patch, etag.as_ref()).await?;
+        Ok(Response::new(patient.into()))
+    }
+
+    async fn delete_patient(
+        &self,
+        request: Request<pb::DeletePatientRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.delete(request.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+}
+
+impl Error {
+    fn from_violation(violation: clinic_common::validation::FieldViolation) -> Self {
+        Error::Invalid(violation.into())
+    }
+}
+
+/// CreatePatientRequest → the patient to create and its idempotency key,
+/// reporting every broken field at once.
+fn parse_create(
+    req: pb::CreatePatientRequest,
+    now: DateTime<Utc>,
+) -> Result<(NewPatient, Option<RequestId>)> {
+    let mut invalid = Invalid::default();
+    let request_id = invalid.check(RequestId::parse(&req.request_id, "request_id"));
+    let Some(p) = req.patient else {
+        invalid.push("patient", "is required");
+        return Err(invalid.into());
+    };
+    let first_name = invalid.check(PersonName::parse(&p.first_name, "patient.first_name"));
+    let last_name = invalid.check(PersonName::parse(&p.last_name, "patient.last_name"));
+    let birth_date = invalid.check(BirthDate::parse(
+        &p.birth_date,
+        latest_today(now),
+        "patient.birth_date",
+    ));
+    let email = invalid.check(Email::parse(&p.email, "patient.email"));
+    match (first_name, last_name, birth_date, email, request_id) {
+        (Some(first_name), Some(last_name), Some(birth_date), Some(email), Some(request_id)) => {
+            Ok((
+                NewPatient {
+                    first_name,
+                    last_name,
+                    birth_date,
+                    email,
+                },
+                request_id,
+            ))
+        }
+        _ => Err(invalid.into()),
+    }
+}
+
+/// UpdatePatientRequest → which patient, what changes, and the etag to check.
+fn parse_update(
+    req: pb::UpdatePatientRequest,
+    now: DateTime<Utc>,
+) -> Result<(PatientId, PatientPatch, Option<Etag>)> {
+    let Some(p) = req.patient else {
+        return Err(Invalid::one("patient", "is required").into());
+    };
+    let mut invalid = Invalid::default();
+    let id = invalid.check(PatientId::parse(p.id, "patient.id"));
+    let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+    let fields = if paths.is_empty() {
+        let set = |f: &PatientField| match f {
+            PatientField::FirstName => !p.first_name.is_empty(),
+            PatientField::LastName => !p.last_name.is_empty(),
+            PatientField::BirthDate => !p.birth_date.is_empty(),
+            PatientField::Email => !p.email.is_empty(),
+        };
+        let fields: Vec<_> = PatientField::ALL.into_iter().filter(set).collect();
+        if fields.is_empty() {
+            invalid.push(
+                "update_mask",
+                "names no field to update: list paths in update_mask or set at least one field",
+            );
+        }
+        fields
+    } else {
+        parse_update_mask(&paths, "update_mask").unwrap_or_else(|mask| {
+            invalid.0.extend(mask.0);
+            Vec::new()
+        })
+    };
+    let mut patch = PatientPatch::default();
+    for field in fields {
+        match field {
+            PatientField::FirstName => {
+                patch.first_name =
+                    invalid.check(PersonName::parse(&p.first_name, "patient.first_name"))
+            }
+            PatientField::LastName => {
+                patch.last_name =
+                    invalid.check(PersonName::parse(&p.last_name, "patient.last_name"))
+            }
+            PatientField::BirthDate => {
+                patch.birth_date = invalid.check(BirthDate::parse(
+                    &p.birth_date,
+                    latest_today(now),
+                    "patient.birth_date",
+                ))
+            }
+            PatientField::Email => {
+                patch.email = invalid.check(Email::parse(&p.email, "patient.email"))
+            }
+        }
+    }
+    match id {
+        Some(id) if invalid.0.is_empty() => Ok((id, patch, Etag::from_request(&p.etag))),
+        _ => Err(invalid.into()),
+    }
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+impl From<Patient> for pb::Patient {
+    fn from(p: Patient) -> Self {
+        pb::Patient {
+            id: p.id.get(),
+            first_name: p.first_name,
+            last_name: p.last_name,
+            birth_date: p.birth_date.format("%Y-%m-%d").to_string(),
+            email: p.email,
+            create_time: Some(timestamp(p.create_time)),
+            update_time: Some(timestamp(p.update_time)),
+            etag: p.etag.as_str().to_owned(),
+        }
+    }
+}

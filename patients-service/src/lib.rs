@@ -1,0 +1,173 @@
+//! patients-service: owns the clinic's patients, in the Postgres schema
+//! `patients`, and serves `clinic.patients.v1.PatientService`.
+//!
+//! `main` only reads [`Config`] and runs an [`Application`]; tests build the
+//! very same application on port 0 against their own database.
+//!
+//! # Layout
+//! - [`domain`]: validated patient values and their rules (no I/O).
+//! - [`storage`]: every SQL statement, against the `patients` schema.
+//! - [`grpc`]: the PatientService adapter (protobuf ↔ domain).
+//! - [`error`]: the service's error type and its one mapping to gRPC statuses.
+//! - [`studies`]: the seam through which deletes ask about studies.
+//! - `migrations/`: the schema, embedded and run at start-up.
+
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod storage;
+pub mod studies;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use clinic_common::{
+    config::{self, ConfigError},
+    db::{self, DbSettings},
+    paging::PageTokens,
+    server::{self, Health, ServeError, ServerSettings},
+};
+use clinic_proto::patients::v1::{SERVICE_NAME, patient_service_server::PatientServiceServer};
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::{grpc::PatientApi, storage::PatientStore, studies::StudiesLookup};
+
+/// The Postgres schema this service owns.
+pub const SCHEMA: &str = "patients";
+
+/// Everything patients-service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen (`LISTEN_ADDR`, default `127.0.0.1:50051`).
+    pub listen_addr: SocketAddr,
+    /// Postgres connection and pool settings (`DATABASE_URL`, `DB_*`).
+    pub db: DbSettings,
+    /// Request ceiling and shutdown drain (`REQUEST_TIMEOUT_MS`, `SHUTDOWN_DRAIN_TIMEOUT_MS`).
+    pub server: ServerSettings,
+    /// How often health checks Postgres (`HEALTH_PROBE_INTERVAL_MS`, default 1000).
+    pub health_probe_interval: Duration,
+}
+
+impl Config {
+    /// Default listen address.
+    pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
+    /// Default database URL: the service's own role on a local Postgres.
+    pub const DEFAULT_DATABASE_URL: &str =
+        "postgres://clinic_patients:clinic_patients@127.0.0.1:5432/clinic";
+
+    /// Reads the configuration from environment variables.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            listen_addr: config::env_or(
+                "LISTEN_ADDR",
+                Self::DEFAULT_LISTEN_ADDR.parse().expect("valid default"),
+            )?,
+            db: DbSettings::from_env(Self::DEFAULT_DATABASE_URL)?,
+            server: ServerSettings::from_env()?,
+            health_probe_interval: config::env_millis(
+                "HEALTH_PROBE_INTERVAL_MS",
+                Duration::from_secs(1),
+            )?,
+        })
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("binding the listen address: {0}")]
+    Bind(#[from] std::io::Error),
+    /// Postgres rejected the connection settings or a start-up query.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The migrations failed (or Postgres stayed unreachable too long).
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Loading the page-token key failed.
+    #[error("loading the page token key: {0}")]
+    PageTokenKey(#[from] error::Error),
+}
+
+/// A built service: listening, migrated, ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    api: PatientApi,
+    pool: sqlx::PgPool,
+    health: Health,
+    config: Config,
+}
+
+impl Application {
+    /// Builds the service with a studies lookup that knows of no studies.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_with(config, Arc::new(studies::NoStudies)).await
+    }
+
+    /// Binds the listener, connects to Postgres, runs the migrations and
+    /// loads the page-token key.
+    pub async fn build_with(
+        config: Config,
+        studies: Arc<dyn StudiesLookup>,
+    ) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind(config.listen_addr).await?;
+        let pool = config.db.pool()?;
+        db::migrate(
+            &pool,
+            &mut sqlx::migrate!("./migrations"),
+            SCHEMA,
+            &config.db,
+        )
+        .await?;
+        let store = PatientStore::new(pool.clone());
+        let tokens = PageTokens::new(store.page_token_key().await?);
+        let health = Health::new(&[SERVICE_NAME]).await;
+        Ok(Self {
+            listener,
+            api: PatientApi::new(store, tokens, studies),
+            pool,
+            health,
+            config,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight rpcs.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let probe = db::spawn_health_probe(
+            self.pool.clone(),
+            self.health.clone(),
+            self.config.health_probe_interval,
+        );
+        let abort = probe.abort_handle();
+        let shutdown = async move {
+            shutdown.await;
+            abort.abort();
+        };
+        let routes = Routes::new(PatientServiceServer::new(self.api));
+        let result = server::serve(
+            self.listener,
+            routes,
+            self.health,
+            &self.config.server,
+            shutdown,
+        )
+        .await;
+        probe.abort();
+        self.pool.close().await;
+        result
+    }
+}
