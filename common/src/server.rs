@@ -60,6 +60,17 @@ impl Health {
         }
     }
 
+    /// Ends health: everything turns NOT_SERVING, then the statuses are
+    /// removed, which ends open `Watch` streams after they have seen
+    /// NOT_SERVING, so watchers do not hold a draining server open.
+    pub async fn close(&self) {
+        self.set_serving(false).await;
+        let mut reporter = self.reporter.clone();
+        for name in self.services.iter().copied().chain([""]) {
+            reporter.clear_service_status(name).await;
+        }
+    }
+
     /// The services this process serves.
     pub fn services(&self) -> &[&'static str] {
         &self.services
@@ -162,6 +173,7 @@ pub async fn serve(
     tracing::info!("shutting down: NOT_SERVING, draining in-flight rpcs");
     health.set_serving(false).await;
     let _ = stop_tx.send(());
+    health.close().await;
     match tokio::time::timeout(settings.drain_timeout, server).await {
         Ok(result) => Ok(result?),
         Err(_) => {

@@ -6,9 +6,9 @@
 //! [`FILE_DESCRIPTOR_SET`] that the services serve through gRPC reflection.
 //!
 //! # Layout
-//! - [`patients::v1`]: `clinic.patients.v1` (PatientService)
-//! - [`studies::v1`]: `clinic.studies.v1` (StudyService)
-//! - [`gateway::v1`]: `clinic.gateway.v1` (GatewayService)
+//! - [`patients::v1`] — `clinic.patients.v1` (PatientService)
+//! - [`studies::v1`] — `clinic.studies.v1` (StudyService)
+//! - [`gateway::v1`] — `clinic.gateway.v1` (GatewayService)
 
 /// The encoded `FileDescriptorSet` of every Clinic package and its imports,
 /// for registration with a reflection server.

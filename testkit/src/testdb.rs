@@ -10,12 +10,12 @@ use std::sync::{
 };
 
 use sqlx::{AssertSqlSafe, ConnectOptions, postgres::PgConnectOptions};
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 
 use crate::{PgCluster, ServiceRole, provision};
 
 static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
-static ROLES: OnceCell<()> = OnceCell::const_new();
+static PROVISIONING: Mutex<()> = Mutex::const_new(());
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The admin connection options of the server tests use.
@@ -44,11 +44,17 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates a new, uniquely named database and provisions it.
+    /// Creates a new, uniquely named database on the tests' server and provisions it.
     pub async fn create() -> Self {
         let admin = tokio::task::spawn_blocking(admin_options)
             .await
             .expect("starting PostgreSQL");
+        Self::create_on(admin).await
+    }
+
+    /// Creates a new, uniquely named database on the server `admin` points
+    /// to (a superuser connection) and provisions it.
+    pub async fn create_on(admin: PgConnectOptions) -> Self {
         let name = format!(
             "clinic_test_{}_{}_{:06x}",
             std::process::id(),
@@ -59,14 +65,13 @@ impl TestDb {
             .connect()
             .await
             .expect("connecting to PostgreSQL as admin");
-        ROLES
-            .get_or_init(|| async {
-                let mut c = admin.connect().await.expect("admin connection");
-                provision::create_roles(&mut c)
-                    .await
-                    .expect("creating service roles");
-            })
-            .await;
+        {
+            // Concurrent `create role` statements race on the catalog; one at a time.
+            let _guard = PROVISIONING.lock().await;
+            provision::create_roles(&mut conn)
+                .await
+                .expect("creating service roles");
+        }
         sqlx::raw_sql(AssertSqlSafe(format!("create database {name}")))
             .execute(&mut conn)
             .await

@@ -1,0 +1,311 @@
+use std::collections::HashSet;
+
+use tonic::Code;
+
+use crate::helpers::{assert_invalid, assert_no_internals, patient, reason, spawn_app};
+
+#[tokio::test]
+async fn create_patient_returns_the_stored_patient_with_server_assigned_fields() {
+    let app = spawn_app().await;
+    let mut input = patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com");
+    input.id = 999;
+    input.etag = "made-up".into();
+
+    let created = app.create(input).await.unwrap();
+
+    assert!(created.id > 0);
+    assert_ne!(created.id, 999, "a client-set id is ignored");
+    assert_eq!(
+        (created.first_name.as_str(), created.last_name.as_str()),
+        ("Jose", "Villalobos")
+    );
+    assert_eq!(created.birth_date, "1955-04-10");
+    assert_eq!(created.email, "pepe@ejemplo.com");
+    assert!(created.create_time.is_some() && created.update_time.is_some());
+    assert!(!created.etag.is_empty() && created.etag != "made-up");
+    assert_eq!(app.get(created.id).await.unwrap(), created);
+}
+
+#[tokio::test]
+async fn create_patient_accepts_unicode_and_punctuated_names() {
+    let app = spawn_app().await;
+    let names = [
+        ("José", "Treviño"),
+        ("Diana Laura", "Del Toro"),
+        ("Seán", "O'Brien"),
+        ("Jean-Luc", "St. Pierre"),
+        ("Zoë", "Łukasiewicz"),
+    ];
+    for (i, (first, last)) in names.into_iter().enumerate() {
+        let created = app
+            .create(patient(
+                first,
+                last,
+                "1990-05-05",
+                &format!("u{i}@ejemplo.com"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            (created.first_name.as_str(), created.last_name.as_str()),
+            (first, last)
+        );
+    }
+}
+
+#[tokio::test]
+async fn create_patient_trims_surrounding_white_space_but_keeps_email_case() {
+    let app = spawn_app().await;
+    let created = app
+        .create(patient(
+            "  Jessica ",
+            "\tRamirez  ",
+            " 1971-07-01 ",
+            " Jessica@Ejemplo.com ",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(created.first_name, "Jessica");
+    assert_eq!(created.last_name, "Ramirez");
+    assert_eq!(created.birth_date, "1971-07-01");
+    assert_eq!(created.email, "Jessica@Ejemplo.com");
+}
+
+/// Each rule on its own: exactly one violation, naming the broken field.
+#[tokio::test]
+async fn create_patient_reports_one_violation_per_broken_field() {
+    let app = spawn_app().await;
+    let valid = patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com");
+    let long = "a".repeat(101);
+    type Breaker = Box<dyn Fn(&mut clinic_proto::patients::v1::Patient)>;
+    let cases: Vec<(&str, Breaker)> = vec![
+        (
+            "patient.first_name",
+            Box::new(|p| p.first_name = String::new()),
+        ),
+        (
+            "patient.first_name",
+            Box::new(|p| p.first_name = "   ".into()),
+        ),
+        (
+            "patient.first_name",
+            Box::new(move |p| p.first_name = long.clone()),
+        ),
+        (
+            "patient.first_name",
+            Box::new(|p| p.first_name = "R2D2".into()),
+        ),
+        (
+            "patient.last_name",
+            Box::new(|p| p.last_name = String::new()),
+        ),
+        (
+            "patient.last_name",
+            Box::new(|p| p.last_name = "Smith_Jones".into()),
+        ),
+        (
+            "patient.birth_date",
+            Box::new(|p| p.birth_date = String::new()),
+        ),
+        (
+            "patient.birth_date",
+            Box::new(|p| p.birth_date = "10/04/1955".into()),
+        ),
+        (
+            "patient.birth_date",
+            Box::new(|p| p.birth_date = "1955-02-30".into()),
+        ),
+        (
+            "patient.birth_date",
+            Box::new(|p| p.birth_date = "1899-12-31".into()),
+        ),
+        (
+            "patient.birth_date",
+            Box::new(|p| p.birth_date = "2999-01-01".into()),
+        ),
+        ("patient.email", Box::new(|p| p.email = String::new())),
+        ("patient.email", Box::new(|p| p.email = "pepe".into())),
+        ("patient.email", Box::new(|p| p.email = "pepe@".into())),
+        (
+            "patient.email",
+            Box::new(|p| p.email = "pepe@@ejemplo.com".into()),
+        ),
+    ];
+    for (field, break_it) in cases {
+        let mut input = valid.clone();
+        break_it(&mut input);
+        let result = app.create(input.clone()).await;
+        assert_invalid(result, &[field]);
+    }
+    assert!(app.list_all(50).await.is_empty(), "nothing was written");
+}
+
+#[tokio::test]
+async fn create_patient_reports_every_broken_field_at_once() {
+    let app = spawn_app().await;
+    let result = app
+        .create(patient("", "X1", "1955-13-01", "not-an-email"))
+        .await;
+    assert_invalid(
+        result,
+        &[
+            "patient.first_name",
+            "patient.last_name",
+            "patient.birth_date",
+            "patient.email",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn create_patient_without_a_patient_is_invalid() {
+    let app = spawn_app().await;
+    let result = app
+        .client
+        .clone()
+        .create_patient(clinic_proto::patients::v1::CreatePatientRequest {
+            patient: None,
+            request_id: String::new(),
+        })
+        .await;
+    assert_invalid(result, &["patient"]);
+}
+
+#[tokio::test]
+async fn create_patient_returns_already_exists_when_email_differs_only_in_case() {
+    let app = spawn_app().await;
+    app.create(patient(
+        "Jose",
+        "Villalobos",
+        "1955-04-10",
+        "pepe@ejemplo.com",
+    ))
+    .await
+    .unwrap();
+
+    let status = app
+        .create(patient("Pepe", "Otro", "1960-01-01", "PEPE@Ejemplo.COM"))
+        .await
+        .unwrap_err();
+
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert_eq!(reason(&status), "EMAIL_ALREADY_EXISTS");
+    assert!(
+        status.message().contains("email"),
+        "message names the field: {}",
+        status.message()
+    );
+    assert_no_internals(&status);
+    assert_eq!(app.list_all(50).await.len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_email_let_exactly_one_win() {
+    let app = spawn_app().await;
+    let attempts = (0..20).map(|i| {
+        let client = app.client.clone();
+        let email = if i % 2 == 0 {
+            "race@ejemplo.com"
+        } else {
+            "RACE@ejemplo.com"
+        };
+        let p = patient("Race", "Condition", "1980-01-01", email);
+        tokio::spawn(async move {
+            client
+                .clone()
+                .create_patient(clinic_proto::patients::v1::CreatePatientRequest {
+                    patient: Some(p),
+                    request_id: String::new(),
+                })
+                .await
+        })
+    });
+    let results = futures::future::join_all(attempts).await;
+
+    let (ok, err): (Vec<_>, Vec<_>) = results
+        .into_iter()
+        .map(|r| r.unwrap())
+        .partition(|r| r.is_ok());
+    assert_eq!(ok.len(), 1, "exactly one create wins");
+    for status in err.into_iter().map(|r| r.unwrap_err()) {
+        assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    }
+    assert_eq!(app.list_all(50).await.len(), 1);
+}
+
+#[tokio::test]
+async fn create_patient_with_a_repeated_request_id_returns_the_first_patient() {
+    let app = spawn_app().await;
+    let first = app
+        .create_with_id(
+            patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com"),
+            "req-1",
+        )
+        .await
+        .unwrap();
+
+    let again = app
+        .create_with_id(
+            patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com"),
+            "req-1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+
+    let other = app
+        .create_with_id(
+            patient("Jessica", "Ramirez", "1971-07-01", "jessica@ejemplo.com"),
+            "req-2",
+        )
+        .await
+        .unwrap();
+    assert_ne!(other.id, first.id);
+    assert_eq!(app.list_all(50).await.len(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_creates_with_one_request_id_create_one_patient() {
+    let app = spawn_app().await;
+    let attempts = (0..10).map(|_| {
+        let client = app.client.clone();
+        tokio::spawn(async move {
+            client
+                .clone()
+                .create_patient(clinic_proto::patients::v1::CreatePatientRequest {
+                    patient: Some(patient("Retry", "Storm", "1980-01-01", "retry@ejemplo.com")),
+                    request_id: "same-key".into(),
+                })
+                .await
+                .map(|r| r.into_inner().id)
+        })
+    });
+    let ids: HashSet<i64> = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().expect("every retry succeeds"))
+        .collect();
+    assert_eq!(ids.len(), 1, "every retry sees the same patient");
+    assert_eq!(app.list_all(50).await.len(), 1);
+}
+
+#[tokio::test]
+async fn create_patient_rejects_an_overlong_request_id() {
+    let app = spawn_app().await;
+    let result = app
+        .create_with_id(
+            patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com"),
+            &"k".repeat(129),
+        )
+        .await;
+    assert_invalid(result, &["request_id"]);
+}
+
+#[tokio::test]
+async fn ids_are_never_reused_after_a_delete() {
+    let app = spawn_app().await;
+    let first = app.create_nth(1).await;
+    app.delete(first.id, "", false).await.unwrap();
+    let second = app.create_nth(1).await;
+    assert!(second.id > first.id);
+}

@@ -1,0 +1,302 @@
+//! Starting the service for a test and talking to it.
+
+use std::{collections::HashSet, time::Duration};
+
+use clinic_common::{db::DbSettings, server::ServerSettings};
+use clinic_proto::patients::v1::{self as pb, patient_service_client::PatientServiceClient};
+use clinic_testkit::{ServiceRole, TestDb};
+use patients_service::{Application, Config};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Status, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_types::StatusExt;
+
+/// A running patients-service on its own database.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub client: PatientServiceClient<Channel>,
+    pub channel: Channel,
+    pub db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Configuration for a test: port 0 and quick failure detection.
+pub fn test_config(database_url: String) -> Config {
+    Config {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        db: DbSettings {
+            url: database_url,
+            max_connections: 5,
+            acquire_timeout: Duration::from_millis(800),
+            statement_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(10),
+        },
+        server: ServerSettings {
+            request_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(2),
+        },
+        health_probe_interval: Duration::from_millis(200),
+    }
+}
+
+/// Starts the service on a fresh database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_on(TestDb::create().await).await
+}
+
+/// Starts the service on `db` (which may hold data from an earlier run).
+pub async fn spawn_app_on(db: TestDb) -> TestApp {
+    spawn_app_with(db, |_| {}).await
+}
+
+/// Starts the service on `db` with `adjust` applied to the test configuration.
+pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    clinic_common::telemetry::init();
+    let mut config = test_config(db.url_for(ServiceRole::Patients));
+    adjust(&mut config);
+    let app = Application::build(config).await.expect("service starts");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        app.run_until(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("service runs");
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connects");
+    TestApp {
+        addr,
+        client: PatientServiceClient::new(channel.clone()),
+        channel,
+        db,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    /// Asks the service to shut down and waits until it has.
+    pub async fn shutdown(mut self) -> TestDb {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("service task");
+        }
+        self.db.clone()
+    }
+
+    pub async fn create(&self, patient: pb::Patient) -> Result<pb::Patient, Status> {
+        self.create_with_id(patient, "").await
+    }
+
+    pub async fn create_with_id(
+        &self,
+        patient: pb::Patient,
+        request_id: &str,
+    ) -> Result<pb::Patient, Status> {
+        self.client
+            .clone()
+            .create_patient(pb::CreatePatientRequest {
+                patient: Some(patient),
+                request_id: request_id.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Creates a valid patient whose email is unique by `n`.
+    pub async fn create_nth(&self, n: usize) -> pb::Patient {
+        self.create(patient(
+            "Jose",
+            "Villalobos",
+            "1955-04-10",
+            &format!("p{n}@ejemplo.com"),
+        ))
+        .await
+        .expect("created")
+    }
+
+    pub async fn get(&self, id: i64) -> Result<pb::Patient, Status> {
+        self.client
+            .clone()
+            .get_patient(pb::GetPatientRequest { id })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn list(
+        &self,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<pb::ListPatientsResponse, Status> {
+        self.client
+            .clone()
+            .list_patients(pb::ListPatientsRequest {
+                page_size,
+                page_token: page_token.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Every patient, page by page.
+    pub async fn list_all(&self, page_size: i32) -> Vec<pb::Patient> {
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self.list(page_size, &token).await.expect("page");
+            all.extend(page.patients);
+            if page.next_page_token.is_empty() {
+                return all;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    pub async fn update(
+        &self,
+        patient: pb::Patient,
+        paths: &[&str],
+    ) -> Result<pb::Patient, Status> {
+        let update_mask = Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        });
+        self.client
+            .clone()
+            .update_patient(pb::UpdatePatientRequest {
+                patient: Some(patient),
+                update_mask,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn delete(&self, id: i64, etag: &str, force: bool) -> Result<(), Status> {
+        self.client
+            .clone()
+            .delete_patient(pb::DeletePatientRequest {
+                id,
+                etag: etag.into(),
+                force,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn health(&self, service: &str) -> Result<ServingStatus, Status> {
+        let res = HealthClient::new(self.channel.clone())
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await?
+            .into_inner();
+        Ok(res.status())
+    }
+
+    /// Waits (bounded) until health of `service` reports `want`, following
+    /// the Watch stream rather than polling.
+    pub async fn wait_health(&self, service: &str, want: ServingStatus, within: Duration) {
+        let mut stream = HealthClient::new(self.channel.clone())
+            .watch(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        tokio::time::timeout(within, async {
+            while let Some(update) = stream.message().await.expect("watch stream") {
+                if update.status() == want {
+                    return;
+                }
+            }
+            panic!("watch ended before {want:?}");
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("health of {service:?} did not become {want:?} within {within:?}")
+        });
+    }
+}
+
+pub fn patient(first: &str, last: &str, birth: &str, email: &str) -> pb::Patient {
+    pb::Patient {
+        first_name: first.into(),
+        last_name: last.into(),
+        birth_date: birth.into(),
+        email: email.into(),
+        ..Default::default()
+    }
+}
+
+/// The ErrorInfo reason of `status`, checking its domain.
+pub fn reason(status: &Status) -> String {
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "clinic");
+    info.reason
+}
+
+/// Asserts INVALID_ARGUMENT whose BadRequest names exactly `fields`.
+pub fn assert_invalid(result: Result<impl std::fmt::Debug, Status>, fields: &[&str]) {
+    let status = result.expect_err("expected INVALID_ARGUMENT");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let bad = status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
+    let got: Vec<_> = bad
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(
+        got.len(),
+        fields.len(),
+        "violations {got:?}, expected {fields:?}"
+    );
+    assert_eq!(
+        got.iter().copied().collect::<HashSet<_>>(),
+        fields.iter().copied().collect(),
+        "{status:?}"
+    );
+    assert!(
+        bad.field_violations
+            .iter()
+            .all(|v| !v.description.is_empty())
+    );
+    assert_eq!(reason(&status), "INVALID_FIELDS");
+    assert_no_internals(&status);
+}
+
+/// Asserts that nothing from the database or driver leaks into a message.
+pub fn assert_no_internals(status: &Status) {
+    let message = status.message().to_lowercase();
+    for leak in [
+        "sqlx",
+        "select ",
+        "insert ",
+        "update patients",
+        "delete from",
+        "constraint",
+        "violates",
+        "postgres",
+        "pg_",
+        "sqlstate",
+        "panicked",
+    ] {
+        assert!(
+            !message.contains(leak),
+            "message leaks {leak:?}: {}",
+            status.message()
+        );
+    }
+}

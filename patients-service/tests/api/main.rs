@@ -1,0 +1,11 @@
+//! PatientService as a client sees it: the real server on a real socket,
+//! against real Postgres, one fresh database per test.
+
+mod create;
+mod delete;
+mod helpers;
+mod list;
+mod outage;
+mod read;
+mod server;
+mod update;
