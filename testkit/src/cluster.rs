@@ -144,6 +144,11 @@ impl PgCluster {
         self.port
     }
 
+    /// The cluster's folder (data and log).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
     /// A superuser connection URL for `database`.
     pub fn admin_url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)

@@ -54,7 +54,7 @@ pub async fn spawn_app_on(db: TestDb) -> TestApp {
 
 /// Starts the service on `db` with `adjust` applied to the test configuration.
 pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestApp {
-    clinic_common::telemetry::init();
+    clinic_common::telemetry::init_for_tests();
     let mut config = test_config(db.url_for(ServiceRole::Patients));
     adjust(&mut config);
     let app = Application::build(config).await.expect("service starts");
