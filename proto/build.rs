@@ -11,6 +11,7 @@ use prost::Message;
 
 const PROTOS: &[&str] = &[
     "clinic/patients/v1/patients.proto",
+    "clinic/patients/events/v1/events.proto",
     "clinic/studies/v1/studies.proto",
     "clinic/gateway/v1/gateway.proto",
 ];
@@ -25,9 +26,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(PROTOS, [&root])?;
     fs::write(out.join("clinic_descriptor.bin"), fds.encode_to_vec())?;
 
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
     Ok(())
 }

@@ -21,13 +21,11 @@ where
     T::Err: std::fmt::Display,
 {
     match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => {
-            value.trim().parse().map_err(|e: T::Err| ConfigError {
-                name: name.to_owned(),
-                value,
-                reason: e.to_string(),
-            })
-        }
+        Ok(value) if !value.trim().is_empty() => value.trim().parse().map_err(|e: T::Err| ConfigError {
+            name: name.to_owned(),
+            value,
+            reason: e.to_string(),
+        }),
         _ => Ok(default),
     }
 }
@@ -40,8 +38,5 @@ pub fn env_millis(name: &str, default: Duration) -> Result<Duration, ConfigError
 
 /// Reads a string from `name`, or `default`.
 pub fn env_string(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| default.to_owned())
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_owned())
 }

@@ -41,10 +41,7 @@ impl DbSettings {
             url: config::env_string("DATABASE_URL", default_url),
             max_connections: config::env_or("DB_MAX_CONNECTIONS", 8)?,
             acquire_timeout: config::env_millis("DB_ACQUIRE_TIMEOUT_MS", Duration::from_secs(1))?,
-            statement_timeout: config::env_millis(
-                "DB_STATEMENT_TIMEOUT_MS",
-                Duration::from_secs(5),
-            )?,
+            statement_timeout: config::env_millis("DB_STATEMENT_TIMEOUT_MS", Duration::from_secs(5))?,
             startup_timeout: config::env_millis("DB_STARTUP_TIMEOUT_MS", Duration::from_secs(30))?,
         })
     }
@@ -53,10 +50,10 @@ impl DbSettings {
     /// while Postgres is down.
     pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
         let statement_timeout = self.statement_timeout.as_millis().to_string();
-        let options: PgConnectOptions = self.url.parse::<PgConnectOptions>()?.options([
-            ("statement_timeout", statement_timeout.as_str()),
-            ("application_name", "clinic"),
-        ]);
+        let options: PgConnectOptions = self
+            .url
+            .parse::<PgConnectOptions>()?
+            .options([("statement_timeout", statement_timeout.as_str()), ("application_name", "clinic")]);
         Ok(PgPoolOptions::new()
             .max_connections(self.max_connections)
             .min_connections(0)
@@ -125,11 +122,7 @@ pub async fn migrate(
 
 /// Keeps `health` in step with Postgres: NOT_SERVING while `select 1` fails
 /// or takes longer than `interval`, SERVING again as soon as it answers.
-pub fn spawn_health_probe(
-    pool: PgPool,
-    health: Health,
-    interval: Duration,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn_health_probe(pool: PgPool, health: Health, interval: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut serving = None;
         let mut ticker = tokio::time::interval(interval);

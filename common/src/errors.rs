@@ -54,10 +54,7 @@ pub fn invalid_fields(invalid: &Invalid) -> Status {
         many => format!(
             "{} fields are invalid: {}",
             many.len(),
-            many.iter()
-                .map(|v| format!("{}: {}", v.field, v.description))
-                .collect::<Vec<_>>()
-                .join("; ")
+            many.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
         ),
     };
     Status::with_error_details(Code::InvalidArgument, message, details)
@@ -80,8 +77,7 @@ pub fn failed_precondition(
     subject: impl Into<String>,
     description: impl Into<String>,
 ) -> Status {
-    let mut details =
-        ErrorDetails::with_precondition_failure_violation(reason, subject, description);
+    let mut details = ErrorDetails::with_precondition_failure_violation(reason, subject, description);
     details.set_error_info(reason, DOMAIN, HashMap::new());
     Status::with_error_details(Code::FailedPrecondition, message, details)
 }
@@ -99,11 +95,7 @@ pub fn etag_mismatch(what: &str) -> Status {
 
 /// `UNAVAILABLE` because the service's database cannot be reached. Retryable.
 pub fn database_unavailable() -> Status {
-    with_reason(
-        Code::Unavailable,
-        "the database is unreachable; retry later",
-        DATABASE_UNAVAILABLE,
-    )
+    with_reason(Code::Unavailable, "the database is unreachable; retry later", DATABASE_UNAVAILABLE)
 }
 
 /// `INTERNAL` with a generic message; the error itself goes to the log only,

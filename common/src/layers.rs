@@ -122,10 +122,7 @@ impl DeadlineLayer {
 impl<S> Layer<S> for DeadlineLayer {
     type Service = DeadlineService<S>;
     fn layer(&self, inner: S) -> DeadlineService<S> {
-        DeadlineService {
-            inner,
-            ceiling: self.ceiling,
-        }
+        DeadlineService { inner, ceiling: self.ceiling }
     }
 }
 
@@ -157,18 +154,14 @@ where
             .remove("grpc-timeout")
             .and_then(|v| parse_grpc_timeout(v.to_str().ok()?))
             .map_or(self.ceiling, |asked| asked.min(self.ceiling));
-        req.extensions_mut()
-            .insert(Deadline(Instant::now() + budget));
+        req.extensions_mut().insert(Deadline(Instant::now() + budget));
         let response = self.inner.call(req);
         Box::pin(async move {
             match tokio::time::timeout(budget, response).await {
                 Ok(result) => result,
                 Err(_) => Ok(crate::errors::with_reason(
                     Code::DeadlineExceeded,
-                    format!(
-                        "the deadline of {} ms passed before the call completed",
-                        budget.as_millis()
-                    ),
+                    format!("the deadline of {} ms passed before the call completed", budget.as_millis()),
                     crate::errors::DEADLINE_EXCEEDED,
                 )
                 .into_http()),
@@ -205,10 +198,7 @@ mod tests {
         assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
         assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
         assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(
-            parse_grpc_timeout("99999999u"),
-            Some(Duration::from_micros(99_999_999))
-        );
+        assert_eq!(parse_grpc_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
         for bad in ["", "S", "5", "5x", "123456789S", "-1S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }

@@ -5,6 +5,7 @@
 //! they are about.
 //!
 //! # Layout
+//! - [`client`]: channels to other services and deadline propagation.
 //! - [`config`]: reading settings from environment variables with defaults.
 //! - [`telemetry`]: tracing subscriber (text or JSON logs).
 //! - [`server`]: hosting a gRPC service with health, reflection, per-rpc
@@ -15,6 +16,7 @@
 //! - [`paging`]: page sizes and tamper-evident keyset page tokens.
 //! - [`db`]: Postgres pool settings, error classification and the health probe.
 
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod errors;

@@ -58,8 +58,7 @@ impl PageTokens {
     }
 
     fn mac(&self, scope: &str, payload: &[u8]) -> Hmac<Sha256> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts any key length");
         mac.update(&(scope.len() as u64).to_be_bytes());
         mac.update(scope.as_bytes());
         mac.update(payload);
@@ -82,16 +81,12 @@ impl PageTokens {
         if token.is_empty() {
             return Ok(None);
         }
-        let raw = URL_SAFE_NO_PAD
-            .decode(token)
-            .map_err(|_| InvalidPageToken)?;
+        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| InvalidPageToken)?;
         if raw.len() != TOKEN_LEN || raw[0] != TOKEN_VERSION {
             return Err(InvalidPageToken);
         }
         let (payload, tag) = raw.split_at(1 + 8);
-        self.mac(scope, payload)
-            .verify_truncated_left(tag)
-            .map_err(|_| InvalidPageToken)?;
+        self.mac(scope, payload).verify_truncated_left(tag).map_err(|_| InvalidPageToken)?;
         let cursor = i64::from_be_bytes(payload[1..].try_into().map_err(|_| InvalidPageToken)?);
         Ok(Some(cursor))
     }
@@ -124,10 +119,7 @@ mod tests {
     fn token_is_rejected_in_another_scope_or_with_another_key() {
         let token = codec().encode("ListPatients", 42);
         assert_eq!(codec().decode("ListStudies", &token), Err(InvalidPageToken));
-        assert_eq!(
-            PageTokens::new(b"other".to_vec()).decode("ListPatients", &token),
-            Err(InvalidPageToken)
-        );
+        assert_eq!(PageTokens::new(b"other".to_vec()).decode("ListPatients", &token), Err(InvalidPageToken));
     }
 
     #[test]
@@ -136,12 +128,7 @@ mod tests {
         let mut raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
         raw[8] ^= 1;
         let altered = URL_SAFE_NO_PAD.encode(raw);
-        for bad in [
-            altered.as_str(),
-            "x",
-            "not a token!",
-            &token[..token.len() - 1],
-        ] {
+        for bad in [altered.as_str(), "x", "not a token!", &token[..token.len() - 1]] {
             assert_eq!(codec().decode("s", bad), Err(InvalidPageToken), "{bad}");
         }
     }

@@ -30,9 +30,7 @@ pub struct Health {
 
 impl std::fmt::Debug for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Health")
-            .field("services", &self.services)
-            .finish_non_exhaustive()
+        f.debug_struct("Health").field("services", &self.services).finish_non_exhaustive()
     }
 }
 
@@ -40,21 +38,14 @@ impl Health {
     /// Health for a process serving `services` (fully qualified names), NOT_SERVING
     /// until [`Health::set_serving`] says otherwise.
     pub async fn new(services: &[&'static str]) -> Self {
-        let health = Self {
-            reporter: HealthReporter::new(),
-            services: services.into(),
-        };
+        let health = Self { reporter: HealthReporter::new(), services: services.into() };
         health.set_serving(false).await;
         health
     }
 
     /// Marks every service and the process SERVING or NOT_SERVING.
     pub async fn set_serving(&self, serving: bool) {
-        let status = if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
         for name in self.services.iter().copied().chain([""]) {
             self.reporter.set_service_status(name, status).await;
         }
@@ -93,20 +84,14 @@ impl ServerSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
             request_timeout: config::env_millis("REQUEST_TIMEOUT_MS", Duration::from_secs(30))?,
-            drain_timeout: config::env_millis(
-                "SHUTDOWN_DRAIN_TIMEOUT_MS",
-                Duration::from_secs(10),
-            )?,
+            drain_timeout: config::env_millis("SHUTDOWN_DRAIN_TIMEOUT_MS", Duration::from_secs(10))?,
         })
     }
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self {
-            request_timeout: Duration::from_secs(30),
-            drain_timeout: Duration::from_secs(10),
-        }
+        Self { request_timeout: Duration::from_secs(30), drain_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -149,9 +134,7 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
 
     let routes = routes
-        .add_service(HealthServer::new(HealthService::from_health_reporter(
-            health.reporter.clone(),
-        )))
+        .add_service(HealthServer::new(HealthService::from_health_reporter(health.reporter.clone())))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 

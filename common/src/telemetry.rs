@@ -12,11 +12,7 @@ pub fn init() {
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = fmt().with_env_filter(filter).with_target(false);
     let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init()
+        builder.json().flatten_event(true).with_current_span(true).try_init()
     } else {
         builder.try_init()
     };
@@ -26,9 +22,5 @@ pub fn init() {
 /// capture, so only a failing test shows its server's logs.
 pub fn init_for_tests() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_test_writer()
-        .try_init();
+    let _ = fmt().with_env_filter(filter).with_target(false).with_test_writer().try_init();
 }

@@ -18,10 +18,7 @@ pub struct FieldViolation {
 impl FieldViolation {
     /// A violation of `field` for `description`.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
+        Self { field: field.into(), description: description.into() }
     }
 }
 
@@ -54,11 +51,7 @@ impl Invalid {
 
     /// `Ok(value)` if nothing was recorded, otherwise `Err(self)`.
     pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Invalid> {
-        if self.0.is_empty() {
-            Ok(value())
-        } else {
-            Err(self)
-        }
+        if self.0.is_empty() { Ok(value()) } else { Err(self) }
     }
 }
 

@@ -24,11 +24,7 @@ pub struct PatientId(i64);
 impl PatientId {
     /// Parses the id of `field`: it must be positive.
     pub fn parse(raw: i64, field: &str) -> Result<Self, FieldViolation> {
-        if raw > 0 {
-            Ok(Self(raw))
-        } else {
-            Err(FieldViolation::new(field, "must be a positive patient id"))
-        }
+        if raw > 0 { Ok(Self(raw)) } else { Err(FieldViolation::new(field, "must be a positive patient id")) }
     }
 
     /// An id read back from storage, which only holds valid ones.
@@ -73,16 +69,11 @@ impl PersonName {
         if let Some(bad) = name.chars().find(|c| !is_name_char(*c)) {
             return Err(FieldViolation::new(
                 field,
-                format!(
-                    "may contain only letters, spaces, apostrophes, hyphens and periods, not {bad:?}"
-                ),
+                format!("may contain only letters, spaces, apostrophes, hyphens and periods, not {bad:?}"),
             ));
         }
         if !name.chars().any(char::is_alphabetic) {
-            return Err(FieldViolation::new(
-                field,
-                "must contain at least one letter",
-            ));
+            return Err(FieldViolation::new(field, "must contain at least one letter"));
         }
         Ok(Self(name))
     }
@@ -111,22 +102,16 @@ impl BirthDate {
             return Err(FieldViolation::new(field, "is required"));
         }
         let well_formed = raw.len() == 10
-            && raw.bytes().enumerate().all(|(i, b)| {
-                if i == 4 || i == 7 {
-                    b == b'-'
-                } else {
-                    b.is_ascii_digit()
-                }
-            });
+            && raw.bytes().enumerate().all(
+                |(i, b)| {
+                    if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() }
+                },
+            );
         if !well_formed {
-            return Err(FieldViolation::new(
-                field,
-                format!("must be a date as YYYY-MM-DD, not {raw:?}"),
-            ));
+            return Err(FieldViolation::new(field, format!("must be a date as YYYY-MM-DD, not {raw:?}")));
         }
-        let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| {
-            FieldViolation::new(field, format!("{raw} is not a real calendar date"))
-        })?;
+        let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+            .map_err(|_| FieldViolation::new(field, format!("{raw} is not a real calendar date")))?;
         if date > today {
             return Err(FieldViolation::new(field, "must not be in the future"));
         }
@@ -171,13 +156,9 @@ impl Email {
                 format!("must be at most {MAX_EMAIL_CHARS} characters, not {chars}"),
             ));
         }
-        let options = Options::default()
-            .with_required_tld()
-            .without_display_text()
-            .without_domain_literal();
-        EmailAddress::parse_with_options(email, options).map_err(|e| {
-            FieldViolation::new(field, format!("is not a valid email address ({e})"))
-        })?;
+        let options = Options::default().with_required_tld().without_display_text().without_domain_literal();
+        EmailAddress::parse_with_options(email, options)
+            .map_err(|e| FieldViolation::new(field, format!("is not a valid email address ({e})")))?;
         Ok(Self(email.to_owned()))
     }
 
@@ -276,12 +257,8 @@ pub enum PatientField {
 
 impl PatientField {
     /// Every updatable field.
-    pub const ALL: [PatientField; 4] = [
-        PatientField::FirstName,
-        PatientField::LastName,
-        PatientField::BirthDate,
-        PatientField::Email,
-    ];
+    pub const ALL: [PatientField; 4] =
+        [PatientField::FirstName, PatientField::LastName, PatientField::BirthDate, PatientField::Email];
 
     /// The field's name in the API.
     pub fn name(self) -> &'static str {
@@ -340,6 +317,26 @@ pub struct Patient {
     pub etag: Etag,
 }
 
+/// Something that happened to a patient, published through the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatientEventKind {
+    /// The patient was deleted.
+    Deleted,
+}
+
+/// One outbox event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientEvent {
+    /// Position in the outbox, increasing in commit order.
+    pub sequence: i64,
+    /// The patient concerned.
+    pub patient_id: PatientId,
+    /// What happened.
+    pub kind: PatientEventKind,
+    /// When.
+    pub create_time: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,10 +378,7 @@ mod tests {
         }
         assert!(PersonName::parse(&"a".repeat(100), "f").is_ok());
         assert!(PersonName::parse(&"a".repeat(101), "f").is_err());
-        assert!(
-            PersonName::parse(&"é".repeat(100), "f").is_ok(),
-            "counts characters, not bytes"
-        );
+        assert!(PersonName::parse(&"é".repeat(100), "f").is_ok(), "counts characters, not bytes");
     }
 
     #[test]
@@ -405,21 +399,13 @@ mod tests {
         ] {
             assert!(BirthDate::parse(bad, today(), "b").is_err(), "{bad:?}");
         }
-        assert!(
-            BirthDate::parse("2024-02-29", today(), "b").is_ok(),
-            "leap day"
-        );
+        assert!(BirthDate::parse("2024-02-29", today(), "b").is_ok(), "leap day");
     }
 
     #[test]
     fn latest_today_is_ahead_of_utc() {
-        let now = DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(
-            latest_today(now),
-            NaiveDate::from_ymd_opt(2026, 11, 28).unwrap()
-        );
+        let now = DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(latest_today(now), NaiveDate::from_ymd_opt(2026, 11, 28).unwrap());
     }
 
     #[test]

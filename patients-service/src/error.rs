@@ -36,16 +36,17 @@ pub enum Error {
     #[error("stale etag for patient {0}")]
     EtagMismatch(PatientId),
     /// The patient still has studies and `force` was not set.
-    #[error("patient {id} has {count} studies")]
-    HasStudies {
-        /// The patient.
-        id: PatientId,
-        /// How many studies they have.
-        count: u64,
-    },
+    #[error("patient {0} has studies")]
+    HasStudies(PatientId),
     /// studies-service could not be asked whether the patient has studies.
     #[error("studies-service unavailable: {0}")]
     StudiesUnavailable(String),
+    /// studies-service answered the has-studies question with an error.
+    #[error("studies-service failed: {0}")]
+    StudiesFailed(String),
+    /// The caller's deadline passed while waiting for another service.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
     /// Postgres is unreachable.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -93,13 +94,11 @@ impl From<Error> for Status {
                 EMAIL_ALREADY_EXISTS,
             ),
             Error::EtagMismatch(id) => errors::etag_mismatch(&format!("patient {id}")),
-            Error::HasStudies { id, count } => errors::failed_precondition(
-                format!(
-                    "patient {id} has {count} studies; delete them first or set force to delete them too"
-                ),
+            Error::HasStudies(id) => errors::failed_precondition(
+                format!("patient {id} has studies; delete them first, or set force to delete them too"),
                 PATIENT_HAS_STUDIES,
                 format!("patients/{id}"),
-                format!("the patient has {count} studies"),
+                "the patient still has studies",
             ),
             Error::StudiesUnavailable(detail) => {
                 tracing::warn!(%detail, "studies-service unavailable");
@@ -109,6 +108,15 @@ impl From<Error> for Status {
                     STUDIES_UNAVAILABLE,
                 )
             }
+            Error::StudiesFailed(detail) => {
+                tracing::error!(%detail, "studies-service failed");
+                Status::internal("internal error; it has been logged")
+            }
+            Error::DeadlineExceeded => errors::with_reason(
+                Code::DeadlineExceeded,
+                "the deadline passed while waiting for studies-service",
+                errors::DEADLINE_EXCEEDED,
+            ),
             Error::Unavailable(e) => {
                 tracing::warn!(error = %e, "database unavailable");
                 errors::database_unavailable()

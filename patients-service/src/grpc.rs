@@ -6,16 +6,17 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use clinic_common::{
+    layers::Deadline,
     paging::{self, PageTokens},
     validation::Invalid,
 };
-use clinic_proto::patients::v1 as pb;
+use clinic_proto::patients::{events::v1 as events_pb, v1 as pb};
 use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{
-        BirthDate, Email, Etag, NewPatient, Patient, PatientField, PatientId, PatientPatch,
-        PersonName, RequestId, latest_today, parse_update_mask,
+        BirthDate, Email, Etag, NewPatient, Patient, PatientEvent, PatientEventKind, PatientField, PatientId,
+        PatientPatch, PersonName, RequestId, latest_today, parse_update_mask,
     },
     error::{Error, Result},
     storage::PatientStore,
@@ -35,9 +36,7 @@ pub struct PatientApi {
 
 impl std::fmt::Debug for PatientApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PatientApi")
-            .field("store", &self.store)
-            .finish_non_exhaustive()
+        f.debug_struct("PatientApi").field("store", &self.store).finish_non_exhaustive()
     }
 }
 
@@ -45,14 +44,10 @@ impl PatientApi {
     /// The service on `store`, signing page tokens with `tokens` and asking
     /// `studies` before non-forced deletes.
     pub fn new(store: PatientStore, tokens: PageTokens, studies: Arc<dyn StudiesLookup>) -> Self {
-        Self {
-            store,
-            tokens,
-            studies,
-        }
+        Self { store, tokens, studies }
     }
 
-    async fn delete(&self, req: pb::DeletePatientRequest) -> Result<()> {
+    async fn delete(&self, req: pb::DeletePatientRequest, deadline: Option<Deadline>) -> Result<()> {
         let id = PatientId::parse(req.id, "id").map_err(Invalid::from)?;
         let etag = Etag::from_request(&req.etag);
         let current = self.store.get(id).await?;
@@ -60,9 +55,8 @@ impl PatientApi {
             return Err(Error::EtagMismatch(id));
         }
         if !req.force {
-            let count = self.studies.count_for(id).await?;
-            if count > 0 {
-                return Err(Error::HasStudies { id, count });
+            if self.studies.has_studies(id, deadline).await? {
+                return Err(Error::HasStudies(id));
             }
         }
         self.store.delete(id, etag.as_ref()).await
@@ -94,10 +88,7 @@ impl pb::patient_service_server::PatientService for PatientApi {
     ) -> Result<Response<pb::ListPatientsResponse>, Status> {
         let req = request.into_inner();
         let size = paging::page_size(req.page_size, "page_size").map_err(Error::from_violation)?;
-        let after = self
-            .tokens
-            .decode(LIST_SCOPE, &req.page_token)
-            .map_err(|_| Error::InvalidPageToken)?;
+        let after = self.tokens.decode(LIST_SCOPE, &req.page_token).map_err(|_| Error::InvalidPageToken)?;
         let (patients, more) = self.store.list(after.unwrap_or(0), size).await?;
         let next_page_token = match patients.last() {
             Some(last) if more => self.tokens.encode(LIST_SCOPE, last.id.get()),
@@ -122,7 +113,8 @@ impl pb::patient_service_server::PatientService for PatientApi {
         &self,
         request: Request<pb::DeletePatientRequest>,
     ) -> Result<Response<()>, Status> {
-        self.delete(request.into_inner()).await?;
+        let deadline = Deadline::of(&request);
+        self.delete(request.into_inner(), deadline).await?;
         Ok(Response::new(()))
     }
 }
@@ -130,6 +122,63 @@ impl pb::patient_service_server::PatientService for PatientApi {
 impl Error {
     fn from_violation(violation: clinic_common::validation::FieldViolation) -> Self {
         Error::Invalid(violation.into())
+    }
+}
+
+/// The internal outbox reader, PatientEventService, for studies-service.
+#[derive(Debug, Clone)]
+pub struct PatientEventApi {
+    store: PatientStore,
+}
+
+impl PatientEventApi {
+    /// The outbox of `store`.
+    pub fn new(store: PatientStore) -> Self {
+        Self { store }
+    }
+}
+
+/// Events per ListPatientEvents call when the request asks for 0.
+const DEFAULT_EVENTS_PAGE: u32 = 500;
+
+#[tonic::async_trait]
+impl events_pb::patient_event_service_server::PatientEventService for PatientEventApi {
+    async fn list_patient_events(
+        &self,
+        request: Request<events_pb::ListPatientEventsRequest>,
+    ) -> Result<Response<events_pb::ListPatientEventsResponse>, Status> {
+        let req = request.into_inner();
+        let mut invalid = Invalid::default();
+        if req.after_sequence < 0 {
+            invalid.push("after_sequence", "must not be negative");
+        }
+        let size = match u32::try_from(req.page_size) {
+            Ok(0) => DEFAULT_EVENTS_PAGE,
+            Ok(n) => n.min(paging::MAX_PAGE_SIZE),
+            Err(_) => {
+                invalid.push("page_size", "must not be negative");
+                0
+            }
+        };
+        invalid.finish(|| ()).map_err(Error::from)?;
+        let events = self.store.events_after(req.after_sequence, size).await?;
+        Ok(Response::new(events_pb::ListPatientEventsResponse {
+            events: events.into_iter().map(Into::into).collect(),
+        }))
+    }
+}
+
+impl From<PatientEvent> for events_pb::PatientEvent {
+    fn from(e: PatientEvent) -> Self {
+        let kind = match e.kind {
+            PatientEventKind::Deleted => events_pb::PatientEventType::Deleted,
+        };
+        events_pb::PatientEvent {
+            sequence: e.sequence,
+            patient_id: e.patient_id.get(),
+            r#type: kind.into(),
+            create_time: Some(timestamp(e.create_time)),
+        }
     }
 }
 
@@ -147,23 +196,11 @@ fn parse_create(
     };
     let first_name = invalid.check(PersonName::parse(&p.first_name, "patient.first_name"));
     let last_name = invalid.check(PersonName::parse(&p.last_name, "patient.last_name"));
-    let birth_date = invalid.check(BirthDate::parse(
-        &p.birth_date,
-        latest_today(now),
-        "patient.birth_date",
-    ));
+    let birth_date = invalid.check(BirthDate::parse(&p.birth_date, latest_today(now), "patient.birth_date"));
     let email = invalid.check(Email::parse(&p.email, "patient.email"));
     match (first_name, last_name, birth_date, email, request_id) {
         (Some(first_name), Some(last_name), Some(birth_date), Some(email), Some(request_id)) => {
-            Ok((
-                NewPatient {
-                    first_name,
-                    last_name,
-                    birth_date,
-                    email,
-                },
-                request_id,
-            ))
+            Ok((NewPatient { first_name, last_name, birth_date, email }, request_id))
         }
         _ => Err(invalid.into()),
     }
@@ -205,23 +242,16 @@ fn parse_update(
     for field in fields {
         match field {
             PatientField::FirstName => {
-                patch.first_name =
-                    invalid.check(PersonName::parse(&p.first_name, "patient.first_name"))
+                patch.first_name = invalid.check(PersonName::parse(&p.first_name, "patient.first_name"))
             }
             PatientField::LastName => {
-                patch.last_name =
-                    invalid.check(PersonName::parse(&p.last_name, "patient.last_name"))
+                patch.last_name = invalid.check(PersonName::parse(&p.last_name, "patient.last_name"))
             }
             PatientField::BirthDate => {
-                patch.birth_date = invalid.check(BirthDate::parse(
-                    &p.birth_date,
-                    latest_today(now),
-                    "patient.birth_date",
-                ))
+                patch.birth_date =
+                    invalid.check(BirthDate::parse(&p.birth_date, latest_today(now), "patient.birth_date"))
             }
-            PatientField::Email => {
-                patch.email = invalid.check(Email::parse(&p.email, "patient.email"))
-            }
+            PatientField::Email => patch.email = invalid.check(Email::parse(&p.email, "patient.email")),
         }
     }
     match id {
@@ -231,10 +261,7 @@ fn parse_update(
 }
 
 fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 impl From<Patient> for pb::Patient {

@@ -9,7 +9,7 @@
 //! - [`storage`]: every SQL statement, against the `patients` schema.
 //! - [`grpc`]: the PatientService adapter (protobuf ↔ domain).
 //! - [`error`]: the service's error type and its one mapping to gRPC statuses.
-//! - [`studies`]: the seam through which deletes ask about studies.
+//! - [`studies`]: asking studies-service whether a patient has studies.
 //! - `migrations/`: the schema, embedded and run at start-up.
 
 pub mod domain;
@@ -26,11 +26,18 @@ use clinic_common::{
     paging::PageTokens,
     server::{self, Health, ServeError, ServerSettings},
 };
-use clinic_proto::patients::v1::{SERVICE_NAME, patient_service_server::PatientServiceServer};
+use clinic_proto::patients::{
+    events::v1::patient_event_service_server::PatientEventServiceServer,
+    v1::{SERVICE_NAME, patient_service_server::PatientServiceServer},
+};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
-use crate::{grpc::PatientApi, storage::PatientStore, studies::StudiesLookup};
+use crate::{
+    grpc::{PatientApi, PatientEventApi},
+    storage::PatientStore,
+    studies::StudiesLookup,
+};
 
 /// The Postgres schema this service owns.
 pub const SCHEMA: &str = "patients";
@@ -46,14 +53,21 @@ pub struct Config {
     pub server: ServerSettings,
     /// How often health checks Postgres (`HEALTH_PROBE_INTERVAL_MS`, default 1000).
     pub health_probe_interval: Duration,
+    /// studies-service, asked before non-forced deletes (`STUDIES_ADDR`,
+    /// default `http://127.0.0.1:50052`).
+    pub studies_addr: String,
+    /// Longest wait for studies-service, whatever the caller's deadline
+    /// (`DOWNSTREAM_TIMEOUT_MS`, default 5000).
+    pub downstream_timeout: Duration,
 }
 
 impl Config {
     /// Default listen address.
     pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
+    /// Default address of studies-service.
+    pub const DEFAULT_STUDIES_ADDR: &str = "http://127.0.0.1:50052";
     /// Default database URL: the service's own role on a local Postgres.
-    pub const DEFAULT_DATABASE_URL: &str =
-        "postgres://clinic_patients:clinic_patients@127.0.0.1:5432/clinic";
+    pub const DEFAULT_DATABASE_URL: &str = "postgres://clinic_patients:clinic_patients@127.0.0.1:5432/clinic";
 
     /// Reads the configuration from environment variables.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -64,10 +78,9 @@ impl Config {
             )?,
             db: DbSettings::from_env(Self::DEFAULT_DATABASE_URL)?,
             server: ServerSettings::from_env()?,
-            health_probe_interval: config::env_millis(
-                "HEALTH_PROBE_INTERVAL_MS",
-                Duration::from_secs(1),
-            )?,
+            health_probe_interval: config::env_millis("HEALTH_PROBE_INTERVAL_MS", Duration::from_secs(1))?,
+            studies_addr: config::env_string("STUDIES_ADDR", Self::DEFAULT_STUDIES_ADDR),
+            downstream_timeout: config::env_millis("DOWNSTREAM_TIMEOUT_MS", Duration::from_secs(5))?,
         })
     }
 }
@@ -87,6 +100,9 @@ pub enum StartupError {
     /// The migrations failed (or Postgres stayed unreachable too long).
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The studies-service address is not a valid URI.
+    #[error("STUDIES_ADDR: {0}")]
+    StudiesAddr(#[from] tonic::transport::Error),
     /// Loading the page-token key failed.
     #[error("loading the page token key: {0}")]
     PageTokenKey(#[from] error::Error),
@@ -97,37 +113,33 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     api: PatientApi,
+    events: PatientEventApi,
     pool: sqlx::PgPool,
     health: Health,
     config: Config,
 }
 
 impl Application {
-    /// Builds the service with a studies lookup that knows of no studies.
+    /// Builds the service, asking studies-service at `config.studies_addr`
+    /// about studies.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        Self::build_with(config, Arc::new(studies::NoStudies)).await
+        let channel = clinic_common::client::channel(&config.studies_addr)?;
+        let studies = studies::GrpcStudies::new(channel, config.downstream_timeout);
+        Self::build_with(config, Arc::new(studies)).await
     }
 
     /// Binds the listener, connects to Postgres, runs the migrations and
     /// loads the page-token key.
-    pub async fn build_with(
-        config: Config,
-        studies: Arc<dyn StudiesLookup>,
-    ) -> Result<Self, StartupError> {
+    pub async fn build_with(config: Config, studies: Arc<dyn StudiesLookup>) -> Result<Self, StartupError> {
         let listener = TcpListener::bind(config.listen_addr).await?;
         let pool = config.db.pool()?;
-        db::migrate(
-            &pool,
-            &mut sqlx::migrate!("./migrations"),
-            SCHEMA,
-            &config.db,
-        )
-        .await?;
+        db::migrate(&pool, &mut sqlx::migrate!("./migrations"), SCHEMA, &config.db).await?;
         let store = PatientStore::new(pool.clone());
         let tokens = PageTokens::new(store.page_token_key().await?);
         let health = Health::new(&[SERVICE_NAME]).await;
         Ok(Self {
             listener,
+            events: PatientEventApi::new(store.clone()),
             api: PatientApi::new(store, tokens, studies),
             pool,
             health,
@@ -137,35 +149,21 @@ impl Application {
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
+        self.listener.local_addr().expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` completes, then drains in-flight rpcs.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), ServeError> {
-        let probe = db::spawn_health_probe(
-            self.pool.clone(),
-            self.health.clone(),
-            self.config.health_probe_interval,
-        );
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+        let probe =
+            db::spawn_health_probe(self.pool.clone(), self.health.clone(), self.config.health_probe_interval);
         let abort = probe.abort_handle();
         let shutdown = async move {
             shutdown.await;
             abort.abort();
         };
-        let routes = Routes::new(PatientServiceServer::new(self.api));
-        let result = server::serve(
-            self.listener,
-            routes,
-            self.health,
-            &self.config.server,
-            shutdown,
-        )
-        .await;
+        let routes = Routes::new(PatientServiceServer::new(self.api))
+            .add_service(PatientEventServiceServer::new(self.events));
+        let result = server::serve(self.listener, routes, self.health, &self.config.server, shutdown).await;
         probe.abort();
         self.pool.close().await;
         result

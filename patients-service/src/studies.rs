@@ -1,18 +1,30 @@
 //! What patients-service needs to know about studies: whether a patient has
-//! any, before a non-forced delete.
+//! any, before a non-forced delete. patients-service does not own studies and
+//! never reads their tables; it asks studies-service over gRPC.
 //!
-//! This is a seam: patients-service does not own studies and never reads
-//! their tables. [`NoStudies`] is the stand-in used until studies-service
-//! answers the question over gRPC; the force-delete cascade is delivered with
-//! studies-service itself.
+//! The forced-delete cascade does not go through here: the delete writes a
+//! `deleted` event to the outbox (see `storage.rs`) and studies-service
+//! removes the studies when it consumes it, even if it was down at the time.
 
-use crate::{domain::PatientId, error::Result};
+use std::time::Duration;
+
+use clinic_common::{
+    client::{self, Failure},
+    layers::Deadline,
+};
+use clinic_proto::studies::v1::{ListStudiesRequest, study_service_client::StudyServiceClient};
+use tonic::transport::Channel;
+
+use crate::{
+    domain::PatientId,
+    error::{Error, Result},
+};
 
 /// Answers whether a patient has studies.
 #[tonic::async_trait]
 pub trait StudiesLookup: Send + Sync + 'static {
-    /// How many studies `patient` has (0 when none).
-    async fn count_for(&self, patient: PatientId) -> Result<u64>;
+    /// Whether `patient` has at least one study, asked within `deadline`.
+    async fn has_studies(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<bool>;
 }
 
 /// A lookup that knows of no studies, for running patients-service alone.
@@ -21,7 +33,40 @@ pub struct NoStudies;
 
 #[tonic::async_trait]
 impl StudiesLookup for NoStudies {
-    async fn count_for(&self, _patient: PatientId) -> Result<u64> {
-        Ok(0)
+    async fn has_studies(&self, _patient: PatientId, _deadline: Option<Deadline>) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+/// Asks studies-service with `ListStudies` by patient id, one study at most.
+#[derive(Debug, Clone)]
+pub struct GrpcStudies {
+    client: StudyServiceClient<Channel>,
+    ceiling: Duration,
+}
+
+impl GrpcStudies {
+    /// A lookup over `channel`; no call waits longer than `ceiling`.
+    pub fn new(channel: Channel, ceiling: Duration) -> Self {
+        Self { client: StudyServiceClient::new(channel), ceiling }
+    }
+}
+
+#[tonic::async_trait]
+impl StudiesLookup for GrpcStudies {
+    async fn has_studies(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<bool> {
+        let request = client::request(
+            ListStudiesRequest { page_size: 1, page_token: String::new(), patient_ids: vec![patient.get()] },
+            deadline,
+            self.ceiling,
+        );
+        match self.client.clone().list_studies(request).await {
+            Ok(response) => Ok(!response.into_inner().studies.is_empty()),
+            Err(status) => Err(match client::classify(&status) {
+                Failure::Unavailable => Error::StudiesUnavailable(status.message().to_owned()),
+                Failure::DeadlineExceeded => Error::DeadlineExceeded,
+                Failure::Answered(code) => Error::StudiesFailed(format!("{code:?}: {}", status.message())),
+            }),
+        }
     }
 }

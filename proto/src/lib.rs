@@ -12,11 +12,22 @@
 
 /// The encoded `FileDescriptorSet` of every Clinic package and its imports,
 /// for registration with a reflection server.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/clinic_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clinic_descriptor.bin"));
 
 /// Package `clinic.patients`.
 pub mod patients {
+    /// Package `clinic.patients.events`.
+    pub mod events {
+        /// Package `clinic.patients.events.v1`: the internal outbox of
+        /// patients-service (PatientEventService), not routed by Envoy.
+        #[allow(missing_docs, clippy::all)]
+        pub mod v1 {
+            tonic::include_proto!("clinic.patients.events.v1");
+            /// Fully qualified name of PatientEventService.
+            pub const SERVICE_NAME: &str = "clinic.patients.events.v1.PatientEventService";
+        }
+    }
+
     /// Package `clinic.patients.v1`: patients and PatientService.
     #[allow(missing_docs, clippy::all)]
     pub mod v1 {

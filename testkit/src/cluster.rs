@@ -59,24 +59,18 @@ pub fn find_bin_dir() -> io::Result<PathBuf> {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
 fn postgres_ids() -> io::Result<(u32, u32)> {
     let id = |flag: &str| -> io::Result<u32> {
         let out = Command::new("id").args([flag, "postgres"]).output()?;
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "running as root needs a `postgres` OS user to run PostgreSQL",
-                )
-            })
+        String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "running as root needs a `postgres` OS user to run PostgreSQL",
+            )
+        })
     };
     Ok((id("-u")?, id("-g")?))
 }
@@ -121,14 +115,7 @@ impl PgCluster {
             std::os::unix::fs::chown(root, Some(uid), Some(gid))?;
         }
         let data = root.join("data");
-        let cluster = Self {
-            bin,
-            data,
-            port,
-            as_postgres,
-            keep,
-            watchdog: Mutex::new(None),
-        };
+        let cluster = Self { bin, data, port, as_postgres, keep, watchdog: Mutex::new(None) };
         if !cluster.data.join("PG_VERSION").exists() {
             cluster.initdb()?;
         }
@@ -205,10 +192,7 @@ impl PgCluster {
             self.data.display()
         );
         let mut cmd = self.command("pg_ctl");
-        cmd.arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(self.data.join("server.log"));
+        cmd.arg("-D").arg(&self.data).arg("-l").arg(self.data.join("server.log"));
         cmd.args(["-w", "-t", "60", "-o", &options, "start"]);
         Self::run(cmd, "pg_ctl start")
     }
@@ -216,18 +200,12 @@ impl PgCluster {
     /// Stops the server fast (open connections are closed); the folder stays.
     pub fn stop(&self) -> io::Result<()> {
         let mut cmd = self.command("pg_ctl");
-        cmd.arg("-D")
-            .arg(&self.data)
-            .args(["-w", "-m", "fast", "stop"]);
+        cmd.arg("-D").arg(&self.data).args(["-w", "-m", "fast", "stop"]);
         Self::run(cmd, "pg_ctl stop")
     }
 
     fn spawn_watchdog(&self, root: &Path) -> io::Result<()> {
-        let runuser = if self.as_postgres {
-            "runuser -u postgres -- "
-        } else {
-            ""
-        };
+        let runuser = if self.as_postgres { "runuser -u postgres -- " } else { "" };
         let script = format!(
             "trap '' INT TERM HUP; read _ignored; {runuser}'{}' -D '{}' -m immediate stop >/dev/null 2>&1; rm -rf '{}'",
             self.bin.join("pg_ctl").display(),

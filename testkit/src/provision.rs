@@ -53,9 +53,7 @@ pub async fn create_roles(admin: &mut PgConnection) -> sqlx::Result<()> {
             role = service.role(),
             password = service.dev_password(),
         );
-        sqlx::raw_sql(AssertSqlSafe(sql))
-            .execute(&mut *admin)
-            .await?;
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *admin).await?;
     }
     Ok(())
 }

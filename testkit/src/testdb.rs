@@ -21,13 +21,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// The admin connection options of the server tests use.
 fn admin_options() -> PgConnectOptions {
     match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url
-            .parse()
-            .expect("DATABASE_URL is not a valid Postgres URL"),
+        Ok(url) if !url.is_empty() => url.parse().expect("DATABASE_URL is not a valid Postgres URL"),
         _ => {
             let cluster = CLUSTER.get_or_init(|| {
-                PgCluster::start()
-                    .unwrap_or_else(|e| panic!("starting a throwaway PostgreSQL: {e}"))
+                PgCluster::start().unwrap_or_else(|e| panic!("starting a throwaway PostgreSQL: {e}"))
             });
             cluster.admin_url("postgres").parse().expect("cluster URL")
         }
@@ -46,9 +43,7 @@ pub struct TestDb {
 impl TestDb {
     /// Creates a new, uniquely named database on the tests' server and provisions it.
     pub async fn create() -> Self {
-        let admin = tokio::task::spawn_blocking(admin_options)
-            .await
-            .expect("starting PostgreSQL");
+        let admin = tokio::task::spawn_blocking(admin_options).await.expect("starting PostgreSQL");
         Self::create_on(admin).await
     }
 
@@ -61,35 +56,20 @@ impl TestDb {
             COUNTER.fetch_add(1, Ordering::Relaxed),
             rand::random::<u32>() & 0xff_ffff
         );
-        let mut conn = admin
-            .connect()
-            .await
-            .expect("connecting to PostgreSQL as admin");
+        let mut conn = admin.connect().await.expect("connecting to PostgreSQL as admin");
         {
             // Concurrent `create role` statements race on the catalog; one at a time.
             let _guard = PROVISIONING.lock().await;
-            provision::create_roles(&mut conn)
-                .await
-                .expect("creating service roles");
+            provision::create_roles(&mut conn).await.expect("creating service roles");
         }
         sqlx::raw_sql(AssertSqlSafe(format!("create database {name}")))
             .execute(&mut conn)
             .await
             .expect("creating the test database");
         let admin = admin.database(&name);
-        let mut conn = admin
-            .connect()
-            .await
-            .expect("connecting to the test database");
-        provision::create_schemas(&mut conn)
-            .await
-            .expect("creating schemas");
-        Self {
-            host: admin.get_host().to_owned(),
-            port: admin.get_port(),
-            name,
-            admin,
-        }
+        let mut conn = admin.connect().await.expect("connecting to the test database");
+        provision::create_schemas(&mut conn).await.expect("creating schemas");
+        Self { host: admin.get_host().to_owned(), port: admin.get_port(), name, admin }
     }
 
     /// The database's name.

@@ -23,31 +23,18 @@ fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 #[tokio::test]
 async fn a_cluster_serves_sql_and_is_removed_on_drop() {
-    let cluster = tokio::task::spawn_blocking(PgCluster::start)
-        .await
-        .unwrap()
-        .expect("cluster starts");
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap().expect("cluster starts");
     let dir = cluster.data_dir().parent().unwrap().to_path_buf();
     let port = cluster.port();
-    let mut conn = PgConnection::connect(&cluster.admin_url("postgres"))
-        .await
-        .unwrap();
-    let one: i32 = sqlx::query_scalar("select 1")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = PgConnection::connect(&cluster.admin_url("postgres")).await.unwrap();
+    let one: i32 = sqlx::query_scalar("select 1").fetch_one(&mut conn).await.unwrap();
     assert_eq!(one, 1);
     drop(conn);
 
-    tokio::task::spawn_blocking(move || drop(cluster))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
 
     assert!(!dir.exists(), "{} was not removed", dir.display());
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "server still listening"
-    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "server still listening");
 }
 
 /// The child half of the next test: start a cluster, say where, and die
@@ -64,12 +51,7 @@ fn child_starts_a_cluster_and_aborts() {
 #[test]
 fn cluster_is_removed_when_its_owner_aborts() {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_starts_a_cluster_and_aborts",
-            "--ignored",
-            "--nocapture",
-        ])
+        .args(["--exact", "child_starts_a_cluster_and_aborts", "--ignored", "--nocapture"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -84,13 +66,6 @@ fn cluster_is_removed_when_its_owner_aborts() {
     let dir = PathBuf::from(field("DIR="));
     let port: u16 = field("PORT=").parse().unwrap();
 
-    assert!(
-        wait_until(Duration::from_secs(30), || !dir.exists()),
-        "{} survived its owner",
-        dir.display()
-    );
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "server survived its owner"
-    );
+    assert!(wait_until(Duration::from_secs(30), || !dir.exists()), "{} survived its owner", dir.display());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "server survived its owner");
 }

@@ -15,10 +15,7 @@ async fn create_patient_returns_the_stored_patient_with_server_assigned_fields()
 
     assert!(created.id > 0);
     assert_ne!(created.id, 999, "a client-set id is ignored");
-    assert_eq!(
-        (created.first_name.as_str(), created.last_name.as_str()),
-        ("Jose", "Villalobos")
-    );
+    assert_eq!((created.first_name.as_str(), created.last_name.as_str()), ("Jose", "Villalobos"));
     assert_eq!(created.birth_date, "1955-04-10");
     assert_eq!(created.email, "pepe@ejemplo.com");
     assert!(created.create_time.is_some() && created.update_time.is_some());
@@ -37,19 +34,9 @@ async fn create_patient_accepts_unicode_and_punctuated_names() {
         ("Zoë", "Łukasiewicz"),
     ];
     for (i, (first, last)) in names.into_iter().enumerate() {
-        let created = app
-            .create(patient(
-                first,
-                last,
-                "1990-05-05",
-                &format!("u{i}@ejemplo.com"),
-            ))
-            .await
-            .unwrap();
-        assert_eq!(
-            (created.first_name.as_str(), created.last_name.as_str()),
-            (first, last)
-        );
+        let created =
+            app.create(patient(first, last, "1990-05-05", &format!("u{i}@ejemplo.com"))).await.unwrap();
+        assert_eq!((created.first_name.as_str(), created.last_name.as_str()), (first, last));
     }
 }
 
@@ -57,12 +44,7 @@ async fn create_patient_accepts_unicode_and_punctuated_names() {
 async fn create_patient_trims_surrounding_white_space_but_keeps_email_case() {
     let app = spawn_app().await;
     let created = app
-        .create(patient(
-            "  Jessica ",
-            "\tRamirez  ",
-            " 1971-07-01 ",
-            " Jessica@Ejemplo.com ",
-        ))
+        .create(patient("  Jessica ", "\tRamirez  ", " 1971-07-01 ", " Jessica@Ejemplo.com "))
         .await
         .unwrap();
     assert_eq!(created.first_name, "Jessica");
@@ -79,57 +61,21 @@ async fn create_patient_reports_one_violation_per_broken_field() {
     let long = "a".repeat(101);
     type Breaker = Box<dyn Fn(&mut clinic_proto::patients::v1::Patient)>;
     let cases: Vec<(&str, Breaker)> = vec![
-        (
-            "patient.first_name",
-            Box::new(|p| p.first_name = String::new()),
-        ),
-        (
-            "patient.first_name",
-            Box::new(|p| p.first_name = "   ".into()),
-        ),
-        (
-            "patient.first_name",
-            Box::new(move |p| p.first_name = long.clone()),
-        ),
-        (
-            "patient.first_name",
-            Box::new(|p| p.first_name = "R2D2".into()),
-        ),
-        (
-            "patient.last_name",
-            Box::new(|p| p.last_name = String::new()),
-        ),
-        (
-            "patient.last_name",
-            Box::new(|p| p.last_name = "Smith_Jones".into()),
-        ),
-        (
-            "patient.birth_date",
-            Box::new(|p| p.birth_date = String::new()),
-        ),
-        (
-            "patient.birth_date",
-            Box::new(|p| p.birth_date = "10/04/1955".into()),
-        ),
-        (
-            "patient.birth_date",
-            Box::new(|p| p.birth_date = "1955-02-30".into()),
-        ),
-        (
-            "patient.birth_date",
-            Box::new(|p| p.birth_date = "1899-12-31".into()),
-        ),
-        (
-            "patient.birth_date",
-            Box::new(|p| p.birth_date = "2999-01-01".into()),
-        ),
+        ("patient.first_name", Box::new(|p| p.first_name = String::new())),
+        ("patient.first_name", Box::new(|p| p.first_name = "   ".into())),
+        ("patient.first_name", Box::new(move |p| p.first_name = long.clone())),
+        ("patient.first_name", Box::new(|p| p.first_name = "R2D2".into())),
+        ("patient.last_name", Box::new(|p| p.last_name = String::new())),
+        ("patient.last_name", Box::new(|p| p.last_name = "Smith_Jones".into())),
+        ("patient.birth_date", Box::new(|p| p.birth_date = String::new())),
+        ("patient.birth_date", Box::new(|p| p.birth_date = "10/04/1955".into())),
+        ("patient.birth_date", Box::new(|p| p.birth_date = "1955-02-30".into())),
+        ("patient.birth_date", Box::new(|p| p.birth_date = "1899-12-31".into())),
+        ("patient.birth_date", Box::new(|p| p.birth_date = "2999-01-01".into())),
         ("patient.email", Box::new(|p| p.email = String::new())),
         ("patient.email", Box::new(|p| p.email = "pepe".into())),
         ("patient.email", Box::new(|p| p.email = "pepe@".into())),
-        (
-            "patient.email",
-            Box::new(|p| p.email = "pepe@@ejemplo.com".into()),
-        ),
+        ("patient.email", Box::new(|p| p.email = "pepe@@ejemplo.com".into())),
     ];
     for (field, break_it) in cases {
         let mut input = valid.clone();
@@ -143,17 +89,10 @@ async fn create_patient_reports_one_violation_per_broken_field() {
 #[tokio::test]
 async fn create_patient_reports_every_broken_field_at_once() {
     let app = spawn_app().await;
-    let result = app
-        .create(patient("", "X1", "1955-13-01", "not-an-email"))
-        .await;
+    let result = app.create(patient("", "X1", "1955-13-01", "not-an-email")).await;
     assert_invalid(
         result,
-        &[
-            "patient.first_name",
-            "patient.last_name",
-            "patient.birth_date",
-            "patient.email",
-        ],
+        &["patient.first_name", "patient.last_name", "patient.birth_date", "patient.email"],
     );
 }
 
@@ -174,27 +113,13 @@ async fn create_patient_without_a_patient_is_invalid() {
 #[tokio::test]
 async fn create_patient_returns_already_exists_when_email_differs_only_in_case() {
     let app = spawn_app().await;
-    app.create(patient(
-        "Jose",
-        "Villalobos",
-        "1955-04-10",
-        "pepe@ejemplo.com",
-    ))
-    .await
-    .unwrap();
+    app.create(patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com")).await.unwrap();
 
-    let status = app
-        .create(patient("Pepe", "Otro", "1960-01-01", "PEPE@Ejemplo.COM"))
-        .await
-        .unwrap_err();
+    let status = app.create(patient("Pepe", "Otro", "1960-01-01", "PEPE@Ejemplo.COM")).await.unwrap_err();
 
     assert_eq!(status.code(), Code::AlreadyExists);
     assert_eq!(reason(&status), "EMAIL_ALREADY_EXISTS");
-    assert!(
-        status.message().contains("email"),
-        "message names the field: {}",
-        status.message()
-    );
+    assert!(status.message().contains("email"), "message names the field: {}", status.message());
     assert_no_internals(&status);
     assert_eq!(app.list_all(50).await.len(), 1);
 }
@@ -204,11 +129,7 @@ async fn concurrent_creates_of_one_email_let_exactly_one_win() {
     let app = spawn_app().await;
     let attempts = (0..20).map(|i| {
         let client = app.client.clone();
-        let email = if i % 2 == 0 {
-            "race@ejemplo.com"
-        } else {
-            "RACE@ejemplo.com"
-        };
+        let email = if i % 2 == 0 { "race@ejemplo.com" } else { "RACE@ejemplo.com" };
         let p = patient("Race", "Condition", "1980-01-01", email);
         tokio::spawn(async move {
             client
@@ -222,10 +143,7 @@ async fn concurrent_creates_of_one_email_let_exactly_one_win() {
     });
     let results = futures::future::join_all(attempts).await;
 
-    let (ok, err): (Vec<_>, Vec<_>) = results
-        .into_iter()
-        .map(|r| r.unwrap())
-        .partition(|r| r.is_ok());
+    let (ok, err): (Vec<_>, Vec<_>) = results.into_iter().map(|r| r.unwrap()).partition(|r| r.is_ok());
     assert_eq!(ok.len(), 1, "exactly one create wins");
     for status in err.into_iter().map(|r| r.unwrap_err()) {
         assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
@@ -237,27 +155,18 @@ async fn concurrent_creates_of_one_email_let_exactly_one_win() {
 async fn create_patient_with_a_repeated_request_id_returns_the_first_patient() {
     let app = spawn_app().await;
     let first = app
-        .create_with_id(
-            patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com"),
-            "req-1",
-        )
+        .create_with_id(patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com"), "req-1")
         .await
         .unwrap();
 
     let again = app
-        .create_with_id(
-            patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com"),
-            "req-1",
-        )
+        .create_with_id(patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com"), "req-1")
         .await
         .unwrap();
     assert_eq!(again, first);
 
     let other = app
-        .create_with_id(
-            patient("Jessica", "Ramirez", "1971-07-01", "jessica@ejemplo.com"),
-            "req-2",
-        )
+        .create_with_id(patient("Jessica", "Ramirez", "1971-07-01", "jessica@ejemplo.com"), "req-2")
         .await
         .unwrap();
     assert_ne!(other.id, first.id);
@@ -293,10 +202,7 @@ async fn concurrent_creates_with_one_request_id_create_one_patient() {
 async fn create_patient_rejects_an_overlong_request_id() {
     let app = spawn_app().await;
     let result = app
-        .create_with_id(
-            patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com"),
-            &"k".repeat(129),
-        )
+        .create_with_id(patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com"), &"k".repeat(129))
         .await;
     assert_invalid(result, &["request_id"]);
 }

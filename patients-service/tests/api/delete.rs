@@ -25,11 +25,7 @@ async fn delete_with_a_stale_etag_is_aborted_and_deletes_nothing() {
     let p = app.create_nth(1).await;
     let changed = app
         .update(
-            clinic_proto::patients::v1::Patient {
-                id: p.id,
-                first_name: "Ana".into(),
-                ..Default::default()
-            },
+            clinic_proto::patients::v1::Patient { id: p.id, first_name: "Ana".into(), ..Default::default() },
             &[],
         )
         .await
@@ -62,8 +58,5 @@ async fn deleting_twice_is_not_found_the_second_time() {
     let app = spawn_app().await;
     let p = app.create_nth(1).await;
     app.delete(p.id, "", true).await.unwrap();
-    assert_eq!(
-        app.delete(p.id, "", true).await.unwrap_err().code(),
-        Code::NotFound
-    );
+    assert_eq!(app.delete(p.id, "", true).await.unwrap_err().code(), Code::NotFound);
 }

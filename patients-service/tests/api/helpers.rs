@@ -5,7 +5,7 @@ use std::{collections::HashSet, time::Duration};
 use clinic_common::{db::DbSettings, server::ServerSettings};
 use clinic_proto::patients::v1::{self as pb, patient_service_client::PatientServiceClient};
 use clinic_testkit::{ServiceRole, TestDb};
-use patients_service::{Application, Config};
+use patients_service::{Application, Config, studies::NoStudies};
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Status, transport::Channel};
 use tonic_health::pb::{
@@ -39,6 +39,8 @@ pub fn test_config(database_url: String) -> Config {
             drain_timeout: Duration::from_secs(2),
         },
         health_probe_interval: Duration::from_millis(200),
+        studies_addr: Config::DEFAULT_STUDIES_ADDR.into(),
+        downstream_timeout: Duration::from_secs(2),
     }
 }
 
@@ -57,7 +59,8 @@ pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Tes
     clinic_common::telemetry::init_for_tests();
     let mut config = test_config(db.url_for(ServiceRole::Patients));
     adjust(&mut config);
-    let app = Application::build(config).await.expect("service starts");
+    // studies-service is not part of these tests: no patient has studies.
+    let app = Application::build_with(config, std::sync::Arc::new(NoStudies)).await.expect("service starts");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -67,11 +70,7 @@ pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Tes
         .await
         .expect("service runs");
     });
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("connects");
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connects");
     TestApp {
         addr,
         client: PatientServiceClient::new(channel.clone()),
@@ -115,35 +114,19 @@ impl TestApp {
 
     /// Creates a valid patient whose email is unique by `n`.
     pub async fn create_nth(&self, n: usize) -> pb::Patient {
-        self.create(patient(
-            "Jose",
-            "Villalobos",
-            "1955-04-10",
-            &format!("p{n}@ejemplo.com"),
-        ))
-        .await
-        .expect("created")
+        self.create(patient("Jose", "Villalobos", "1955-04-10", &format!("p{n}@ejemplo.com")))
+            .await
+            .expect("created")
     }
 
     pub async fn get(&self, id: i64) -> Result<pb::Patient, Status> {
-        self.client
-            .clone()
-            .get_patient(pb::GetPatientRequest { id })
-            .await
-            .map(|r| r.into_inner())
+        self.client.clone().get_patient(pb::GetPatientRequest { id }).await.map(|r| r.into_inner())
     }
 
-    pub async fn list(
-        &self,
-        page_size: i32,
-        page_token: &str,
-    ) -> Result<pb::ListPatientsResponse, Status> {
+    pub async fn list(&self, page_size: i32, page_token: &str) -> Result<pb::ListPatientsResponse, Status> {
         self.client
             .clone()
-            .list_patients(pb::ListPatientsRequest {
-                page_size,
-                page_token: page_token.into(),
-            })
+            .list_patients(pb::ListPatientsRequest { page_size, page_token: page_token.into() })
             .await
             .map(|r| r.into_inner())
     }
@@ -162,20 +145,12 @@ impl TestApp {
         }
     }
 
-    pub async fn update(
-        &self,
-        patient: pb::Patient,
-        paths: &[&str],
-    ) -> Result<pb::Patient, Status> {
-        let update_mask = Some(prost_types::FieldMask {
-            paths: paths.iter().map(|p| p.to_string()).collect(),
-        });
+    pub async fn update(&self, patient: pb::Patient, paths: &[&str]) -> Result<pb::Patient, Status> {
+        let update_mask =
+            Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() });
         self.client
             .clone()
-            .update_patient(pb::UpdatePatientRequest {
-                patient: Some(patient),
-                update_mask,
-            })
+            .update_patient(pb::UpdatePatientRequest { patient: Some(patient), update_mask })
             .await
             .map(|r| r.into_inner())
     }
@@ -183,20 +158,14 @@ impl TestApp {
     pub async fn delete(&self, id: i64, etag: &str, force: bool) -> Result<(), Status> {
         self.client
             .clone()
-            .delete_patient(pb::DeletePatientRequest {
-                id,
-                etag: etag.into(),
-                force,
-            })
+            .delete_patient(pb::DeletePatientRequest { id, etag: etag.into(), force })
             .await
             .map(|_| ())
     }
 
     pub async fn health(&self, service: &str) -> Result<ServingStatus, Status> {
         let res = HealthClient::new(self.channel.clone())
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
+            .check(HealthCheckRequest { service: service.into() })
             .await?
             .into_inner();
         Ok(res.status())
@@ -206,9 +175,7 @@ impl TestApp {
     /// the Watch stream rather than polling.
     pub async fn wait_health(&self, service: &str, want: ServingStatus, within: Duration) {
         let mut stream = HealthClient::new(self.channel.clone())
-            .watch(HealthCheckRequest {
-                service: service.into(),
-            })
+            .watch(HealthCheckRequest { service: service.into() })
             .await
             .expect("watch")
             .into_inner();
@@ -221,9 +188,7 @@ impl TestApp {
             panic!("watch ended before {want:?}");
         })
         .await
-        .unwrap_or_else(|_| {
-            panic!("health of {service:?} did not become {want:?} within {within:?}")
-        });
+        .unwrap_or_else(|_| panic!("health of {service:?} did not become {want:?} within {within:?}"));
     }
 }
 
@@ -239,9 +204,7 @@ pub fn patient(first: &str, last: &str, birth: &str, email: &str) -> pb::Patient
 
 /// The ErrorInfo reason of `status`, checking its domain.
 pub fn reason(status: &Status) -> String {
-    let info = status
-        .get_details_error_info()
-        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    let info = status.get_details_error_info().unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
     assert_eq!(info.domain, "clinic");
     info.reason
 }
@@ -250,29 +213,11 @@ pub fn reason(status: &Status) -> String {
 pub fn assert_invalid(result: Result<impl std::fmt::Debug, Status>, fields: &[&str]) {
     let status = result.expect_err("expected INVALID_ARGUMENT");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let bad = status
-        .get_details_bad_request()
-        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
-    let got: Vec<_> = bad
-        .field_violations
-        .iter()
-        .map(|v| v.field.as_str())
-        .collect();
-    assert_eq!(
-        got.len(),
-        fields.len(),
-        "violations {got:?}, expected {fields:?}"
-    );
-    assert_eq!(
-        got.iter().copied().collect::<HashSet<_>>(),
-        fields.iter().copied().collect(),
-        "{status:?}"
-    );
-    assert!(
-        bad.field_violations
-            .iter()
-            .all(|v| !v.description.is_empty())
-    );
+    let bad = status.get_details_bad_request().unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
+    let got: Vec<_> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(got.len(), fields.len(), "violations {got:?}, expected {fields:?}");
+    assert_eq!(got.iter().copied().collect::<HashSet<_>>(), fields.iter().copied().collect(), "{status:?}");
+    assert!(bad.field_violations.iter().all(|v| !v.description.is_empty()));
     assert_eq!(reason(&status), "INVALID_FIELDS");
     assert_no_internals(&status);
 }
@@ -293,10 +238,6 @@ pub fn assert_no_internals(status: &Status) {
         "sqlstate",
         "panicked",
     ] {
-        assert!(
-            !message.contains(leak),
-            "message leaks {leak:?}: {}",
-            status.message()
-        );
+        assert!(!message.contains(leak), "message leaks {leak:?}: {}", status.message());
     }
 }

@@ -47,24 +47,10 @@ async fn paging_120_patients_by_50_returns_each_once_in_id_order() {
     let second = app.list(50, &first.next_page_token).await.unwrap();
     let third = app.list(50, &second.next_page_token).await.unwrap();
 
-    assert_eq!(
-        (
-            first.patients.len(),
-            second.patients.len(),
-            third.patients.len()
-        ),
-        (50, 50, 20)
-    );
+    assert_eq!((first.patients.len(), second.patients.len(), third.patients.len()), (50, 50, 20));
     assert!(!first.next_page_token.is_empty() && !second.next_page_token.is_empty());
-    assert!(
-        third.next_page_token.is_empty(),
-        "the last page has no next token"
-    );
-    let ids: Vec<i64> = [first, second, third]
-        .into_iter()
-        .flat_map(|p| p.patients)
-        .map(|p| p.id)
-        .collect();
+    assert!(third.next_page_token.is_empty(), "the last page has no next token");
+    let ids: Vec<i64> = [first, second, third].into_iter().flat_map(|p| p.patients).map(|p| p.id).collect();
     assert_eq!(ids, created, "each patient once, in id order");
 }
 
@@ -106,13 +92,7 @@ async fn altered_or_invented_page_tokens_are_rejected() {
     altered[i] = if altered[i] == b'A' { b'B' } else { b'A' };
     let altered = String::from_utf8(altered).unwrap();
 
-    for bad in [
-        altered.as_str(),
-        "garbage",
-        "MTIz",
-        "%%%",
-        &token[..token.len() - 2],
-    ] {
+    for bad in [altered.as_str(), "garbage", "MTIz", "%%%", &token[..token.len() - 2]] {
         assert_invalid_page_token(app.list(1, bad).await);
     }
 }
@@ -157,10 +137,7 @@ async fn paging_while_patients_are_inserted_and_deleted_never_repeats_or_skips()
         {
             app.delete(behind, "", false).await.unwrap();
         }
-        if let Some(&ahead) = initial
-            .iter()
-            .find(|&&id| id > last + 3 && !deleted.contains(&id))
-        {
+        if let Some(&ahead) = initial.iter().find(|&&id| id > last + 3 && !deleted.contains(&id)) {
             deleted.insert(ahead);
             app.delete(ahead, "", false).await.unwrap();
         }
@@ -172,15 +149,9 @@ async fn paging_while_patients_are_inserted_and_deleted_never_repeats_or_skips()
 
     let unique: HashSet<_> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no patient is returned twice");
-    assert!(
-        seen.windows(2).all(|w| w[0] < w[1]),
-        "ids ascend across pages"
-    );
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "ids ascend across pages");
     for id in initial.iter().filter(|id| !deleted.contains(id)) {
-        assert!(
-            unique.contains(id),
-            "patient {id} existed for the whole walk but was skipped"
-        );
+        assert!(unique.contains(id), "patient {id} existed for the whole walk but was skipped");
     }
 }
 
@@ -199,8 +170,5 @@ async fn a_page_token_stays_valid_across_a_service_restart() {
 
     let restarted = spawn_app_on(db).await;
     let page = restarted.list(2, &token).await.unwrap();
-    assert_eq!(
-        page.patients.iter().map(|p| p.id).collect::<Vec<_>>(),
-        vec![ids[2]]
-    );
+    assert_eq!(page.patients.iter().map(|p| p.id).collect::<Vec<_>>(), vec![ids[2]]);
 }

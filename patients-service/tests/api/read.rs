@@ -15,10 +15,7 @@ async fn get_patient_returns_not_found_with_error_info_naming_the_id() {
         status.message()
     );
     let info = status.get_details_error_info().unwrap();
-    assert_eq!(
-        info.metadata.get("patient_id").map(String::as_str),
-        Some("424242")
-    );
+    assert_eq!(info.metadata.get("patient_id").map(String::as_str), Some("424242"));
     assert_no_internals(&status);
 }
 

@@ -16,37 +16,20 @@ const SERVICE: &str = "clinic.patients.v1.PatientService";
 #[tokio::test]
 async fn health_is_serving_for_the_service_and_the_empty_name() {
     let app = spawn_app().await;
-    app.wait_health(SERVICE, ServingStatus::Serving, Duration::from_secs(5))
-        .await;
+    app.wait_health(SERVICE, ServingStatus::Serving, Duration::from_secs(5)).await;
     assert_eq!(app.health(SERVICE).await.unwrap(), ServingStatus::Serving);
     assert_eq!(app.health("").await.unwrap(), ServingStatus::Serving);
-    assert_eq!(
-        app.health("no.such.Service").await.unwrap_err().code(),
-        Code::NotFound
-    );
+    assert_eq!(app.health("no.such.Service").await.unwrap_err().code(), Code::NotFound);
 }
 
 async fn list_v1(app: &crate::helpers::TestApp) -> Vec<String> {
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
     let request = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
     };
-    let mut stream = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    match stream
-        .next()
-        .await
-        .unwrap()
-        .unwrap()
-        .message_response
-        .unwrap()
-    {
+    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    match stream.next().await.unwrap().unwrap().message_response.unwrap() {
         v1::server_reflection_response::MessageResponse::ListServicesResponse(list) => {
             list.service.into_iter().map(|s| s.name).collect()
         }
@@ -59,14 +42,9 @@ async fn reflection_v1_lists_the_patient_and_health_services() {
     let app = spawn_app().await;
     let services = list_v1(&app).await;
     assert!(services.contains(&SERVICE.to_owned()), "{services:?}");
+    assert!(services.contains(&"grpc.health.v1.Health".to_owned()), "{services:?}");
     assert!(
-        services.contains(&"grpc.health.v1.Health".to_owned()),
-        "{services:?}"
-    );
-    assert!(
-        !services
-            .iter()
-            .any(|s| s.contains("studies") || s.contains("gateway")),
+        !services.iter().any(|s| s.contains("studies") || s.contains("gateway")),
         "only its own services: {services:?}"
     );
 }
@@ -75,31 +53,16 @@ async fn reflection_v1_lists_the_patient_and_health_services() {
 #[tokio::test]
 async fn reflection_v1alpha_describes_the_service_with_its_comments() {
     let app = spawn_app().await;
-    let mut client =
-        v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(
-            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-                SERVICE.into(),
-            ),
-        ),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+            SERVICE.into(),
+        )),
     };
-    let mut stream = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = stream
-        .next()
-        .await
-        .unwrap()
-        .unwrap()
-        .message_response
-        .unwrap();
-    let v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files) =
-        response
-    else {
+    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let response = stream.next().await.unwrap().unwrap().message_response.unwrap();
+    let v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files) = response else {
         panic!("unexpected {response:?}");
     };
     let files: Vec<_> = files
@@ -107,23 +70,12 @@ async fn reflection_v1alpha_describes_the_service_with_its_comments() {
         .iter()
         .map(|b| prost_types::FileDescriptorProto::decode(b.as_slice()).unwrap())
         .collect();
-    let file = files
-        .iter()
-        .find(|f| f.name() == "clinic/patients/v1/patients.proto")
-        .expect("patients.proto");
+    let file =
+        files.iter().find(|f| f.name() == "clinic/patients/v1/patients.proto").expect("patients.proto");
     assert_eq!(file.service[0].name(), "PatientService");
-    let comments: Vec<_> = file
-        .source_code_info
-        .as_ref()
-        .unwrap()
-        .location
-        .iter()
-        .map(|l| l.leading_comments())
-        .collect();
-    assert!(
-        comments.iter().any(|c| c.contains("Creates a patient")),
-        "rpc comments are served"
-    );
+    let comments: Vec<_> =
+        file.source_code_info.as_ref().unwrap().location.iter().map(|l| l.leading_comments()).collect();
+    assert!(comments.iter().any(|c| c.contains("Creates a patient")), "rpc comments are served");
 }
 
 /// The server abandons a call whose deadline passes and answers
@@ -133,66 +85,43 @@ async fn reflection_v1alpha_describes_the_service_with_its_comments() {
 /// deadline and would report first.
 #[tokio::test]
 async fn a_call_past_its_deadline_fails_with_deadline_exceeded_and_writes_nothing() {
-    let app = spawn_app_with(TestDb::create().await, |c| {
-        c.server.request_timeout = Duration::from_millis(300)
-    })
-    .await;
+    let app =
+        spawn_app_with(TestDb::create().await, |c| c.server.request_timeout = Duration::from_millis(300))
+            .await;
     let mut blocker = app.db.admin_options().connect().await.unwrap();
     sqlx::raw_sql("begin; lock table patients.patient in access exclusive mode")
         .execute(&mut blocker)
         .await
         .unwrap();
 
-    let status = app
-        .create(patient("Slow", "Writer", "1990-01-01", "slow@ejemplo.com"))
-        .await
-        .unwrap_err();
+    let status = app.create(patient("Slow", "Writer", "1990-01-01", "slow@ejemplo.com")).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert_eq!(reason(&status), "DEADLINE_EXCEEDED");
 
-    sqlx::raw_sql("rollback")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
-    assert!(
-        app.list_all(50).await.is_empty(),
-        "the abandoned create left nothing behind"
-    );
+    sqlx::raw_sql("rollback").execute(&mut blocker).await.unwrap();
+    assert!(app.list_all(50).await.is_empty(), "the abandoned create left nothing behind");
 }
 
 #[tokio::test]
 async fn shutdown_turns_health_not_serving_and_stops_accepting_calls() {
     // A drain timeout far above the test's patience: an open Watch stream
     // must not keep the server draining.
-    let app = spawn_app_with(TestDb::create().await, |c| {
-        c.server.drain_timeout = Duration::from_secs(60)
-    })
-    .await;
-    app.wait_health("", ServingStatus::Serving, Duration::from_secs(5))
-        .await;
+    let app =
+        spawn_app_with(TestDb::create().await, |c| c.server.drain_timeout = Duration::from_secs(60)).await;
+    app.wait_health("", ServingStatus::Serving, Duration::from_secs(5)).await;
     let mut watch = tonic_health::pb::health_client::HealthClient::new(app.channel.clone())
-        .watch(tonic_health::pb::HealthCheckRequest {
-            service: SERVICE.into(),
-        })
+        .watch(tonic_health::pb::HealthCheckRequest { service: SERVICE.into() })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        watch.message().await.unwrap().unwrap().status(),
-        ServingStatus::Serving
-    );
+    assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
     let addr = app.addr;
 
-    tokio::time::timeout(Duration::from_secs(5), app.shutdown())
-        .await
-        .expect("shutdown completes in time");
+    tokio::time::timeout(Duration::from_secs(5), app.shutdown()).await.expect("shutdown completes in time");
 
     // The watcher saw NOT_SERVING before the stream ended (or the stream was cut by shutdown).
     if let Ok(Some(update)) = watch.message().await {
         assert_eq!(update.status(), ServingStatus::NotServing);
     }
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "the port no longer accepts connections"
-    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the port no longer accepts connections");
 }

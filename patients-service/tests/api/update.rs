@@ -6,15 +6,7 @@ use clinic_proto::patients::v1 as pb;
 #[tokio::test]
 async fn update_changes_only_the_masked_fields() {
     let app = spawn_app().await;
-    let original = app
-        .create(patient(
-            "Jose",
-            "Villalobos",
-            "1955-04-10",
-            "pepe@ejemplo.com",
-        ))
-        .await
-        .unwrap();
+    let original = app.create(patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com")).await.unwrap();
     let change = pb::Patient {
         id: original.id,
         first_name: "José".into(),
@@ -35,15 +27,7 @@ async fn update_changes_only_the_masked_fields() {
 #[tokio::test]
 async fn update_with_an_empty_mask_changes_every_field_that_is_set() {
     let app = spawn_app().await;
-    let original = app
-        .create(patient(
-            "Jose",
-            "Villalobos",
-            "1955-04-10",
-            "pepe@ejemplo.com",
-        ))
-        .await
-        .unwrap();
+    let original = app.create(patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com")).await.unwrap();
     let change = pb::Patient {
         id: original.id,
         last_name: "Treviño".into(),
@@ -63,11 +47,8 @@ async fn update_with_an_empty_mask_changes_every_field_that_is_set() {
 async fn every_update_changes_update_time_and_etag_but_not_create_time() {
     let app = spawn_app().await;
     let original = app.create_nth(1).await;
-    let change = pb::Patient {
-        id: original.id,
-        first_name: original.first_name.clone(),
-        ..Default::default()
-    };
+    let change =
+        pb::Patient { id: original.id, first_name: original.first_name.clone(), ..Default::default() };
 
     let updated = app.update(change, &["first_name"]).await.unwrap();
 
@@ -80,38 +61,21 @@ async fn every_update_changes_update_time_and_etag_but_not_create_time() {
 async fn update_rejects_unknown_and_output_only_paths() {
     let app = spawn_app().await;
     let original = app.create_nth(1).await;
-    for paths in [
-        &["nickname"][..],
-        &["id"],
-        &["create_time"],
-        &["update_time"],
-        &["etag"],
-        &["first_name", "bogus"],
-    ] {
-        let change = pb::Patient {
-            id: original.id,
-            first_name: "Ana".into(),
-            ..Default::default()
-        };
+    for paths in
+        [&["nickname"][..], &["id"], &["create_time"], &["update_time"], &["etag"], &["first_name", "bogus"]]
+    {
+        let change = pb::Patient { id: original.id, first_name: "Ana".into(), ..Default::default() };
         assert_invalid(app.update(change, paths).await, &["update_mask"]);
     }
-    assert_eq!(
-        app.get(original.id).await.unwrap(),
-        original,
-        "nothing changed"
-    );
+    assert_eq!(app.get(original.id).await.unwrap(), original, "nothing changed");
 }
 
 #[tokio::test]
 async fn update_validates_each_masked_field() {
     let app = spawn_app().await;
     let original = app.create_nth(1).await;
-    let change = pb::Patient {
-        id: original.id,
-        first_name: "".into(),
-        email: "nope".into(),
-        ..Default::default()
-    };
+    let change =
+        pb::Patient { id: original.id, first_name: "".into(), email: "nope".into(), ..Default::default() };
     assert_invalid(
         app.update(change, &["first_name", "email"]).await,
         &["patient.first_name", "patient.email"],
@@ -123,14 +87,7 @@ async fn update_with_nothing_to_change_is_invalid() {
     let app = spawn_app().await;
     let original = app.create_nth(1).await;
     assert_invalid(
-        app.update(
-            pb::Patient {
-                id: original.id,
-                ..Default::default()
-            },
-            &[],
-        )
-        .await,
+        app.update(pb::Patient { id: original.id, ..Default::default() }, &[]).await,
         &["update_mask"],
     );
 }
@@ -139,14 +96,7 @@ async fn update_with_nothing_to_change_is_invalid() {
 async fn update_needs_a_positive_id() {
     let app = spawn_app().await;
     assert_invalid(
-        app.update(
-            pb::Patient {
-                first_name: "Ana".into(),
-                ..Default::default()
-            },
-            &[],
-        )
-        .await,
+        app.update(pb::Patient { first_name: "Ana".into(), ..Default::default() }, &[]).await,
         &["patient.id"],
     );
 }
@@ -221,55 +171,24 @@ async fn concurrent_updates_with_the_same_etag_let_one_win() {
         tokio::spawn(async move {
             client
                 .clone()
-                .update_patient(pb::UpdatePatientRequest {
-                    patient: Some(change),
-                    update_mask: None,
-                })
+                .update_patient(pb::UpdatePatientRequest { patient: Some(change), update_mask: None })
                 .await
         })
     });
-    let results: Vec<_> = futures::future::join_all(attempts)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap())
-        .collect();
+    let results: Vec<_> = futures::future::join_all(attempts).await.into_iter().map(|r| r.unwrap()).collect();
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
-    assert!(
-        results
-            .iter()
-            .filter_map(|r| r.as_ref().err())
-            .all(|s| s.code() == Code::Aborted)
-    );
+    assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|s| s.code() == Code::Aborted));
 }
 
 #[tokio::test]
 async fn update_to_an_email_another_patient_has_is_already_exists() {
     let app = spawn_app().await;
-    app.create(patient(
-        "Jose",
-        "Villalobos",
-        "1955-04-10",
-        "pepe@ejemplo.com",
-    ))
-    .await
-    .unwrap();
-    let other = app
-        .create(patient(
-            "Jessica",
-            "Ramirez",
-            "1971-07-01",
-            "jessica@ejemplo.com",
-        ))
-        .await
-        .unwrap();
+    app.create(patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com")).await.unwrap();
+    let other = app.create(patient("Jessica", "Ramirez", "1971-07-01", "jessica@ejemplo.com")).await.unwrap();
 
     let status = app
         .update(
-            pb::Patient {
-                id: other.id,
-                email: "Pepe@Ejemplo.com".into(),
-                ..Default::default()
-            },
+            pb::Patient { id: other.id, email: "Pepe@Ejemplo.com".into(), ..Default::default() },
             &["email"],
         )
         .await
@@ -283,22 +202,10 @@ async fn update_to_an_email_another_patient_has_is_already_exists() {
 #[tokio::test]
 async fn a_patient_may_change_the_case_of_their_own_email() {
     let app = spawn_app().await;
-    let original = app
-        .create(patient(
-            "Jose",
-            "Villalobos",
-            "1955-04-10",
-            "pepe@ejemplo.com",
-        ))
-        .await
-        .unwrap();
+    let original = app.create(patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com")).await.unwrap();
     let updated = app
         .update(
-            pb::Patient {
-                id: original.id,
-                email: "Pepe@Ejemplo.com".into(),
-                ..Default::default()
-            },
+            pb::Patient { id: original.id, email: "Pepe@Ejemplo.com".into(), ..Default::default() },
             &["email"],
         )
         .await
@@ -310,14 +217,7 @@ async fn a_patient_may_change_the_case_of_their_own_email() {
 async fn update_of_a_missing_patient_is_not_found() {
     let app = spawn_app().await;
     let status = app
-        .update(
-            pb::Patient {
-                id: 777,
-                first_name: "Ana".into(),
-                ..Default::default()
-            },
-            &[],
-        )
+        .update(pb::Patient { id: 777, first_name: "Ana".into(), ..Default::default() }, &[])
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
