@@ -54,10 +54,8 @@ impl PatientApi {
         if etag.as_ref().is_some_and(|e| *e != current.etag) {
             return Err(Error::EtagMismatch(id));
         }
-        if !req.force {
-            if self.studies.has_studies(id, deadline).await? {
-                return Err(Error::HasStudies(id));
-            }
+        if !req.force && self.studies.has_studies(id, deadline).await? {
+            return Err(Error::HasStudies(id));
         }
         self.store.delete(id, etag.as_ref()).await
     }
