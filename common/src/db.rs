@@ -120,6 +120,29 @@ pub async fn migrate(
     }
 }
 
+/// Why a service's database could not be made ready at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum DbStartupError {
+    /// The connection settings are invalid.
+    #[error("database settings: {0}")]
+    Settings(#[from] sqlx::Error),
+    /// The migrations failed, or Postgres stayed unreachable too long.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A pool for `settings` with the service's migrations applied, their history
+/// kept in `schema`.
+pub async fn connect_and_migrate(
+    settings: &DbSettings,
+    mut migrator: Migrator,
+    schema: &'static str,
+) -> Result<PgPool, DbStartupError> {
+    let pool = settings.pool()?;
+    migrate(&pool, &mut migrator, schema, settings).await?;
+    Ok(pool)
+}
+
 /// Keeps `health` in step with Postgres: NOT_SERVING while `select 1` fails
 /// or takes longer than `interval`, SERVING again as soon as it answers.
 pub fn spawn_health_probe(pool: PgPool, health: Health, interval: Duration) -> tokio::task::JoinHandle<()> {

@@ -169,6 +169,31 @@ pub async fn serve(
     }
 }
 
+/// Serves like [`serve`], and for as long as it serves keeps `health` in
+/// step with Postgres (see [`crate::db::spawn_health_probe`]) and runs
+/// `background` tasks; all of them stop when shutdown starts.
+pub async fn serve_with_database(
+    listener: TcpListener,
+    routes: Routes,
+    health: Health,
+    config: &crate::config::ServiceConfig,
+    pool: sqlx::PgPool,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let mut tasks = background;
+    tasks.push(crate::db::spawn_health_probe(pool.clone(), health.clone(), config.health_probe_interval));
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let shutdown = async move {
+        shutdown.await;
+        aborts.iter().for_each(|a| a.abort());
+    };
+    let result = serve(listener, routes, health, &config.server, shutdown).await;
+    tasks.iter().for_each(|t| t.abort());
+    pool.close().await;
+    result
+}
+
 /// Completes on SIGINT (Ctrl-C) or SIGTERM: the shutdown future of `main`.
 pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -1,5 +1,6 @@
 //! patients-service: owns the clinic's patients, in the Postgres schema
-//! `patients`, and serves `clinic.patients.v1.PatientService`.
+//! `patients`, and serves `clinic.patients.v1.PatientService` plus the
+//! internal outbox `clinic.patients.events.v1.PatientEventService`.
 //!
 //! `main` only reads [`Config`] and runs an [`Application`]; tests build the
 //! very same application on port 0 against their own database.
@@ -7,7 +8,7 @@
 //! # Layout
 //! - [`domain`]: validated patient values and their rules (no I/O).
 //! - [`storage`]: every SQL statement, against the `patients` schema.
-//! - [`grpc`]: the PatientService adapter (protobuf ↔ domain).
+//! - [`grpc`]: the PatientService and PatientEventService adapters.
 //! - [`error`]: the service's error type and its one mapping to gRPC statuses.
 //! - [`studies`]: asking studies-service whether a patient has studies.
 //! - `migrations/`: the schema, embedded and run at start-up.
@@ -18,13 +19,13 @@ pub mod grpc;
 pub mod storage;
 pub mod studies;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use clinic_common::{
-    config::{self, ConfigError},
-    db::{self, DbSettings},
+    config::{self, ConfigError, ServiceConfig},
+    db::{self, DbStartupError},
     paging::PageTokens,
-    server::{self, Health, ServeError, ServerSettings},
+    server::{self, Health, ServeError},
 };
 use clinic_proto::patients::{
     events::v1::patient_event_service_server::PatientEventServiceServer,
@@ -45,42 +46,26 @@ pub const SCHEMA: &str = "patients";
 /// Everything patients-service reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where to listen (`LISTEN_ADDR`, default `127.0.0.1:50051`).
-    pub listen_addr: SocketAddr,
-    /// Postgres connection and pool settings (`DATABASE_URL`, `DB_*`).
-    pub db: DbSettings,
-    /// Request ceiling and shutdown drain (`REQUEST_TIMEOUT_MS`, `SHUTDOWN_DRAIN_TIMEOUT_MS`).
-    pub server: ServerSettings,
-    /// How often health checks Postgres (`HEALTH_PROBE_INTERVAL_MS`, default 1000).
-    pub health_probe_interval: Duration,
+    /// Listen address, database, timeouts (`LISTEN_ADDR` default `127.0.0.1:50051`, ...).
+    pub service: ServiceConfig,
     /// studies-service, asked before non-forced deletes (`STUDIES_ADDR`,
     /// default `http://127.0.0.1:50052`).
     pub studies_addr: String,
-    /// Longest wait for studies-service, whatever the caller's deadline
-    /// (`DOWNSTREAM_TIMEOUT_MS`, default 5000).
-    pub downstream_timeout: Duration,
 }
 
 impl Config {
     /// Default listen address.
     pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
-    /// Default address of studies-service.
-    pub const DEFAULT_STUDIES_ADDR: &str = "http://127.0.0.1:50052";
     /// Default database URL: the service's own role on a local Postgres.
     pub const DEFAULT_DATABASE_URL: &str = "postgres://clinic_patients:clinic_patients@127.0.0.1:5432/clinic";
+    /// Default address of studies-service.
+    pub const DEFAULT_STUDIES_ADDR: &str = "http://127.0.0.1:50052";
 
     /// Reads the configuration from environment variables.
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
-            listen_addr: config::env_or(
-                "LISTEN_ADDR",
-                Self::DEFAULT_LISTEN_ADDR.parse().expect("valid default"),
-            )?,
-            db: DbSettings::from_env(Self::DEFAULT_DATABASE_URL)?,
-            server: ServerSettings::from_env()?,
-            health_probe_interval: config::env_millis("HEALTH_PROBE_INTERVAL_MS", Duration::from_secs(1))?,
+            service: ServiceConfig::from_env(Self::DEFAULT_LISTEN_ADDR, Self::DEFAULT_DATABASE_URL)?,
             studies_addr: config::env_string("STUDIES_ADDR", Self::DEFAULT_STUDIES_ADDR),
-            downstream_timeout: config::env_millis("DOWNSTREAM_TIMEOUT_MS", Duration::from_secs(5))?,
         })
     }
 }
@@ -88,18 +73,12 @@ impl Config {
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     /// The listen address could not be bound.
     #[error("binding the listen address: {0}")]
     Bind(#[from] std::io::Error),
-    /// Postgres rejected the connection settings or a start-up query.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The migrations failed (or Postgres stayed unreachable too long).
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Postgres could not be reached or migrated.
+    #[error(transparent)]
+    Database(#[from] DbStartupError),
     /// The studies-service address is not a valid URI.
     #[error("STUDIES_ADDR: {0}")]
     StudiesAddr(#[from] tonic::transport::Error),
@@ -124,16 +103,16 @@ impl Application {
     /// about studies.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let channel = clinic_common::client::channel(&config.studies_addr)?;
-        let studies = studies::GrpcStudies::new(channel, config.downstream_timeout);
+        let studies = studies::GrpcStudies::new(channel, config.service.downstream_timeout);
         Self::build_with(config, Arc::new(studies)).await
     }
 
     /// Binds the listener, connects to Postgres, runs the migrations and
-    /// loads the page-token key.
+    /// loads the page-token key; `studies` answers has-studies questions.
     pub async fn build_with(config: Config, studies: Arc<dyn StudiesLookup>) -> Result<Self, StartupError> {
-        let listener = TcpListener::bind(config.listen_addr).await?;
-        let pool = config.db.pool()?;
-        db::migrate(&pool, &mut sqlx::migrate!("./migrations"), SCHEMA, &config.db).await?;
+        let listener = TcpListener::bind(config.service.listen_addr).await?;
+        let pool =
+            db::connect_and_migrate(&config.service.db, sqlx::migrate!("./migrations"), SCHEMA).await?;
         let store = PatientStore::new(pool.clone());
         let tokens = PageTokens::new(store.page_token_key().await?);
         let health = Health::new(&[SERVICE_NAME]).await;
@@ -154,18 +133,18 @@ impl Application {
 
     /// Serves until `shutdown` completes, then drains in-flight rpcs.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
-        let probe =
-            db::spawn_health_probe(self.pool.clone(), self.health.clone(), self.config.health_probe_interval);
-        let abort = probe.abort_handle();
-        let shutdown = async move {
-            shutdown.await;
-            abort.abort();
-        };
         let routes = Routes::new(PatientServiceServer::new(self.api))
             .add_service(PatientEventServiceServer::new(self.events));
-        let result = server::serve(self.listener, routes, self.health, &self.config.server, shutdown).await;
-        probe.abort();
-        self.pool.close().await;
-        result
+        let service = &self.config.service;
+        server::serve_with_database(
+            self.listener,
+            routes,
+            self.health,
+            service,
+            self.pool,
+            Vec::new(),
+            shutdown,
+        )
+        .await
     }
 }

@@ -10,12 +10,15 @@
 //! # Layout
 //! - [`cluster`]: finding the binaries, starting, stopping and reaping a cluster.
 //! - [`provision`]: the roles and schemas each service expects to find.
+//! - [`service`]: test service settings and running a server in a test.
 //! - [`testdb`]: one fresh database per test, on `DATABASE_URL` or a shared cluster.
 
 pub mod cluster;
 pub mod provision;
+pub mod service;
 pub mod testdb;
 
 pub use cluster::PgCluster;
 pub use provision::ServiceRole;
+pub use service::{Running, service_config};
 pub use testdb::TestDb;

@@ -2,11 +2,9 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use clinic_common::{db::DbSettings, server::ServerSettings};
 use clinic_proto::patients::v1::{self as pb, patient_service_client::PatientServiceClient};
-use clinic_testkit::{ServiceRole, TestDb};
+use clinic_testkit::{Running, ServiceRole, TestDb, service_config};
 use patients_service::{Application, Config, studies::NoStudies};
-use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Status, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -19,29 +17,12 @@ pub struct TestApp {
     pub client: PatientServiceClient<Channel>,
     pub channel: Channel,
     pub db: TestDb,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: Running,
 }
 
 /// Configuration for a test: port 0 and quick failure detection.
 pub fn test_config(database_url: String) -> Config {
-    Config {
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        db: DbSettings {
-            url: database_url,
-            max_connections: 5,
-            acquire_timeout: Duration::from_millis(800),
-            statement_timeout: Duration::from_secs(5),
-            startup_timeout: Duration::from_secs(10),
-        },
-        server: ServerSettings {
-            request_timeout: Duration::from_secs(10),
-            drain_timeout: Duration::from_secs(2),
-        },
-        health_probe_interval: Duration::from_millis(200),
-        studies_addr: Config::DEFAULT_STUDIES_ADDR.into(),
-        downstream_timeout: Duration::from_secs(2),
-    }
+    Config { service: service_config(database_url), studies_addr: Config::DEFAULT_STUDIES_ADDR.into() }
 }
 
 /// Starts the service on a fresh database.
@@ -62,35 +43,17 @@ pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Tes
     // studies-service is not part of these tests: no patient has studies.
     let app = Application::build_with(config, std::sync::Arc::new(NoStudies)).await.expect("service starts");
     let addr = app.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        app.run_until(async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("service runs");
-    });
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connects");
-    TestApp {
-        addr,
-        client: PatientServiceClient::new(channel.clone()),
-        channel,
-        db,
-        stop: Some(stop),
-        task: Some(task),
-    }
+    let server =
+        Running::spawn(addr, |shutdown| async move { app.run_until(shutdown).await.expect("service runs") });
+    let channel = Channel::from_shared(server.uri()).unwrap().connect().await.expect("connects");
+    TestApp { addr, client: PatientServiceClient::new(channel.clone()), channel, db, server }
 }
 
 impl TestApp {
     /// Asks the service to shut down and waits until it has.
-    pub async fn shutdown(mut self) -> TestDb {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("service task");
-        }
-        self.db.clone()
+    pub async fn shutdown(self) -> TestDb {
+        self.server.stop().await;
+        self.db
     }
 
     pub async fn create(&self, patient: pb::Patient) -> Result<pb::Patient, Status> {

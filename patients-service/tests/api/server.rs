@@ -85,9 +85,10 @@ async fn reflection_v1alpha_describes_the_service_with_its_comments() {
 /// deadline and would report first.
 #[tokio::test]
 async fn a_call_past_its_deadline_fails_with_deadline_exceeded_and_writes_nothing() {
-    let app =
-        spawn_app_with(TestDb::create().await, |c| c.server.request_timeout = Duration::from_millis(300))
-            .await;
+    let app = spawn_app_with(TestDb::create().await, |c| {
+        c.service.server.request_timeout = Duration::from_millis(300)
+    })
+    .await;
     let mut blocker = app.db.admin_options().connect().await.unwrap();
     sqlx::raw_sql("begin; lock table patients.patient in access exclusive mode")
         .execute(&mut blocker)
@@ -107,7 +108,8 @@ async fn shutdown_turns_health_not_serving_and_stops_accepting_calls() {
     // A drain timeout far above the test's patience: an open Watch stream
     // must not keep the server draining.
     let app =
-        spawn_app_with(TestDb::create().await, |c| c.server.drain_timeout = Duration::from_secs(60)).await;
+        spawn_app_with(TestDb::create().await, |c| c.service.server.drain_timeout = Duration::from_secs(60))
+            .await;
     app.wait_health("", ServingStatus::Serving, Duration::from_secs(5)).await;
     let mut watch = tonic_health::pb::health_client::HealthClient::new(app.channel.clone())
         .watch(tonic_health::pb::HealthCheckRequest { service: SERVICE.into() })

@@ -1,0 +1,321 @@
+//! The gRPC adapter: implements `clinic.studies.v1.StudyService` by turning
+//! requests into domain values, checking patients with patients-service,
+//! calling storage, and turning results back into protobuf.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use clinic_common::{
+    layers::Deadline,
+    paging::{self, PageTokens},
+    validation::{FieldViolation, Invalid},
+};
+use clinic_proto::studies::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{
+        BodyPart, Description, Etag, NewStudy, PatientFilter, PatientRef, RequestId, Study, StudyField,
+        StudyId, StudyPatch, StudyType, UrgencyLevel, parse_update_mask,
+    },
+    error::{Error, Result},
+    patients::PatientDirectory,
+    storage::StudyStore,
+};
+
+/// StudyService backed by [`StudyStore`] and a [`PatientDirectory`].
+#[derive(Clone)]
+pub struct StudyApi {
+    store: StudyStore,
+    tokens: PageTokens,
+    patients: Arc<dyn PatientDirectory>,
+}
+
+impl std::fmt::Debug for StudyApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StudyApi").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+impl StudyApi {
+    /// The service on `store`, signing page tokens with `tokens`, checking
+    /// patients with `patients`.
+    pub fn new(store: StudyStore, tokens: PageTokens, patients: Arc<dyn PatientDirectory>) -> Self {
+        Self { store, tokens, patients }
+    }
+
+    /// Fails unless `patient` exists: patients known here to be deleted are
+    /// refused without asking; the others are asked of patients-service.
+    async fn ensure_patient(&self, patient: PatientRef, deadline: Option<Deadline>) -> Result<()> {
+        if self.store.is_deleted_patient(patient).await? {
+            return Err(Error::PatientNotFound(patient));
+        }
+        self.patients.ensure_exists(patient, deadline).await
+    }
+
+    async fn create(&self, req: pb::CreateStudyRequest, deadline: Option<Deadline>) -> Result<Study> {
+        let (new, request_id) = parse_create(req)?;
+        if let Some(request_id) = &request_id
+            && let Some(id) = self.store.created_by(request_id).await?
+        {
+            return self.store.get(id).await;
+        }
+        self.ensure_patient(new.patient_id, deadline).await?;
+        self.store.create(&new, request_id.as_ref()).await
+    }
+
+    async fn update(&self, req: pb::UpdateStudyRequest, deadline: Option<Deadline>) -> Result<Study> {
+        let (id, patch, etag) = parse_update(req)?;
+        if let Some(patient) = patch.patient_id {
+            self.ensure_patient(patient, deadline).await?;
+        }
+        self.store.update(id, &patch, etag.as_ref()).await
+    }
+
+    async fn list(&self, req: pb::ListStudiesRequest) -> Result<pb::ListStudiesResponse> {
+        let mut invalid = Invalid::default();
+        let size = invalid.check(paging::page_size(req.page_size, "page_size"));
+        let filter = PatientFilter::parse(&req.patient_ids, "patient_ids").unwrap_or_else(|e| {
+            invalid.0.extend(e.0);
+            PatientFilter::default()
+        });
+        let size = invalid.finish(|| size.unwrap_or_default())?;
+        let scope = list_scope(&filter);
+        let after = self.tokens.decode(&scope, &req.page_token).map_err(|_| Error::InvalidPageToken)?;
+        let (studies, more) = self.store.list(&filter, after.unwrap_or(0), size).await?;
+        let next_page_token = match studies.last() {
+            Some(last) if more => self.tokens.encode(&scope, last.id.get()),
+            _ => String::new(),
+        };
+        Ok(pb::ListStudiesResponse {
+            studies: studies.into_iter().map(Into::into).collect(),
+            next_page_token,
+        })
+    }
+}
+
+/// Page tokens of ListStudies are bound to the method and the patient filter.
+fn list_scope(filter: &PatientFilter) -> String {
+    let ids: Vec<String> = filter.ids().iter().map(i64::to_string).collect();
+    format!("clinic.studies.v1.StudyService/ListStudies?patient_ids={}", ids.join(","))
+}
+
+#[tonic::async_trait]
+impl pb::study_service_server::StudyService for StudyApi {
+    async fn create_study(
+        &self,
+        request: Request<pb::CreateStudyRequest>,
+    ) -> Result<Response<pb::Study>, Status> {
+        let deadline = Deadline::of(&request);
+        Ok(Response::new(self.create(request.into_inner(), deadline).await?.into()))
+    }
+
+    async fn get_study(&self, request: Request<pb::GetStudyRequest>) -> Result<Response<pb::Study>, Status> {
+        let id = StudyId::parse(request.into_inner().id, "id").map_err(Error::from)?;
+        Ok(Response::new(self.store.get(id).await?.into()))
+    }
+
+    async fn list_studies(
+        &self,
+        request: Request<pb::ListStudiesRequest>,
+    ) -> Result<Response<pb::ListStudiesResponse>, Status> {
+        Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn update_study(
+        &self,
+        request: Request<pb::UpdateStudyRequest>,
+    ) -> Result<Response<pb::Study>, Status> {
+        let deadline = Deadline::of(&request);
+        Ok(Response::new(self.update(request.into_inner(), deadline).await?.into()))
+    }
+
+    async fn delete_study(&self, request: Request<pb::DeleteStudyRequest>) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        let id = StudyId::parse(req.id, "id").map_err(Error::from)?;
+        self.store.delete(id, Etag::from_request(&req.etag).as_ref()).await?;
+        Ok(Response::new(()))
+    }
+}
+
+/// A protobuf enum number → a vocabulary value, matched by name.
+fn vocabulary<T>(
+    raw: i32,
+    field: &str,
+    proto_name: Option<&'static str>,
+    prefix: &str,
+    from_name: fn(&str) -> Option<T>,
+) -> Result<T, FieldViolation> {
+    match proto_name {
+        None => Err(FieldViolation::new(field, format!("{raw} is not a known value"))),
+        Some(name) if name.ends_with("_UNSPECIFIED") => Err(FieldViolation::new(field, "is required")),
+        Some(name) => name
+            .strip_prefix(prefix)
+            .and_then(from_name)
+            .ok_or_else(|| FieldViolation::new(field, format!("{name} is not supported"))),
+    }
+}
+
+fn urgency_level(raw: i32, field: &str) -> Result<UrgencyLevel, FieldViolation> {
+    let name = pb::UrgencyLevel::try_from(raw).ok().map(|v| v.as_str_name());
+    vocabulary(raw, field, name, "URGENCY_LEVEL_", UrgencyLevel::from_name)
+}
+
+fn body_part(raw: i32, field: &str) -> Result<BodyPart, FieldViolation> {
+    let name = pb::BodyPart::try_from(raw).ok().map(|v| v.as_str_name());
+    vocabulary(raw, field, name, "BODY_PART_", BodyPart::from_name)
+}
+
+fn study_type(raw: i32, field: &str) -> Result<StudyType, FieldViolation> {
+    let name = pb::StudyType::try_from(raw).ok().map(|v| v.as_str_name());
+    vocabulary(raw, field, name, "STUDY_TYPE_", StudyType::from_name)
+}
+
+/// CreateStudyRequest → the study to create and its idempotency key.
+fn parse_create(req: pb::CreateStudyRequest) -> Result<(NewStudy, Option<RequestId>)> {
+    let mut invalid = Invalid::default();
+    let request_id = invalid.check(RequestId::parse(&req.request_id, "request_id"));
+    let Some(s) = req.study else {
+        invalid.push("study", "is required");
+        return Err(invalid.into());
+    };
+    let patient_id = invalid.check(PatientRef::parse(s.patient_id, "study.patient_id"));
+    let urgency_level = invalid.check(urgency_level(s.urgency_level, "study.urgency_level"));
+    let body_part = invalid.check(body_part(s.body_part, "study.body_part"));
+    let description = invalid.check(Description::parse(&s.description, "study.description"));
+    let study_type = invalid.check(study_type(s.study_type, "study.study_type"));
+    match (patient_id, urgency_level, body_part, description, study_type, request_id) {
+        (
+            Some(patient_id),
+            Some(urgency_level),
+            Some(body_part),
+            Some(description),
+            Some(study_type),
+            Some(rid),
+        ) => Ok((NewStudy { patient_id, urgency_level, body_part, description, study_type }, rid)),
+        _ => Err(invalid.into()),
+    }
+}
+
+/// UpdateStudyRequest → which study, what changes, and the etag to check.
+fn parse_update(req: pb::UpdateStudyRequest) -> Result<(StudyId, StudyPatch, Option<Etag>)> {
+    let Some(s) = req.study else {
+        return Err(Invalid::one("study", "is required").into());
+    };
+    let mut invalid = Invalid::default();
+    let id = invalid.check(StudyId::parse(s.id, "study.id"));
+    let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+    let fields = if paths.is_empty() {
+        let set = |f: &StudyField| match f {
+            StudyField::PatientId => s.patient_id != 0,
+            StudyField::UrgencyLevel => s.urgency_level != 0,
+            StudyField::BodyPart => s.body_part != 0,
+            StudyField::Description => !s.description.is_empty(),
+            StudyField::StudyType => s.study_type != 0,
+        };
+        let fields: Vec<_> = StudyField::ALL.into_iter().filter(set).collect();
+        if fields.is_empty() {
+            invalid.push(
+                "update_mask",
+                "names no field to update: list paths in update_mask or set at least one field",
+            );
+        }
+        fields
+    } else {
+        parse_update_mask(&paths, "update_mask").unwrap_or_else(|mask| {
+            invalid.0.extend(mask.0);
+            Vec::new()
+        })
+    };
+    let mut patch = StudyPatch::default();
+    for field in fields {
+        match field {
+            StudyField::PatientId => {
+                patch.patient_id = invalid.check(PatientRef::parse(s.patient_id, "study.patient_id"))
+            }
+            StudyField::UrgencyLevel => {
+                patch.urgency_level = invalid.check(urgency_level(s.urgency_level, "study.urgency_level"))
+            }
+            StudyField::BodyPart => {
+                patch.body_part = invalid.check(body_part(s.body_part, "study.body_part"))
+            }
+            StudyField::Description => {
+                patch.description = invalid.check(Description::parse(&s.description, "study.description"))
+            }
+            StudyField::StudyType => {
+                patch.study_type = invalid.check(study_type(s.study_type, "study.study_type"))
+            }
+        }
+    }
+    match id {
+        Some(id) if invalid.0.is_empty() => Ok((id, patch, Etag::from_request(&s.etag))),
+        _ => Err(invalid.into()),
+    }
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+/// A vocabulary value → its protobuf number, by name.
+fn proto_number(prefix: &str, name: &str, from_str_name: fn(&str) -> Option<i32>) -> i32 {
+    from_str_name(&format!("{prefix}{name}")).unwrap_or_default()
+}
+
+impl From<Study> for pb::Study {
+    fn from(s: Study) -> Self {
+        pb::Study {
+            id: s.id.get(),
+            patient_id: s.patient_id.get(),
+            urgency_level: proto_number("URGENCY_LEVEL_", s.urgency_level.name(), |n| {
+                pb::UrgencyLevel::from_str_name(n).map(Into::into)
+            }),
+            body_part: proto_number("BODY_PART_", s.body_part.name(), |n| {
+                pb::BodyPart::from_str_name(n).map(Into::into)
+            }),
+            description: s.description,
+            study_type: proto_number("STUDY_TYPE_", s.study_type.name(), |n| {
+                pb::StudyType::from_str_name(n).map(Into::into)
+            }),
+            create_time: Some(timestamp(s.create_time)),
+            update_time: Some(timestamp(s.update_time)),
+            etag: s.etag.as_str().to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The proto enums and the domain vocabularies hold the same values.
+    #[test]
+    fn every_proto_value_maps_to_the_domain_and_back() {
+        for v in UrgencyLevel::ALL {
+            let n = proto_number("URGENCY_LEVEL_", v.name(), |n| {
+                pb::UrgencyLevel::from_str_name(n).map(Into::into)
+            });
+            assert_eq!(urgency_level(n, "f"), Ok(*v));
+        }
+        for v in BodyPart::ALL {
+            let n = proto_number("BODY_PART_", v.name(), |n| pb::BodyPart::from_str_name(n).map(Into::into));
+            assert_eq!(body_part(n, "f"), Ok(*v), "{v:?}");
+        }
+        for v in StudyType::ALL {
+            let n =
+                proto_number("STUDY_TYPE_", v.name(), |n| pb::StudyType::from_str_name(n).map(Into::into));
+            assert_eq!(study_type(n, "f"), Ok(*v), "{v:?}");
+        }
+        let proto_body_parts = (1..200).filter(|n| pb::BodyPart::try_from(*n).is_ok()).count();
+        assert_eq!(proto_body_parts, BodyPart::ALL.len());
+        let proto_types = (1..200).filter(|n| pb::StudyType::try_from(*n).is_ok()).count();
+        assert_eq!(proto_types, StudyType::ALL.len());
+    }
+
+    #[test]
+    fn unspecified_and_unknown_numbers_are_rejected() {
+        assert_eq!(body_part(0, "f").unwrap_err().description, "is required");
+        assert!(body_part(999, "f").unwrap_err().description.contains("not a known value"));
+        assert!(urgency_level(-1, "f").is_err());
+    }
+}

@@ -1,0 +1,68 @@
+//! Running a service inside a test: configuration tuned for fast failure
+//! detection, and a handle that stops the server and waits for it.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clinic_common::{config::ServiceConfig, db::DbSettings, server::ServerSettings};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// Service settings for a test: port 0, a small pool, quick health probes
+/// and short timeouts, so failures show within a second or two.
+pub fn service_config(database_url: String) -> ServiceConfig {
+    ServiceConfig {
+        listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+        db: DbSettings {
+            url: database_url,
+            max_connections: 5,
+            acquire_timeout: Duration::from_millis(800),
+            statement_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(10),
+        },
+        server: ServerSettings {
+            request_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(2),
+        },
+        health_probe_interval: Duration::from_millis(200),
+        downstream_timeout: Duration::from_secs(2),
+    }
+}
+
+/// A server running on the test's runtime.
+#[derive(Debug)]
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Spawns `serve`, which gets the shutdown future to serve until.
+    pub fn spawn<F, Fut>(addr: SocketAddr, serve: F) -> Self
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = Box::pin(async move {
+            let _ = stopped.await;
+        });
+        let task = tokio::spawn(serve(shutdown));
+        Self { addr, stop: Some(stop), task: Some(task) }
+    }
+
+    /// The `http://` URI of the server.
+    pub fn uri(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts the server down and waits until it has stopped.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+}
