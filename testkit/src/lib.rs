@@ -8,11 +8,13 @@
 //! them, so tests run in parallel without seeing each other.
 //!
 //! # Layout
+//! - [`assert`]: checking error statuses the way clients do.
 //! - [`cluster`]: finding the binaries, starting, stopping and reaping a cluster.
 //! - [`provision`]: the roles and schemas each service expects to find.
 //! - [`service`]: test service settings and running a server in a test.
 //! - [`testdb`]: one fresh database per test, on `DATABASE_URL` or a shared cluster.
 
+pub mod assert;
 pub mod cluster;
 pub mod provision;
 pub mod service;

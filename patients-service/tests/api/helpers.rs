@@ -1,15 +1,14 @@
 //! Starting the service for a test and talking to it.
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
 use clinic_proto::patients::v1::{self as pb, patient_service_client::PatientServiceClient};
 use clinic_testkit::{Running, ServiceRole, TestDb, service_config};
 use patients_service::{Application, Config, studies::NoStudies};
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Status, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-use tonic_types::StatusExt;
 
 /// A running patients-service on its own database.
 pub struct TestApp {
@@ -165,42 +164,4 @@ pub fn patient(first: &str, last: &str, birth: &str, email: &str) -> pb::Patient
     }
 }
 
-/// The ErrorInfo reason of `status`, checking its domain.
-pub fn reason(status: &Status) -> String {
-    let info = status.get_details_error_info().unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    assert_eq!(info.domain, "clinic");
-    info.reason
-}
-
-/// Asserts INVALID_ARGUMENT whose BadRequest names exactly `fields`.
-pub fn assert_invalid(result: Result<impl std::fmt::Debug, Status>, fields: &[&str]) {
-    let status = result.expect_err("expected INVALID_ARGUMENT");
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let bad = status.get_details_bad_request().unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
-    let got: Vec<_> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
-    assert_eq!(got.len(), fields.len(), "violations {got:?}, expected {fields:?}");
-    assert_eq!(got.iter().copied().collect::<HashSet<_>>(), fields.iter().copied().collect(), "{status:?}");
-    assert!(bad.field_violations.iter().all(|v| !v.description.is_empty()));
-    assert_eq!(reason(&status), "INVALID_FIELDS");
-    assert_no_internals(&status);
-}
-
-/// Asserts that nothing from the database or driver leaks into a message.
-pub fn assert_no_internals(status: &Status) {
-    let message = status.message().to_lowercase();
-    for leak in [
-        "sqlx",
-        "select ",
-        "insert ",
-        "update patients",
-        "delete from",
-        "constraint",
-        "violates",
-        "postgres",
-        "pg_",
-        "sqlstate",
-        "panicked",
-    ] {
-        assert!(!message.contains(leak), "message leaks {leak:?}: {}", status.message());
-    }
-}
+pub use clinic_testkit::assert::{assert_invalid, assert_no_internals, reason};

@@ -1,0 +1,221 @@
+//! Running patients-service and studies-service together for a test.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use clinic_proto::{
+    patients::v1::{self as ppb, patient_service_client::PatientServiceClient},
+    studies::v1::{self as pb, study_service_client::StudyServiceClient},
+};
+use clinic_testkit::{Running, ServiceRole, TestDb, cluster::free_port, service_config};
+use sqlx::ConnectOptions;
+use tonic::{Status, transport::Channel};
+
+/// Both services on one database, each on a fixed port so it can be
+/// stopped and started again where clients expect it.
+pub struct TestSystem {
+    pub db: TestDb,
+    pub patients_addr: SocketAddr,
+    pub studies_addr: SocketAddr,
+    patients: Option<Running>,
+    studies: Option<Running>,
+    pub patient_client: PatientServiceClient<Channel>,
+    pub study_client: StudyServiceClient<Channel>,
+}
+
+fn addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port().expect("a free port")))
+}
+
+pub async fn spawn_system() -> TestSystem {
+    clinic_common::telemetry::init_for_tests();
+    let db = TestDb::create().await;
+    let (patients_addr, studies_addr) = (addr(), addr());
+    let channel = |a: SocketAddr| clinic_common::client::channel(&format!("http://{a}")).unwrap();
+    let mut system = TestSystem {
+        patient_client: PatientServiceClient::new(channel(patients_addr)),
+        study_client: StudyServiceClient::new(channel(studies_addr)),
+        db,
+        patients_addr,
+        studies_addr,
+        patients: None,
+        studies: None,
+    };
+    system.start_patients().await;
+    system.start_studies().await;
+    system
+}
+
+impl TestSystem {
+    pub async fn start_patients(&mut self) {
+        let mut config = patients_service::Config {
+            service: service_config(self.db.url_for(ServiceRole::Patients)),
+            studies_addr: format!("http://{}", self.studies_addr),
+        };
+        config.service.listen_addr = self.patients_addr;
+        let app = patients_service::Application::build(config).await.expect("patients-service starts");
+        self.patients = Some(Running::spawn(self.patients_addr, |shutdown| async move {
+            app.run_until(shutdown).await.expect("patients-service runs")
+        }));
+    }
+
+    pub async fn start_studies(&mut self) {
+        let mut config = studies_service::Config {
+            service: service_config(self.db.url_for(ServiceRole::Studies)),
+            patients_addr: format!("http://{}", self.patients_addr),
+            events_poll_interval: Duration::from_millis(100),
+        };
+        config.service.listen_addr = self.studies_addr;
+        let app = studies_service::Application::build(config).await.expect("studies-service starts");
+        self.studies = Some(Running::spawn(self.studies_addr, |shutdown| async move {
+            app.run_until(shutdown).await.expect("studies-service runs")
+        }));
+    }
+
+    pub async fn stop_patients(&mut self) {
+        self.patients.take().expect("patients-service running").stop().await;
+    }
+
+    pub async fn stop_studies(&mut self) {
+        self.studies.take().expect("studies-service running").stop().await;
+    }
+
+    pub async fn create_patient(&self, n: usize) -> ppb::Patient {
+        let patient = ppb::Patient {
+            first_name: "Diana Laura".into(),
+            last_name: "Del Toro".into(),
+            birth_date: "1988-08-29".into(),
+            email: format!("p{n}@ejemplo.com"),
+            ..Default::default()
+        };
+        self.patient_client
+            .clone()
+            .create_patient(ppb::CreatePatientRequest { patient: Some(patient), request_id: String::new() })
+            .await
+            .expect("patient created")
+            .into_inner()
+    }
+
+    pub async fn delete_patient(&self, id: i64, force: bool) -> Result<(), Status> {
+        self.patient_client
+            .clone()
+            .delete_patient(ppb::DeletePatientRequest { id, etag: String::new(), force })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn create_study(&self, study: pb::Study) -> Result<pb::Study, Status> {
+        self.create_study_with_id(study, "").await
+    }
+
+    pub async fn create_study_with_id(
+        &self,
+        study: pb::Study,
+        request_id: &str,
+    ) -> Result<pb::Study, Status> {
+        self.study_client
+            .clone()
+            .create_study(pb::CreateStudyRequest { study: Some(study), request_id: request_id.into() })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn get_study(&self, id: i64) -> Result<pb::Study, Status> {
+        self.study_client.clone().get_study(pb::GetStudyRequest { id }).await.map(|r| r.into_inner())
+    }
+
+    pub async fn list_studies(
+        &self,
+        patient_ids: &[i64],
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<pb::ListStudiesResponse, Status> {
+        self.study_client
+            .clone()
+            .list_studies(pb::ListStudiesRequest {
+                page_size,
+                page_token: page_token.into(),
+                patient_ids: patient_ids.to_vec(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Every study of `patient_ids` (all studies when empty), page by page.
+    pub async fn all_studies(&self, patient_ids: &[i64], page_size: i32) -> Vec<pb::Study> {
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self.list_studies(patient_ids, page_size, &token).await.expect("page");
+            all.extend(page.studies);
+            if page.next_page_token.is_empty() {
+                return all;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    pub async fn update_study(&self, study: pb::Study, paths: &[&str]) -> Result<pb::Study, Status> {
+        let update_mask =
+            Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() });
+        self.study_client
+            .clone()
+            .update_study(pb::UpdateStudyRequest { study: Some(study), update_mask })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn delete_study(&self, id: i64, etag: &str) -> Result<(), Status> {
+        self.study_client
+            .clone()
+            .delete_study(pb::DeleteStudyRequest { id, etag: etag.into() })
+            .await
+            .map(|_| ())
+    }
+
+    /// How far studies-service has applied patients-service's outbox, and
+    /// how far the outbox goes.
+    pub async fn outbox_progress(&self) -> (i64, i64) {
+        let mut conn = self.db.admin_options().connect().await.unwrap();
+        sqlx::query_as(
+            "select (select position from studies.event_cursor where source = 'patients'), \
+                    (select coalesce(max(sequence), 0) from patients.patient_event)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+    }
+
+    /// Waits (bounded) until studies-service has applied every event in
+    /// the outbox.
+    pub async fn wait_until_caught_up(&self, within: Duration) {
+        let give_up = Instant::now() + within;
+        loop {
+            let (applied, written) = self.outbox_progress().await;
+            if applied >= written {
+                return;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "studies-service applied {applied} of {written} events in {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A valid study of `patient_id`: one of the sample rows.
+pub fn study(patient_id: i64) -> pb::Study {
+    pb::Study {
+        patient_id,
+        urgency_level: pb::UrgencyLevel::High.into(),
+        body_part: pb::BodyPart::Stomach.into(),
+        description: "NO FINDINGS".into(),
+        study_type: pb::StudyType::Xray.into(),
+        ..Default::default()
+    }
+}
+
+pub use clinic_testkit::assert::{assert_invalid, assert_no_internals, reason};
