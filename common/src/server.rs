@@ -51,6 +51,12 @@ impl Health {
         }
     }
 
+    /// Sets the status of one service name (or `""`, the process) alone.
+    pub async fn set_service(&self, name: &str, serving: bool) {
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        self.reporter.set_service_status(name, status).await;
+    }
+
     /// Ends health: everything turns NOT_SERVING, then the statuses are
     /// removed, which ends open `Watch` streams after they have seen
     /// NOT_SERVING, so watchers do not hold a draining server open.
@@ -169,27 +175,44 @@ pub async fn serve(
     }
 }
 
-/// Serves like [`serve`], and for as long as it serves keeps `health` in
-/// step with Postgres (see [`crate::db::spawn_health_probe`]) and runs
-/// `background` tasks; all of them stop when shutdown starts.
+/// Serves like [`serve`] while `background` tasks run; they are stopped as
+/// soon as shutdown starts.
+pub async fn serve_with_tasks(
+    listener: TcpListener,
+    routes: Routes,
+    health: Health,
+    settings: &ServerSettings,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let aborts: Vec<_> = background.iter().map(|t| t.abort_handle()).collect();
+    let shutdown = async move {
+        shutdown.await;
+        aborts.iter().for_each(|a| a.abort());
+    };
+    let result = serve(listener, routes, health, settings, shutdown).await;
+    background.iter().for_each(|t| t.abort());
+    result
+}
+
+/// Serves like [`serve_with_tasks`], and for as long as it serves keeps
+/// `health` in step with Postgres (see [`crate::db::spawn_health_probe`]);
+/// closes the pool at the end.
 pub async fn serve_with_database(
     listener: TcpListener,
     routes: Routes,
     health: Health,
     config: &crate::config::ServiceConfig,
     pool: sqlx::PgPool,
-    background: Vec<tokio::task::JoinHandle<()>>,
+    mut background: Vec<tokio::task::JoinHandle<()>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let mut tasks = background;
-    tasks.push(crate::db::spawn_health_probe(pool.clone(), health.clone(), config.health_probe_interval));
-    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
-    let shutdown = async move {
-        shutdown.await;
-        aborts.iter().for_each(|a| a.abort());
-    };
-    let result = serve(listener, routes, health, &config.server, shutdown).await;
-    tasks.iter().for_each(|t| t.abort());
+    background.push(crate::db::spawn_health_probe(
+        pool.clone(),
+        health.clone(),
+        config.health_probe_interval,
+    ));
+    let result = serve_with_tasks(listener, routes, health, &config.server, background, shutdown).await;
     pool.close().await;
     result
 }

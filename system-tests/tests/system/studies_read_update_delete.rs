@@ -1,7 +1,7 @@
 use clinic_proto::studies::v1 as pb;
 use tonic::Code;
 
-use crate::helpers::{assert_invalid, reason, spawn_system, study};
+use system_tests::{assert_invalid, reason, spawn_system, study};
 
 #[tokio::test]
 async fn get_study_of_an_unknown_id_is_not_found_and_bad_ids_are_invalid() {

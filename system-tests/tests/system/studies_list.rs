@@ -1,6 +1,6 @@
 use tonic::Code;
 
-use crate::helpers::{assert_invalid, reason, spawn_system, study};
+use system_tests::{assert_invalid, reason, spawn_system, study};
 
 #[tokio::test]
 async fn list_studies_by_patient_ids_returns_only_theirs_in_id_order_across_pages() {

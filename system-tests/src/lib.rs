@@ -1,4 +1,7 @@
-//! Running patients-service and studies-service together for a test.
+//! Running Clinic's services together for a test: patients-service,
+//! studies-service and the gateway, in-process, each on a fixed port of its
+//! own so any of them can be stopped and started again where clients expect
+//! it, all on one fresh database.
 
 use std::{
     net::SocketAddr,
@@ -6,6 +9,7 @@ use std::{
 };
 
 use clinic_proto::{
+    gateway::v1::gateway_service_client::GatewayServiceClient,
     patients::v1::{self as ppb, patient_service_client::PatientServiceClient},
     studies::v1::{self as pb, study_service_client::StudyServiceClient},
 };
@@ -13,42 +17,78 @@ use clinic_testkit::{Running, ServiceRole, TestDb, cluster::free_port, service_c
 use sqlx::ConnectOptions;
 use tonic::{Status, transport::Channel};
 
-/// Both services on one database, each on a fixed port so it can be
-/// stopped and started again where clients expect it.
+/// The three services on one database.
 pub struct TestSystem {
+    /// The test's database.
     pub db: TestDb,
+    /// Where patients-service listens (also while stopped).
     pub patients_addr: SocketAddr,
+    /// Where studies-service listens (also while stopped).
     pub studies_addr: SocketAddr,
+    /// Where the gateway listens (also while stopped).
+    pub gateway_addr: SocketAddr,
     patients: Option<Running>,
     studies: Option<Running>,
+    gateway: Option<Running>,
+    /// A client of patients-service (reconnects across restarts).
     pub patient_client: PatientServiceClient<Channel>,
+    /// A client of studies-service (reconnects across restarts).
     pub study_client: StudyServiceClient<Channel>,
+    /// A client of the gateway.
+    pub gateway_client: GatewayServiceClient<Channel>,
+    /// A raw channel to the gateway, for health and reflection.
+    pub gateway_channel: Channel,
 }
 
 fn addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port().expect("a free port")))
 }
 
+/// Starts patients-service, studies-service and the gateway on a fresh database.
 pub async fn spawn_system() -> TestSystem {
     clinic_common::telemetry::init_for_tests();
     let db = TestDb::create().await;
-    let (patients_addr, studies_addr) = (addr(), addr());
+    let (patients_addr, studies_addr, gateway_addr) = (addr(), addr(), addr());
     let channel = |a: SocketAddr| clinic_common::client::channel(&format!("http://{a}")).unwrap();
     let mut system = TestSystem {
         patient_client: PatientServiceClient::new(channel(patients_addr)),
         study_client: StudyServiceClient::new(channel(studies_addr)),
+        gateway_client: GatewayServiceClient::new(channel(gateway_addr)),
+        gateway_channel: channel(gateway_addr),
         db,
         patients_addr,
         studies_addr,
+        gateway_addr,
         patients: None,
         studies: None,
+        gateway: None,
     };
     system.start_patients().await;
     system.start_studies().await;
+    system.start_gateway().await;
     system
 }
 
 impl TestSystem {
+    /// Starts the gateway (again) on its port.
+    pub async fn start_gateway(&mut self) {
+        let config = gateway::Config {
+            listen_addr: self.gateway_addr,
+            patients_addr: format!("http://{}", self.patients_addr),
+            studies_addr: format!("http://{}", self.studies_addr),
+            server: clinic_common::server::ServerSettings {
+                request_timeout: Duration::from_secs(10),
+                drain_timeout: Duration::from_secs(2),
+            },
+            downstream_timeout: Duration::from_secs(2),
+        };
+        let app = gateway::Application::build(config).await.expect("gateway starts");
+        self.gateway = Some(Running::spawn(self.gateway_addr, |shutdown| async move {
+            app.run_until(shutdown).await.expect("gateway runs")
+        }));
+    }
+
+    /// Starts patients-service (again) on its port.
     pub async fn start_patients(&mut self) {
         let mut config = patients_service::Config {
             service: service_config(self.db.url_for(ServiceRole::Patients)),
@@ -61,6 +101,7 @@ impl TestSystem {
         }));
     }
 
+    /// Starts studies-service (again) on its port.
     pub async fn start_studies(&mut self) {
         let mut config = studies_service::Config {
             service: service_config(self.db.url_for(ServiceRole::Studies)),
@@ -74,14 +115,17 @@ impl TestSystem {
         }));
     }
 
+    /// Stops patients-service and waits until it has stopped.
     pub async fn stop_patients(&mut self) {
         self.patients.take().expect("patients-service running").stop().await;
     }
 
+    /// Stops studies-service and waits until it has stopped.
     pub async fn stop_studies(&mut self) {
         self.studies.take().expect("studies-service running").stop().await;
     }
 
+    /// Creates a valid patient whose email is unique by `n`.
     pub async fn create_patient(&self, n: usize) -> ppb::Patient {
         let patient = ppb::Patient {
             first_name: "Diana Laura".into(),
@@ -98,6 +142,7 @@ impl TestSystem {
             .into_inner()
     }
 
+    /// DeletePatient without an etag.
     pub async fn delete_patient(&self, id: i64, force: bool) -> Result<(), Status> {
         self.patient_client
             .clone()
@@ -106,10 +151,12 @@ impl TestSystem {
             .map(|_| ())
     }
 
+    /// CreateStudy without a request id.
     pub async fn create_study(&self, study: pb::Study) -> Result<pb::Study, Status> {
         self.create_study_with_id(study, "").await
     }
 
+    /// CreateStudy with `request_id`.
     pub async fn create_study_with_id(
         &self,
         study: pb::Study,
@@ -122,10 +169,12 @@ impl TestSystem {
             .map(|r| r.into_inner())
     }
 
+    /// GetStudy.
     pub async fn get_study(&self, id: i64) -> Result<pb::Study, Status> {
         self.study_client.clone().get_study(pb::GetStudyRequest { id }).await.map(|r| r.into_inner())
     }
 
+    /// One page of ListStudies.
     pub async fn list_studies(
         &self,
         patient_ids: &[i64],
@@ -157,6 +206,7 @@ impl TestSystem {
         }
     }
 
+    /// UpdateStudy with the mask `paths`.
     pub async fn update_study(&self, study: pb::Study, paths: &[&str]) -> Result<pb::Study, Status> {
         let update_mask =
             Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() });
@@ -167,6 +217,7 @@ impl TestSystem {
             .map(|r| r.into_inner())
     }
 
+    /// DeleteStudy.
     pub async fn delete_study(&self, id: i64, etag: &str) -> Result<(), Status> {
         self.study_client
             .clone()
@@ -219,3 +270,17 @@ pub fn study(patient_id: i64) -> pb::Study {
 }
 
 pub use clinic_testkit::assert::{assert_invalid, assert_no_internals, reason};
+
+/// Waits (bounded) until `check` holds, checking every 50 ms; for effects
+/// that happen in the background, such as the delete cascade.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let give_up = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < give_up, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

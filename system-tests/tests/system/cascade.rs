@@ -8,7 +8,7 @@ use sqlx::ConnectOptions;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{assert_no_internals, reason, spawn_system, study};
+use system_tests::{assert_no_internals, reason, spawn_system, study};
 
 const CATCH_UP: Duration = Duration::from_secs(10);
 
@@ -214,7 +214,7 @@ async fn a_create_that_passed_its_patient_check_before_the_cascade_is_refused_af
 }
 
 /// Waits (bounded) until a backend is waiting for a lock in this database.
-async fn wait_for_blocked_claim(system: &crate::helpers::TestSystem) {
+async fn wait_for_blocked_claim(system: &system_tests::TestSystem) {
     let mut admin = system.db.admin_options().connect().await.unwrap();
     let give_up = std::time::Instant::now() + CATCH_UP;
     loop {

@@ -1,7 +1,7 @@
 use clinic_proto::studies::v1 as pb;
 use tonic::Code;
 
-use crate::helpers::{assert_invalid, assert_no_internals, reason, spawn_system, study};
+use system_tests::{assert_invalid, assert_no_internals, reason, spawn_system, study};
 
 #[tokio::test]
 async fn create_study_returns_the_stored_study_with_server_assigned_fields() {

@@ -1,0 +1,75 @@
+//! The gRPC adapter: implements `clinic.gateway.v1.GatewayService`.
+//!
+//! For one page it makes one `ListPatients` call and fetches the studies of
+//! the whole page in batched `ListStudies` calls by `patient_ids`, never one
+//! call per patient; then joins them in memory ([`crate::view::join`]).
+
+use clinic_common::{
+    layers::Deadline,
+    paging,
+    validation::{FieldViolation, Invalid},
+};
+use clinic_proto::gateway::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::{downstream::Downstream, error::Result, view};
+
+/// GatewayService over the two downstream services.
+#[derive(Debug, Clone)]
+pub struct GatewayApi {
+    downstream: Downstream,
+}
+
+impl GatewayApi {
+    /// The service over `downstream`.
+    pub fn new(downstream: Downstream) -> Self {
+        Self { downstream }
+    }
+
+    async fn list(
+        &self,
+        req: pb::ListPatientsWithStudiesRequest,
+        deadline: Option<Deadline>,
+    ) -> Result<pb::ListPatientsWithStudiesResponse> {
+        paging::page_size(req.page_size, "page_size").map_err(Invalid::from)?;
+        let page = self.downstream.list_patients(req.page_size, req.page_token, deadline).await?;
+        let ids = page.patients.iter().map(|p| p.id).collect();
+        let studies = self.downstream.studies_of(ids, deadline).await?;
+        Ok(pb::ListPatientsWithStudiesResponse {
+            patients: view::join(page.patients, studies),
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    async fn get(
+        &self,
+        req: pb::GetPatientWithStudiesRequest,
+        deadline: Option<Deadline>,
+    ) -> Result<pb::PatientWithStudies> {
+        if req.id <= 0 {
+            return Err(Invalid::from(FieldViolation::new("id", "must be a positive patient id")).into());
+        }
+        let patient = self.downstream.get_patient(req.id, deadline).await?;
+        let studies = self.downstream.studies_of(vec![req.id], deadline).await?;
+        Ok(view::join(vec![patient], studies).pop().expect("one patient in, one out"))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::gateway_service_server::GatewayService for GatewayApi {
+    async fn list_patients_with_studies(
+        &self,
+        request: Request<pb::ListPatientsWithStudiesRequest>,
+    ) -> Result<Response<pb::ListPatientsWithStudiesResponse>, Status> {
+        let deadline = Deadline::of(&request);
+        Ok(Response::new(self.list(request.into_inner(), deadline).await?))
+    }
+
+    async fn get_patient_with_studies(
+        &self,
+        request: Request<pb::GetPatientWithStudiesRequest>,
+    ) -> Result<Response<pb::PatientWithStudies>, Status> {
+        let deadline = Deadline::of(&request);
+        Ok(Response::new(self.get(request.into_inner(), deadline).await?))
+    }
+}

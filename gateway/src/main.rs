@@ -1,0 +1,13 @@
+//! gateway entry point: configuration, then serve until SIGINT/SIGTERM.
+
+use gateway::{Application, Config};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    clinic_common::telemetry::init();
+    let app = Application::build(Config::from_env()?).await?;
+    tracing::info!(addr = %app.local_addr(), "gateway listening");
+    app.run_until(clinic_common::server::shutdown_signal()).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}

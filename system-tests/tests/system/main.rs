@@ -1,0 +1,9 @@
+//! Clinic's services together, each on a real socket, against real Postgres,
+//! one fresh database per test: StudyService (which needs patients-service),
+//! the cross-service delete cascade, and the gateway's listing view.
+
+mod cascade;
+mod gateway;
+mod studies_create;
+mod studies_list;
+mod studies_read_update_delete;
