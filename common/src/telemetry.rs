@@ -8,7 +8,13 @@ use tracing_subscriber::{EnvFilter, fmt};
 /// switches to one JSON object per line for log shippers. Calling it twice is
 /// harmless, so tests may call it freely.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default("info");
+}
+
+/// Like [`init`], with `default` as the filter when `RUST_LOG` is unset
+/// (command-line tools want less than servers).
+pub fn init_with_default(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = fmt().with_env_filter(filter).with_target(false);
     let _ = if json {

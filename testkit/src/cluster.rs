@@ -104,11 +104,14 @@ impl PgCluster {
     }
 
     /// Starts the cluster in `root` on `port`, creating it first if `root`
-    /// holds none. With `keep`, the folder survives stop and drop (for
-    /// `make up`, whose data outlives a run).
+    /// holds none. With `keep`, the folder survives stop, drop and the death
+    /// of this process (for `make up`, whose data outlives a run); the server
+    /// is stopped in every case.
     pub fn start_in(root: &Path, port: u16, keep: bool) -> io::Result<Self> {
         let bin = find_bin_dir()?;
         let as_postgres = is_root();
+        // Absolute: the server resolves relative paths against its data folder.
+        let root = &std::path::absolute(root)?;
         std::fs::create_dir_all(root)?;
         if as_postgres {
             let (uid, gid) = postgres_ids()?;
@@ -118,10 +121,11 @@ impl PgCluster {
         let cluster = Self { bin, data, port, as_postgres, keep, watchdog: Mutex::new(None) };
         if !cluster.data.join("PG_VERSION").exists() {
             cluster.initdb()?;
+        } else if cluster.is_running() {
+            // Left running by an owner that died without stopping it.
+            cluster.stop()?;
         }
-        if !keep {
-            cluster.spawn_watchdog(root)?;
-        }
+        cluster.spawn_watchdog(root, !keep)?;
         cluster.start_server()?;
         Ok(cluster)
     }
@@ -197,6 +201,13 @@ impl PgCluster {
         Self::run(cmd, "pg_ctl start")
     }
 
+    /// Whether a server is running on this cluster's folder.
+    pub fn is_running(&self) -> bool {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("-D").arg(&self.data).arg("status").stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.status().is_ok_and(|s| s.success())
+    }
+
     /// Stops the server fast (open connections are closed); the folder stays.
     pub fn stop(&self) -> io::Result<()> {
         let mut cmd = self.command("pg_ctl");
@@ -204,13 +215,19 @@ impl PgCluster {
         Self::run(cmd, "pg_ctl stop")
     }
 
-    fn spawn_watchdog(&self, root: &Path) -> io::Result<()> {
+    /// Starts the watchdog that stops the server (and, with `remove`,
+    /// deletes `root`) once this process is gone.
+    fn spawn_watchdog(&self, root: &Path, remove: bool) -> io::Result<()> {
         let runuser = if self.as_postgres { "runuser -u postgres -- " } else { "" };
+        let (mode, cleanup) = if remove {
+            ("immediate", format!("; rm -rf '{}'", root.display()))
+        } else {
+            ("fast", String::new())
+        };
         let script = format!(
-            "trap '' INT TERM HUP; read _ignored; {runuser}'{}' -D '{}' -m immediate stop >/dev/null 2>&1; rm -rf '{}'",
+            "trap '' INT TERM HUP; read _ignored; {runuser}'{}' -D '{}' -m {mode} stop >/dev/null 2>&1{cleanup}",
             self.bin.join("pg_ctl").display(),
             self.data.display(),
-            root.display()
         );
         let child = Command::new("sh")
             .args(["-c", &script])
@@ -228,7 +245,6 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         if self.keep {
             let _ = self.stop();
-            return;
         }
         if let Some(mut child) = self.watchdog.lock().map(|mut w| w.take()).ok().flatten() {
             // Closing the pipe (or a line on it) lets the watchdog clean up now.

@@ -1,0 +1,13 @@
+//! clinic-dev: runs Clinic on one machine, the way `make up` does, and the
+//! chores around it.
+//!
+//! # Layout
+//! - [`stack`]: `up`: PostgreSQL, the three services and Envoy, supervised.
+//! - [`postgres`]: the local database (a kept private cluster, or `DATABASE_URL`).
+//! - [`envoy`]: Envoy's configuration rendered from `envoy/envoy.yaml.tmpl`.
+//! - [`import`]: loading patients and studies from CSV through the API.
+
+pub mod envoy;
+pub mod import;
+pub mod postgres;
+pub mod stack;

@@ -1,0 +1,392 @@
+//! `make up`: the whole system on this machine, supervised, until Ctrl-C.
+//!
+//! Starts (or reuses) PostgreSQL, the three services and Envoy as child
+//! processes, each logging to `<home>/logs/<name>.log` and recording its pid
+//! in `<home>/run/<name>.pid`; waits until the system is SERVING through
+//! Envoy; loads the sample data when the database is empty; prints where to
+//! connect. A child that exits is restarted after a short delay. On SIGINT or
+//! SIGTERM every child gets SIGTERM (SIGKILL after a grace period) and
+//! PostgreSQL is stopped.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use clinic_proto::patients::v1::{ListPatientsRequest, patient_service_client::PatientServiceClient};
+use clinic_testkit::ServiceRole;
+use tokio::{process::Command, sync::mpsc};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::{envoy, import, postgres};
+
+/// How long children get to stop after SIGTERM.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Where everything listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// Envoy's gRPC listener (the front door).
+    pub envoy: u16,
+    /// Envoy's admin interface.
+    pub envoy_admin: u16,
+    /// patients-service.
+    pub patients: u16,
+    /// studies-service.
+    pub studies: u16,
+    /// gateway.
+    pub gateway: u16,
+}
+
+/// What `up` needs to know.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Folder for data, logs, pid files and Envoy's rendered config.
+    pub home: PathBuf,
+    /// Ports to listen on.
+    pub ports: Ports,
+    /// A superuser URL of an existing PostgreSQL, instead of a private cluster.
+    pub database_url: Option<String>,
+    /// Folder holding the service binaries.
+    pub bin_dir: PathBuf,
+    /// The Envoy binary.
+    pub envoy_bin: PathBuf,
+    /// Folder holding `patients.csv` and `studies.csv`.
+    pub sample_data: PathBuf,
+    /// Pause before restarting a child that exited.
+    pub restart_delay: Duration,
+    /// How long to wait for the system to become SERVING.
+    pub ready_timeout: Duration,
+}
+
+/// Why `up` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    /// Files or processes.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The database.
+    #[error(transparent)]
+    Database(#[from] postgres::DatabaseError),
+    /// Envoy's configuration.
+    #[error(transparent)]
+    Envoy(#[from] envoy::MissingValue),
+    /// The sample data.
+    #[error("loading the sample data: {0}")]
+    Import(#[from] import::ImportError),
+    /// The system did not become ready.
+    #[error("{0}")]
+    NotReady(String),
+}
+
+struct Proc {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    pid: Option<u32>,
+}
+
+impl Proc {
+    fn log_path(&self, home: &Path) -> PathBuf {
+        home.join("logs").join(format!("{}.log", self.name))
+    }
+
+    /// Starts the process; its exit is reported on `exits` with its index.
+    fn spawn(
+        &mut self,
+        index: usize,
+        home: &Path,
+        exits: &mpsc::UnboundedSender<(usize, String)>,
+    ) -> std::io::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(home))?;
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Own process group: the terminal's Ctrl-C reaches only the
+            // launcher, which stops the children in order.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("starting {}: {e}", self.program.display()))
+            })?;
+        self.pid = child.id();
+        if let Some(pid) = self.pid {
+            std::fs::write(home.join("run").join(format!("{}.pid", self.name)), pid.to_string())?;
+        }
+        let exits = exits.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await.map_or_else(|e| e.to_string(), |s| s.to_string());
+            let _ = exits.send((index, status));
+        });
+        Ok(())
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid {
+            let _ = std::process::Command::new("kill").args([signal, &pid.to_string()]).status();
+        }
+    }
+}
+
+fn uri(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+fn processes(options: &UpOptions, db: &postgres::LocalDatabase, envoy_config: &Path) -> Vec<Proc> {
+    let p = options.ports;
+    let listen = |port: u16| format!("127.0.0.1:{port}");
+    let service = |name: &'static str, env: Vec<(&'static str, String)>| Proc {
+        name,
+        program: options.bin_dir.join(name),
+        args: Vec::new(),
+        env,
+        pid: None,
+    };
+    vec![
+        service(
+            "patients-service",
+            vec![
+                ("LISTEN_ADDR", listen(p.patients)),
+                ("DATABASE_URL", db.url_for(ServiceRole::Patients)),
+                ("STUDIES_ADDR", uri(p.studies)),
+            ],
+        ),
+        service(
+            "studies-service",
+            vec![
+                ("LISTEN_ADDR", listen(p.studies)),
+                ("DATABASE_URL", db.url_for(ServiceRole::Studies)),
+                ("PATIENTS_ADDR", uri(p.patients)),
+            ],
+        ),
+        service(
+            "gateway",
+            vec![
+                ("LISTEN_ADDR", listen(p.gateway)),
+                ("PATIENTS_ADDR", uri(p.patients)),
+                ("STUDIES_ADDR", uri(p.studies)),
+            ],
+        ),
+        Proc {
+            name: "envoy",
+            program: options.envoy_bin.clone(),
+            args: vec![
+                "-c".into(),
+                envoy_config.display().to_string(),
+                "--disable-hot-restart".into(),
+                "--log-level".into(),
+                "warn".into(),
+            ],
+            env: Vec::new(),
+            pid: None,
+        },
+    ]
+}
+
+/// Waits until the system answers SERVING through Envoy, failing early if a
+/// child exits.
+async fn wait_ready(
+    options: &UpOptions,
+    procs: &[Proc],
+    exits: &mut mpsc::UnboundedReceiver<(usize, String)>,
+) -> Result<(), UpError> {
+    let channel = clinic_common::client::channel(&uri(options.ports.envoy)).expect("valid URI");
+    let give_up = Instant::now() + options.ready_timeout;
+    loop {
+        if let Ok((index, status)) = exits.try_recv() {
+            let log = procs[index].log_path(&options.home);
+            return Err(UpError::NotReady(format!(
+                "{} exited during start-up ({status}); see {}",
+                procs[index].name,
+                log.display()
+            )));
+        }
+        let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
+        request.set_timeout(Duration::from_secs(1));
+        if let Ok(response) = HealthClient::new(channel.clone()).check(request).await
+            && response.into_inner().status() == ServingStatus::Serving
+        {
+            return Ok(());
+        }
+        if Instant::now() > give_up {
+            return Err(UpError::NotReady(format!(
+                "the system was not SERVING within {:?}; see the logs in {}",
+                options.ready_timeout,
+                options.home.join("logs").display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Loads the sample data through Envoy if there are no patients yet; returns
+/// the id of the first patient, for the examples.
+async fn load_sample_data(options: &UpOptions) -> Result<Option<i64>, UpError> {
+    let channel = clinic_common::client::channel(&uri(options.ports.envoy)).expect("valid URI");
+    let first = |channel| async move {
+        PatientServiceClient::new(channel)
+            .list_patients(ListPatientsRequest { page_size: 1, page_token: String::new() })
+            .await
+            .map(|r| r.into_inner().patients.first().map(|p| p.id))
+            .map_err(|s| UpError::NotReady(format!("listing patients: {}", s.message())))
+    };
+    if let Some(id) = first(channel.clone()).await? {
+        println!("The database already holds patients; the sample data is not loaded again.");
+        return Ok(Some(id));
+    }
+    let patients = options.sample_data.join("patients.csv");
+    let studies = options.sample_data.join("studies.csv");
+    let summary = import::import(channel.clone(), Some(&patients), Some(&studies)).await?;
+    println!("Loaded the sample data: {} patients, {} studies.", summary.patients, summary.studies);
+    first(channel).await
+}
+
+fn banner(options: &UpOptions, db: &postgres::LocalDatabase, first_patient: Option<i64>) {
+    let p = options.ports;
+    let front = format!("localhost:{}", p.envoy);
+    println!();
+    println!("Clinic is up.");
+    println!("  gRPC (h2c), through Envoy   {front}");
+    println!("  Envoy admin                 http://127.0.0.1:{}", p.envoy_admin);
+    println!("  patients-service            127.0.0.1:{}", p.patients);
+    println!("  studies-service             127.0.0.1:{}", p.studies);
+    println!("  gateway                     127.0.0.1:{}", p.gateway);
+    println!("  PostgreSQL                  {}", db.admin_url());
+    if let Some(dir) = db.data_dir() {
+        println!("  data                        {}", dir.display());
+    }
+    println!("  logs                        {}", options.home.join("logs").display());
+    println!();
+    println!("Try (grpcurl is in .local/venv/bin):");
+    println!("  grpcurl -plaintext {front} list");
+    println!("  grpcurl -plaintext {front} describe clinic.patients.v1.PatientService");
+    println!(
+        "  grpcurl -plaintext -d '{{\"page_size\": 2}}' {front} clinic.gateway.v1.GatewayService/ListPatientsWithStudies"
+    );
+    if let Some(id) = first_patient {
+        println!(
+            "  grpcurl -plaintext -d '{{\"id\": {id}}}' {front} clinic.patients.v1.PatientService/GetPatient"
+        );
+        println!(
+            "  grpcurl -plaintext -d '{{\"patient_ids\": [{id}]}}' {front} clinic.studies.v1.StudyService/ListStudies"
+        );
+    }
+    println!(
+        "  grpcurl -plaintext -d '{{\"service\": \"clinic.studies.v1.StudyService\"}}' {front} grpc.health.v1.Health/Check"
+    );
+    println!();
+    println!("Ctrl-C stops everything.");
+    println!("clinic-dev: ready on {front}");
+}
+
+/// Runs the system until SIGINT or SIGTERM.
+pub async fn up(options: UpOptions) -> Result<(), UpError> {
+    for folder in ["logs", "run"] {
+        std::fs::create_dir_all(options.home.join(folder))?;
+    }
+    let db = postgres::prepare(&options.home, options.database_url.as_deref()).await?;
+    let p = options.ports;
+    let envoy_config = options.home.join("envoy.yaml");
+    std::fs::write(
+        &envoy_config,
+        envoy::render(&envoy::Addresses::local(p.envoy, p.envoy_admin, p.patients, p.studies, p.gateway))?,
+    )?;
+
+    let (exits_tx, mut exits) = mpsc::unbounded_channel();
+    let mut procs = processes(&options, &db, &envoy_config);
+    let shutdown = clinic_common::server::shutdown_signal();
+    tokio::pin!(shutdown);
+
+    let started = async {
+        for (index, proc) in procs.iter_mut().enumerate() {
+            proc.spawn(index, &options.home, &exits_tx)?;
+        }
+        wait_ready(&options, &procs, &mut exits).await?;
+        load_sample_data(&options).await
+    };
+    let outcome = tokio::select! {
+        result = started => result.map(Some),
+        () = &mut shutdown => Ok(None),
+    };
+    let result = match outcome {
+        Ok(Some(first_patient)) => {
+            banner(&options, &db, first_patient);
+            supervise(&options, &mut procs, &exits_tx, &mut exits, &mut shutdown).await
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+
+    println!("Stopping...");
+    stop_all(&procs, &mut exits).await;
+    for proc in &procs {
+        let _ = std::fs::remove_file(options.home.join("run").join(format!("{}.pid", proc.name)));
+    }
+    tokio::task::spawn_blocking(move || db.stop()).await.map_err(std::io::Error::other)?;
+    println!("Stopped.");
+    result
+}
+
+/// Restarts children that exit, until shutdown.
+async fn supervise(
+    options: &UpOptions,
+    procs: &mut [Proc],
+    exits_tx: &mpsc::UnboundedSender<(usize, String)>,
+    exits: &mut mpsc::UnboundedReceiver<(usize, String)>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), UpError> {
+    loop {
+        tokio::select! {
+            () = shutdown.as_mut() => return Ok(()),
+            Some((index, status)) = exits.recv() => {
+                procs[index].pid = None;
+                println!(
+                    "{} exited ({status}); restarting in {} ms (log: {})",
+                    procs[index].name,
+                    options.restart_delay.as_millis(),
+                    procs[index].log_path(&options.home).display()
+                );
+                tokio::select! {
+                    () = shutdown.as_mut() => return Ok(()),
+                    () = tokio::time::sleep(options.restart_delay) => {}
+                }
+                procs[index].spawn(index, &options.home, exits_tx)?;
+            }
+        }
+    }
+}
+
+/// SIGTERM to every running child, then SIGKILL to those still running
+/// after the grace period; waits for all of them.
+async fn stop_all(procs: &[Proc], exits: &mut mpsc::UnboundedReceiver<(usize, String)>) {
+    let mut running: Vec<usize> = (0..procs.len()).filter(|i| procs[*i].pid.is_some()).collect();
+    // Envoy first, so no new traffic reaches services that are stopping.
+    for index in running.iter().rev() {
+        procs[*index].signal("-TERM");
+    }
+    let deadline = tokio::time::Instant::now() + GRACE;
+    while !running.is_empty() {
+        match tokio::time::timeout_at(deadline, exits.recv()).await {
+            Ok(Some((index, _))) => running.retain(|i| *i != index),
+            Ok(None) => break,
+            Err(_) => {
+                for index in &running {
+                    procs[*index].signal("-KILL");
+                }
+                while !running.is_empty() {
+                    match exits.recv().await {
+                        Some((index, _)) => running.retain(|i| *i != index),
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+}
