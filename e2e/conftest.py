@@ -1,0 +1,153 @@
+"""End-to-end fixtures: the whole system started the way `make up` starts it.
+
+Each `Stack` runs `clinic-dev up` on free ports with its own CLINIC_HOME, so
+stacks run side by side and never touch a developer's `.local/` data. The
+Python client is generated from `proto/` with grpcio-tools at session start.
+"""
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".local" / "venv" / "bin"
+CLINIC_DEV = ROOT / "target" / "debug" / "clinic-dev"
+READY = re.compile(r"clinic-dev: ready on localhost:(\d+)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class Stack:
+    """One running system: Postgres, three services and Envoy."""
+
+    def __init__(self, home: Path, restart_delay_ms: int = 1000):
+        self.home = home
+        self.ports = {name: free_port() for name in ("ENVOY_PORT", "ENVOY_ADMIN_PORT", "PATIENTS_PORT", "STUDIES_PORT", "GATEWAY_PORT")}
+        env = dict(os.environ, CLINIC_HOME=str(home), RESTART_DELAY_MS=str(restart_delay_ms), ENVOY_BIN=str(VENV_BIN / "envoy"), **{k: str(v) for k, v in self.ports.items()})
+        env.pop("DATABASE_URL", None)
+        self.log = open(home / "clinic-dev.out", "w+")
+        self.process = subprocess.Popen([str(CLINIC_DEV), "up"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.output = self._wait_ready(timeout=180)
+        self.front = f"localhost:{self.ports['ENVOY_PORT']}"
+        self.target = f"127.0.0.1:{self.ports['ENVOY_PORT']}"
+
+    def _wait_ready(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.log.seek(0)
+            text = self.log.read()
+            if READY.search(text):
+                return text
+            if self.process.poll() is not None:
+                raise RuntimeError(f"clinic-dev exited during start-up:\n{text}")
+            time.sleep(0.2)
+        raise RuntimeError(f"clinic-dev not ready within {timeout}s:\n{text}")
+
+    def pids(self) -> dict:
+        run = self.home / "run"
+        return {p.stem: int(p.read_text()) for p in run.glob("*.pid")}
+
+    def data_dir(self):
+        match = re.search(r"^\s+data\s+(\S+)$", self.output, re.M)
+        return Path(match.group(1)) if match else None
+
+    def examples(self) -> list:
+        return [line.strip() for line in self.output.splitlines() if line.strip().startswith("grpcurl ")]
+
+    def grpcurl(self, *args, data=None, check=True) -> subprocess.CompletedProcess:
+        cmd = [str(VENV_BIN / "grpcurl"), "-plaintext"]
+        if data is not None:
+            cmd += ["-d", data]
+        cmd += [self.target, *args]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{shlex.join(cmd)} failed:\n{result.stdout}{result.stderr}")
+        return result
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 60) -> int:
+        """Stops the launcher as Ctrl-C would; returns its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self.log.close()
+
+    def cleanup(self):
+        if self.process.poll() is None:
+            self.stop()
+        data = self.data_dir()
+        if data and str(data).startswith("/var/tmp/clinic-postgres-"):
+            subprocess.run(["rm", "-rf", str(data)], check=False)
+
+
+@pytest.fixture(scope="session")
+def pb(tmp_path_factory):
+    """The Python client generated from proto/ with grpcio-tools."""
+    import grpc_tools
+    from grpc_tools import protoc
+
+    out = tmp_path_factory.mktemp("generated")
+    includes = Path(grpc_tools.__file__).parent / "_proto"
+    files = [str(p.relative_to(ROOT / "proto")) for p in (ROOT / "proto").rglob("*.proto")]
+    code = protoc.main(["protoc", f"-I{ROOT / 'proto'}", f"-I{includes}", f"--python_out={out}", f"--grpc_python_out={out}", *files])
+    assert code == 0, "grpcio-tools could not generate the client"
+    sys.path.insert(0, str(out))
+    import importlib
+
+    modules = {
+        "patients": importlib.import_module("clinic.patients.v1.patients_pb2"),
+        "patients_grpc": importlib.import_module("clinic.patients.v1.patients_pb2_grpc"),
+        "studies": importlib.import_module("clinic.studies.v1.studies_pb2"),
+        "studies_grpc": importlib.import_module("clinic.studies.v1.studies_pb2_grpc"),
+        "gateway": importlib.import_module("clinic.gateway.v1.gateway_pb2"),
+        "gateway_grpc": importlib.import_module("clinic.gateway.v1.gateway_pb2_grpc"),
+    }
+    return type("Generated", (), modules)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """One system shared by the tests that leave it as they found it."""
+    s = Stack(tmp_path_factory.mktemp("stack"))
+    yield s
+    s.cleanup()
+
+
+@pytest.fixture
+def own_stack(tmp_path):
+    """A system for one test that kills or stops parts of it."""
+    s = Stack(tmp_path, restart_delay_ms=3000)
+    yield s
+    s.cleanup()

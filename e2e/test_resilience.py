@@ -1,0 +1,56 @@
+"""Parts of the system failing, and the whole system stopping."""
+
+import os
+import signal
+import time
+
+import grpc
+import pytest
+
+from conftest import pid_alive, port_open
+
+
+def test_listing_fails_fast_without_studies_service_while_patients_work_then_recovers(own_stack, pb):
+    ch = grpc.insecure_channel(own_stack.target)
+    gateway = pb.gateway_grpc.GatewayServiceStub(ch)
+    patients = pb.patients_grpc.PatientServiceStub(ch)
+    request = pb.gateway.ListPatientsWithStudiesRequest(page_size=10)
+    assert len(gateway.ListPatientsWithStudies(request, timeout=10).patients) == 4
+
+    os.kill(own_stack.pids()["studies-service"], signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as down:
+        gateway.ListPatientsWithStudies(request, timeout=10)
+    took = time.monotonic() - started
+    assert down.value.code() == grpc.StatusCode.UNAVAILABLE, down.value
+    assert "studies-service" in down.value.details()
+    assert took < 2.5, f"took {took:.2f}s of a 10s deadline"
+
+    created = patients.CreatePatient(pb.patients.CreatePatientRequest(patient=pb.patients.Patient(
+        first_name="Still", last_name="Working", birth_date="1999-09-09", email="still@ejemplo.com")), timeout=10)
+    assert patients.GetPatient(pb.patients.GetPatientRequest(id=created.id), timeout=10).id == created.id
+
+    deadline = time.monotonic() + 30
+    while True:  # clinic-dev restarts studies-service after RESTART_DELAY_MS
+        try:
+            page = gateway.ListPatientsWithStudies(request, timeout=5)
+            break
+        except grpc.RpcError:
+            assert time.monotonic() < deadline, "the listing did not recover"
+            time.sleep(0.2)
+    assert len(page.patients) == 5 and len(page.patients[0].studies) == 2
+
+
+def test_ctrl_c_leaves_no_process_or_port_behind(own_stack):
+    pids = own_stack.pids()
+    assert set(pids) == {"patients-service", "studies-service", "gateway", "envoy"}
+    postgres_port = int(own_stack.output.split("postgres://postgres@127.0.0.1:")[1].split("/")[0])
+    ports = [*own_stack.ports.values(), postgres_port]
+    assert all(port_open(p) for p in ports if p != own_stack.ports["ENVOY_ADMIN_PORT"])
+
+    assert own_stack.stop(signal.SIGINT) == 0
+
+    alive = [name for name, pid in pids.items() if pid_alive(pid)]
+    assert not alive, f"still running: {alive}"
+    listening = [p for p in ports if port_open(p)]
+    assert not listening, f"ports still open: {listening}"
