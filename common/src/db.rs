@@ -35,6 +35,17 @@ pub struct DbSettings {
 }
 
 impl DbSettings {
+    /// The documented defaults, on `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(1),
+            statement_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+
     /// Reads the settings; `default_url` applies when `DATABASE_URL` is unset.
     pub fn from_env(default_url: &str) -> Result<Self, ConfigError> {
         Ok(Self {

@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use clinic_devstack::{envoy, import, stack};
+use clinic_devstack::{envoy, import, postgres, stack};
 
 /// Runs Clinic locally and the chores around it.
 #[derive(Debug, Parser)]
@@ -32,6 +32,16 @@ enum Command {
         /// (the patients file's ids when --patients is given, else existing ids).
         #[arg(long)]
         studies: Option<PathBuf>,
+    },
+    /// Create the roles and schemas if missing and run both services'
+    /// migrations (on DATABASE_URL, else on the local cluster of `up`).
+    Migrate {
+        /// Folder of the local cluster's data.
+        #[arg(long, env = "CLINIC_HOME", default_value = ".local")]
+        home: PathBuf,
+        /// Superuser URL of an existing PostgreSQL.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
     },
     /// Print Envoy's configuration, or write the compose variant to
     /// envoy/envoy.compose.yaml.
@@ -116,6 +126,15 @@ async fn main() -> ExitCode {
                 let summary = import::import(channel, patients.as_deref(), studies.as_deref()).await?;
                 println!("imported {} patients and {} studies", summary.patients, summary.studies);
                 Ok(())
+            }
+            .await
+        }
+        Command::Migrate { home, database_url } => {
+            async {
+                let db = postgres::prepare(&home, database_url.as_deref()).await?;
+                let result = postgres::migrate(&db).await;
+                tokio::task::spawn_blocking(move || db.stop()).await?;
+                result.map_err(Into::into)
             }
             .await
         }

@@ -127,3 +127,24 @@ pub async fn prepare(home: &Path, database_url: Option<&str>) -> Result<LocalDat
     provision::create_schemas(&mut conn).await?;
     Ok(LocalDatabase { admin, cluster, data_dir })
 }
+
+/// Runs both services' migrations on `db`, each as its own role, as the
+/// services themselves do at start-up.
+pub async fn migrate(db: &LocalDatabase) -> Result<(), clinic_common::db::DbStartupError> {
+    let services = [
+        (ServiceRole::Patients, patients_service::migrator(), patients_service::SCHEMA),
+        (ServiceRole::Studies, studies_service::migrator(), studies_service::SCHEMA),
+    ];
+    for (role, migrator, schema) in services {
+        let settings = clinic_common::db::DbSettings::new(db.url_for(role));
+        let pool = clinic_common::db::connect_and_migrate(&settings, migrator, schema).await?;
+        let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select count(*) from {schema}._sqlx_migrations"
+        )))
+        .fetch_one(&pool)
+        .await?;
+        println!("{schema}: {applied} migrations applied");
+        pool.close().await;
+    }
+    Ok(())
+}

@@ -43,6 +43,12 @@ use crate::{
 /// The Postgres schema this service owns.
 pub const SCHEMA: &str = "patients";
 
+/// The service's migrations, embedded at build time; the history lives in
+/// its own schema. Run at start-up, and by `clinic-dev migrate`.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations")
+}
+
 /// Everything patients-service reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -111,8 +117,7 @@ impl Application {
     /// loads the page-token key; `studies` answers has-studies questions.
     pub async fn build_with(config: Config, studies: Arc<dyn StudiesLookup>) -> Result<Self, StartupError> {
         let listener = TcpListener::bind(config.service.listen_addr).await?;
-        let pool =
-            db::connect_and_migrate(&config.service.db, sqlx::migrate!("./migrations"), SCHEMA).await?;
+        let pool = db::connect_and_migrate(&config.service.db, migrator(), SCHEMA).await?;
         let store = PatientStore::new(pool.clone());
         let tokens = PageTokens::new(store.page_token_key().await?);
         let health = Health::new(&[SERVICE_NAME]).await;

@@ -43,6 +43,12 @@ use crate::{
 /// The Postgres schema this service owns.
 pub const SCHEMA: &str = "studies";
 
+/// The service's migrations, embedded at build time; the history lives in
+/// its own schema. Run at start-up, and by `clinic-dev migrate`.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations")
+}
+
 /// Everything studies-service reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -116,8 +122,7 @@ impl Application {
     /// `config.patients_addr`.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let listener = TcpListener::bind(config.service.listen_addr).await?;
-        let pool =
-            db::connect_and_migrate(&config.service.db, sqlx::migrate!("./migrations"), SCHEMA).await?;
+        let pool = db::connect_and_migrate(&config.service.db, migrator(), SCHEMA).await?;
         let store = StudyStore::new(pool.clone());
         let tokens = PageTokens::new(store.page_token_key().await?);
         let channel = clinic_common::client::channel(&config.patients_addr)?;

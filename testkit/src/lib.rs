@@ -8,7 +8,7 @@
 //! them, so tests run in parallel without seeing each other.
 //!
 //! # Layout
-//! - [`assert`]: checking error statuses the way clients do.
+//! - [`mod@assert`]: checking error statuses the way clients do.
 //! - [`cluster`]: finding the binaries, starting, stopping and reaping a cluster.
 //! - [`provision`]: the roles and schemas each service expects to find.
 //! - [`service`]: test service settings and running a server in a test.

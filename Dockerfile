@@ -1,0 +1,30 @@
+# One multi-stage Dockerfile for every Clinic service: build once, then a
+# small runtime image per service, chosen with the SERVICE build argument
+# (patients-service, studies-service or gateway).
+#
+#   docker build --build-arg SERVICE=patients-service -t clinic/patients-service .
+#
+# The build needs no protoc: the proto crate compiles .proto files in Rust.
+
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked \
+        --bin patients-service --bin studies-service --bin gateway --bin clinic-health \
+ && mkdir -p /out \
+ && cp target/release/patients-service target/release/studies-service \
+       target/release/gateway target/release/clinic-health /out/
+
+FROM debian:bookworm-slim AS runtime
+ARG SERVICE
+RUN test -n "$SERVICE" || (echo "build with --build-arg SERVICE=<patients-service|studies-service|gateway>" && false) \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin clinic
+COPY --from=build /out/${SERVICE} /usr/local/bin/service
+COPY --from=build /out/clinic-health /usr/local/bin/clinic-health
+USER clinic
+ENV RUST_LOG=info LOG_FORMAT=json
+# LISTEN_ADDR is set per service (0.0.0.0:<port> inside a container).
+HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=5 CMD ["clinic-health"]
+ENTRYPOINT ["/usr/local/bin/service"]

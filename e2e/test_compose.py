@@ -1,0 +1,74 @@
+"""docker compose cannot run here (no Docker engine), so everything about it
+that can be checked without one is checked: the compose file, Envoy's compose
+config and the provisioning script agree with each other and with the code."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from conftest import ROOT
+
+SERVICES = {"patients-service": 50051, "studies-service": 50052, "gateway": 50053}
+ROLES = {"patients-service": ("clinic_patients", "patients"), "studies-service": ("clinic_studies", "studies")}
+
+
+def compose():
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+
+def test_compose_runs_postgres_the_three_services_and_envoy():
+    assert set(compose()) == {"postgres", *SERVICES, "envoy"}
+
+
+def test_each_service_listens_on_its_contract_port_and_finds_its_peers_by_name():
+    services = compose()
+    for name, port in SERVICES.items():
+        env = services[name]["environment"]
+        assert env["LISTEN_ADDR"] == f"0.0.0.0:{port}", name
+        assert services[name]["build"]["args"]["SERVICE"] == name
+        for peer_var, peer in (("PATIENTS_ADDR", "patients-service"), ("STUDIES_ADDR", "studies-service")):
+            if peer_var in env:
+                assert env[peer_var] == f"http://{peer}:{SERVICES[peer]}", (name, peer_var)
+    assert "STUDIES_ADDR" in services["patients-service"]["environment"]
+    assert "PATIENTS_ADDR" in services["studies-service"]["environment"]
+
+
+def test_each_service_connects_as_its_own_role_which_provisioning_creates():
+    services = compose()
+    script = (ROOT / "deploy" / "postgres" / "init-roles.sh").read_text()
+    for name, (role, schema) in ROLES.items():
+        url = services[name]["environment"]["DATABASE_URL"]
+        assert re.match(rf"postgres://{role}:[^@]+@postgres:5432/clinic$", url), url
+        assert f"create role {role} login" in script
+        assert f"create schema {schema} authorization {role}" in script
+    assert services["postgres"]["environment"]["POSTGRES_DB"] == "clinic"
+    assert "pgdata:/var/lib/postgresql/data" in services["postgres"]["volumes"]
+
+
+def test_services_start_in_order_of_health():
+    services = compose()
+    for name in SERVICES:
+        for dependency in services[name]["depends_on"].values():
+            assert dependency["condition"] == "service_healthy"
+    assert services["envoy"]["depends_on"]["gateway"]["condition"] == "service_healthy"
+
+
+def test_envoy_publishes_8080_and_admin_9901_and_routes_to_the_compose_services():
+    envoy = compose()["envoy"]
+    assert "8080:8080" in envoy["ports"] and "127.0.0.1:9901:9901" in envoy["ports"]
+    assert "./envoy/envoy.compose.yaml:/etc/envoy/envoy.yaml:ro" in envoy["volumes"]
+    config = yaml.safe_load((ROOT / "envoy" / "envoy.compose.yaml").read_text())
+    assert config["admin"]["address"]["socket_address"]["port_value"] == 9901
+    assert config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 8080
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    for cluster, service in (("patients", "patients-service"), ("studies", "studies-service"), ("gateway", "gateway")):
+        address = clusters[cluster]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        assert (address["address"], address["port_value"]) == (service, SERVICES[service])
+
+
+def test_the_dockerfile_builds_every_binary_compose_runs():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for binary in [*SERVICES, "clinic-health"]:
+        assert f"--bin {binary}" in dockerfile
+    assert "USER clinic" in dockerfile and "HEALTHCHECK" in dockerfile
