@@ -23,8 +23,10 @@ up: postgres-bins tools ## Build and run the whole system (Postgres, 3 services,
 	target/debug/clinic-dev up
 
 test: postgres-bins tools lint ## The whole suite: lint, unit + integration tests on real Postgres, end-to-end through Envoy
+	# One build of every target with one feature set: the tests and the
+	# binaries the end-to-end suite runs share it.
+	cargo build --workspace --all-targets --locked
 	cargo test --workspace --locked -- --test-threads=$(TEST_THREADS)
-	cargo build --workspace --bins --locked
 	$(VENV)/bin/pytest -q e2e
 
 lint: tools ## Check formatting, clippy (-D warnings), rustdoc (-D warnings) and buf lint, changing nothing
