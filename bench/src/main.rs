@@ -92,16 +92,24 @@ async fn deep_token(channel: tonic::transport::Channel, patients: u64) -> Result
     }
 }
 
-fn print_table(outcomes: &[(Outcome, Option<(&str, f64)>, &str)], pg: &[(&str, f64)]) {
+/// One scenario's line of the report: what it measured, what it is
+/// compared with (name and rps), and the target.
+struct Row {
+    outcome: Outcome,
+    baseline: Option<(&'static str, f64)>,
+    target: &'static str,
+}
+
+fn print_table(rows: &[Row], pg: &[(&str, f64)]) {
     println!();
     println!(
-        "{:<28} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}  {:<16} {:>6}  {}",
-        "scenario", "rps", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "baseline", "ratio", "target"
+        "{:<28} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}  {:<16} {:>6}  target",
+        "scenario", "rps", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "baseline", "ratio"
     );
     for (name, tps) in pg {
         println!("{name:<28} {tps:>10.0}");
     }
-    for (o, baseline, target) in outcomes {
+    for Row { outcome: o, baseline, target } in rows {
         let (base, ratio) = baseline
             .map_or((String::new(), String::new()), |(b, rps)| (b.to_owned(), format!("{:.2}", o.rps / rps)));
         println!(
@@ -245,16 +253,17 @@ async fn measure(
     let peak: Vec<u64> =
         services.iter().map(|s| running.pid(s).and_then(|p| rss_kib(p, "VmHWM:")).unwrap_or(0)).collect();
 
+    let row = |outcome, baseline, target| Row { outcome, baseline, target };
     let outcomes = vec![
-        (get_direct, Some(("pgbench_select", pg_select)), "≥ 0.40"),
-        (get_envoy, Some(("pgbench_select", pg_select)), "≥ 0.25"),
-        (create, Some(("pgbench_insert", pg_insert)), "≥ 0.50"),
-        (list_first.clone(), None, ""),
-        (listing, Some(("list_patients", list_first.rps)), "≥ 0.33"),
-        (deep, Some(("list_patients", list_first.rps)), "p50 ≤ 1.5× list_patients"),
+        row(get_direct, Some(("pgbench_select", pg_select)), "≥ 0.40"),
+        row(get_envoy, Some(("pgbench_select", pg_select)), "≥ 0.25"),
+        row(create, Some(("pgbench_insert", pg_insert)), "≥ 0.50"),
+        row(list_first.clone(), None, ""),
+        row(listing, Some(("list_patients", list_first.rps)), "≥ 0.33"),
+        row(deep, Some(("list_patients", list_first.rps)), "p50 ≤ 1.5× list_patients"),
     ];
     print_table(&outcomes, &[("pgbench_select", pg_select), ("pgbench_insert", pg_insert)]);
-    let deep_latency = outcomes[5].0.p50_ms / list_first.p50_ms.max(f64::EPSILON);
+    let deep_latency = outcomes[5].outcome.p50_ms / list_first.p50_ms.max(f64::EPSILON);
     println!("\ndeep page p50 / first page p50 = {deep_latency:.2}");
     let mib = |kib: u64| (kib as f64 / 1024.0 * 10.0).round() / 10.0;
     for (i, s) in services.iter().enumerate() {
@@ -268,7 +277,7 @@ async fn measure(
         .iter()
         .map(|(name, tps)| json!({"name": name, "rps": tps, "p50_ms": null, "p99_ms": null, "errors": 0, "baseline": null, "ratio": null}))
         .collect();
-    scenarios.extend(outcomes.iter().map(|(o, baseline, _)| {
+    scenarios.extend(outcomes.iter().map(|Row { outcome: o, baseline, .. }| {
         json!({
             "name": o.name,
             "rps": o.rps,
