@@ -70,6 +70,19 @@ impl DbSettings {
             .min_connections(0)
             .acquire_timeout(self.acquire_timeout)
             .idle_timeout(Duration::from_secs(300))
+            // sqlx pings every connection before handing it out: a second
+            // round trip per query. A connection used within the last second
+            // is alive; only one idle longer (it may have sat through a
+            // Postgres restart) is pinged, and dropped if it does not answer.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < Duration::from_secs(1) {
+                        return Ok(true);
+                    }
+                    Ok(sqlx::Connection::ping(conn).await.is_ok())
+                })
+            })
             .connect_lazy_with(options))
     }
 }
