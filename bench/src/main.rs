@@ -18,6 +18,7 @@ use clinic_proto::{
         CreatePatientRequest, GetPatientRequest, ListPatientsRequest, Patient,
         patient_service_client::PatientServiceClient,
     },
+    studies::v1::{ListStudiesRequest, study_service_client::StudyServiceClient},
 };
 use clinic_testkit::cluster::{find_bin_dir, free_port};
 use load::{Load, Outcome};
@@ -230,6 +231,32 @@ async fn measure(
             .map(|_| ())
     })
     .await;
+    let gateway_direct =
+        load::connect(&format!("http://127.0.0.1:{}", ports.gateway), args.connections).await?;
+    let listing_direct =
+        load::run("list_patients_with_studies_direct", &gateway_direct, load, |channel, _, _| async move {
+            GatewayServiceClient::new(channel)
+                .list_patients_with_studies(ListPatientsWithStudiesRequest {
+                    page_size: 50,
+                    page_token: String::new(),
+                })
+                .await
+                .map(|_| ())
+        })
+        .await;
+    let studies_direct =
+        load::connect(&format!("http://127.0.0.1:{}", ports.studies), args.connections).await?;
+    let page_ids: Vec<i64> = (1..=50).collect();
+    let studies_batch = load::run("list_studies_50_patients", &studies_direct, load, move |channel, _, _| {
+        let patient_ids = page_ids.clone();
+        async move {
+            StudyServiceClient::new(channel)
+                .list_studies(ListStudiesRequest { page_size: 1000, page_token: String::new(), patient_ids })
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
     let create = load::run("create_patient", &direct, load, move |channel, worker, seq| async move {
         let patient = Patient {
             first_name: "Load".into(),
@@ -261,6 +288,8 @@ async fn measure(
         row(list_first.clone(), None, ""),
         row(listing, Some(("list_patients", list_first.rps)), "≥ 0.33"),
         row(deep, Some(("list_patients", list_first.rps)), "p50 ≤ 1.5× list_patients"),
+        row(listing_direct, Some(("list_patients", list_first.rps)), "(diagnostic: no Envoy)"),
+        row(studies_batch, None, "(diagnostic: the listing's ListStudies)"),
     ];
     print_table(&outcomes, &[("pgbench_select", pg_select), ("pgbench_insert", pg_insert)]);
     let deep_latency = outcomes[5].outcome.p50_ms / list_first.p50_ms.max(f64::EPSILON);

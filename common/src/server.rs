@@ -4,8 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::service::Routes;
+use tonic::{service::Routes, transport::server::TcpIncoming};
 use tonic_health::{
     ServingStatus,
     pb::health_server::HealthServer,
@@ -148,12 +147,16 @@ pub async fn serve(
         .add_service(reflection_v1alpha);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // `Server::tcp_nodelay` only applies to listeners tonic binds itself; our
+    // listener is bound by the caller (so port 0 works), so Nagle is turned
+    // off here. With it on, a response written in several frames waits for
+    // the client's delayed ACK: a flat 40 ms on every multi-segment answer.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .layer(RpcTraceLayer)
         .layer(DeadlineLayer::new(settings.request_timeout))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
     tokio::pin!(server);

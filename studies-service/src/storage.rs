@@ -178,10 +178,19 @@ impl StudyStore {
             .fetch_all(&self.pool)
             .await?
         } else {
+            // One index probe per patient on (patient_id, id), each limited,
+            // then merged: a plan that stays right as a prepared (generic)
+            // statement. `patient_id = any($3) order by id` does not: its
+            // generic plan walks the primary key and filters every study.
             sqlx::query_as(
-                "select id, patient_id, urgency_level, body_part, description, study_type, version, \
-                        create_time, update_time \
-                 from studies.study where patient_id = any($3) and id > $1 order by id limit $2",
+                "select s.id, s.patient_id, s.urgency_level, s.body_part, s.description, s.study_type, \
+                        s.version, s.create_time, s.update_time \
+                 from unnest($3::bigint[]) as p(patient_id) \
+                 cross join lateral ( \
+                     select * from studies.study t \
+                     where t.patient_id = p.patient_id and t.id > $1 order by t.id limit $2 \
+                 ) s \
+                 order by s.id limit $2",
             )
             .bind(after)
             .bind(fetch)
