@@ -2,6 +2,7 @@
 //! each scenario at a fixed concurrency, measures pgbench on the same tables in
 //! the same run, and writes `target/bench/report.json` plus a table.
 
+mod cpu;
 mod load;
 mod pgbench;
 
@@ -74,6 +75,27 @@ async fn preload(admin: &str, patients: u64) -> Result<(), sqlx::Error> {
         sqlx::raw_sql(table).execute(&mut conn).await?;
     }
     Ok(())
+}
+
+/// Runs a scenario and records the cores each process group used meanwhile.
+async fn measured<F, Fut>(
+    name: &str,
+    channels: &[tonic::transport::Channel],
+    load: Load,
+    processes: &[(&str, Option<u32>)],
+    cpu: &mut Vec<(String, std::collections::BTreeMap<String, f64>)>,
+    call: F,
+) -> Outcome
+where
+    F: Fn(tonic::transport::Channel, usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    let before = cpu::snapshot(processes);
+    let started = Instant::now();
+    let outcome = load::run(name, channels, load, call).await;
+    let after = cpu::snapshot(processes);
+    cpu.push((name.to_owned(), cpu::cores_used(&before, &after, started.elapsed().as_secs_f64())));
+    outcome
 }
 
 /// A ListPatients token for a page near the end of the collection.
@@ -204,37 +226,36 @@ async fn measure(
     let token = deep_token(direct[0].clone(), n).await?;
     let run_id = rand::random::<u32>();
 
+    let processes: Vec<(&str, Option<u32>)> = ["patients-service", "studies-service", "gateway", "envoy"]
+        .iter()
+        .map(|s| (*s, running.pid(s)))
+        .collect();
+    let mut cpu = Vec::new();
     println!(
         "running scenarios, {} s each, {} in flight over {} connections...",
         args.seconds, args.concurrency, args.connections
     );
-    let get_direct = load::run("get_patient_direct", &direct, load, get).await;
-    let get_envoy = load::run("get_patient_envoy", &envoy, load, get).await;
-    let list_first = load::run("list_patients", &direct, load, list).await;
-    let deep = load::run("list_patients_deep_page", &direct, load, move |channel, _, _| {
-        let page_token = token.clone();
-        async move {
-            PatientServiceClient::new(channel)
-                .list_patients(ListPatientsRequest { page_size: 50, page_token })
-                .await
-                .map(|_| ())
-        }
-    })
-    .await;
-    let listing = load::run("list_patients_with_studies", &envoy, load, |channel, _, _| async move {
-        GatewayServiceClient::new(channel)
-            .list_patients_with_studies(ListPatientsWithStudiesRequest {
-                page_size: 50,
-                page_token: String::new(),
-            })
-            .await
-            .map(|_| ())
-    })
-    .await;
-    let gateway_direct =
-        load::connect(&format!("http://127.0.0.1:{}", ports.gateway), args.connections).await?;
-    let listing_direct =
-        load::run("list_patients_with_studies_direct", &gateway_direct, load, |channel, _, _| async move {
+    let get_direct = measured("get_patient_direct", &direct, load, &processes, &mut cpu, get).await;
+    let get_envoy = measured("get_patient_envoy", &envoy, load, &processes, &mut cpu, get).await;
+    let list_first = measured("list_patients", &direct, load, &processes, &mut cpu, list).await;
+    let deep =
+        measured("list_patients_deep_page", &direct, load, &processes, &mut cpu, move |channel, _, _| {
+            let page_token = token.clone();
+            async move {
+                PatientServiceClient::new(channel)
+                    .list_patients(ListPatientsRequest { page_size: 50, page_token })
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await;
+    let listing = measured(
+        "list_patients_with_studies",
+        &envoy,
+        load,
+        &processes,
+        &mut cpu,
+        |channel, _, _| async move {
             GatewayServiceClient::new(channel)
                 .list_patients_with_studies(ListPatientsWithStudiesRequest {
                     page_size: 50,
@@ -242,34 +263,72 @@ async fn measure(
                 })
                 .await
                 .map(|_| ())
-        })
-        .await;
+        },
+    )
+    .await;
+    let gateway_direct =
+        load::connect(&format!("http://127.0.0.1:{}", ports.gateway), args.connections).await?;
+    let listing_direct = measured(
+        "list_patients_with_studies_direct",
+        &gateway_direct,
+        load,
+        &processes,
+        &mut cpu,
+        |channel, _, _| async move {
+            GatewayServiceClient::new(channel)
+                .list_patients_with_studies(ListPatientsWithStudiesRequest {
+                    page_size: 50,
+                    page_token: String::new(),
+                })
+                .await
+                .map(|_| ())
+        },
+    )
+    .await;
     let studies_direct =
         load::connect(&format!("http://127.0.0.1:{}", ports.studies), args.connections).await?;
     let page_ids: Vec<i64> = (1..=50).collect();
-    let studies_batch = load::run("list_studies_50_patients", &studies_direct, load, move |channel, _, _| {
-        let patient_ids = page_ids.clone();
-        async move {
-            StudyServiceClient::new(channel)
-                .list_studies(ListStudiesRequest { page_size: 1000, page_token: String::new(), patient_ids })
+    let studies_batch = measured(
+        "list_studies_50_patients",
+        &studies_direct,
+        load,
+        &processes,
+        &mut cpu,
+        move |channel, _, _| {
+            let patient_ids = page_ids.clone();
+            async move {
+                StudyServiceClient::new(channel)
+                    .list_studies(ListStudiesRequest {
+                        page_size: 1000,
+                        page_token: String::new(),
+                        patient_ids,
+                    })
+                    .await
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    let create = measured(
+        "create_patient",
+        &direct,
+        load,
+        &processes,
+        &mut cpu,
+        move |channel, worker, seq| async move {
+            let patient = Patient {
+                first_name: "Load".into(),
+                last_name: "Test".into(),
+                birth_date: "1980-02-29".into(),
+                email: format!("load-{run_id:x}-{worker}-{seq}@ejemplo.com"),
+                ..Default::default()
+            };
+            PatientServiceClient::new(channel)
+                .create_patient(CreatePatientRequest { patient: Some(patient), request_id: String::new() })
                 .await
                 .map(|_| ())
-        }
-    })
-    .await;
-    let create = load::run("create_patient", &direct, load, move |channel, worker, seq| async move {
-        let patient = Patient {
-            first_name: "Load".into(),
-            last_name: "Test".into(),
-            birth_date: "1980-02-29".into(),
-            email: format!("load-{run_id:x}-{worker}-{seq}@ejemplo.com"),
-            ..Default::default()
-        };
-        PatientServiceClient::new(channel)
-            .create_patient(CreatePatientRequest { patient: Some(patient), request_id: String::new() })
-            .await
-            .map(|_| ())
-    })
+        },
+    )
     .await;
 
     println!("running pgbench on the same tables...");
@@ -294,6 +353,12 @@ async fn measure(
     print_table(&outcomes, &[("pgbench_select", pg_select), ("pgbench_insert", pg_insert)]);
     let deep_latency = outcomes[5].outcome.p50_ms / list_first.p50_ms.max(f64::EPSILON);
     println!("\ndeep page p50 / first page p50 = {deep_latency:.2}");
+    println!("\ncores used during each scenario (this machine has 2):");
+    for (name, groups) in &cpu {
+        let groups: Vec<String> =
+            groups.iter().filter(|(_, c)| **c >= 0.01).map(|(g, c)| format!("{g} {c:.2}")).collect();
+        println!("  {name:<36} {}", groups.join(", "));
+    }
     let mib = |kib: u64| (kib as f64 / 1024.0 * 10.0).round() / 10.0;
     for (i, s) in services.iter().enumerate() {
         println!("{s:<18} RSS idle {:>6.1} MiB   peak {:>6.1} MiB", mib(idle[i]), mib(peak[i]));
@@ -323,6 +388,7 @@ async fn measure(
     let report = json!({
         "scenarios": scenarios,
         "deep_page_p50_over_first_page_p50": deep_latency,
+        "cores_used": cpu.iter().map(|(name, groups)| (name.clone(), json!(groups))).collect::<serde_json::Map<_, _>>(),
         "rss_mib": services.iter().enumerate().map(|(i, s)| (s.to_string(), json!({"idle": mib(idle[i]), "peak": mib(peak[i])}))).collect::<serde_json::Map<_, _>>(),
         "startup_ms": running.startup_times().iter().map(|(s, t)| (s.to_string(), json!(t.as_millis() as u64))).collect::<serde_json::Map<_, _>>(),
         "settings": {"seconds": args.seconds, "patients": args.patients, "concurrency": args.concurrency, "connections": args.connections},

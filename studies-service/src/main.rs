@@ -2,6 +2,11 @@
 
 use studies_service::{Application, Config};
 
+/// mimalloc: fewer cycles per allocation than the system allocator on the
+/// request path (measured with `make bench`, see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     clinic_common::telemetry::init();
