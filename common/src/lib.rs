@@ -14,6 +14,7 @@
 //! - [`errors`]: building `tonic::Status` values with rich error details.
 //! - [`validation`]: field violations, the domain's way to reject input.
 //! - [`paging`]: page sizes and tamper-evident keyset page tokens.
+//! - [`resource`]: idempotency keys, etags, update masks, timestamps.
 //! - [`db`]: Postgres pool settings, error classification and the health probe.
 
 pub mod client;
@@ -22,6 +23,7 @@ pub mod db;
 pub mod errors;
 pub mod layers;
 pub mod paging;
+pub mod resource;
 pub mod server;
 pub mod telemetry;
 pub mod validation;

@@ -4,7 +4,11 @@
 //! ever sees values that passed.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use clinic_common::validation::{FieldViolation, Invalid};
+pub use clinic_common::resource::{Etag, RequestId};
+use clinic_common::{
+    resource,
+    validation::{FieldViolation, Invalid},
+};
 use email_address::{EmailAddress, Options};
 use unicode_normalization::UnicodeNormalization;
 
@@ -12,8 +16,6 @@ use unicode_normalization::UnicodeNormalization;
 pub const MAX_NAME_CHARS: usize = 100;
 /// Longest email address (RFC 5321's limit on a path).
 pub const MAX_EMAIL_CHARS: usize = 254;
-/// Longest idempotency key.
-pub const MAX_REQUEST_ID_CHARS: usize = 128;
 /// Earliest accepted birth date.
 pub const MIN_BIRTH_DATE: NaiveDate = NaiveDate::from_ymd_opt(1900, 1, 1).expect("valid date");
 
@@ -168,54 +170,6 @@ impl Email {
     }
 }
 
-/// An idempotency key of CreatePatient: non-empty, at most 128 characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(String);
-
-impl RequestId {
-    /// `None` for an empty key (no idempotency asked for).
-    pub fn parse(raw: &str, field: &str) -> Result<Option<Self>, FieldViolation> {
-        let chars = raw.chars().count();
-        if raw.is_empty() {
-            Ok(None)
-        } else if chars > MAX_REQUEST_ID_CHARS {
-            Err(FieldViolation::new(
-                field,
-                format!("must be at most {MAX_REQUEST_ID_CHARS} characters, not {chars}"),
-            ))
-        } else {
-            Ok(Some(Self(raw.to_owned())))
-        }
-    }
-
-    /// The key.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// An opaque version tag. A non-empty etag sent back must equal the current
-/// one for a write to go ahead.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Etag(String);
-
-impl Etag {
-    /// `None` for an empty etag (no precondition).
-    pub fn from_request(raw: &str) -> Option<Self> {
-        (!raw.is_empty()).then(|| Self(raw.to_owned()))
-    }
-
-    /// The etag of a stored version.
-    pub fn of_version(version: i64) -> Self {
-        Self(version.to_string())
-    }
-
-    /// The tag.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 /// A patient to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPatient {
@@ -271,29 +225,11 @@ impl PatientField {
     }
 }
 
-/// Fields of a patient that only the server sets.
-pub const OUTPUT_ONLY_FIELDS: [&str; 4] = ["id", "create_time", "update_time", "etag"];
-
 /// Parses an update mask: each path must name an updatable field once.
 /// `field` is the mask's path in the request, for violations.
 pub fn parse_update_mask(paths: &[String], field: &str) -> Result<Vec<PatientField>, Invalid> {
-    let mut invalid = Invalid::default();
-    let mut fields = Vec::with_capacity(paths.len());
-    for path in paths {
-        let path = path.trim();
-        match PatientField::ALL.into_iter().find(|f| f.name() == path) {
-            Some(f) if !fields.contains(&f) => fields.push(f),
-            Some(_) => {}
-            None if OUTPUT_ONLY_FIELDS.contains(&path) => {
-                invalid.push(field, format!("{path:?} is output only and cannot be updated"))
-            }
-            None => invalid.push(
-                field,
-                format!("unknown field path {path:?}; updatable fields are first_name, last_name, birth_date, email"),
-            ),
-        }
-    }
-    invalid.finish(|| fields)
+    let updatable = PatientField::ALL.map(|f| (f.name(), f));
+    resource::parse_update_mask(paths, field, &updatable)
 }
 
 /// A stored patient.
@@ -438,12 +374,5 @@ mod tests {
         assert_eq!(err.0.len(), 2);
         assert!(err.0[0].description.contains("output only"));
         assert!(err.0[1].description.contains("unknown field path"));
-    }
-
-    #[test]
-    fn request_ids_are_optional_and_bounded() {
-        assert_eq!(RequestId::parse("", "r"), Ok(None));
-        assert!(RequestId::parse("abc", "r").unwrap().is_some());
-        assert!(RequestId::parse(&"x".repeat(129), "r").is_err());
     }
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use clinic_common::{
     layers::Deadline,
     paging::{self, PageTokens},
+    resource::timestamp,
     validation::Invalid,
 };
 use clinic_proto::patients::{events::v1 as events_pb, v1 as pb};
@@ -256,10 +257,6 @@ fn parse_update(
         Some(id) if invalid.0.is_empty() => Ok((id, patch, Etag::from_request(&p.etag))),
         _ => Err(invalid.into()),
     }
-}
-
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 impl From<Patient> for pb::Patient {

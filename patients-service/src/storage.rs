@@ -99,7 +99,7 @@ impl PatientStore {
                 .await?;
                 tx.rollback().await?;
                 let id =
-                    earlier.map(PatientId::from_stored).ok_or(Error::Internal(sqlx::Error::RowNotFound))?;
+                    earlier.map(PatientId::from_stored).ok_or(Error::Database(sqlx::Error::RowNotFound))?;
                 return self.get(id).await;
             }
         }
@@ -223,7 +223,7 @@ impl PatientStore {
                     "deleted" => PatientEventKind::Deleted,
                     other => {
                         let message = format!("unknown patient event type {other:?}");
-                        return Err(Error::Internal(sqlx::Error::Decode(message.into())));
+                        return Err(Error::Database(sqlx::Error::Decode(message.into())));
                     }
                 };
                 Ok(PatientEvent {

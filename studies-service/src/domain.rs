@@ -2,12 +2,14 @@
 //! radiology vocabulary, and the rules they obey. No I/O and no protobuf.
 
 use chrono::{DateTime, Utc};
-use clinic_common::validation::{FieldViolation, Invalid};
+pub use clinic_common::resource::{Etag, RequestId};
+use clinic_common::{
+    resource,
+    validation::{FieldViolation, Invalid},
+};
 
 /// Longest description, in characters, after trimming.
 pub const MAX_DESCRIPTION_CHARS: usize = 2000;
-/// Longest idempotency key.
-pub const MAX_REQUEST_ID_CHARS: usize = 128;
 /// Most patient ids one ListStudies may filter by.
 pub const MAX_PATIENT_IDS: usize = 1000;
 
@@ -218,53 +220,6 @@ impl Description {
     }
 }
 
-/// An idempotency key of CreateStudy: non-empty, at most 128 characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(String);
-
-impl RequestId {
-    /// `None` for an empty key.
-    pub fn parse(raw: &str, field: &str) -> Result<Option<Self>, FieldViolation> {
-        let chars = raw.chars().count();
-        if raw.is_empty() {
-            Ok(None)
-        } else if chars > MAX_REQUEST_ID_CHARS {
-            Err(FieldViolation::new(
-                field,
-                format!("must be at most {MAX_REQUEST_ID_CHARS} characters, not {chars}"),
-            ))
-        } else {
-            Ok(Some(Self(raw.to_owned())))
-        }
-    }
-
-    /// The key.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// An opaque version tag; see patients' etags.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Etag(String);
-
-impl Etag {
-    /// `None` for an empty etag (no precondition).
-    pub fn from_request(raw: &str) -> Option<Self> {
-        (!raw.is_empty()).then(|| Self(raw.to_owned()))
-    }
-
-    /// The etag of a stored version.
-    pub fn of_version(version: i64) -> Self {
-        Self(version.to_string())
-    }
-
-    /// The tag.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 /// The patient filter of ListStudies: distinct, positive, at most 1000 ids,
 /// sorted so that the same set always means the same page-token scope.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -359,31 +314,10 @@ impl StudyField {
     }
 }
 
-/// Fields of a study that only the server sets.
-pub const OUTPUT_ONLY_FIELDS: [&str; 4] = ["id", "create_time", "update_time", "etag"];
-
-/// Parses an update mask: each path must name an updatable field.
+/// Parses an update mask: each path must name an updatable field once.
 pub fn parse_update_mask(paths: &[String], field: &str) -> Result<Vec<StudyField>, Invalid> {
-    let mut invalid = Invalid::default();
-    let mut fields = Vec::with_capacity(paths.len());
-    for path in paths {
-        let path = path.trim();
-        match StudyField::ALL.into_iter().find(|f| f.name() == path) {
-            Some(f) if !fields.contains(&f) => fields.push(f),
-            Some(_) => {}
-            None if OUTPUT_ONLY_FIELDS.contains(&path) => {
-                invalid.push(field, format!("{path:?} is output only and cannot be updated"))
-            }
-            None => invalid.push(
-                field,
-                format!(
-                    "unknown field path {path:?}; updatable fields are patient_id, urgency_level, body_part, \
-                     description, study_type"
-                ),
-            ),
-        }
-    }
-    invalid.finish(|| fields)
+    let updatable = StudyField::ALL.map(|f| (f.name(), f));
+    resource::parse_update_mask(paths, field, &updatable)
 }
 
 /// A stored study.

@@ -42,31 +42,14 @@ pub enum Error {
     /// The caller's deadline passed while waiting for patients-service.
     #[error("deadline exceeded")]
     DeadlineExceeded,
-    /// Postgres is unreachable.
-    #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
-    /// A statement ran past its timeout.
-    #[error("database statement timed out")]
-    Timeout(#[source] sqlx::Error),
-    /// Anything else: a bug or an unexpected database state.
-    #[error("database error: {0}")]
-    Internal(#[source] sqlx::Error),
+    /// The database failed: unreachable, too slow, or something unexpected
+    /// (see `clinic_common::errors::database`).
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
 }
 
 /// Result of studies operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        if clinic_common::db::is_unavailable(&e) {
-            Error::Unavailable(e)
-        } else if clinic_common::db::is_statement_timeout(&e) {
-            Error::Timeout(e)
-        } else {
-            Error::Internal(e)
-        }
-    }
-}
 
 impl From<clinic_common::validation::FieldViolation> for Error {
     fn from(violation: clinic_common::validation::FieldViolation) -> Self {
@@ -110,19 +93,7 @@ impl From<Error> for Status {
                 "the deadline passed while waiting for patients-service; nothing was written",
                 errors::DEADLINE_EXCEEDED,
             ),
-            Error::Unavailable(e) => {
-                tracing::warn!(error = %e, "database unavailable");
-                errors::database_unavailable()
-            }
-            Error::Timeout(e) => {
-                tracing::warn!(error = %e, "statement timeout");
-                errors::with_reason(
-                    Code::DeadlineExceeded,
-                    "the database took too long to answer",
-                    errors::DEADLINE_EXCEEDED,
-                )
-            }
-            Error::Internal(e) => errors::internal(&e),
+            Error::Database(e) => errors::database(&e),
         }
     }
 }

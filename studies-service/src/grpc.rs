@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use clinic_common::{
     layers::Deadline,
     paging::{self, PageTokens},
+    resource::timestamp,
     validation::{FieldViolation, Invalid},
 };
 use clinic_proto::studies::v1 as pb;
@@ -251,10 +251,6 @@ fn parse_update(req: pb::UpdateStudyRequest) -> Result<(StudyId, StudyPatch, Opt
         Some(id) if invalid.0.is_empty() => Ok((id, patch, Etag::from_request(&s.etag))),
         _ => Err(invalid.into()),
     }
-}
-
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 /// A vocabulary value → its protobuf number, by name.

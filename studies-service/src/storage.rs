@@ -40,7 +40,7 @@ struct StudyRow {
 
 fn vocabulary<T>(parse: fn(&str) -> Option<T>, column: &str, value: &str) -> Result<T> {
     parse(value).ok_or_else(|| {
-        Error::Internal(sqlx::Error::Decode(format!("unknown {column} {value:?} in studies.study").into()))
+        Error::Database(sqlx::Error::Decode(format!("unknown {column} {value:?} in studies.study").into()))
     })
 }
 
@@ -120,7 +120,7 @@ impl StudyStore {
             if !claimed {
                 tx.rollback().await?;
                 let id =
-                    self.created_by(request_id).await?.ok_or(Error::Internal(sqlx::Error::RowNotFound))?;
+                    self.created_by(request_id).await?.ok_or(Error::Database(sqlx::Error::RowNotFound))?;
                 return self.get(id).await;
             }
         }
