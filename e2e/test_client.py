@@ -108,3 +108,41 @@ def test_the_sample_data_is_loaded_as_make_up_loads_it(stack, pb):
          [("URGENCY_LEVEL_MID", "BODY_PART_BREASTS", "HIGH DENSITY ON LEFT SIDE", "STUDY_TYPE_MAMMOGRAM")]),
         ("Jorge Alberto", "Trevino", "1990-05-05", "jorge@ejemplo.com", []),
     ]
+
+
+def test_import_reports_the_bad_row_and_leaves_nothing_half_imported(stack, pb, tmp_path):
+    """A row the server refuses (an email already taken) after others were
+    written: the command names file, line and field, and rolls back."""
+    import os
+    import subprocess
+
+    from conftest import CLINIC_DEV, ROOT
+
+    patients_file = tmp_path / "patients.csv"
+    patients_file.write_text(
+        "first_name, last_name, birth_date, email, id\n"
+        "Ana, Import, 1990-01-01, ana.import@ejemplo.com, 1\n"
+        "Pepe, Again, 1955-04-10, PEPE@ejemplo.com, 2\n"
+    )
+    studies_file = tmp_path / "studies.csv"
+    studies_file.write_text("urgency_level, body_part, description, type, patient_id\nLOW, KNEE, OK, MRI, 1\n")
+    env = dict(os.environ, CLINIC_ADDR=f"http://{stack.target}")
+    result = subprocess.run([str(CLINIC_DEV), "import", "--patients", str(patients_file), "--studies", str(studies_file)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert f"{patients_file}:3: email:" in result.stderr, result.stderr
+
+    gateway = pb.gateway_grpc.GatewayServiceStub(channel(stack))
+    emails, token = [], ""
+    while True:
+        page = gateway.ListPatientsWithStudies(pb.gateway.ListPatientsWithStudiesRequest(page_size=100, page_token=token), timeout=10)
+        emails += [e.patient.email for e in page.patients]
+        token = page.next_page_token
+        if not token:
+            break
+    assert "ana.import@ejemplo.com" not in emails, "the row written before the refusal was rolled back"
+
+    # Had line 2 been left behind, a second run would now fail at line 2.
+    again = subprocess.run([str(CLINIC_DEV), "import", "--patients", str(patients_file)],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode != 0 and f"{patients_file}:3: email:" in again.stderr, again.stderr
