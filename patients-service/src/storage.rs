@@ -77,53 +77,57 @@ impl PatientStore {
     /// Inserts `new`. With a `request_id` seen before, returns the patient
     /// that request created instead (or NOT_FOUND if it was deleted since).
     pub async fn create(&self, new: &NewPatient, request_id: Option<&RequestId>) -> Result<Patient> {
+        let Some(request_id) = request_id else {
+            // One statement is atomic on its own: no BEGIN/COMMIT round trips.
+            let row = Self::insert(new).fetch_one(&self.pool).await.map_err(email_taken_or)?;
+            return Ok(row.into());
+        };
         let mut tx = self.pool.begin().await?;
-        if let Some(request_id) = request_id {
-            // Waits for a concurrent transaction holding the same key, then
-            // either claims the key or finds it taken by a committed create.
-            let claimed = sqlx::query(
-                "insert into patients.create_request (request_id) values ($1) \
-                 on conflict (request_id) do nothing",
-            )
-            .bind(request_id.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !claimed {
-                let earlier: Option<i64> = sqlx::query_scalar(
-                    "select patient_id from patients.create_request where request_id = $1",
-                )
-                .bind(request_id.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.rollback().await?;
-                let id =
-                    earlier.map(PatientId::from_stored).ok_or(Error::Database(sqlx::Error::RowNotFound))?;
-                return self.get(id).await;
-            }
+        // Waits for a concurrent transaction holding the same key, then
+        // either claims the key or finds it taken by a committed create.
+        let claimed = sqlx::query(
+            "insert into patients.create_request (request_id) values ($1) \
+             on conflict (request_id) do nothing",
+        )
+        .bind(request_id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            let earlier: Option<i64> =
+                sqlx::query_scalar("select patient_id from patients.create_request where request_id = $1")
+                    .bind(request_id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+            tx.rollback().await?;
+            let id = earlier.map(PatientId::from_stored).ok_or(Error::Database(sqlx::Error::RowNotFound))?;
+            return self.get(id).await;
         }
-        let row: PatientRow = sqlx::query_as(
+        let row: PatientRow = Self::insert(new).fetch_one(&mut *tx).await.map_err(email_taken_or)?;
+        sqlx::query("update patients.create_request set patient_id = $2 where request_id = $1")
+            .bind(request_id.as_str())
+            .bind(row.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row.into())
+    }
+
+    /// The insert of `new`, returning the stored row; run alone or inside
+    /// the idempotent-create transaction.
+    fn insert(
+        new: &NewPatient,
+    ) -> sqlx::query::QueryAs<'static, sqlx::Postgres, PatientRow, sqlx::postgres::PgArguments> {
+        sqlx::query_as(
             "insert into patients.patient (first_name, last_name, birth_date, email) \
              values ($1, $2, $3, $4) \
              returning id, first_name, last_name, birth_date, email, version, create_time, update_time",
         )
-        .bind(new.first_name.as_str())
-        .bind(new.last_name.as_str())
+        .bind(new.first_name.as_str().to_owned())
+        .bind(new.last_name.as_str().to_owned())
         .bind(new.birth_date.get())
-        .bind(new.email.as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(email_taken_or)?;
-        if let Some(request_id) = request_id {
-            sqlx::query("update patients.create_request set patient_id = $2 where request_id = $1")
-                .bind(request_id.as_str())
-                .bind(row.id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(row.into())
+        .bind(new.email.as_str().to_owned())
     }
 
     /// The patient with `id`.
