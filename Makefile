@@ -29,9 +29,9 @@ test: postgres-bins tools lint ## The whole suite: lint, unit + integration test
 	# binaries the end-to-end suite runs share it.
 	cargo build --workspace --all-targets --locked
 	cargo test --workspace --locked -- --test-threads=$(TEST_THREADS)
-	$(VENV)/bin/pytest -q e2e
 	# A seconds-long smoke of the benchmark (debug build, no timing assertions).
 	target/debug/clinic-bench --seconds 1 --patients 300 --concurrency 8 --out target/bench/smoke.json
+	$(VENV)/bin/pytest -q e2e
 
 bench: postgres-bins tools ## Benchmark a fresh stack (release build) against pgbench; BENCH_SECONDS, BENCH_PATIENTS=1000000 for the big variant
 	cargo build --release --locked -p clinic-bench -p patients-service -p studies-service -p gateway
