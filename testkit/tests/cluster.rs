@@ -57,10 +57,11 @@ fn cluster_is_removed_when_its_owner_aborts() {
         .unwrap();
     assert!(!out.status.success(), "the child aborts");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // libtest may print the child's lines after its own "test … " prefix.
     let field = |name: &str| {
         stdout
             .lines()
-            .find_map(|l| l.strip_prefix(name).map(str::to_owned))
+            .find_map(|l| l.split_once(name).map(|(_, value)| value.trim().to_owned()))
             .unwrap_or_else(|| panic!("no {name} in {stdout}"))
     };
     let dir = PathBuf::from(field("DIR="));
