@@ -115,7 +115,7 @@ impl Table {
 /// email` and optionally `id`).
 pub fn read_patients(file: &Path) -> Result<Vec<PatientRow>, ImportError> {
     let table = Table::read(file, &["first_name", "last_name", "birth_date", "email"])?;
-    let today = latest_today(chrono_now());
+    let today = latest_today(chrono::Utc::now());
     let mut emails = HashMap::new();
     let mut ids = HashSet::new();
     let mut rows = Vec::with_capacity(table.rows.len());
@@ -155,10 +155,6 @@ pub fn read_patients(file: &Path) -> Result<Vec<PatientRow>, ImportError> {
         });
     }
     Ok(rows)
-}
-
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
 }
 
 fn vocabulary<T: Copy>(
