@@ -72,3 +72,18 @@ def test_the_dockerfile_builds_every_binary_compose_runs():
     for binary in [*SERVICES, "clinic-health"]:
         assert f"--bin {binary}" in dockerfile
     assert "USER clinic" in dockerfile and "HEALTHCHECK" in dockerfile
+
+
+def test_the_container_healthcheck_probe_answers_for_serving_and_dead_services(stack):
+    """`clinic-health` is the images' HEALTHCHECK; run it against real services."""
+    import subprocess
+
+    probe = ROOT / "target" / "debug" / "clinic-health"
+    ok = subprocess.run([str(probe), f"127.0.0.1:{stack.ports['PATIENTS_PORT']}"], capture_output=True, timeout=10)
+    assert ok.returncode == 0, ok.stderr
+    named = subprocess.run([str(probe), f"127.0.0.1:{stack.ports['GATEWAY_PORT']}", "clinic.gateway.v1.GatewayService"], capture_output=True, timeout=10)
+    assert named.returncode == 0, named.stderr
+    from conftest import free_port
+
+    dead = subprocess.run([str(probe), f"127.0.0.1:{free_port()}"], capture_output=True, timeout=10)
+    assert dead.returncode == 1

@@ -52,3 +52,36 @@ pub fn classify(status: &Status) -> Failure {
         code => Failure::Answered(code),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn timeout_header(request: &Request<()>) -> Duration {
+        let value = request.metadata().get("grpc-timeout").expect("a grpc-timeout").to_str().unwrap();
+        crate::layers::parse_grpc_timeout(value).expect("a valid grpc-timeout")
+    }
+
+    #[test]
+    fn a_downstream_call_gets_what_is_left_of_the_callers_deadline() {
+        let deadline = Deadline(Instant::now() + Duration::from_millis(300));
+        let sent = timeout_header(&request((), Some(deadline), Duration::from_secs(5)));
+        assert!(sent <= Duration::from_millis(300) && sent > Duration::from_millis(200), "{sent:?}");
+    }
+
+    #[test]
+    fn a_downstream_call_never_waits_longer_than_the_ceiling() {
+        let far = Deadline(Instant::now() + Duration::from_secs(60));
+        assert_eq!(timeout_header(&request((), Some(far), Duration::from_secs(5))), Duration::from_secs(5));
+        assert_eq!(timeout_header(&request((), None, Duration::from_secs(5))), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn tonics_own_timeout_counts_as_our_deadline_passing() {
+        assert_eq!(classify(&Status::cancelled("Timeout expired")), Failure::DeadlineExceeded);
+        assert_eq!(classify(&Status::unavailable("down")), Failure::Unavailable);
+        assert_eq!(classify(&Status::not_found("x")), Failure::Answered(Code::NotFound));
+    }
+}
