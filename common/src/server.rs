@@ -223,12 +223,18 @@ pub async fn serve_with_database(
     result
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM: the shutdown future of `main`.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// A future that completes on SIGINT (Ctrl-C) or SIGTERM: the shutdown
+/// future of `main`. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal that arrives early (as soon as a
+/// process says it is listening) still shuts down cleanly.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
     }
 }

@@ -10,9 +10,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     clinic_common::telemetry::init();
+    let shutdown = clinic_common::server::shutdown_signal();
     let app = Application::build(Config::from_env()?).await?;
     tracing::info!(addr = %app.local_addr(), "studies-service listening");
-    app.run_until(clinic_common::server::shutdown_signal()).await?;
+    app.run_until(shutdown).await?;
     tracing::info!("studies-service stopped");
     Ok(())
 }
