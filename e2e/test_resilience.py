@@ -54,3 +54,34 @@ def test_ctrl_c_leaves_no_process_or_port_behind(own_stack):
     assert not alive, f"still running: {alive}"
     listening = [p for p in ports if port_open(p)]
     assert not listening, f"ports still open: {listening}"
+
+
+def test_envoys_active_health_checks_see_every_service_healthy(stack):
+    """Envoy's gRPC health checks ask each cluster for its own service name."""
+    import urllib.request
+
+    deadline = time.monotonic() + 20
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{stack.ports['ENVOY_ADMIN_PORT']}/clusters", timeout=5).read().decode()
+        flags = {line.split("::")[0]: line.rsplit("::", 1)[1] for line in text.splitlines() if "::health_flags::" in line}
+        if set(flags) == {"patients", "studies", "gateway"} and all(v == "healthy" for v in flags.values()):
+            return
+        assert time.monotonic() < deadline, flags
+        time.sleep(0.2)
+
+
+def test_a_service_logs_json_on_request_and_exits_cleanly_on_sigterm(tmp_path):
+    import json
+    import subprocess
+
+    from conftest import ROOT, free_port
+
+    env = dict(os.environ, LOG_FORMAT="json", LISTEN_ADDR=f"127.0.0.1:{free_port()}",
+               PATIENTS_ADDR=f"http://127.0.0.1:{free_port()}", STUDIES_ADDR=f"http://127.0.0.1:{free_port()}")
+    process = subprocess.Popen([str(ROOT / "target" / "debug" / "gateway")], env=env, stdout=subprocess.PIPE, text=True)
+    first = json.loads(process.stdout.readline())
+    assert first["message"] == "gateway listening" and first["level"] == "INFO", first
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+    lines = [json.loads(line) for line in process.stdout.read().splitlines() if line.startswith("{")]
+    assert any(line["message"] == "gateway stopped" for line in lines), lines

@@ -75,8 +75,23 @@ fn postgres_ids() -> io::Result<(u32, u32)> {
     Ok((id("-u")?, id("-g")?))
 }
 
-/// Picks a free TCP port on 127.0.0.1.
+/// Picks a free TCP port on 127.0.0.1 for a server that binds it later.
+///
+/// The port comes from below the kernel's ephemeral range: ports in that
+/// range are handed out for outgoing connections and port-0 binds at any
+/// moment, so one picked there can be taken before its server binds it.
 pub fn free_port() -> io::Result<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let floor = 10_000.min(low.saturating_sub(1_000));
+    for _ in 0..200 {
+        let port = rand::random_range(floor..low);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
