@@ -88,6 +88,30 @@ pub fn parse_update_mask<F: Copy + PartialEq>(
     invalid.finish(|| fields)
 }
 
+/// The fields an update changes: those `paths` names, or, when the mask is
+/// empty, every field `is_set` in the request message (the contract's rule).
+/// Broken paths, or nothing to update, are recorded in `invalid` against
+/// `field` (the mask's path in the request).
+pub fn fields_to_update<F: Copy + PartialEq>(
+    paths: &[String],
+    field: &str,
+    updatable: &[(&'static str, F)],
+    is_set: impl Fn(F) -> bool,
+    invalid: &mut Invalid,
+) -> Vec<F> {
+    if !paths.is_empty() {
+        return parse_update_mask(paths, field, updatable).unwrap_or_else(|mask| {
+            invalid.0.extend(mask.0);
+            Vec::new()
+        });
+    }
+    let fields: Vec<F> = updatable.iter().map(|(_, f)| *f).filter(|f| is_set(*f)).collect();
+    if fields.is_empty() {
+        invalid.push(field, "names no field to update: list paths in update_mask or set at least one field");
+    }
+    fields
+}
+
 /// A protobuf timestamp.
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
@@ -102,6 +126,16 @@ mod tests {
         assert_eq!(RequestId::parse("", "r"), Ok(None));
         assert!(RequestId::parse("abc", "r").unwrap().is_some());
         assert!(RequestId::parse(&"x".repeat(129), "r").is_err());
+    }
+
+    #[test]
+    fn an_empty_mask_means_every_set_field_and_nothing_set_is_invalid() {
+        let updatable = [("a", 1), ("b", 2), ("c", 3)];
+        let mut invalid = Invalid::default();
+        assert_eq!(fields_to_update(&[], "m", &updatable, |f| f != 2, &mut invalid), vec![1, 3]);
+        assert!(invalid.0.is_empty());
+        assert!(fields_to_update(&[], "m", &updatable, |_| false, &mut invalid).is_empty());
+        assert_eq!(invalid.0[0].field, "m");
     }
 
     #[test]

@@ -5,10 +5,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 pub use clinic_common::resource::{Etag, RequestId};
-use clinic_common::{
-    resource,
-    validation::{FieldViolation, Invalid},
-};
+use clinic_common::validation::FieldViolation;
 use email_address::{EmailAddress, Options};
 use unicode_normalization::UnicodeNormalization;
 
@@ -225,13 +222,6 @@ impl PatientField {
     }
 }
 
-/// Parses an update mask: each path must name an updatable field once.
-/// `field` is the mask's path in the request, for violations.
-pub fn parse_update_mask(paths: &[String], field: &str) -> Result<Vec<PatientField>, Invalid> {
-    let updatable = PatientField::ALL.map(|f| (f.name(), f));
-    resource::parse_update_mask(paths, field, &updatable)
-}
-
 /// A stored patient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Patient {
@@ -361,18 +351,5 @@ mod tests {
         ] {
             assert!(Email::parse(bad, "e").is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn update_masks_reject_unknown_and_output_only_paths() {
-        let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            parse_update_mask(&paths(&["email", "first_name"]), "m").unwrap(),
-            vec![PatientField::Email, PatientField::FirstName]
-        );
-        let err = parse_update_mask(&paths(&["id", "nickname", "email"]), "m").unwrap_err();
-        assert_eq!(err.0.len(), 2);
-        assert!(err.0[0].description.contains("output only"));
-        assert!(err.0[1].description.contains("unknown field path"));
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use clinic_common::{
     layers::Deadline,
     paging::{self, PageTokens},
-    resource::timestamp,
+    resource::{self, timestamp},
     validation::Invalid,
 };
 use clinic_proto::patients::{events::v1 as events_pb, v1 as pb};
@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     domain::{
         BirthDate, Email, Etag, NewPatient, Patient, PatientEvent, PatientEventKind, PatientField, PatientId,
-        PatientPatch, PersonName, RequestId, latest_today, parse_update_mask,
+        PatientPatch, PersonName, RequestId, latest_today,
     },
     error::{Error, Result},
     storage::PatientStore,
@@ -216,27 +216,14 @@ fn parse_update(
     let mut invalid = Invalid::default();
     let id = invalid.check(PatientId::parse(p.id, "patient.id"));
     let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-    let fields = if paths.is_empty() {
-        let set = |f: &PatientField| match f {
-            PatientField::FirstName => !p.first_name.is_empty(),
-            PatientField::LastName => !p.last_name.is_empty(),
-            PatientField::BirthDate => !p.birth_date.is_empty(),
-            PatientField::Email => !p.email.is_empty(),
-        };
-        let fields: Vec<_> = PatientField::ALL.into_iter().filter(set).collect();
-        if fields.is_empty() {
-            invalid.push(
-                "update_mask",
-                "names no field to update: list paths in update_mask or set at least one field",
-            );
-        }
-        fields
-    } else {
-        parse_update_mask(&paths, "update_mask").unwrap_or_else(|mask| {
-            invalid.0.extend(mask.0);
-            Vec::new()
-        })
+    let updatable = PatientField::ALL.map(|f| (f.name(), f));
+    let is_set = |f| match f {
+        PatientField::FirstName => !p.first_name.is_empty(),
+        PatientField::LastName => !p.last_name.is_empty(),
+        PatientField::BirthDate => !p.birth_date.is_empty(),
+        PatientField::Email => !p.email.is_empty(),
     };
+    let fields = resource::fields_to_update(&paths, "update_mask", &updatable, is_set, &mut invalid);
     let mut patch = PatientPatch::default();
     for field in fields {
         match field {

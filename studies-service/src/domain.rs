@@ -3,10 +3,7 @@
 
 use chrono::{DateTime, Utc};
 pub use clinic_common::resource::{Etag, RequestId};
-use clinic_common::{
-    resource,
-    validation::{FieldViolation, Invalid},
-};
+use clinic_common::validation::{FieldViolation, Invalid};
 
 /// Longest description, in characters, after trimming.
 pub const MAX_DESCRIPTION_CHARS: usize = 2000;
@@ -314,12 +311,6 @@ impl StudyField {
     }
 }
 
-/// Parses an update mask: each path must name an updatable field once.
-pub fn parse_update_mask(paths: &[String], field: &str) -> Result<Vec<StudyField>, Invalid> {
-    let updatable = StudyField::ALL.map(|f| (f.name(), f));
-    resource::parse_update_mask(paths, field, &updatable)
-}
-
 /// A stored study.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Study {
@@ -380,12 +371,5 @@ mod tests {
         assert_eq!(err.0.iter().map(|v| v.field.as_str()).collect::<Vec<_>>(), ["p[1]", "p[2]"]);
         assert!(PatientFilter::parse(&vec![1; 1001], "p").is_err());
         assert!(PatientFilter::parse(&vec![1; 1000], "p").is_ok());
-    }
-
-    #[test]
-    fn update_masks_reject_unknown_and_output_only_paths() {
-        let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(parse_update_mask(&paths(&["body_part"]), "m").unwrap(), vec![StudyField::BodyPart]);
-        assert_eq!(parse_update_mask(&paths(&["etag", "type"]), "m").unwrap_err().0.len(), 2);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clinic_common::{
     layers::Deadline,
     paging::{self, PageTokens},
-    resource::timestamp,
+    resource::{self, timestamp},
     validation::{FieldViolation, Invalid},
 };
 use clinic_proto::studies::v1 as pb;
@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     domain::{
         BodyPart, Description, Etag, NewStudy, PatientFilter, PatientRef, RequestId, Study, StudyField,
-        StudyId, StudyPatch, StudyType, UrgencyLevel, parse_update_mask,
+        StudyId, StudyPatch, StudyType, UrgencyLevel,
     },
     error::{Error, Result},
     patients::PatientDirectory,
@@ -205,28 +205,15 @@ fn parse_update(req: pb::UpdateStudyRequest) -> Result<(StudyId, StudyPatch, Opt
     let mut invalid = Invalid::default();
     let id = invalid.check(StudyId::parse(s.id, "study.id"));
     let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-    let fields = if paths.is_empty() {
-        let set = |f: &StudyField| match f {
-            StudyField::PatientId => s.patient_id != 0,
-            StudyField::UrgencyLevel => s.urgency_level != 0,
-            StudyField::BodyPart => s.body_part != 0,
-            StudyField::Description => !s.description.is_empty(),
-            StudyField::StudyType => s.study_type != 0,
-        };
-        let fields: Vec<_> = StudyField::ALL.into_iter().filter(set).collect();
-        if fields.is_empty() {
-            invalid.push(
-                "update_mask",
-                "names no field to update: list paths in update_mask or set at least one field",
-            );
-        }
-        fields
-    } else {
-        parse_update_mask(&paths, "update_mask").unwrap_or_else(|mask| {
-            invalid.0.extend(mask.0);
-            Vec::new()
-        })
+    let updatable = StudyField::ALL.map(|f| (f.name(), f));
+    let is_set = |f| match f {
+        StudyField::PatientId => s.patient_id != 0,
+        StudyField::UrgencyLevel => s.urgency_level != 0,
+        StudyField::BodyPart => s.body_part != 0,
+        StudyField::Description => !s.description.is_empty(),
+        StudyField::StudyType => s.study_type != 0,
     };
+    let fields = resource::fields_to_update(&paths, "update_mask", &updatable, is_set, &mut invalid);
     let mut patch = StudyPatch::default();
     for field in fields {
         match field {
