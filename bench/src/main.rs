@@ -98,6 +98,17 @@ where
     outcome
 }
 
+/// The first page of the listing view, 50 patients with their studies.
+async fn listing_page(channel: tonic::transport::Channel, _: usize, _: u64) -> Result<(), tonic::Status> {
+    GatewayServiceClient::new(channel)
+        .list_patients_with_studies(ListPatientsWithStudiesRequest {
+            page_size: 50,
+            page_token: String::new(),
+        })
+        .await
+        .map(|_| ())
+}
+
 /// A ListPatients token for a page near the end of the collection.
 async fn deep_token(channel: tonic::transport::Channel, patients: u64) -> Result<String, tonic::Status> {
     let mut client = PatientServiceClient::new(channel);
@@ -249,23 +260,8 @@ async fn measure(
             }
         })
         .await;
-    let listing = measured(
-        "list_patients_with_studies",
-        &envoy,
-        load,
-        &processes,
-        &mut cpu,
-        |channel, _, _| async move {
-            GatewayServiceClient::new(channel)
-                .list_patients_with_studies(ListPatientsWithStudiesRequest {
-                    page_size: 50,
-                    page_token: String::new(),
-                })
-                .await
-                .map(|_| ())
-        },
-    )
-    .await;
+    let listing =
+        measured("list_patients_with_studies", &envoy, load, &processes, &mut cpu, listing_page).await;
     let gateway_direct =
         load::connect(&format!("http://127.0.0.1:{}", ports.gateway), args.connections).await?;
     let listing_direct = measured(
@@ -274,15 +270,7 @@ async fn measure(
         load,
         &processes,
         &mut cpu,
-        |channel, _, _| async move {
-            GatewayServiceClient::new(channel)
-                .list_patients_with_studies(ListPatientsWithStudiesRequest {
-                    page_size: 50,
-                    page_token: String::new(),
-                })
-                .await
-                .map(|_| ())
-        },
+        listing_page,
     )
     .await;
     let studies_direct =

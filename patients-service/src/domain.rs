@@ -120,11 +120,6 @@ impl BirthDate {
         Ok(Self(date))
     }
 
-    /// A date read back from storage.
-    pub fn from_stored(date: NaiveDate) -> Self {
-        Self(date)
-    }
-
     /// The date.
     pub fn get(self) -> NaiveDate {
         self.0

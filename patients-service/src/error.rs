@@ -56,6 +56,12 @@ pub enum Error {
 /// Result of patients operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<clinic_common::validation::FieldViolation> for Error {
+    fn from(violation: clinic_common::validation::FieldViolation) -> Self {
+        Error::Invalid(violation.into())
+    }
+}
+
 fn id_metadata(id: PatientId) -> HashMap<String, String> {
     HashMap::from([("patient_id".to_owned(), id.to_string())])
 }

@@ -77,7 +77,7 @@ impl pb::patient_service_server::PatientService for PatientApi {
         &self,
         request: Request<pb::GetPatientRequest>,
     ) -> Result<Response<pb::Patient>, Status> {
-        let id = PatientId::parse(request.into_inner().id, "id").map_err(Error::from_violation)?;
+        let id = PatientId::parse(request.into_inner().id, "id").map_err(Error::from)?;
         Ok(Response::new(self.store.get(id).await?.into()))
     }
 
@@ -86,7 +86,7 @@ impl pb::patient_service_server::PatientService for PatientApi {
         request: Request<pb::ListPatientsRequest>,
     ) -> Result<Response<pb::ListPatientsResponse>, Status> {
         let req = request.into_inner();
-        let size = paging::page_size(req.page_size, "page_size").map_err(Error::from_violation)?;
+        let size = paging::page_size(req.page_size, "page_size").map_err(Error::from)?;
         let after = self.tokens.decode(LIST_SCOPE, &req.page_token).map_err(|_| Error::InvalidPageToken)?;
         let (patients, more) = self.store.list(after.unwrap_or(0), size).await?;
         let next_page_token = match patients.last() {
@@ -115,12 +115,6 @@ impl pb::patient_service_server::PatientService for PatientApi {
         let deadline = Deadline::of(&request);
         self.delete(request.into_inner(), deadline).await?;
         Ok(Response::new(()))
-    }
-}
-
-impl Error {
-    fn from_violation(violation: clinic_common::validation::FieldViolation) -> Self {
-        Error::Invalid(violation.into())
     }
 }
 

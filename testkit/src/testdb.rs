@@ -72,11 +72,6 @@ impl TestDb {
         Self { host: admin.get_host().to_owned(), port: admin.get_port(), name, admin }
     }
 
-    /// The database's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The URL `service` connects with.
     pub fn url_for(&self, service: ServiceRole) -> String {
         format!(

@@ -121,9 +121,9 @@ async fn shutdown_turns_health_not_serving_and_stops_accepting_calls() {
 
     tokio::time::timeout(Duration::from_secs(5), app.shutdown()).await.expect("shutdown completes in time");
 
-    // The watcher saw NOT_SERVING before the stream ended (or the stream was cut by shutdown).
-    if let Ok(Some(update)) = watch.message().await {
-        assert_eq!(update.status(), ServingStatus::NotServing);
-    }
+    // The watcher is told NOT_SERVING before its stream ends.
+    let last = watch.message().await.expect("the stream ends cleanly").expect("an update before the end");
+    assert_eq!(last.status(), ServingStatus::NotServing);
+    assert!(watch.message().await.expect("clean end").is_none(), "then the stream ends");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the port no longer accepts connections");
 }

@@ -3,6 +3,16 @@ use tonic::Code;
 use crate::helpers::{assert_invalid, assert_no_internals, patient, reason, spawn_app};
 use clinic_proto::patients::v1 as pb;
 
+/// `original` with a new first name, carrying the etag it was read with.
+fn renamed(original: &pb::Patient, first_name: &str) -> pb::Patient {
+    pb::Patient {
+        id: original.id,
+        first_name: first_name.into(),
+        etag: original.etag.clone(),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn update_changes_only_the_masked_fields() {
     let app = spawn_app().await;
@@ -105,31 +115,9 @@ async fn update_needs_a_positive_id() {
 async fn update_with_a_stale_etag_is_aborted_and_changes_nothing() {
     let app = spawn_app().await;
     let original = app.create_nth(1).await;
-    let first = app
-        .update(
-            pb::Patient {
-                id: original.id,
-                first_name: "Ana".into(),
-                etag: original.etag.clone(),
-                ..Default::default()
-            },
-            &[],
-        )
-        .await
-        .unwrap();
+    let first = app.update(renamed(&original, "Ana"), &[]).await.unwrap();
 
-    let status = app
-        .update(
-            pb::Patient {
-                id: original.id,
-                first_name: "Bea".into(),
-                etag: original.etag.clone(),
-                ..Default::default()
-            },
-            &[],
-        )
-        .await
-        .unwrap_err();
+    let status = app.update(renamed(&original, "Bea"), &[]).await.unwrap_err();
 
     assert_eq!(status.code(), Code::Aborted);
     assert_eq!(reason(&status), "ETAG_MISMATCH");
@@ -140,18 +128,7 @@ async fn update_with_a_stale_etag_is_aborted_and_changes_nothing() {
 async fn update_with_the_current_etag_succeeds() {
     let app = spawn_app().await;
     let original = app.create_nth(1).await;
-    let updated = app
-        .update(
-            pb::Patient {
-                id: original.id,
-                first_name: "Ana".into(),
-                etag: original.etag.clone(),
-                ..Default::default()
-            },
-            &[],
-        )
-        .await
-        .unwrap();
+    let updated = app.update(renamed(&original, "Ana"), &[]).await.unwrap();
     assert_eq!(updated.first_name, "Ana");
 }
 
