@@ -12,6 +12,7 @@ use std::{
 };
 
 use clap::Parser;
+use clinic_common::telemetry::{LOG_FILTER_ARG, LogSettings};
 use clinic_devstack::stack::{self, Ports, UpOptions};
 use clinic_proto::{
     gateway::v1::{ListPatientsWithStudiesRequest, gateway_service_client::GatewayServiceClient},
@@ -29,7 +30,10 @@ use sqlx::ConnectOptions;
 /// Load-tests a fresh Clinic stack against a pgbench baseline.
 #[derive(Debug, Parser)]
 #[command(name = "clinic-bench")]
+#[command(mut_arg(LOG_FILTER_ARG, |a| a.default_value("warn")))]
 struct Args {
+    #[command(flatten)]
+    log: LogSettings,
     /// Measured seconds per scenario.
     #[arg(long, env = "BENCH_SECONDS", default_value_t = 10)]
     seconds: u64,
@@ -164,8 +168,8 @@ fn print_table(rows: &[Row], pg: &[(&str, f64)]) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    clinic_common::telemetry::init_with_default("warn");
     let args = Args::parse();
+    clinic_common::telemetry::init(&args.log);
     let home = std::env::temp_dir().join(format!(
         "clinic-bench-{}-{:08x}",
         std::process::id(),

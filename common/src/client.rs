@@ -1,14 +1,40 @@
-//! Calling another Clinic service: one reused channel per peer, and the
-//! caller's remaining deadline carried onto every downstream call.
+//! Calling another Clinic service: one reused channel per peer, the caller's
+//! remaining deadline carried onto every downstream call, and one way to turn
+//! a downstream failure into the caller's error ([`DownstreamExt`]).
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use tonic::{
-    Code, Request, Status,
+    Code, Request, Response, Status,
     transport::{Channel, Endpoint},
 };
 
-use crate::layers::Deadline;
+use crate::{deadline::Deadline, defaults, errors, settings::millis};
+
+/// How long any downstream call may wait, whatever the caller's deadline.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DownstreamSettings {
+    /// Longest wait for another service, in milliseconds, whatever the
+    /// caller's deadline.
+    #[arg(long = "downstream-timeout-ms", env = "DOWNSTREAM_TIMEOUT_MS", value_name = "MS", default_value = "5000", value_parser = millis)]
+    pub timeout: Duration,
+}
+
+/// Where patients-service is, for the processes that call it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PatientsPeer {
+    /// patients-service's address (`http://host:port`).
+    #[arg(long = "patients-addr", env = "PATIENTS_ADDR", value_name = "URI", default_value_t = defaults::uri(defaults::PATIENTS_PORT))]
+    pub patients_addr: String,
+}
+
+/// Where studies-service is, for the processes that call it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StudiesPeer {
+    /// studies-service's address (`http://host:port`).
+    #[arg(long = "studies-addr", env = "STUDIES_ADDR", value_name = "URI", default_value_t = defaults::uri(defaults::STUDIES_PORT))]
+    pub studies_addr: String,
+}
 
 /// A lazily connecting channel to `uri` (`http://host:port`), shared by all
 /// calls to that peer: connects on first use, reconnects by itself, and fails
@@ -22,12 +48,75 @@ pub fn channel(uri: &str) -> Result<Channel, tonic::transport::Error> {
         .connect_lazy())
 }
 
+/// One peer service: its lazily connecting channel and the ceiling on every
+/// call to it. Every call between services is made through one.
+#[derive(Debug, Clone)]
+pub struct PeerClient {
+    peer: Peer,
+    channel: Channel,
+    ceiling: Duration,
+}
+
+impl PeerClient {
+    /// A client of `peer` at `uri`, waiting at most `settings.timeout` per call.
+    pub fn new(
+        peer: Peer,
+        uri: &str,
+        settings: &DownstreamSettings,
+    ) -> Result<Self, tonic::transport::Error> {
+        Ok(Self { peer, channel: channel(uri)?, ceiling: settings.timeout })
+    }
+
+    /// Whom this client calls.
+    pub fn peer(&self) -> Peer {
+        self.peer
+    }
+
+    /// The channel, for a generated client.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// A request to the peer carrying what is left of `deadline`, never
+    /// more than the ceiling.
+    pub fn request<T>(&self, message: T, deadline: Option<Deadline>) -> Request<T> {
+        request(message, deadline, self.ceiling)
+    }
+}
+
 /// A downstream request whose timeout is what is left of the caller's
 /// `deadline`, never more than `ceiling`.
 pub fn request<T>(message: T, deadline: Option<Deadline>, ceiling: Duration) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(deadline.map_or(ceiling, |d| d.remaining().min(ceiling)));
     request
+}
+
+/// Another Clinic service, as a caller names it in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// patients-service.
+    Patients,
+    /// studies-service.
+    Studies,
+}
+
+impl Peer {
+    /// The service's name, as people call it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Patients => "patients-service",
+            Peer::Studies => "studies-service",
+        }
+    }
+
+    /// The `ErrorInfo` reason of UNAVAILABLE when this peer cannot be reached.
+    pub fn unavailable_reason(self) -> &'static str {
+        match self {
+            Peer::Patients => "PATIENTS_SERVICE_UNAVAILABLE",
+            Peer::Studies => "STUDIES_SERVICE_UNAVAILABLE",
+        }
+    }
 }
 
 /// How a failed downstream call should be reported upstream.
@@ -53,15 +142,92 @@ pub fn classify(status: &Status) -> Failure {
     }
 }
 
+/// A call to another Clinic service that did not succeed.
+#[derive(Debug, thiserror::Error)]
+#[error("{peer} failed while {doing}: {code:?} {message}", peer = .peer.name(), code = .status.code(), message = .status.message())]
+pub struct DownstreamError {
+    /// Whom we called.
+    pub peer: Peer,
+    /// What for, in words that fit "while …" (for messages and logs).
+    pub doing: &'static str,
+    /// The status the call ended with.
+    pub status: Status,
+}
+
+impl DownstreamError {
+    /// How the failure should be reported.
+    pub fn failure(&self) -> Failure {
+        classify(&self.status)
+    }
+
+    /// The peer's own answer, passed on unchanged: for callers that relay a
+    /// peer's verdict on the caller's own request (not found, bad token).
+    pub fn into_peer_status(self) -> Status {
+        self.status
+    }
+}
+
+impl From<DownstreamError> for Status {
+    /// UNAVAILABLE (reason `<PEER>_UNAVAILABLE`) when the peer cannot be
+    /// reached, DEADLINE_EXCEEDED when our deadline passed, INTERNAL (logged,
+    /// never shown) when the peer failed in a way we did not expect.
+    fn from(error: DownstreamError) -> Self {
+        let peer = error.peer.name();
+        match error.failure() {
+            Failure::Unavailable => {
+                tracing::warn!(
+                    peer,
+                    doing = error.doing,
+                    detail = error.status.message(),
+                    "downstream unavailable"
+                );
+                errors::with_reason_and_metadata(
+                    Code::Unavailable,
+                    format!(
+                        "{peer} is unreachable (needed for {}); nothing was written; retry later",
+                        error.doing
+                    ),
+                    error.peer.unavailable_reason(),
+                    HashMap::from([("service".to_owned(), peer.to_owned())]),
+                )
+            }
+            Failure::DeadlineExceeded => errors::with_reason(
+                Code::DeadlineExceeded,
+                format!(
+                    "the deadline passed while waiting for {peer} ({}); nothing was written",
+                    error.doing
+                ),
+                errors::DEADLINE_EXCEEDED,
+            ),
+            Failure::Answered(_) => errors::internal(&error),
+        }
+    }
+}
+
+/// Turns the result of a downstream call into the message or a
+/// [`DownstreamError`] naming the peer and what the call was for.
+pub trait DownstreamExt<T> {
+    /// The reply's message, or the failure of calling `peer` for `doing`.
+    fn downstream(self, peer: Peer, doing: &'static str) -> Result<T, DownstreamError>;
+}
+
+impl<T> DownstreamExt<T> for Result<Response<T>, Status> {
+    fn downstream(self, peer: Peer, doing: &'static str) -> Result<T, DownstreamError> {
+        self.map(Response::into_inner).map_err(|status| DownstreamError { peer, doing, status })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
+
+    use tonic_types::StatusExt;
 
     use super::*;
 
     fn timeout_header(request: &Request<()>) -> Duration {
         let value = request.metadata().get("grpc-timeout").expect("a grpc-timeout").to_str().unwrap();
-        crate::layers::parse_grpc_timeout(value).expect("a valid grpc-timeout")
+        crate::deadline::parse_grpc_timeout(value).expect("a valid grpc-timeout")
     }
 
     #[test]
@@ -83,5 +249,19 @@ mod tests {
         assert_eq!(classify(&Status::cancelled("Timeout expired")), Failure::DeadlineExceeded);
         assert_eq!(classify(&Status::unavailable("down")), Failure::Unavailable);
         assert_eq!(classify(&Status::not_found("x")), Failure::Answered(Code::NotFound));
+    }
+
+    #[test]
+    fn every_caller_reports_a_downstream_failure_the_same_way() {
+        let failed = |status| Err::<Response<()>, _>(status).downstream(Peer::Studies, "listing studies");
+        let down: Status = failed(Status::unavailable("connection refused")).unwrap_err().into();
+        assert_eq!(down.code(), Code::Unavailable);
+        assert_eq!(down.get_details_error_info().unwrap().reason, "STUDIES_SERVICE_UNAVAILABLE");
+        assert!(down.message().contains("studies-service") && !down.message().contains("refused"));
+        let late: Status = failed(Status::cancelled("Timeout expired")).unwrap_err().into();
+        assert_eq!(late.code(), Code::DeadlineExceeded);
+        let odd: Status = failed(Status::data_loss("x")).unwrap_err().into();
+        assert_eq!(odd.code(), Code::Internal);
+        assert_eq!(failed(Status::not_found("n")).unwrap_err().into_peer_status().code(), Code::NotFound);
     }
 }

@@ -8,53 +8,97 @@ use sqlx::{
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
+use tonic::{Code, Status};
 
-use crate::{
-    config::{self, ConfigError},
-    server::Health,
-};
+use crate::{errors, settings::millis};
 
-/// How a service connects to Postgres; read from the environment by
-/// [`DbSettings::from_env`].
-#[derive(Debug, Clone)]
+/// Declares a table's row struct (`sqlx::FromRow`, with the table's name
+/// as `Row::TABLE`) and a macro that expands to its column list in the
+/// struct's order, from one list of fields, so a `select` list and the
+/// struct it is read into cannot drift apart:
+///
+/// ```ignore
+/// clinic_common::table_row!(PatientRow in "patients.patient", patient_columns { id: i64, email: String });
+/// sqlx::query_as::<_, PatientRow>(concat!("select ", patient_columns!(), " from patients.patient"));
+/// ```
+#[macro_export]
+macro_rules! table_row {
+    ($(#[$meta:meta])* $row:ident in $table:literal, $columns:ident { $first:ident: $first_ty:ty $(, $field:ident: $ty:ty)* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(sqlx::FromRow)]
+        struct $row {
+            $first: $first_ty,
+            $($field: $ty,)*
+        }
+
+        impl $row {
+            /// The table the row is read from.
+            const TABLE: &'static str = $table;
+        }
+
+        macro_rules! $columns {
+            () => {
+                concat!(stringify!($first) $(, ", ", stringify!($field))*)
+            };
+        }
+    };
+}
+
+/// The statement that applies a patch to row `$1` of `table`: each of
+/// `columns` takes its bound value (`$2`, `$3`, …) unless that is null, and
+/// only if the etag bound last is null or the row's current version, all in
+/// one statement so no concurrent write slips in between; the row is
+/// returned as `returning`.
+pub fn patch_statement(table: &str, columns: &[&str], returning: &str) -> String {
+    let set: Vec<String> =
+        columns.iter().enumerate().map(|(i, c)| format!("{c} = coalesce(${}, {c})", i + 2)).collect();
+    let etag = columns.len() + 2;
+    format!(
+        "update {table} set {} where id = $1 and (${etag}::text is null or version::text = ${etag}) returning {returning}",
+        set.join(", ")
+    )
+}
+
+/// The clap id of [`DbSettings::url`], for binaries that give it a default
+/// of their own (`mut_arg`).
+pub const DATABASE_URL_ARG: &str = "database_url";
+
+/// How a service connects to Postgres.
+#[derive(Debug, Clone, clap::Args)]
 pub struct DbSettings {
-    /// Connection URL of the service's own role (`DATABASE_URL`).
+    /// Connection URL of the service's own login role, which must own the
+    /// service's schema.
+    #[arg(long = "database-url", id = DATABASE_URL_ARG, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub url: String,
-    /// Most connections the pool opens (`DB_MAX_CONNECTIONS`, default 8):
-    /// small, since two cores are busy long before eight connections are.
+    /// Most connections the pool opens: small, since two cores are busy long
+    /// before eight connections are.
+    #[arg(long = "db-max-connections", env = "DB_MAX_CONNECTIONS", value_name = "N", default_value_t = 8)]
     pub max_connections: u32,
-    /// How long an rpc waits for a connection (`DB_ACQUIRE_TIMEOUT_MS`,
-    /// default 1000): short, so an unreachable database becomes UNAVAILABLE
-    /// in about a second instead of a hang.
+    /// How long an rpc waits for a pooled connection, in milliseconds: short,
+    /// so an unreachable database becomes UNAVAILABLE in about a second.
+    #[arg(long = "db-acquire-timeout-ms", env = "DB_ACQUIRE_TIMEOUT_MS", value_name = "MS", default_value = "1000", value_parser = millis)]
     pub acquire_timeout: Duration,
-    /// Longest a single statement may run (`DB_STATEMENT_TIMEOUT_MS`, default 5000).
+    /// Longest a single SQL statement may run, in milliseconds.
+    #[arg(long = "db-statement-timeout-ms", env = "DB_STATEMENT_TIMEOUT_MS", value_name = "MS", default_value = "5000", value_parser = millis)]
     pub statement_timeout: Duration,
-    /// How long start-up keeps retrying to reach Postgres and migrate
-    /// (`DB_STARTUP_TIMEOUT_MS`, default 30000).
+    /// How long start-up keeps retrying to reach Postgres and migrate, in milliseconds.
+    #[arg(long = "db-startup-timeout-ms", env = "DB_STARTUP_TIMEOUT_MS", value_name = "MS", default_value = "30000", value_parser = millis)]
     pub startup_timeout: Duration,
+    /// How often health checks that Postgres answers, in milliseconds.
+    #[arg(long = "health-probe-interval-ms", env = "HEALTH_PROBE_INTERVAL_MS", value_name = "MS", default_value = "1000", value_parser = millis)]
+    pub health_probe_interval: Duration,
 }
 
 impl DbSettings {
-    /// The documented defaults, on `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            max_connections: 8,
-            acquire_timeout: Duration::from_secs(1),
-            statement_timeout: Duration::from_secs(5),
-            startup_timeout: Duration::from_secs(30),
+    /// The settings for `url`, every other one from the environment or its
+    /// default (for tools such as `clinic-dev migrate`).
+    pub fn for_url(url: &str) -> Result<Self, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            db: DbSettings,
         }
-    }
-
-    /// Reads the settings; `default_url` applies when `DATABASE_URL` is unset.
-    pub fn from_env(default_url: &str) -> Result<Self, ConfigError> {
-        Ok(Self {
-            url: config::env_string("DATABASE_URL", default_url),
-            max_connections: config::env_or("DB_MAX_CONNECTIONS", 8)?,
-            acquire_timeout: config::env_millis("DB_ACQUIRE_TIMEOUT_MS", Duration::from_secs(1))?,
-            statement_timeout: config::env_millis("DB_STATEMENT_TIMEOUT_MS", Duration::from_secs(5))?,
-            startup_timeout: config::env_millis("DB_STARTUP_TIMEOUT_MS", Duration::from_secs(30))?,
-        })
+        <Only as clap::Parser>::try_parse_from(["db", "--database-url", url]).map(|o| o.db)
     }
 
     /// A pool that connects lazily, so the service starts (NOT_SERVING) even
@@ -167,9 +211,29 @@ pub async fn connect_and_migrate(
     Ok(pool)
 }
 
-/// Keeps `health` in step with Postgres: NOT_SERVING while `select 1` fails
-/// or takes longer than `interval`, SERVING again as soon as it answers.
-pub fn spawn_health_probe(pool: PgPool, health: Health, interval: Duration) -> tokio::task::JoinHandle<()> {
+/// The key that signs a service's page tokens, generated once by its first
+/// migration into `<schema>.service_secret`, so tokens survive restarts and
+/// work on every replica without configuration.
+pub async fn page_token_key(pool: &PgPool, schema: &'static str) -> Result<Vec<u8>, sqlx::Error> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select value from {schema}.service_secret where name = 'page_token_key'"
+    )))
+    .fetch_one(pool)
+    .await
+}
+
+/// Keeps calling `report` with whether Postgres answers: `false` while
+/// `select 1` fails or takes longer than `interval`, `true` as soon as it
+/// answers; only changes are reported.
+pub fn spawn_health_probe<F, Fut>(
+    pool: PgPool,
+    interval: Duration,
+    mut report: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut(bool) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
         let mut serving = None;
         let mut ticker = tokio::time::interval(interval);
@@ -190,9 +254,49 @@ pub fn spawn_health_probe(pool: PgPool, health: Health, interval: Duration) -> t
                 } else {
                     tracing::warn!("postgres unreachable: NOT_SERVING");
                 }
-                health.set_serving(ok).await;
+                report(ok).await;
                 serving = Some(ok);
             }
         }
     })
+}
+
+/// The status for a database error: UNAVAILABLE when Postgres cannot be
+/// reached (retryable), DEADLINE_EXCEEDED when a statement ran past its
+/// timeout, INTERNAL (logged, never shown) for anything else.
+pub fn status(error: &sqlx::Error) -> Status {
+    if is_unavailable(error) {
+        tracing::warn!(error = %error, "database unavailable");
+        errors::database_unavailable()
+    } else if is_statement_timeout(error) {
+        tracing::warn!(error = %error, "statement timeout");
+        errors::with_reason(
+            Code::DeadlineExceeded,
+            "the database took too long to answer",
+            errors::DEADLINE_EXCEEDED,
+        )
+    } else {
+        errors::internal(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_sets_each_column_unless_null_and_checks_the_etag_last() {
+        assert_eq!(
+            patch_statement("s.t", &["a", "b"], "id, a, b"),
+            "update s.t set a = coalesce($2, a), b = coalesce($3, b) \
+             where id = $1 and ($4::text is null or version::text = $4) returning id, a, b"
+        );
+    }
+
+    #[test]
+    fn settings_for_a_url_take_the_documented_defaults() {
+        let settings = DbSettings::for_url("postgres://x@h/db").unwrap();
+        assert_eq!(settings.url, "postgres://x@h/db");
+        assert!(settings.max_connections > 0);
+    }
 }

@@ -104,18 +104,3 @@ pub fn internal(error: &(dyn std::error::Error + 'static)) -> Status {
     tracing::error!(error = %error, source = ?error.source(), "internal error");
     Status::internal("internal error; it has been logged")
 }
-
-/// The status for a database error: UNAVAILABLE when Postgres cannot be
-/// reached (retryable), DEADLINE_EXCEEDED when a statement ran past its
-/// timeout, INTERNAL (logged, never shown) for anything else.
-pub fn database(error: &sqlx::Error) -> Status {
-    if crate::db::is_unavailable(error) {
-        tracing::warn!(error = %error, "database unavailable");
-        database_unavailable()
-    } else if crate::db::is_statement_timeout(error) {
-        tracing::warn!(error = %error, "statement timeout");
-        with_reason(Code::DeadlineExceeded, "the database took too long to answer", DEADLINE_EXCEEDED)
-    } else {
-        internal(error)
-    }
-}

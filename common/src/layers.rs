@@ -11,6 +11,8 @@ use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use crate::deadline::{Deadline, parse_grpc_timeout};
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Logs every rpc in its own span with its method, status code and latency.
@@ -84,23 +86,6 @@ where
     }
 }
 
-/// The point in time by which the caller wants an answer, stored in each
-/// request's extensions so handlers can pass what is left to downstream calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline(pub Instant);
-
-impl Deadline {
-    /// Time left before the deadline (zero once it has passed).
-    pub fn remaining(&self) -> Duration {
-        self.0.saturating_duration_since(Instant::now())
-    }
-
-    /// The deadline of a request, if the server's [`DeadlineLayer`] set one.
-    pub fn of<T>(request: &tonic::Request<T>) -> Option<Self> {
-        request.extensions().get::<Self>().copied()
-    }
-}
-
 /// Enforces each call's deadline: the `grpc-timeout` the caller sent, capped
 /// by the server's own ceiling. When it passes, the handler's work is dropped
 /// (abandoned) and the caller gets `DEADLINE_EXCEEDED`.
@@ -167,40 +152,5 @@ where
                 .into_http()),
             }
         })
-    }
-}
-
-/// Parses a `grpc-timeout` header value: up to eight digits and a unit
-/// (`H`, `M`, `S`, `m`, `u`, `n`).
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeout_units_parse() {
-        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
-        for bad in ["", "S", "5", "5x", "123456789S", "-1S"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
-        }
     }
 }

@@ -33,6 +33,40 @@ pub fn page_size(requested: i32, field: &str) -> Result<u32, FieldViolation> {
     }
 }
 
+/// How many rows to fetch for a page of `size`: one more than the page, so
+/// the extra row tells whether another page follows without a count.
+pub fn overfetch(size: u32) -> i64 {
+    i64::from(size) + 1
+}
+
+/// One page of a keyset walk: its items, and whether more follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The page's items, in walk order.
+    pub items: Vec<T>,
+    /// Whether at least one more item follows the page.
+    pub more: bool,
+}
+
+impl<T> Page<T> {
+    /// The page of `size` made from `rows` fetched with [`overfetch`].
+    pub fn from_overfetched(mut rows: Vec<T>, size: u32) -> Self {
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
+        Self { items: rows, more }
+    }
+
+    /// The same page with each item converted by `f`.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page { items: self.items.into_iter().map(f).collect(), more: self.more }
+    }
+
+    /// The same page with each item converted by `f`, or the first failure.
+    pub fn try_map<U, E>(self, f: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
+        Ok(Page { items: self.items.into_iter().map(f).collect::<Result<_, E>>()?, more: self.more })
+    }
+}
+
 /// A page token that was not issued for this scope, or was altered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("invalid page token")]
@@ -75,6 +109,15 @@ impl PageTokens {
         URL_SAFE_NO_PAD.encode(raw)
     }
 
+    /// The token of the page after `page` (keyed by `cursor` of its last
+    /// item), or the empty token when `page` is the last.
+    pub fn next_token<T>(&self, scope: &str, page: &Page<T>, cursor: impl Fn(&T) -> i64) -> String {
+        match page.items.last() {
+            Some(last) if page.more => self.encode(scope, cursor(last)),
+            _ => String::new(),
+        }
+    }
+
     /// The cursor of `token` if it was issued for `scope`; `None` for an
     /// empty token (the first page).
     pub fn decode(&self, scope: &str, token: &str) -> Result<Option<i64>, InvalidPageToken> {
@@ -106,6 +149,17 @@ mod tests {
         assert_eq!(page_size(7, "page_size"), Ok(7));
         assert_eq!(page_size(5000, "page_size"), Ok(1000));
         assert!(page_size(-1, "page_size").is_err());
+    }
+
+    #[test]
+    fn a_page_is_cut_from_one_row_too_many() {
+        assert_eq!(overfetch(50), 51);
+        assert_eq!(Page::from_overfetched(vec![1, 2, 3], 2), Page { items: vec![1, 2], more: true });
+        assert_eq!(Page::from_overfetched(vec![1, 2], 2), Page { items: vec![1, 2], more: false });
+        let tokens = codec();
+        assert_eq!(tokens.next_token("s", &Page { items: vec![7], more: false }, |i| *i), "");
+        let next = tokens.next_token("s", &Page { items: vec![5, 7], more: true }, |i| *i);
+        assert_eq!(tokens.decode("s", &next), Ok(Some(7)));
     }
 
     #[test]

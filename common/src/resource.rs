@@ -59,25 +59,71 @@ impl Etag {
     }
 }
 
-/// Parses an update mask: each path must name one of `updatable` (API name,
-/// value) once; output-only and unknown paths are violations of `field`.
-pub fn parse_update_mask<F: Copy + PartialEq>(
-    paths: &[String],
-    field: &str,
-    updatable: &[(&'static str, F)],
-) -> Result<Vec<F>, Invalid> {
+/// An enum whose values have stable names: a resource's updatable fields
+/// (their API and column names), a stored vocabulary. Declared with
+/// [`named_enum!`](crate::named_enum).
+pub trait Named: Copy + PartialEq + 'static {
+    /// Every value, in declaration order.
+    const ALL: &'static [Self];
+    /// The value's stable name.
+    fn name(self) -> &'static str;
+}
+
+/// Declares an enum whose values have stable names: `ALL`, `name()`,
+/// `from_name()` and [`Named`](crate::resource::Named), from one list.
+#[macro_export]
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The stable name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The value with stable name `name`.
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl $crate::resource::Named for $name {
+            const ALL: &'static [Self] = $name::ALL;
+            fn name(self) -> &'static str {
+                $name::name(self)
+            }
+        }
+    };
+}
+
+/// Parses an update mask: each path must name one of the updatable fields
+/// `F` once; output-only and unknown paths are violations of `field`.
+pub fn parse_update_mask<F: Named>(paths: &[String], field: &str) -> Result<Vec<F>, Invalid> {
     let mut invalid = Invalid::default();
     let mut fields = Vec::with_capacity(paths.len());
     for path in paths {
         let path = path.trim();
-        match updatable.iter().find(|(name, _)| *name == path) {
-            Some((_, f)) if !fields.contains(f) => fields.push(*f),
+        match F::ALL.iter().find(|f| f.name() == path) {
+            Some(f) if !fields.contains(f) => fields.push(*f),
             Some(_) => {}
             None if OUTPUT_ONLY_FIELDS.contains(&path) => {
                 invalid.push(field, format!("{path:?} is output only and cannot be updated"))
             }
             None => {
-                let names: Vec<_> = updatable.iter().map(|(name, _)| *name).collect();
+                let names: Vec<_> = F::ALL.iter().map(|f| f.name()).collect();
                 invalid.push(
                     field,
                     format!("unknown field path {path:?}; updatable fields are {}", names.join(", ")),
@@ -92,20 +138,19 @@ pub fn parse_update_mask<F: Copy + PartialEq>(
 /// empty, every field `is_set` in the request message (the contract's rule).
 /// Broken paths, or nothing to update, are recorded in `invalid` against
 /// `field` (the mask's path in the request).
-pub fn fields_to_update<F: Copy + PartialEq>(
+pub fn fields_to_update<F: Named>(
     paths: &[String],
     field: &str,
-    updatable: &[(&'static str, F)],
     is_set: impl Fn(F) -> bool,
     invalid: &mut Invalid,
 ) -> Vec<F> {
     if !paths.is_empty() {
-        return parse_update_mask(paths, field, updatable).unwrap_or_else(|mask| {
+        return parse_update_mask(paths, field).unwrap_or_else(|mask| {
             invalid.0.extend(mask.0);
             Vec::new()
         });
     }
-    let fields: Vec<F> = updatable.iter().map(|(_, f)| *f).filter(|f| is_set(*f)).collect();
+    let fields: Vec<F> = F::ALL.iter().copied().filter(|f| is_set(*f)).collect();
     if fields.is_empty() {
         invalid.push(field, "names no field to update: list paths in update_mask or set at least one field");
     }
@@ -128,23 +173,46 @@ mod tests {
         assert!(RequestId::parse(&"x".repeat(129), "r").is_err());
     }
 
+    crate::named_enum! {
+        /// Fields of a test resource.
+        Field {
+            /// a
+            A = "a",
+            /// b
+            B = "b",
+            /// c
+            C = "c",
+        }
+    }
+
     #[test]
     fn an_empty_mask_means_every_set_field_and_nothing_set_is_invalid() {
-        let updatable = [("a", 1), ("b", 2), ("c", 3)];
         let mut invalid = Invalid::default();
-        assert_eq!(fields_to_update(&[], "m", &updatable, |f| f != 2, &mut invalid), vec![1, 3]);
+        assert_eq!(
+            fields_to_update(&[], "m", |f: Field| f != Field::B, &mut invalid),
+            vec![Field::A, Field::C]
+        );
         assert!(invalid.0.is_empty());
-        assert!(fields_to_update(&[], "m", &updatable, |_| false, &mut invalid).is_empty());
+        assert!(fields_to_update::<Field>(&[], "m", |_| false, &mut invalid).is_empty());
         assert_eq!(invalid.0[0].field, "m");
+    }
+
+    #[test]
+    fn named_enums_round_trip_their_names() {
+        assert_eq!(Field::from_name("b"), Some(Field::B));
+        assert_eq!(Field::from_name("B"), None);
+        assert!(Field::ALL.iter().all(|f| Field::from_name(f.name()) == Some(*f)));
     }
 
     #[test]
     fn update_masks_accept_each_field_once_and_reject_the_rest() {
         let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let updatable = [("a", 1), ("b", 2)];
-        assert_eq!(parse_update_mask(&paths(&["b", "a", "b"]), "m", &updatable).unwrap(), vec![2, 1]);
-        let err = parse_update_mask(&paths(&["id", "c"]), "m", &updatable).unwrap_err();
+        assert_eq!(
+            parse_update_mask::<Field>(&paths(&["b", "a", "b"]), "m").unwrap(),
+            vec![Field::B, Field::A]
+        );
+        let err = parse_update_mask::<Field>(&paths(&["id", "x"]), "m").unwrap_err();
         assert!(err.0[0].description.contains("output only"));
-        assert!(err.0[1].description.contains("updatable fields are a, b"));
+        assert!(err.0[1].description.contains("updatable fields are a, b, c"));
     }
 }

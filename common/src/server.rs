@@ -1,103 +1,39 @@
 //! Hosting a Clinic gRPC service: health, reflection, per-rpc tracing and
 //! deadlines, and graceful shutdown, the same for every service.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
 use tonic::{service::Routes, transport::server::TcpIncoming};
-use tonic_health::{
-    ServingStatus,
-    pb::health_server::HealthServer,
-    server::{HealthReporter, HealthService},
-};
+use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 
 use crate::{
-    config::{self, ConfigError},
+    health::{HEALTH_SERVICE_NAME, Health},
     layers::{DeadlineLayer, RpcTraceLayer},
+    settings::millis,
+    telemetry::LogSettings,
 };
 
-/// Name of the standard health service, as reflection lists it.
-pub const HEALTH_SERVICE_NAME: &str = "grpc.health.v1.Health";
+/// The clap id of [`ServerSettings::listen_addr`], for binaries that give
+/// it their own default (`mut_arg`).
+pub const LISTEN_ADDR_ARG: &str = "listen_addr";
 
-/// The `grpc.health.v1.Health` state of one process: the statuses of its
-/// services and of the empty name (the process as a whole) move together.
-#[derive(Clone)]
-pub struct Health {
-    reporter: HealthReporter,
-    services: Arc<[&'static str]>,
-}
-
-impl std::fmt::Debug for Health {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Health").field("services", &self.services).finish_non_exhaustive()
-    }
-}
-
-impl Health {
-    /// Health for a process serving `services` (fully qualified names), NOT_SERVING
-    /// until [`Health::set_serving`] says otherwise.
-    pub async fn new(services: &[&'static str]) -> Self {
-        let health = Self { reporter: HealthReporter::new(), services: services.into() };
-        health.set_serving(false).await;
-        health
-    }
-
-    /// Marks every service and the process SERVING or NOT_SERVING.
-    pub async fn set_serving(&self, serving: bool) {
-        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
-        for name in self.services.iter().copied().chain([""]) {
-            self.reporter.set_service_status(name, status).await;
-        }
-    }
-
-    /// Sets the status of one service name (or `""`, the process) alone.
-    pub async fn set_service(&self, name: &str, serving: bool) {
-        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
-        self.reporter.set_service_status(name, status).await;
-    }
-
-    /// Ends health: everything turns NOT_SERVING, then the statuses are
-    /// removed, which ends open `Watch` streams after they have seen
-    /// NOT_SERVING, so watchers do not hold a draining server open.
-    pub async fn close(&self) {
-        self.set_serving(false).await;
-        let mut reporter = self.reporter.clone();
-        for name in self.services.iter().copied().chain([""]) {
-            reporter.clear_service_status(name).await;
-        }
-    }
-
-    /// The services this process serves.
-    pub fn services(&self) -> &[&'static str] {
-        &self.services
-    }
-}
-
-/// How the gRPC server behaves; read by [`ServerSettings::from_env`].
-#[derive(Debug, Clone)]
+/// How the gRPC server listens and behaves.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServerSettings {
-    /// Longest any rpc may take, whatever deadline the caller sent
-    /// (`REQUEST_TIMEOUT_MS`, default 30000).
+    /// Where to listen (host:port).
+    #[arg(long = "listen-addr", id = LISTEN_ADDR_ARG, env = "LISTEN_ADDR", value_name = "ADDR")]
+    pub listen_addr: SocketAddr,
+    /// Longest any rpc may take, in milliseconds, whatever deadline the caller sent.
+    #[arg(long = "request-timeout-ms", env = "REQUEST_TIMEOUT_MS", value_name = "MS", default_value = "30000", value_parser = millis)]
     pub request_timeout: Duration,
     /// On shutdown, how long in-flight rpcs get to finish before the process
-    /// exits anyway (`SHUTDOWN_DRAIN_TIMEOUT_MS`, default 10000).
+    /// exits anyway, in milliseconds.
+    #[arg(long = "shutdown-drain-timeout-ms", env = "SHUTDOWN_DRAIN_TIMEOUT_MS", value_name = "MS", default_value = "10000", value_parser = millis)]
     pub drain_timeout: Duration,
-}
-
-impl ServerSettings {
-    /// Reads the settings from the environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self {
-            request_timeout: config::env_millis("REQUEST_TIMEOUT_MS", Duration::from_secs(30))?,
-            drain_timeout: config::env_millis("SHUTDOWN_DRAIN_TIMEOUT_MS", Duration::from_secs(10))?,
-        })
-    }
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(30), drain_timeout: Duration::from_secs(10) }
-    }
+    /// How the process logs.
+    #[command(flatten)]
+    pub log: LogSettings,
 }
 
 /// Why serving stopped with an error.
@@ -198,28 +134,6 @@ pub async fn serve_with_tasks(
     };
     let result = serve(listener, routes, health, settings, shutdown).await;
     background.iter().for_each(|t| t.abort());
-    result
-}
-
-/// Serves like [`serve_with_tasks`], and for as long as it serves keeps
-/// `health` in step with Postgres (see [`crate::db::spawn_health_probe`]);
-/// closes the pool at the end.
-pub async fn serve_with_database(
-    listener: TcpListener,
-    routes: Routes,
-    health: Health,
-    config: &crate::config::ServiceConfig,
-    pool: sqlx::PgPool,
-    mut background: Vec<tokio::task::JoinHandle<()>>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    background.push(crate::db::spawn_health_probe(
-        pool.clone(),
-        health.clone(),
-        config.health_probe_interval,
-    ));
-    let result = serve_with_tasks(listener, routes, health, &config.server, background, shutdown).await;
-    pool.close().await;
     result
 }
 

@@ -2,25 +2,40 @@
 
 use tracing_subscriber::{EnvFilter, fmt};
 
-/// Installs the global tracing subscriber.
-///
-/// `RUST_LOG` selects what is logged (default `info`); `LOG_FORMAT=json`
-/// switches to one JSON object per line for log shippers. Calling it twice is
-/// harmless, so tests may call it freely.
-pub fn init() {
-    init_with_default("info");
+/// The clap id of [`LogSettings::filter`], for binaries that log less by
+/// default (`mut_arg`).
+pub const LOG_FILTER_ARG: &str = "log_filter";
+
+/// How a process logs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogSettings {
+    /// What is logged: a tracing filter such as `info` or `warn,gateway=debug`.
+    #[arg(long = "log-filter", id = LOG_FILTER_ARG, env = "RUST_LOG", value_name = "FILTER", default_value = "info")]
+    pub filter: String,
+    /// `text` for people, `json` for one JSON object per line (log shippers).
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub format: LogFormat,
 }
 
-/// Like [`init`], with `default` as the filter when `RUST_LOG` is unset
-/// (command-line tools want less than servers).
-pub fn init_with_default(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global tracing subscriber. Calling it twice is harmless.
+pub fn init(settings: &LogSettings) {
+    let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|e| {
+        eprintln!("RUST_LOG={:?} is not a valid filter ({e}); logging at info", settings.filter);
+        EnvFilter::new("info")
+    });
     let builder = fmt().with_env_filter(filter).with_target(false);
-    let _ = if json {
-        builder.json().flatten_event(true).with_current_span(true).try_init()
-    } else {
-        builder.try_init()
+    let _ = match settings.format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Text => builder.try_init(),
     };
 }
 

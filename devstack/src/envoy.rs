@@ -2,6 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use clinic_common::defaults;
+
+use crate::stack::Ports;
+
 /// `envoy/envoy.yaml.tmpl`, the single source of Envoy's configuration.
 pub const TEMPLATE: &str = include_str!("../../envoy/envoy.yaml.tmpl");
 
@@ -34,16 +38,16 @@ pub struct Addresses {
 
 impl Addresses {
     /// Everything on this machine's loopback, as `make up` runs it.
-    pub fn local(port: u16, admin_port: u16, patients: u16, studies: u16, gateway: u16) -> Self {
-        let lo = || "127.0.0.1".to_owned();
+    pub fn local(ports: &Ports) -> Self {
+        let lo = || defaults::LOCALHOST.to_owned();
         Self {
             listen_host: lo(),
-            port,
+            port: ports.envoy,
             admin_host: lo(),
-            admin_port,
-            patients: (lo(), patients),
-            studies: (lo(), studies),
-            gateway: (lo(), gateway),
+            admin_port: ports.envoy_admin,
+            patients: (lo(), ports.patients),
+            studies: (lo(), ports.studies),
+            gateway: (lo(), ports.gateway),
         }
     }
 
@@ -52,12 +56,12 @@ impl Addresses {
     pub fn compose() -> Self {
         Self {
             listen_host: "0.0.0.0".into(),
-            port: 8080,
+            port: defaults::ENVOY_PORT,
             admin_host: "0.0.0.0".into(),
-            admin_port: 9901,
-            patients: ("patients-service".into(), 50051),
-            studies: ("studies-service".into(), 50052),
-            gateway: ("gateway".into(), 50053),
+            admin_port: defaults::ENVOY_ADMIN_PORT,
+            patients: ("patients-service".into(), defaults::PATIENTS_PORT),
+            studies: ("studies-service".into(), defaults::STUDIES_PORT),
+            gateway: ("gateway".into(), defaults::GATEWAY_PORT),
         }
     }
 
@@ -108,7 +112,7 @@ mod tests {
 
     #[test]
     fn rendering_fills_every_placeholder() {
-        let yaml = render(&Addresses::local(8080, 9901, 50051, 50052, 50053)).unwrap();
+        let yaml = render(&Addresses::local(&Ports::default())).unwrap();
         assert!(!yaml.contains("${"));
         assert!(yaml.contains("port_value: 50052"));
     }

@@ -4,14 +4,22 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
+use clinic_common::{
+    defaults,
+    telemetry::{LOG_FILTER_ARG, LogSettings},
+};
 use clinic_devstack::{envoy, import, postgres, stack};
 
 /// Runs Clinic locally and the chores around it.
 #[derive(Debug, Parser)]
 #[command(name = "clinic-dev", version)]
+#[command(mut_arg(LOG_FILTER_ARG, |a| a.default_value("warn").global(true)))]
+#[command(mut_arg("format", |a| a.global(true)))]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: LogSettings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -23,7 +31,7 @@ enum Command {
     /// row is reported with file, line and field, and nothing is half-imported.
     Import {
         /// Where the API is (Envoy, or the services themselves).
-        #[arg(long, env = "CLINIC_ADDR", default_value = "http://127.0.0.1:8080")]
+        #[arg(long, env = "CLINIC_ADDR", default_value_t = defaults::uri(defaults::ENVOY_PORT))]
         addr: String,
         /// Patients file: first_name, last_name, birth_date, email[, id].
         #[arg(long)]
@@ -58,19 +66,19 @@ struct UpArgs {
     #[arg(long, env = "CLINIC_HOME", default_value = ".local")]
     home: PathBuf,
     /// Envoy's gRPC port, the front door.
-    #[arg(long, env = "ENVOY_PORT", default_value_t = 8080)]
+    #[arg(long, env = "ENVOY_PORT", default_value_t = defaults::ENVOY_PORT)]
     envoy_port: u16,
     /// Envoy's admin port (bound to 127.0.0.1).
-    #[arg(long, env = "ENVOY_ADMIN_PORT", default_value_t = 9901)]
+    #[arg(long, env = "ENVOY_ADMIN_PORT", default_value_t = defaults::ENVOY_ADMIN_PORT)]
     envoy_admin_port: u16,
     /// patients-service port.
-    #[arg(long, env = "PATIENTS_PORT", default_value_t = 50051)]
+    #[arg(long, env = "PATIENTS_PORT", default_value_t = defaults::PATIENTS_PORT)]
     patients_port: u16,
     /// studies-service port.
-    #[arg(long, env = "STUDIES_PORT", default_value_t = 50052)]
+    #[arg(long, env = "STUDIES_PORT", default_value_t = defaults::STUDIES_PORT)]
     studies_port: u16,
     /// gateway port.
-    #[arg(long, env = "GATEWAY_PORT", default_value_t = 50053)]
+    #[arg(long, env = "GATEWAY_PORT", default_value_t = defaults::GATEWAY_PORT)]
     gateway_port: u16,
     /// Superuser URL of an existing PostgreSQL to use instead of a private one.
     #[arg(long, env = "DATABASE_URL")]
@@ -95,8 +103,9 @@ fn envoy_bin(given: Option<PathBuf>) -> PathBuf {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    clinic_common::telemetry::init_with_default("warn");
-    let result: Result<(), Box<dyn std::error::Error>> = match Cli::parse().command {
+    let cli = Cli::parse();
+    clinic_common::telemetry::init(&cli.log);
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Up(args) => {
             let bin_dir = std::env::current_exe()
                 .ok()
@@ -139,7 +148,7 @@ async fn main() -> ExitCode {
             .await
         }
         Command::EnvoyConfig { compose: false } => {
-            envoy::render(&envoy::Addresses::local(8080, 9901, 50051, 50052, 50053))
+            envoy::render(&envoy::Addresses::local(&stack::Ports::default()))
                 .map(|yaml| print!("{yaml}"))
                 .map_err(Into::into)
         }

@@ -128,15 +128,29 @@ pub async fn prepare(home: &Path, database_url: Option<&str>) -> Result<LocalDat
     Ok(LocalDatabase { admin, cluster, data_dir })
 }
 
+/// Why the migrations could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// A `DB_*` setting in the environment is invalid.
+    #[error("database settings: {0}")]
+    Settings(#[from] clap::Error),
+    /// Connecting or migrating failed.
+    #[error(transparent)]
+    Database(#[from] clinic_common::db::DbStartupError),
+    /// Counting the applied migrations failed.
+    #[error("reading the migration history: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
 /// Runs both services' migrations on `db`, each as its own role, as the
 /// services themselves do at start-up.
-pub async fn migrate(db: &LocalDatabase) -> Result<(), clinic_common::db::DbStartupError> {
+pub async fn migrate(db: &LocalDatabase) -> Result<(), MigrateError> {
     let services = [
         (ServiceRole::Patients, patients_service::migrator(), patients_service::SCHEMA),
         (ServiceRole::Studies, studies_service::migrator(), studies_service::SCHEMA),
     ];
     for (role, migrator, schema) in services {
-        let settings = clinic_common::db::DbSettings::new(db.url_for(role));
+        let settings = clinic_common::db::DbSettings::for_url(&db.url_for(role))?;
         let pool = clinic_common::db::connect_and_migrate(&settings, migrator, schema).await?;
         let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "select count(*) from {schema}._sqlx_migrations"

@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clinic_common::defaults;
 use clinic_proto::patients::v1::{ListPatientsRequest, patient_service_client::PatientServiceClient};
 use clinic_testkit::ServiceRole;
 use tokio::{process::Command, sync::mpsc};
@@ -26,7 +27,7 @@ use crate::{envoy, import, postgres};
 /// How long children get to stop after SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// Where everything listens.
+/// Where everything listens; [`Ports::default`] is the contract's ports.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     /// Envoy's gRPC listener (the front door).
@@ -39,6 +40,18 @@ pub struct Ports {
     pub studies: u16,
     /// gateway.
     pub gateway: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self {
+            envoy: defaults::ENVOY_PORT,
+            envoy_admin: defaults::ENVOY_ADMIN_PORT,
+            patients: defaults::PATIENTS_PORT,
+            studies: defaults::STUDIES_PORT,
+            gateway: defaults::GATEWAY_PORT,
+        }
+    }
 }
 
 /// What `up` needs to know.
@@ -135,13 +148,9 @@ impl Proc {
     }
 }
 
-fn uri(port: u16) -> String {
-    format!("http://127.0.0.1:{port}")
-}
-
 fn processes(options: &UpOptions, db: &postgres::LocalDatabase, envoy_config: &Path) -> Vec<Proc> {
     let p = options.ports;
-    let listen = |port: u16| format!("127.0.0.1:{port}");
+    let listen = defaults::listen_addr;
     let service = |name: &'static str, env: Vec<(&'static str, String)>| Proc {
         name,
         program: options.bin_dir.join(name),
@@ -155,7 +164,7 @@ fn processes(options: &UpOptions, db: &postgres::LocalDatabase, envoy_config: &P
             vec![
                 ("LISTEN_ADDR", listen(p.patients)),
                 ("DATABASE_URL", db.url_for(ServiceRole::Patients)),
-                ("STUDIES_ADDR", uri(p.studies)),
+                ("STUDIES_ADDR", defaults::uri(p.studies)),
             ],
         ),
         service(
@@ -163,15 +172,15 @@ fn processes(options: &UpOptions, db: &postgres::LocalDatabase, envoy_config: &P
             vec![
                 ("LISTEN_ADDR", listen(p.studies)),
                 ("DATABASE_URL", db.url_for(ServiceRole::Studies)),
-                ("PATIENTS_ADDR", uri(p.patients)),
+                ("PATIENTS_ADDR", defaults::uri(p.patients)),
             ],
         ),
         service(
             "gateway",
             vec![
                 ("LISTEN_ADDR", listen(p.gateway)),
-                ("PATIENTS_ADDR", uri(p.patients)),
-                ("STUDIES_ADDR", uri(p.studies)),
+                ("PATIENTS_ADDR", defaults::uri(p.patients)),
+                ("STUDIES_ADDR", defaults::uri(p.studies)),
             ],
         ),
         Proc {
@@ -197,7 +206,7 @@ async fn wait_ready(
     procs: &[Proc],
     exits: &mut mpsc::UnboundedReceiver<(usize, String)>,
 ) -> Result<(), UpError> {
-    let channel = clinic_common::client::channel(&uri(options.ports.envoy)).expect("valid URI");
+    let channel = clinic_common::client::channel(&defaults::uri(options.ports.envoy)).expect("valid URI");
     let give_up = Instant::now() + options.ready_timeout;
     loop {
         if let Ok((index, status)) = exits.try_recv() {
@@ -229,7 +238,7 @@ async fn wait_ready(
 /// Loads the sample data through Envoy if there are no patients yet; returns
 /// the id of the first patient, for the examples.
 async fn load_sample_data(options: &UpOptions) -> Result<Option<i64>, UpError> {
-    let channel = clinic_common::client::channel(&uri(options.ports.envoy)).expect("valid URI");
+    let channel = clinic_common::client::channel(&defaults::uri(options.ports.envoy)).expect("valid URI");
     let first = |channel| async move {
         PatientServiceClient::new(channel)
             .list_patients(ListPatientsRequest { page_size: 1, page_token: String::new() })
@@ -305,7 +314,7 @@ impl std::fmt::Debug for Running {
 /// Waits until the service on `port` answers SERVING for itself; returns how
 /// long after `since` that was.
 async fn serving_since(port: u16, since: Instant, give_up: Instant) -> Option<Duration> {
-    let channel = clinic_common::client::channel(&uri(port)).expect("valid URI");
+    let channel = clinic_common::client::channel(&defaults::uri(port)).expect("valid URI");
     loop {
         let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
         request.set_timeout(Duration::from_millis(500));
@@ -331,10 +340,7 @@ pub async fn start(options: UpOptions) -> Result<Running, UpError> {
     let db = postgres::prepare(&options.home, options.database_url.as_deref()).await?;
     let p = options.ports;
     let envoy_config = options.home.join("envoy.yaml");
-    std::fs::write(
-        &envoy_config,
-        envoy::render(&envoy::Addresses::local(p.envoy, p.envoy_admin, p.patients, p.studies, p.gateway))?,
-    )?;
+    std::fs::write(&envoy_config, envoy::render(&envoy::Addresses::local(&p))?)?;
     let (exits_tx, exits) = mpsc::unbounded_channel();
     let procs = processes(&options, &db, &envoy_config);
     let mut running = Running { options, db, procs, exits_tx, exits, startup: Vec::new() };

@@ -1,11 +1,9 @@
 //! The gateway's clients of patients-service and studies-service: one reused
 //! channel each, the caller's remaining deadline on every call.
 
-use std::time::Duration;
-
 use clinic_common::{
-    client::{self, Failure},
-    layers::Deadline,
+    client::{DownstreamExt, PeerClient},
+    deadline::Deadline,
 };
 use clinic_proto::{
     patients::v1::{
@@ -14,9 +12,8 @@ use clinic_proto::{
     },
     studies::v1::{ListStudiesRequest, Study, study_service_client::StudyServiceClient},
 };
-use tonic::{Status, transport::Channel};
 
-use crate::error::{Error, Result, Service};
+use crate::error::Result;
 
 /// Largest page the gateway asks studies-service for.
 const STUDIES_PAGE: i32 = 1000;
@@ -24,30 +21,13 @@ const STUDIES_PAGE: i32 = 1000;
 /// Both downstream services.
 #[derive(Debug, Clone)]
 pub struct Downstream {
-    patients: PatientServiceClient<Channel>,
-    studies: StudyServiceClient<Channel>,
-    ceiling: Duration,
-}
-
-fn failure(service: Service, status: Status) -> Error {
-    match client::classify(&status) {
-        Failure::Unavailable => Error::Unavailable(service, status.message().to_owned()),
-        Failure::DeadlineExceeded => Error::DeadlineExceeded(service),
-        Failure::Answered(_) if service == Service::Patients => Error::PatientsAnswered(status),
-        Failure::Answered(code) => Error::Failed(service, format!("{code:?}: {}", status.message())),
-    }
+    /// patients-service.
+    pub patients: PeerClient,
+    /// studies-service.
+    pub studies: PeerClient,
 }
 
 impl Downstream {
-    /// Clients over the two channels; no call waits longer than `ceiling`.
-    pub fn new(patients: Channel, studies: Channel, ceiling: Duration) -> Self {
-        Self {
-            patients: PatientServiceClient::new(patients),
-            studies: StudyServiceClient::new(studies),
-            ceiling,
-        }
-    }
-
     /// One page of patients.
     pub async fn list_patients(
         &self,
@@ -55,24 +35,16 @@ impl Downstream {
         page_token: String,
         deadline: Option<Deadline>,
     ) -> Result<ListPatientsResponse> {
-        let request = client::request(ListPatientsRequest { page_size, page_token }, deadline, self.ceiling);
-        self.patients
-            .clone()
-            .list_patients(request)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| failure(Service::Patients, s))
+        let request = self.patients.request(ListPatientsRequest { page_size, page_token }, deadline);
+        let answer = PatientServiceClient::new(self.patients.channel()).list_patients(request).await;
+        Ok(answer.downstream(self.patients.peer(), "listing patients")?)
     }
 
     /// One patient.
     pub async fn get_patient(&self, id: i64, deadline: Option<Deadline>) -> Result<Patient> {
-        let request = client::request(GetPatientRequest { id }, deadline, self.ceiling);
-        self.patients
-            .clone()
-            .get_patient(request)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| failure(Service::Patients, s))
+        let request = self.patients.request(GetPatientRequest { id }, deadline);
+        let answer = PatientServiceClient::new(self.patients.channel()).get_patient(request).await;
+        Ok(answer.downstream(self.patients.peer(), "reading the patient")?)
     }
 
     /// Every study of `patient_ids`, in batched `ListStudies` calls that
@@ -86,13 +58,10 @@ impl Downstream {
         loop {
             let message =
                 ListStudiesRequest { page_size: STUDIES_PAGE, page_token, patient_ids: patient_ids.clone() };
-            let page = self
-                .studies
-                .clone()
-                .list_studies(client::request(message, deadline, self.ceiling))
+            let page = StudyServiceClient::new(self.studies.channel())
+                .list_studies(self.studies.request(message, deadline))
                 .await
-                .map_err(|s| failure(Service::Studies, s))?
-                .into_inner();
+                .downstream(self.studies.peer(), "listing the patients' studies")?;
             studies.extend(page.studies);
             if page.next_page_token.is_empty() {
                 return Ok(studies);

@@ -5,7 +5,7 @@
 //! call per patient; then joins them in memory ([`crate::view::join`]).
 
 use clinic_common::{
-    layers::Deadline,
+    deadline::Deadline,
     paging,
     validation::{FieldViolation, Invalid},
 };

@@ -8,7 +8,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use clinic_common::server::Health;
+use clinic_common::health::Health;
 use tokio::{sync::Mutex, task::JoinHandle};
 use tonic::transport::Channel;
 use tonic_health::pb::{

@@ -4,8 +4,11 @@
 //! ever sees values that passed.
 
 use chrono::{DateTime, NaiveDate, Utc};
-pub use clinic_common::resource::{Etag, RequestId};
 use clinic_common::validation::FieldViolation;
+pub use clinic_common::{
+    ids::PatientId,
+    resource::{Etag, RequestId},
+};
 use email_address::{EmailAddress, Options};
 use unicode_normalization::UnicodeNormalization;
 
@@ -15,33 +18,6 @@ pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_EMAIL_CHARS: usize = 254;
 /// Earliest accepted birth date.
 pub const MIN_BIRTH_DATE: NaiveDate = NaiveDate::from_ymd_opt(1900, 1, 1).expect("valid date");
-
-/// A patient's server-assigned id: positive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PatientId(i64);
-
-impl PatientId {
-    /// Parses the id of `field`: it must be positive.
-    pub fn parse(raw: i64, field: &str) -> Result<Self, FieldViolation> {
-        if raw > 0 { Ok(Self(raw)) } else { Err(FieldViolation::new(field, "must be a positive patient id")) }
-    }
-
-    /// An id read back from storage, which only holds valid ones.
-    pub fn from_stored(raw: i64) -> Self {
-        Self(raw)
-    }
-
-    /// The raw value.
-    pub fn get(self) -> i64 {
-        self.0
-    }
-}
-
-impl std::fmt::Display for PatientId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// A first or last name: trimmed, NFC-normalised, 1 to 100 characters of
 /// letters (any script), spaces, apostrophes, hyphens and periods, with at
@@ -188,32 +164,18 @@ pub struct PatientPatch {
     pub email: Option<Email>,
 }
 
-/// The fields of a patient an update mask may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatientField {
-    /// `first_name`
-    FirstName,
-    /// `last_name`
-    LastName,
-    /// `birth_date`
-    BirthDate,
-    /// `email`
-    Email,
-}
-
-impl PatientField {
-    /// Every updatable field.
-    pub const ALL: [PatientField; 4] =
-        [PatientField::FirstName, PatientField::LastName, PatientField::BirthDate, PatientField::Email];
-
-    /// The field's name in the API.
-    pub fn name(self) -> &'static str {
-        match self {
-            PatientField::FirstName => "first_name",
-            PatientField::LastName => "last_name",
-            PatientField::BirthDate => "birth_date",
-            PatientField::Email => "email",
-        }
+clinic_common::named_enum! {
+    /// The fields of a patient an update mask may name; names are the API's
+    /// and the columns'.
+    PatientField {
+        /// `first_name`
+        FirstName = "first_name",
+        /// `last_name`
+        LastName = "last_name",
+        /// `birth_date`
+        BirthDate = "birth_date",
+        /// `email`
+        Email = "email",
     }
 }
 

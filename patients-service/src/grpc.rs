@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use clinic_common::{
-    layers::Deadline,
+    api_error::ApiError,
+    deadline::Deadline,
     paging::{self, PageTokens},
     resource::{self, timestamp},
     validation::Invalid,
@@ -28,32 +29,23 @@ use crate::{
 const LIST_SCOPE: &str = "clinic.patients.v1.PatientService/ListPatients";
 
 /// PatientService backed by [`PatientStore`].
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct PatientApi {
-    store: PatientStore,
-    tokens: PageTokens,
-    studies: Arc<dyn StudiesLookup>,
-}
-
-impl std::fmt::Debug for PatientApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PatientApi").field("store", &self.store).finish_non_exhaustive()
-    }
+    /// Where patients are kept.
+    pub store: PatientStore,
+    /// Signs and checks ListPatients' page tokens.
+    pub tokens: PageTokens,
+    /// Asked whether a patient has studies before a non-forced delete.
+    pub studies: Arc<dyn StudiesLookup>,
 }
 
 impl PatientApi {
-    /// The service on `store`, signing page tokens with `tokens` and asking
-    /// `studies` before non-forced deletes.
-    pub fn new(store: PatientStore, tokens: PageTokens, studies: Arc<dyn StudiesLookup>) -> Self {
-        Self { store, tokens, studies }
-    }
-
     async fn delete(&self, req: pb::DeletePatientRequest, deadline: Option<Deadline>) -> Result<()> {
         let id = PatientId::parse(req.id, "id").map_err(Invalid::from)?;
         let etag = Etag::from_request(&req.etag);
         let current = self.store.get(id).await?;
         if etag.as_ref().is_some_and(|e| *e != current.etag) {
-            return Err(Error::EtagMismatch(id));
+            return Err(ApiError::etag_mismatch(id).into());
         }
         if !req.force && self.studies.has_studies(id, deadline).await? {
             return Err(Error::HasStudies(id));
@@ -87,14 +79,11 @@ impl pb::patient_service_server::PatientService for PatientApi {
     ) -> Result<Response<pb::ListPatientsResponse>, Status> {
         let req = request.into_inner();
         let size = paging::page_size(req.page_size, "page_size").map_err(Error::from)?;
-        let after = self.tokens.decode(LIST_SCOPE, &req.page_token).map_err(|_| Error::InvalidPageToken)?;
-        let (patients, more) = self.store.list(after.unwrap_or(0), size).await?;
-        let next_page_token = match patients.last() {
-            Some(last) if more => self.tokens.encode(LIST_SCOPE, last.id.get()),
-            _ => String::new(),
-        };
+        let after = self.tokens.decode(LIST_SCOPE, &req.page_token).map_err(ApiError::from)?;
+        let page = self.store.list(after.unwrap_or(0), size).await?;
+        let next_page_token = self.tokens.next_token(LIST_SCOPE, &page, |p| p.id.get());
         Ok(Response::new(pb::ListPatientsResponse {
-            patients: patients.into_iter().map(Into::into).collect(),
+            patients: page.items.into_iter().map(Into::into).collect(),
             next_page_token,
         }))
     }
@@ -210,14 +199,13 @@ fn parse_update(
     let mut invalid = Invalid::default();
     let id = invalid.check(PatientId::parse(p.id, "patient.id"));
     let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-    let updatable = PatientField::ALL.map(|f| (f.name(), f));
     let is_set = |f| match f {
         PatientField::FirstName => !p.first_name.is_empty(),
         PatientField::LastName => !p.last_name.is_empty(),
         PatientField::BirthDate => !p.birth_date.is_empty(),
         PatientField::Email => !p.email.is_empty(),
     };
-    let fields = resource::fields_to_update(&paths, "update_mask", &updatable, is_set, &mut invalid);
+    let fields = resource::fields_to_update(&paths, "update_mask", is_set, &mut invalid);
     let mut patch = PatientPatch::default();
     for field in fields {
         match field {

@@ -6,23 +6,17 @@
 //! `deleted` event to the outbox (see `storage.rs`) and studies-service
 //! removes the studies when it consumes it, even if it was down at the time.
 
-use std::time::Duration;
-
 use clinic_common::{
-    client::{self, Failure},
-    layers::Deadline,
+    client::{DownstreamExt, PeerClient},
+    deadline::Deadline,
 };
 use clinic_proto::studies::v1::{ListStudiesRequest, study_service_client::StudyServiceClient};
-use tonic::transport::Channel;
 
-use crate::{
-    domain::PatientId,
-    error::{Error, Result},
-};
+use crate::{domain::PatientId, error::Result};
 
 /// Answers whether a patient has studies.
 #[tonic::async_trait]
-pub trait StudiesLookup: Send + Sync + 'static {
+pub trait StudiesLookup: std::fmt::Debug + Send + Sync + 'static {
     /// Whether `patient` has at least one study, asked within `deadline`.
     async fn has_studies(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<bool>;
 }
@@ -40,33 +34,17 @@ impl StudiesLookup for NoStudies {
 
 /// Asks studies-service with `ListStudies` by patient id, one study at most.
 #[derive(Debug, Clone)]
-pub struct GrpcStudies {
-    client: StudyServiceClient<Channel>,
-    ceiling: Duration,
-}
-
-impl GrpcStudies {
-    /// A lookup over `channel`; no call waits longer than `ceiling`.
-    pub fn new(channel: Channel, ceiling: Duration) -> Self {
-        Self { client: StudyServiceClient::new(channel), ceiling }
-    }
-}
+pub struct GrpcStudies(pub PeerClient);
 
 #[tonic::async_trait]
 impl StudiesLookup for GrpcStudies {
     async fn has_studies(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<bool> {
-        let request = client::request(
-            ListStudiesRequest { page_size: 1, page_token: String::new(), patient_ids: vec![patient.get()] },
-            deadline,
-            self.ceiling,
-        );
-        match self.client.clone().list_studies(request).await {
-            Ok(response) => Ok(!response.into_inner().studies.is_empty()),
-            Err(status) => Err(match client::classify(&status) {
-                Failure::Unavailable => Error::StudiesUnavailable(status.message().to_owned()),
-                Failure::DeadlineExceeded => Error::DeadlineExceeded,
-                Failure::Answered(code) => Error::StudiesFailed(format!("{code:?}: {}", status.message())),
-            }),
-        }
+        let ask =
+            ListStudiesRequest { page_size: 1, page_token: String::new(), patient_ids: vec![patient.get()] };
+        let page = StudyServiceClient::new(self.0.channel())
+            .list_studies(self.0.request(ask, deadline))
+            .await
+            .downstream(self.0.peer(), "checking whether the patient has studies")?;
+        Ok(!page.studies.is_empty())
     }
 }

@@ -2,103 +2,18 @@
 //! radiology vocabulary, and the rules they obey. No I/O and no protobuf.
 
 use chrono::{DateTime, Utc};
-pub use clinic_common::resource::{Etag, RequestId};
 use clinic_common::validation::{FieldViolation, Invalid};
+pub use clinic_common::{
+    ids::{PatientId, StudyId},
+    resource::{Etag, RequestId},
+};
 
 /// Longest description, in characters, after trimming.
 pub const MAX_DESCRIPTION_CHARS: usize = 2000;
 /// Most patient ids one ListStudies may filter by.
 pub const MAX_PATIENT_IDS: usize = 1000;
 
-/// A study's server-assigned id: positive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StudyId(i64);
-
-impl StudyId {
-    /// Parses the id of `field`: it must be positive.
-    pub fn parse(raw: i64, field: &str) -> Result<Self, FieldViolation> {
-        if raw > 0 { Ok(Self(raw)) } else { Err(FieldViolation::new(field, "must be a positive study id")) }
-    }
-
-    /// An id read back from storage.
-    pub fn from_stored(raw: i64) -> Self {
-        Self(raw)
-    }
-
-    /// The raw value.
-    pub fn get(self) -> i64 {
-        self.0
-    }
-}
-
-impl std::fmt::Display for StudyId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// The id of the patient a study belongs to. Owned by patients-service;
-/// here it is only a reference, checked over gRPC, never a foreign key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PatientRef(i64);
-
-impl PatientRef {
-    /// Parses the patient id of `field`: it must be positive.
-    pub fn parse(raw: i64, field: &str) -> Result<Self, FieldViolation> {
-        if raw > 0 { Ok(Self(raw)) } else { Err(FieldViolation::new(field, "must be a positive patient id")) }
-    }
-
-    /// An id read back from storage or from a trusted event.
-    pub fn from_stored(raw: i64) -> Self {
-        Self(raw)
-    }
-
-    /// The raw value.
-    pub fn get(self) -> i64 {
-        self.0
-    }
-}
-
-impl std::fmt::Display for PatientRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// Declares a closed vocabulary: a Rust enum whose values have a stable,
-/// readable name, used in Postgres (checked by a constraint) and matched to
-/// the protobuf enum value `<PREFIX>_<NAME>`.
-macro_rules! vocabulary {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)+
-        }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
-
-            /// The stable name, as stored.
-            pub fn name(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text,)+
-                }
-            }
-
-            /// The value with stable name `name`.
-            pub fn from_name(name: &str) -> Option<Self> {
-                match name {
-                    $($text => Some($name::$variant),)+
-                    _ => None,
-                }
-            }
-        }
-    };
-}
-
-vocabulary! {
+clinic_common::named_enum! {
     /// How soon a study must be read.
     UrgencyLevel {
         /// Routine.
@@ -110,7 +25,7 @@ vocabulary! {
     }
 }
 
-vocabulary! {
+clinic_common::named_enum! {
     /// The part of the body examined; names follow DICOM Body Part Examined.
     BodyPart {
         /// DICOM STOMACH.
@@ -164,7 +79,7 @@ vocabulary! {
     }
 }
 
-vocabulary! {
+clinic_common::named_enum! {
     /// The kind of study; names follow DICOM modalities.
     StudyType {
         /// DICOM CR/DX.
@@ -248,7 +163,7 @@ impl PatientFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewStudy {
     /// The patient.
-    pub patient_id: PatientRef,
+    pub patient_id: PatientId,
     /// How soon it must be read.
     pub urgency_level: UrgencyLevel,
     /// The part examined.
@@ -263,7 +178,7 @@ pub struct NewStudy {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StudyPatch {
     /// Move the study to this patient (who must exist).
-    pub patient_id: Option<PatientRef>,
+    pub patient_id: Option<PatientId>,
     /// New urgency.
     pub urgency_level: Option<UrgencyLevel>,
     /// New body part.
@@ -274,40 +189,20 @@ pub struct StudyPatch {
     pub study_type: Option<StudyType>,
 }
 
-/// The fields of a study an update mask may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StudyField {
-    /// `patient_id`
-    PatientId,
-    /// `urgency_level`
-    UrgencyLevel,
-    /// `body_part`
-    BodyPart,
-    /// `description`
-    Description,
-    /// `study_type`
-    StudyType,
-}
-
-impl StudyField {
-    /// Every updatable field.
-    pub const ALL: [StudyField; 5] = [
-        StudyField::PatientId,
-        StudyField::UrgencyLevel,
-        StudyField::BodyPart,
-        StudyField::Description,
-        StudyField::StudyType,
-    ];
-
-    /// The field's name in the API.
-    pub fn name(self) -> &'static str {
-        match self {
-            StudyField::PatientId => "patient_id",
-            StudyField::UrgencyLevel => "urgency_level",
-            StudyField::BodyPart => "body_part",
-            StudyField::Description => "description",
-            StudyField::StudyType => "study_type",
-        }
+clinic_common::named_enum! {
+    /// The fields of a study an update mask may name; names are the API's
+    /// and the columns'.
+    StudyField {
+        /// `patient_id`
+        PatientId = "patient_id",
+        /// `urgency_level`
+        UrgencyLevel = "urgency_level",
+        /// `body_part`
+        BodyPart = "body_part",
+        /// `description`
+        Description = "description",
+        /// `study_type`
+        StudyType = "study_type",
     }
 }
 
@@ -317,7 +212,7 @@ pub struct Study {
     /// Server-assigned id.
     pub id: StudyId,
     /// The patient.
-    pub patient_id: PatientRef,
+    pub patient_id: PatientId,
     /// How soon it must be read.
     pub urgency_level: UrgencyLevel,
     /// The part examined.
@@ -340,7 +235,7 @@ pub struct PatientDeleted {
     /// Position in patients-service's outbox.
     pub sequence: i64,
     /// The deleted patient.
-    pub patient_id: PatientRef,
+    pub patient_id: PatientId,
 }
 
 #[cfg(test)]

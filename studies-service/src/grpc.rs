@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use clinic_common::{
-    layers::Deadline,
+    deadline::Deadline,
     paging::{self, PageTokens},
     resource::{self, timestamp},
     validation::{FieldViolation, Invalid},
@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{
-        BodyPart, Description, Etag, NewStudy, PatientFilter, PatientRef, RequestId, Study, StudyField,
+        BodyPart, Description, Etag, NewStudy, PatientFilter, PatientId, RequestId, Study, StudyField,
         StudyId, StudyPatch, StudyType, UrgencyLevel,
     },
     error::{Error, Result},
@@ -24,31 +24,22 @@ use crate::{
 };
 
 /// StudyService backed by [`StudyStore`] and a [`PatientDirectory`].
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct StudyApi {
-    store: StudyStore,
-    tokens: PageTokens,
-    patients: Arc<dyn PatientDirectory>,
-}
-
-impl std::fmt::Debug for StudyApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StudyApi").field("store", &self.store).finish_non_exhaustive()
-    }
+    /// Where studies are kept.
+    pub store: StudyStore,
+    /// Signs and checks ListStudies' page tokens.
+    pub tokens: PageTokens,
+    /// Asked whether a study's patient exists.
+    pub patients: Arc<dyn PatientDirectory>,
 }
 
 impl StudyApi {
-    /// The service on `store`, signing page tokens with `tokens`, checking
-    /// patients with `patients`.
-    pub fn new(store: StudyStore, tokens: PageTokens, patients: Arc<dyn PatientDirectory>) -> Self {
-        Self { store, tokens, patients }
-    }
-
     /// Fails unless `patient` exists: patients known here to be deleted are
     /// refused without asking; the others are asked of patients-service.
-    async fn ensure_patient(&self, patient: PatientRef, deadline: Option<Deadline>) -> Result<()> {
+    async fn ensure_patient(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()> {
         if self.store.is_deleted_patient(patient).await? {
-            return Err(Error::PatientNotFound(patient));
+            return Err(Error::not_found(patient));
         }
         self.patients.ensure_exists(patient, deadline).await
     }
@@ -81,14 +72,11 @@ impl StudyApi {
         });
         let size = invalid.finish(|| size.unwrap_or_default())?;
         let scope = list_scope(&filter);
-        let after = self.tokens.decode(&scope, &req.page_token).map_err(|_| Error::InvalidPageToken)?;
-        let (studies, more) = self.store.list(&filter, after.unwrap_or(0), size).await?;
-        let next_page_token = match studies.last() {
-            Some(last) if more => self.tokens.encode(&scope, last.id.get()),
-            _ => String::new(),
-        };
+        let after = self.tokens.decode(&scope, &req.page_token)?;
+        let page = self.store.list(&filter, after.unwrap_or(0), size).await?;
+        let next_page_token = self.tokens.next_token(&scope, &page, |s| s.id.get());
         Ok(pb::ListStudiesResponse {
-            studies: studies.into_iter().map(Into::into).collect(),
+            studies: page.items.into_iter().map(Into::into).collect(),
             next_page_token,
         })
     }
@@ -179,7 +167,7 @@ fn parse_create(req: pb::CreateStudyRequest) -> Result<(NewStudy, Option<Request
         invalid.push("study", "is required");
         return Err(invalid.into());
     };
-    let patient_id = invalid.check(PatientRef::parse(s.patient_id, "study.patient_id"));
+    let patient_id = invalid.check(PatientId::parse(s.patient_id, "study.patient_id"));
     let urgency_level = invalid.check(urgency_level(s.urgency_level, "study.urgency_level"));
     let body_part = invalid.check(body_part(s.body_part, "study.body_part"));
     let description = invalid.check(Description::parse(&s.description, "study.description"));
@@ -205,7 +193,6 @@ fn parse_update(req: pb::UpdateStudyRequest) -> Result<(StudyId, StudyPatch, Opt
     let mut invalid = Invalid::default();
     let id = invalid.check(StudyId::parse(s.id, "study.id"));
     let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-    let updatable = StudyField::ALL.map(|f| (f.name(), f));
     let is_set = |f| match f {
         StudyField::PatientId => s.patient_id != 0,
         StudyField::UrgencyLevel => s.urgency_level != 0,
@@ -213,12 +200,12 @@ fn parse_update(req: pb::UpdateStudyRequest) -> Result<(StudyId, StudyPatch, Opt
         StudyField::Description => !s.description.is_empty(),
         StudyField::StudyType => s.study_type != 0,
     };
-    let fields = resource::fields_to_update(&paths, "update_mask", &updatable, is_set, &mut invalid);
+    let fields = resource::fields_to_update(&paths, "update_mask", is_set, &mut invalid);
     let mut patch = StudyPatch::default();
     for field in fields {
         match field {
             StudyField::PatientId => {
-                patch.patient_id = invalid.check(PatientRef::parse(s.patient_id, "study.patient_id"))
+                patch.patient_id = invalid.check(PatientId::parse(s.patient_id, "study.patient_id"))
             }
             StudyField::UrgencyLevel => {
                 patch.urgency_level = invalid.check(urgency_level(s.urgency_level, "study.urgency_level"))

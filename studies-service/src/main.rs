@@ -1,19 +1,10 @@
-//! studies-service entry point: configuration, then serve until SIGINT/SIGTERM.
-
-use studies_service::{Application, Config};
+//! studies-service entry point: see [`clinic_common::service::main`].
 
 /// mimalloc: fewer cycles per allocation than the system allocator on the
 /// request path (measured with `make bench`, see docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    clinic_common::telemetry::init();
-    let shutdown = clinic_common::server::shutdown_signal();
-    let app = Application::build(Config::from_env()?).await?;
-    tracing::info!(addr = %app.local_addr(), "studies-service listening");
-    app.run_until(shutdown).await?;
-    tracing::info!("studies-service stopped");
-    Ok(())
+fn main() -> std::process::ExitCode {
+    clinic_common::service::main::<studies_service::Application>()
 }

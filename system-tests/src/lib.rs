@@ -8,12 +8,19 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clinic_common::{
+    client::{DownstreamSettings, PatientsPeer, StudiesPeer},
+    server::ServerSettings,
+    service::Process,
+};
 use clinic_proto::{
     gateway::v1::gateway_service_client::GatewayServiceClient,
     patients::v1::{self as ppb, patient_service_client::PatientServiceClient},
     studies::v1::{self as pb, study_service_client::StudyServiceClient},
 };
-use clinic_testkit::{Running, ServiceRole, TestDb, cluster::free_port, service_config};
+use clinic_testkit::{
+    Running, ServiceRole, TestDb, cluster::free_port, service::server_settings, service_config,
+};
 use sqlx::ConnectOptions;
 use tonic::{Status, transport::Channel};
 
@@ -73,14 +80,10 @@ impl TestSystem {
     /// Starts the gateway (again) on its port.
     pub async fn start_gateway(&mut self) {
         let config = gateway::Config {
-            listen_addr: self.gateway_addr,
-            patients_addr: format!("http://{}", self.patients_addr),
-            studies_addr: format!("http://{}", self.studies_addr),
-            server: clinic_common::server::ServerSettings {
-                request_timeout: Duration::from_secs(10),
-                drain_timeout: Duration::from_secs(2),
-            },
-            downstream_timeout: Duration::from_secs(2),
+            server: ServerSettings { listen_addr: self.gateway_addr, ..server_settings() },
+            downstream: DownstreamSettings { timeout: Duration::from_secs(2) },
+            patients: PatientsPeer { patients_addr: format!("http://{}", self.patients_addr) },
+            studies: StudiesPeer { studies_addr: format!("http://{}", self.studies_addr) },
         };
         let app = gateway::Application::build(config).await.expect("gateway starts");
         self.gateway = Some(Running::spawn(self.gateway_addr, |shutdown| async move {
@@ -92,9 +95,9 @@ impl TestSystem {
     pub async fn start_patients(&mut self) {
         let mut config = patients_service::Config {
             service: service_config(self.db.url_for(ServiceRole::Patients)),
-            studies_addr: format!("http://{}", self.studies_addr),
+            studies: StudiesPeer { studies_addr: format!("http://{}", self.studies_addr) },
         };
-        config.service.listen_addr = self.patients_addr;
+        config.service.server.listen_addr = self.patients_addr;
         let app = patients_service::Application::build(config).await.expect("patients-service starts");
         self.patients = Some(Running::spawn(self.patients_addr, |shutdown| async move {
             app.run_until(shutdown).await.expect("patients-service runs")
@@ -105,10 +108,10 @@ impl TestSystem {
     pub async fn start_studies(&mut self) {
         let mut config = studies_service::Config {
             service: service_config(self.db.url_for(ServiceRole::Studies)),
-            patients_addr: format!("http://{}", self.patients_addr),
+            patients: PatientsPeer { patients_addr: format!("http://{}", self.patients_addr) },
             events_poll_interval: Duration::from_millis(100),
         };
-        config.service.listen_addr = self.studies_addr;
+        config.service.server.listen_addr = self.studies_addr;
         let app = studies_service::Application::build(config).await.expect("studies-service starts");
         self.studies = Some(Running::spawn(self.studies_addr, |shutdown| async move {
             app.run_until(shutdown).await.expect("studies-service runs")

@@ -3,27 +3,39 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clinic_common::{config::ServiceConfig, db::DbSettings, server::ServerSettings};
+use clinic_common::{
+    client::DownstreamSettings,
+    db::DbSettings,
+    server::ServerSettings,
+    service::ServiceConfig,
+    telemetry::{LogFormat, LogSettings},
+};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// Service settings for a test: port 0, a small pool, quick health probes
 /// and short timeouts, so failures show within a second or two.
 pub fn service_config(database_url: String) -> ServiceConfig {
     ServiceConfig {
-        listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+        server: server_settings(),
         db: DbSettings {
             url: database_url,
             max_connections: 5,
             acquire_timeout: Duration::from_millis(800),
             statement_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(10),
+            health_probe_interval: Duration::from_millis(200),
         },
-        server: ServerSettings {
-            request_timeout: Duration::from_secs(10),
-            drain_timeout: Duration::from_secs(2),
-        },
-        health_probe_interval: Duration::from_millis(200),
-        downstream_timeout: Duration::from_secs(2),
+        downstream: DownstreamSettings { timeout: Duration::from_secs(2) },
+    }
+}
+
+/// Server settings for a test: port 0, a 10 s request ceiling, a 2 s drain.
+pub fn server_settings() -> ServerSettings {
+    ServerSettings {
+        listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+        request_timeout: Duration::from_secs(10),
+        drain_timeout: Duration::from_secs(2),
+        log: LogSettings { filter: "info".into(), format: LogFormat::Text },
     }
 }
 

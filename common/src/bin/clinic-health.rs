@@ -1,23 +1,32 @@
 //! `clinic-health [ADDR] [SERVICE]`: exits 0 if the gRPC health check of
-//! SERVICE (default: the whole process) at ADDR (default: `$LISTEN_ADDR`, or
-//! 127.0.0.1:50051) answers SERVING within two seconds; otherwise 1. The
-//! container images use it as their HEALTHCHECK, so they need no shell tools.
+//! SERVICE (default: the whole process) at ADDR answers SERVING within two
+//! seconds; otherwise 1. The container images use it as their HEALTHCHECK,
+//! so they need no shell tools.
 
 use std::{process::ExitCode, time::Duration};
 
+use clap::Parser;
+use clinic_common::defaults;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+/// Checks the gRPC health of a Clinic process; exit code 0 means SERVING.
+#[derive(Debug, Parser)]
+#[command(name = "clinic-health", version)]
+struct Args {
+    /// The process to ask (host:port); a 0.0.0.0 host means this machine.
+    #[arg(env = "LISTEN_ADDR", default_value_t = defaults::listen_addr(defaults::PATIENTS_PORT))]
+    addr: String,
+    /// The service name to check; empty for the process as a whole.
+    #[arg(default_value = "")]
+    service: String,
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let addr = args
-        .next()
-        .or_else(|| std::env::var("LISTEN_ADDR").ok())
-        .unwrap_or_else(|| "127.0.0.1:50051".into())
-        .replace("0.0.0.0", "127.0.0.1");
-    let service = args.next().unwrap_or_default();
+    let Args { addr, service } = Args::parse();
+    let addr = addr.replace("0.0.0.0", defaults::LOCALHOST);
     let check = async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
         let response = HealthClient::new(channel).check(HealthCheckRequest { service }).await?;

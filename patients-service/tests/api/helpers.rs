@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use clinic_common::{client::StudiesPeer, defaults, service::Process};
 use clinic_proto::patients::v1::{self as pb, patient_service_client::PatientServiceClient};
 use clinic_testkit::{Running, ServiceRole, TestDb, service_config};
 use patients_service::{Application, Config, studies::NoStudies};
@@ -21,7 +22,10 @@ pub struct TestApp {
 
 /// Configuration for a test: port 0 and quick failure detection.
 pub fn test_config(database_url: String) -> Config {
-    Config { service: service_config(database_url), studies_addr: Config::DEFAULT_STUDIES_ADDR.into() }
+    Config {
+        service: service_config(database_url),
+        studies: StudiesPeer { studies_addr: defaults::uri(defaults::STUDIES_PORT) },
+    }
 }
 
 /// Starts the service on a fresh database.

@@ -1,0 +1,205 @@
+//! What can go wrong in any Clinic service, and its one mapping to a status.
+//!
+//! A service's own error type holds only what is particular to it (a taken
+//! email, a patient who still has studies) next to an [`ApiError`]; the
+//! failures every service shares are declared, worded and mapped here once.
+
+use std::collections::HashMap;
+
+use sqlx::PgPool;
+use tonic::{Code, Status};
+
+use crate::{
+    client::DownstreamError,
+    db, errors,
+    ids::{Id, Kind},
+    paging::InvalidPageToken,
+    resource::Etag,
+    validation::{FieldViolation, Invalid},
+};
+
+/// A failure any Clinic service can meet.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Input fields break rules.
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+    /// The page token was not issued by this method for this request.
+    #[error("invalid page token")]
+    InvalidPageToken,
+    /// No resource of this kind has this id.
+    #[error("{noun} {id} not found")]
+    NotFound {
+        /// The kind of resource (`patient`, `study`).
+        noun: &'static str,
+        /// The id asked for.
+        id: i64,
+    },
+    /// The etag sent is not the current one; nothing changed.
+    #[error("stale etag for {noun} {id}")]
+    EtagMismatch {
+        /// The kind of resource.
+        noun: &'static str,
+        /// Its id.
+        id: i64,
+    },
+    /// Another service could not answer.
+    #[error(transparent)]
+    Downstream(#[from] DownstreamError),
+    /// The database failed: unreachable, too slow, or something unexpected
+    /// (see [`db::status`]).
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ApiError {
+    /// NOT_FOUND for `id`.
+    pub fn not_found<K: Kind>(id: Id<K>) -> Self {
+        Self::NotFound { noun: K::NOUN, id: id.get() }
+    }
+
+    /// ABORTED for a stale etag on `id`.
+    pub fn etag_mismatch<K: Kind>(id: Id<K>) -> Self {
+        Self::EtagMismatch { noun: K::NOUN, id: id.get() }
+    }
+
+    /// Stored data that breaks an invariant the code relies on: INTERNAL,
+    /// with `what` in the log only.
+    pub fn corrupt(what: String) -> Self {
+        Self::Database(sqlx::Error::Decode(what.into()))
+    }
+}
+
+/// Row `id`, read with `sql` (a statement taking the id as `$1`), or NOT_FOUND.
+pub async fn fetch_by_id<R, K>(pool: &PgPool, sql: &'static str, id: Id<K>) -> Result<R, ApiError>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    K: Kind,
+{
+    sqlx::query_as(sql).bind(id.get()).fetch_optional(pool).await?.ok_or_else(|| ApiError::not_found(id))
+}
+
+/// Deletes row `id` of `table` if `etag` (when given) is its current
+/// version; whether a row was deleted. The caller decides the transaction.
+pub async fn delete_if_current<'c, K: Kind>(
+    conn: impl sqlx::PgExecutor<'c>,
+    table: &'static str,
+    id: Id<K>,
+    etag: Option<&Etag>,
+) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "delete from {table} where id = $1 and ($2::text is null or version::text = $2)"
+    )))
+    .bind(id.get())
+    .bind(etag.map(Etag::as_str))
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(deleted == 1)
+}
+
+/// Why a write of row `id` of `table`, conditioned on its etag, touched no
+/// row: the row is gone (NOT_FOUND), or its etag changed (ABORTED).
+pub async fn why_not_written<K: Kind>(pool: &PgPool, table: &'static str, id: Id<K>) -> ApiError {
+    match sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(format!("select 1 from {table} where id = $1")))
+        .bind(id.get())
+        .fetch_optional(pool)
+        .await
+    {
+        Ok(Some(_)) => ApiError::etag_mismatch(id),
+        Ok(None) => ApiError::not_found(id),
+        Err(e) => e.into(),
+    }
+}
+
+impl From<FieldViolation> for ApiError {
+    fn from(violation: FieldViolation) -> Self {
+        Self::Invalid(violation.into())
+    }
+}
+
+impl From<InvalidPageToken> for ApiError {
+    fn from(_: InvalidPageToken) -> Self {
+        Self::InvalidPageToken
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::Invalid(invalid) => errors::invalid_fields(&invalid),
+            ApiError::InvalidPageToken => errors::invalid_page_token(),
+            ApiError::NotFound { noun, id } => errors::with_reason_and_metadata(
+                Code::NotFound,
+                format!("{noun} {id} not found"),
+                &format!("{}_NOT_FOUND", noun.to_uppercase()),
+                HashMap::from([(format!("{noun}_id"), id.to_string())]),
+            ),
+            ApiError::EtagMismatch { noun, id } => errors::etag_mismatch(&format!("{noun} {id}")),
+            ApiError::Downstream(e) => e.into(),
+            ApiError::Database(e) => db::status(&e),
+        }
+    }
+}
+
+/// Implements `From` for every failure [`ApiError`] holds on a service's
+/// error type whose `Api` variant holds an `ApiError`, so `?` works on
+/// validation, paging, database and downstream results alike.
+#[macro_export]
+macro_rules! api_error_conversions {
+    ($error:ty) => {
+        impl<E> From<E> for $error
+        where
+            E: $crate::api_error::IntoApiError,
+        {
+            fn from(error: E) -> Self {
+                Self::Api(error.into_api_error())
+            }
+        }
+    };
+}
+
+/// The failures that become an [`ApiError`]; see [`api_error_conversions`].
+pub trait IntoApiError {
+    /// The `ApiError` for `self`.
+    fn into_api_error(self) -> ApiError;
+}
+
+macro_rules! into_api_error {
+    ($($source:ty),+) => {$(
+        impl IntoApiError for $source {
+            fn into_api_error(self) -> ApiError {
+                self.into()
+            }
+        }
+    )+};
+}
+
+into_api_error!(ApiError, Invalid, FieldViolation, InvalidPageToken, DownstreamError, sqlx::Error);
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt;
+
+    use super::*;
+    use crate::ids::{PatientId, StudyId};
+
+    #[test]
+    fn not_found_names_the_kind_and_id_in_message_reason_and_metadata() {
+        let status: Status = ApiError::not_found(StudyId::from_stored(9)).into();
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "study 9 not found");
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "STUDY_NOT_FOUND");
+        assert_eq!(info.metadata.get("study_id").map(String::as_str), Some("9"));
+        let status: Status = ApiError::not_found(PatientId::from_stored(4)).into();
+        assert_eq!(status.get_details_error_info().unwrap().reason, "PATIENT_NOT_FOUND");
+    }
+
+    #[test]
+    fn corrupt_data_is_internal_and_says_nothing() {
+        let status: Status = ApiError::corrupt("unknown body_part \"X\"".into()).into();
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("body_part"));
+    }
+}

@@ -1,0 +1,38 @@
+//! Where everything listens by default: the contract's ports, written once.
+//!
+//! Every binary's configuration, `clinic-dev up`, the container health
+//! probe and the Envoy configuration take their defaults from here; the
+//! compose file and the README are checked against `--help`, which prints them.
+
+/// patients-service's gRPC port.
+pub const PATIENTS_PORT: u16 = 50051;
+/// studies-service's gRPC port.
+pub const STUDIES_PORT: u16 = 50052;
+/// The gateway's gRPC port.
+pub const GATEWAY_PORT: u16 = 50053;
+/// Envoy's plaintext listener (loopback only).
+pub const ENVOY_PORT: u16 = 8080;
+/// Envoy's admin interface (loopback only).
+pub const ENVOY_ADMIN_PORT: u16 = 9901;
+/// PostgreSQL's port.
+pub const POSTGRES_PORT: u16 = 5432;
+/// The database both services use.
+pub const DATABASE: &str = "clinic";
+/// The host of every local default.
+pub const LOCALHOST: &str = "127.0.0.1";
+
+/// `127.0.0.1:<port>`, a listen address on loopback.
+pub fn listen_addr(port: u16) -> String {
+    format!("{LOCALHOST}:{port}")
+}
+
+/// `http://127.0.0.1:<port>`, how a peer on this machine is reached.
+pub fn uri(port: u16) -> String {
+    format!("http://{LOCALHOST}:{port}")
+}
+
+/// The local default database URL of the service whose login role is
+/// `role` (its password is its name on throwaway local clusters).
+pub fn database_url(role: &str) -> String {
+    format!("postgres://{role}:{role}@{LOCALHOST}:{POSTGRES_PORT}/{DATABASE}")
+}

@@ -1,0 +1,62 @@
+//! The `grpc.health.v1.Health` state of one process.
+
+use std::sync::Arc;
+
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// Name of the standard health service, as reflection lists it.
+pub const HEALTH_SERVICE_NAME: &str = "grpc.health.v1.Health";
+
+/// The `grpc.health.v1.Health` state of one process: the statuses of its
+/// services and of the empty name (the process as a whole) move together.
+#[derive(Clone)]
+pub struct Health {
+    pub(crate) reporter: HealthReporter,
+    services: Arc<[&'static str]>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health").field("services", &self.services).finish_non_exhaustive()
+    }
+}
+
+impl Health {
+    /// Health for a process serving `services` (fully qualified names), NOT_SERVING
+    /// until [`Health::set_serving`] says otherwise.
+    pub async fn new(services: &[&'static str]) -> Self {
+        let health = Self { reporter: HealthReporter::new(), services: services.into() };
+        health.set_serving(false).await;
+        health
+    }
+
+    /// Marks every service and the process SERVING or NOT_SERVING.
+    pub async fn set_serving(&self, serving: bool) {
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        for name in self.services.iter().copied().chain([""]) {
+            self.reporter.set_service_status(name, status).await;
+        }
+    }
+
+    /// Sets the status of one service name (or `""`, the process) alone.
+    pub async fn set_service(&self, name: &str, serving: bool) {
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        self.reporter.set_service_status(name, status).await;
+    }
+
+    /// Ends health: everything turns NOT_SERVING, then the statuses are
+    /// removed, which ends open `Watch` streams after they have seen
+    /// NOT_SERVING, so watchers do not hold a draining server open.
+    pub async fn close(&self) {
+        self.set_serving(false).await;
+        let mut reporter = self.reporter.clone();
+        for name in self.services.iter().copied().chain([""]) {
+            reporter.clear_service_status(name).await;
+        }
+    }
+
+    /// The services this process serves.
+    pub fn services(&self) -> &[&'static str] {
+        &self.services
+    }
+}

@@ -1,0 +1,177 @@
+//! The top of the shared crate: what a whole service process is made of.
+//!
+//! [`ServiceConfig`] gathers the setting groups every service with a
+//! database flattens into its configuration; [`serve_with_database`] serves
+//! while keeping health in step with Postgres; [`main`] is every binary's
+//! `main`: parse the configuration, start telemetry, build, serve until
+//! SIGINT or SIGTERM.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::{
+    client::DownstreamSettings,
+    db::{self, DbSettings, DbStartupError},
+    health::Health,
+    paging::PageTokens,
+    server::{self, ServeError, ServerSettings},
+    telemetry::{self, LogSettings},
+};
+
+/// The settings every Clinic service with a database reads the same way.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceConfig {
+    /// Listening, request ceiling and shutdown drain.
+    #[command(flatten)]
+    pub server: ServerSettings,
+    /// Postgres connection, pool and health probe.
+    #[command(flatten)]
+    pub db: DbSettings,
+    /// Calls to other services.
+    #[command(flatten)]
+    pub downstream: DownstreamSettings,
+}
+
+/// Why a Clinic process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The listen address could not be bound.
+    #[error("binding the listen address: {0}")]
+    Bind(#[from] std::io::Error),
+    /// Postgres could not be reached or migrated.
+    #[error(transparent)]
+    Database(#[from] DbStartupError),
+    /// The address of another service is not a valid URI.
+    #[error("the address of another service: {0}")]
+    PeerAddress(#[from] tonic::transport::Error),
+    /// The key that signs page tokens could not be read.
+    #[error("loading the page token key: {0}")]
+    PageTokenKey(sqlx::Error),
+}
+
+/// What a service with a database serves with: its listener bound, its pool
+/// on a migrated schema, its health (NOT_SERVING until Postgres answers).
+#[derive(Debug)]
+pub struct Serving {
+    /// The bound listener.
+    pub listener: TcpListener,
+    /// The pool, on a migrated schema.
+    pub pool: sqlx::PgPool,
+    /// The process's health.
+    pub health: Health,
+}
+
+impl Serving {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+}
+
+/// What [`prepare`] makes ready.
+#[derive(Debug)]
+pub struct Prepared {
+    /// What the service serves with.
+    pub serving: Serving,
+    /// Page tokens signed with the service's own key.
+    pub tokens: PageTokens,
+}
+
+/// Binds `config`'s listen address, connects to Postgres, runs `migrator`
+/// with its history in `schema`, and loads the page-token key kept there.
+pub async fn prepare(
+    config: &ServiceConfig,
+    migrator: Migrator,
+    schema: &'static str,
+    services: &[&'static str],
+) -> Result<Prepared, StartupError> {
+    let listener = TcpListener::bind(config.server.listen_addr).await?;
+    let pool = db::connect_and_migrate(&config.db, migrator, schema).await?;
+    let key = db::page_token_key(&pool, schema).await.map_err(StartupError::PageTokenKey)?;
+    let health = Health::new(services).await;
+    Ok(Prepared { serving: Serving { listener, pool, health }, tokens: PageTokens::new(key) })
+}
+
+/// Serves like [`server::serve_with_tasks`], and for as long as it serves
+/// keeps `health` in step with Postgres (see [`db::spawn_health_probe`]);
+/// closes the pool at the end.
+pub async fn serve_with_database(
+    serving: Serving,
+    routes: Routes,
+    config: &ServiceConfig,
+    mut background: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let Serving { listener, pool, health } = serving;
+    let probe_health = health.clone();
+    background.push(db::spawn_health_probe(pool.clone(), config.db.health_probe_interval, move |ok| {
+        let health = probe_health.clone();
+        async move { health.set_serving(ok).await }
+    }));
+    let result =
+        server::serve_with_tasks(listener, routes, health, &config.server, background, shutdown).await;
+    pool.close().await;
+    result
+}
+
+/// A Clinic server process, as [`main`] runs it.
+pub trait Process: Sized + Send + 'static {
+    /// Its configuration: command-line flags and environment variables.
+    type Config: clap::Parser + Send + 'static;
+    /// Its name in logs.
+    const NAME: &'static str;
+
+    /// Binds the listener and prepares everything needed to serve.
+    fn build(config: Self::Config) -> impl Future<Output = Result<Self, StartupError>> + Send;
+
+    /// How the process logs, from its configuration.
+    fn log_settings(config: &Self::Config) -> &LogSettings;
+
+    /// The address actually bound.
+    fn local_addr(&self) -> SocketAddr;
+
+    /// Serves until `shutdown` completes, then drains.
+    fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), ServeError>> + Send;
+}
+
+/// The `main` of every Clinic server: reads the configuration (exiting with
+/// clap's message on a bad flag or variable, or printing `--help`), starts
+/// telemetry, builds the process and serves until SIGINT or SIGTERM.
+pub fn main<P: Process>() -> ExitCode {
+    let config = <P::Config as clap::Parser>::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{}: starting the runtime: {e}", P::NAME);
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        telemetry::init(P::log_settings(&config));
+        let shutdown = server::shutdown_signal();
+        let process = match P::build(config).await {
+            Ok(process) => process,
+            Err(e) => {
+                tracing::error!(error = %e, "{} could not start", P::NAME);
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(addr = %process.local_addr(), "{} listening", P::NAME);
+        match process.run_until(shutdown).await {
+            Ok(()) => {
+                tracing::info!("{} stopped", P::NAME);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "{} failed", P::NAME);
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,29 @@
+//! Everything the gateway reads from its command line and environment, each
+//! setting declared once (`gateway --help` lists them all).
+
+use clap::Parser;
+use clinic_common::{
+    client::{DownstreamSettings, PatientsPeer, StudiesPeer},
+    defaults,
+    server::{LISTEN_ADDR_ARG, ServerSettings},
+    settings::default_to,
+};
+
+/// gateway: the listing view of patients with their studies; holds no data.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "gateway", version, about)]
+#[command(mut_arg(LISTEN_ADDR_ARG, default_to(defaults::listen_addr(defaults::GATEWAY_PORT))))]
+pub struct Config {
+    /// Listening, request ceiling and shutdown drain.
+    #[command(flatten)]
+    pub server: ServerSettings,
+    /// How long downstream calls may wait.
+    #[command(flatten)]
+    pub downstream: DownstreamSettings,
+    /// patients-service.
+    #[command(flatten)]
+    pub patients: PatientsPeer,
+    /// studies-service.
+    #[command(flatten)]
+    pub studies: StudiesPeer,
+}

@@ -1,0 +1,64 @@
+//! Building and running the gateway: what `main` and the tests start.
+
+use std::net::SocketAddr;
+
+use clinic_common::{
+    client::{Peer, PeerClient},
+    health::Health,
+    server::{self, ServeError},
+    service::{Process, StartupError},
+    telemetry::LogSettings,
+};
+use clinic_proto::{gateway::v1::gateway_service_server::GatewayServiceServer, patients, studies};
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::{config::Config, downstream::Downstream, grpc::GatewayApi, health};
+
+/// A built gateway, listening and ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    downstream: Downstream,
+    config: Config,
+}
+
+impl Process for Application {
+    type Config = Config;
+    const NAME: &'static str = "gateway";
+
+    /// Binds the listener and prepares (lazy) channels to both services.
+    async fn build(config: Config) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind(config.server.listen_addr).await?;
+        let downstream = Downstream {
+            patients: PeerClient::new(Peer::Patients, &config.patients.patients_addr, &config.downstream)?,
+            studies: PeerClient::new(Peer::Studies, &config.studies.studies_addr, &config.downstream)?,
+        };
+        Ok(Self { listener, downstream, config })
+    }
+
+    fn log_settings(config: &Config) -> &LogSettings {
+        &config.server.log
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight rpcs.
+    async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let own = clinic_proto::gateway::v1::SERVICE_NAME;
+        let health = Health::new(&[own, patients::v1::SERVICE_NAME, studies::v1::SERVICE_NAME]).await;
+        let mirrors = health::spawn_mirrors(
+            health.clone(),
+            own,
+            vec![
+                (patients::v1::SERVICE_NAME, self.downstream.patients.channel()),
+                (studies::v1::SERVICE_NAME, self.downstream.studies.channel()),
+            ],
+        )
+        .await;
+        let routes = Routes::new(GatewayServiceServer::new(GatewayApi::new(self.downstream)));
+        server::serve_with_tasks(self.listener, routes, health, &self.config.server, mirrors, shutdown).await
+    }
+}

@@ -1,0 +1,22 @@
+//! Everything patients-service reads from its command line and environment,
+//! each setting declared once (`patients-service --help` lists them all).
+
+use clap::Parser;
+use clinic_common::{
+    client::StudiesPeer, db::DATABASE_URL_ARG, defaults, server::LISTEN_ADDR_ARG, service::ServiceConfig,
+    settings::default_to,
+};
+
+/// patients-service: owns the clinic's patients in the Postgres schema `patients`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "patients-service", version, about)]
+#[command(mut_arg(LISTEN_ADDR_ARG, default_to(defaults::listen_addr(defaults::PATIENTS_PORT))))]
+#[command(mut_arg(DATABASE_URL_ARG, default_to(defaults::database_url(crate::ROLE))))]
+pub struct Config {
+    /// Listening, database and downstream settings shared by every service.
+    #[command(flatten)]
+    pub service: ServiceConfig,
+    /// studies-service, asked whether a patient has studies before a non-forced delete.
+    #[command(flatten)]
+    pub studies: StudiesPeer,
+}

@@ -1,0 +1,72 @@
+//! Building and running patients-service: what `main` and the tests start.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use clinic_common::{
+    client::{Peer, PeerClient},
+    server::ServeError,
+    service::{self, Prepared, Process, Serving, StartupError},
+    telemetry::LogSettings,
+};
+use clinic_proto::patients::{
+    events::v1::patient_event_service_server::PatientEventServiceServer,
+    v1::{SERVICE_NAME, patient_service_server::PatientServiceServer},
+};
+use tonic::service::Routes;
+
+use crate::{
+    SCHEMA,
+    config::Config,
+    grpc::{PatientApi, PatientEventApi},
+    migrator,
+    storage::PatientStore,
+    studies::{GrpcStudies, StudiesLookup},
+};
+
+/// A built service: listening, migrated, ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    serving: Serving,
+    api: PatientApi,
+    events: PatientEventApi,
+    config: Config,
+}
+
+impl Application {
+    /// Binds the listener, connects to Postgres, runs the migrations and
+    /// loads the page-token key; `studies` answers has-studies questions
+    /// (tests pass their own).
+    pub async fn build_with(config: Config, studies: Arc<dyn StudiesLookup>) -> Result<Self, StartupError> {
+        let Prepared { serving, tokens } =
+            service::prepare(&config.service, migrator(), SCHEMA, &[SERVICE_NAME]).await?;
+        let store = PatientStore::new(serving.pool.clone());
+        let events = PatientEventApi::new(store.clone());
+        Ok(Self { serving, api: PatientApi { store, tokens, studies }, events, config })
+    }
+}
+
+impl Process for Application {
+    type Config = Config;
+    const NAME: &'static str = "patients-service";
+
+    /// Builds the service, asking studies-service at `config.studies` about studies.
+    async fn build(config: Config) -> Result<Self, StartupError> {
+        let studies =
+            PeerClient::new(Peer::Studies, &config.studies.studies_addr, &config.service.downstream)?;
+        Self::build_with(config, Arc::new(GrpcStudies(studies))).await
+    }
+
+    fn log_settings(config: &Config) -> &LogSettings {
+        &config.service.server.log
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.serving.local_addr()
+    }
+
+    async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let routes = Routes::new(PatientServiceServer::new(self.api))
+            .add_service(PatientEventServiceServer::new(self.events));
+        service::serve_with_database(self.serving, routes, &self.config.service, Vec::new(), shutdown).await
+    }
+}

@@ -1,0 +1,31 @@
+//! Everything studies-service reads from its command line and environment,
+//! each setting declared once (`studies-service --help` lists them all).
+
+use std::time::Duration;
+
+use clap::Parser;
+use clinic_common::{
+    client::PatientsPeer,
+    db::DATABASE_URL_ARG,
+    defaults,
+    server::LISTEN_ADDR_ARG,
+    service::ServiceConfig,
+    settings::{default_to, millis},
+};
+
+/// studies-service: owns the clinic's imaging studies in the Postgres schema `studies`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "studies-service", version, about)]
+#[command(mut_arg(LISTEN_ADDR_ARG, default_to(defaults::listen_addr(defaults::STUDIES_PORT))))]
+#[command(mut_arg(DATABASE_URL_ARG, default_to(defaults::database_url(crate::ROLE))))]
+pub struct Config {
+    /// Listening, database and downstream settings shared by every service.
+    #[command(flatten)]
+    pub service: ServiceConfig,
+    /// patients-service: patient checks and the outbox of deletions.
+    #[command(flatten)]
+    pub patients: PatientsPeer,
+    /// How often to look for patient deletions to apply, in milliseconds.
+    #[arg(long = "patient-events-poll-interval-ms", env = "PATIENT_EVENTS_POLL_INTERVAL_MS", value_name = "MS", default_value = "500", value_parser = millis)]
+    pub events_poll_interval: Duration,
+}

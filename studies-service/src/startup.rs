@@ -1,0 +1,79 @@
+//! Building and running studies-service: what `main` and the tests start.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use clinic_common::{
+    client::{Peer, PeerClient},
+    server::ServeError,
+    service::{self, Prepared, Process, Serving, StartupError},
+    telemetry::LogSettings,
+};
+use clinic_proto::studies::v1::{SERVICE_NAME, study_service_server::StudyServiceServer};
+use tonic::service::Routes;
+
+use crate::{
+    SCHEMA,
+    config::Config,
+    consumer,
+    grpc::StudyApi,
+    migrator,
+    patients::{GrpcPatients, PatientDirectory, PatientEvents},
+    storage::StudyStore,
+};
+
+/// A built service: listening, migrated, ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    serving: Serving,
+    api: StudyApi,
+    store: StudyStore,
+    events: Arc<dyn PatientEvents>,
+    config: Config,
+}
+
+impl Application {
+    /// Binds the listener, connects to Postgres, runs the migrations and
+    /// loads the page-token key; `patients` answers whether a patient exists
+    /// and `events` supplies the deletions to apply (tests pass their own).
+    pub async fn build_with(
+        config: Config,
+        patients: Arc<dyn PatientDirectory>,
+        events: Arc<dyn PatientEvents>,
+    ) -> Result<Self, StartupError> {
+        let Prepared { serving, tokens } =
+            service::prepare(&config.service, migrator(), SCHEMA, &[SERVICE_NAME]).await?;
+        let store = StudyStore::new(serving.pool.clone());
+        let api = StudyApi { store: store.clone(), tokens, patients };
+        Ok(Self { serving, api, store, events, config })
+    }
+}
+
+impl Process for Application {
+    type Config = Config;
+    const NAME: &'static str = "studies-service";
+
+    /// Builds the service; patients-service is reached lazily at `config.patients`.
+    async fn build(config: Config) -> Result<Self, StartupError> {
+        let client =
+            PeerClient::new(Peer::Patients, &config.patients.patients_addr, &config.service.downstream)?;
+        let patients = Arc::new(GrpcPatients(client));
+        Self::build_with(config, patients.clone(), patients).await
+    }
+
+    fn log_settings(config: &Config) -> &LogSettings {
+        &config.service.server.log
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.serving.local_addr()
+    }
+
+    /// Serves, and applies patient deletions in the background, until
+    /// `shutdown` completes; then drains in-flight rpcs.
+    async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let consumer = consumer::spawn(self.store, self.events, self.config.events_poll_interval);
+        let routes = Routes::new(StudyServiceServer::new(self.api));
+        service::serve_with_database(self.serving, routes, &self.config.service, vec![consumer], shutdown)
+            .await
+    }
+}
