@@ -1,0 +1,79 @@
+//! Starting studies-service with stand-ins for patients-service.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use clinic_common::{client::PatientsPeer, deadline::Deadline, defaults, service::Process};
+use clinic_proto::studies::v1::{self as pb, study_service_client::StudyServiceClient};
+use clinic_testkit::{Running, ServiceRole, TestDb, service_config};
+use studies_service::{
+    Application, Config,
+    domain::{PatientDeleted, PatientId},
+    error::{Error, Result},
+    patients::{PatientDirectory, PatientEvents},
+};
+use tonic::transport::Channel;
+
+/// A patient directory that knows a fixed set of patients.
+#[derive(Debug)]
+pub struct KnownPatients(pub HashSet<i64>);
+
+#[tonic::async_trait]
+impl PatientDirectory for KnownPatients {
+    async fn ensure_exists(&self, patient: PatientId, _deadline: Option<Deadline>) -> Result<()> {
+        if self.0.contains(&patient.get()) { Ok(()) } else { Err(Error::not_found(patient)) }
+    }
+}
+
+/// An outbox the test writes deletions into.
+#[derive(Debug, Default)]
+pub struct Outbox(pub Mutex<Vec<PatientDeleted>>);
+
+#[tonic::async_trait]
+impl PatientEvents for Outbox {
+    async fn deletions_after(&self, after: i64, limit: u32) -> Result<Vec<PatientDeleted>> {
+        let events = self.0.lock().expect("outbox lock");
+        Ok(events.iter().filter(|e| e.sequence > after).take(limit as usize).copied().collect())
+    }
+}
+
+/// studies-service on its own database, with `patients` and `outbox`
+/// standing in for patients-service.
+pub struct TestApp {
+    pub client: StudyServiceClient<Channel>,
+    pub outbox: Arc<Outbox>,
+    _server: Running,
+}
+
+pub async fn spawn_app(known: &[i64]) -> TestApp {
+    clinic_common::telemetry::init_for_tests();
+    let db = TestDb::create().await;
+    let config = Config {
+        service: service_config(db.url_for(ServiceRole::Studies)),
+        patients: PatientsPeer { patients_addr: defaults::uri(defaults::PATIENTS_PORT) },
+        events_poll_interval: Duration::from_millis(50),
+    };
+    let outbox = Arc::new(Outbox::default());
+    let directory = Arc::new(KnownPatients(known.iter().copied().collect()));
+    let app = Application::build_with(config, directory, outbox.clone()).await.expect("service starts");
+    let server = Running::spawn(app.local_addr(), |shutdown| async move {
+        app.run_until(shutdown).await.expect("service runs")
+    });
+    let channel = Channel::from_shared(server.uri()).unwrap().connect().await.expect("connects");
+    TestApp { client: StudyServiceClient::new(channel), outbox, _server: server }
+}
+
+/// A valid study of `patient_id`.
+pub fn study(patient_id: i64) -> pb::Study {
+    pb::Study {
+        patient_id,
+        urgency_level: pb::UrgencyLevel::High.into(),
+        body_part: pb::BodyPart::Chest.into(),
+        description: "NO FINDINGS".into(),
+        study_type: pb::StudyType::Xray.into(),
+        ..Default::default()
+    }
+}
