@@ -18,6 +18,9 @@ use crate::{
     validation::{FieldViolation, Invalid},
 };
 
+/// Reason of ALREADY_EXISTS for a request id reused with another request.
+pub const REQUEST_ID_REUSED: &str = "REQUEST_ID_REUSED";
+
 /// A failure any Clinic service can meet.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -43,6 +46,9 @@ pub enum ApiError {
         /// Its id.
         id: i64,
     },
+    /// A `request_id` already used by a different create.
+    #[error("request id reused for a different request")]
+    RequestIdReused,
     /// Another service could not answer.
     #[error(transparent)]
     Downstream(#[from] DownstreamError),
@@ -136,6 +142,12 @@ impl From<ApiError> for Status {
                 HashMap::from([(format!("{noun}_id"), id.to_string())]),
             ),
             ApiError::EtagMismatch { noun, id } => errors::etag_mismatch(&format!("{noun} {id}")),
+            ApiError::RequestIdReused => errors::with_reason(
+                Code::AlreadyExists,
+                "request_id was already used by a different create request; nothing was created. \
+                 Send a new request_id with a new request",
+                REQUEST_ID_REUSED,
+            ),
             ApiError::Downstream(e) => e.into(),
             ApiError::Database(e) => db::status(&e),
         }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::validation::Invalid;
+use crate::validation::{Invalid, MAX_VIOLATIONS};
 
 /// The `ErrorInfo.domain` of every Clinic error.
 pub const DOMAIN: &str = "clinic";
@@ -43,20 +43,26 @@ pub fn with_reason_and_metadata(
 }
 
 /// `INVALID_ARGUMENT` with one `BadRequest` field violation per broken field.
+/// At most [`MAX_VIOLATIONS`] are listed; the message counts the rest.
 pub fn invalid_fields(invalid: &Invalid) -> Status {
     let mut details = ErrorDetails::new();
-    for v in &invalid.0 {
+    let listed = &invalid.0[..invalid.0.len().min(MAX_VIOLATIONS)];
+    for v in listed {
         details.add_bad_request_violation(v.field.clone(), v.description.clone());
     }
     details.set_error_info(INVALID_FIELDS, DOMAIN, HashMap::new());
-    let message = match invalid.0.as_slice() {
+    let unlisted = invalid.0.len() - listed.len();
+    let mut message = match listed {
         [one] => format!("{}: {}", one.field, one.description),
         many => format!(
             "{} fields are invalid: {}",
-            many.len(),
+            invalid.0.len(),
             many.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
         ),
     };
+    if unlisted > 0 {
+        message.push_str(&format!("; and {unlisted} more not listed"));
+    }
     Status::with_error_details(Code::InvalidArgument, message, details)
 }
 
@@ -100,7 +106,17 @@ pub fn database_unavailable() -> Status {
 
 /// `INTERNAL` with a generic message; the error itself goes to the log only,
 /// so no SQL, driver text or secret reaches the client.
+///
+/// Only the error's message chain is logged (`Display`), never its `Debug`
+/// form: a database error's detail can quote the row it was about.
 pub fn internal(error: &(dyn std::error::Error + 'static)) -> Status {
-    tracing::error!(error = %error, source = ?error.source(), "internal error");
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    tracing::error!(error = %chain, "internal error");
     Status::internal("internal error; it has been logged")
 }

@@ -24,6 +24,7 @@
 //! - [`client`]: channels to other services, deadline propagation, and the
 //!   one mapping of a downstream failure to the caller's error.
 //! - [`api_error`]: the failures every service shares, mapped to statuses once.
+//! - [`idempotency`]: request ids bound to a fingerprint of the request, pruned.
 //!
 //! Hosting:
 //! - [`health`]: the `grpc.health.v1.Health` state of a process.
@@ -40,6 +41,7 @@ pub mod deadline;
 pub mod defaults;
 pub mod errors;
 pub mod health;
+pub mod idempotency;
 pub mod ids;
 pub mod layers;
 pub mod paging;
@@ -65,6 +67,7 @@ mod layering {
         ("db", include_str!("db.rs")),
         ("client", include_str!("client.rs")),
         ("api_error", include_str!("api_error.rs")),
+        ("idempotency", include_str!("idempotency.rs")),
         ("health", include_str!("health.rs")),
         ("layers", include_str!("layers.rs")),
         ("telemetry", include_str!("telemetry.rs")),

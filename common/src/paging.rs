@@ -19,6 +19,8 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Largest page; larger requests are clamped to it.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
+/// Longest page token looked at; anything longer was not issued by us.
+const MAX_TOKEN_BYTES: usize = 1024;
 const TOKEN_VERSION: u8 = 1;
 const MAC_LEN: usize = 16;
 const TOKEN_LEN: usize = 1 + 8 + MAC_LEN;
@@ -123,6 +125,9 @@ impl PageTokens {
     pub fn decode(&self, scope: &str, token: &str) -> Result<Option<i64>, InvalidPageToken> {
         if token.is_empty() {
             return Ok(None);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(InvalidPageToken);
         }
         let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| InvalidPageToken)?;
         if raw.len() != TOKEN_LEN || raw[0] != TOKEN_VERSION {

@@ -3,10 +3,12 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::validation::{FieldViolation, Invalid};
+use crate::validation::{FieldViolation, Invalid, Text, check_text};
 
-/// Longest idempotency key.
+/// Longest idempotency key, in characters.
 pub const MAX_REQUEST_ID_CHARS: usize = 128;
+/// Longest etag a request may carry, in bytes (ours are short numbers).
+pub const MAX_ETAG_BYTES: usize = 64;
 
 /// Fields of every resource that only the server sets.
 pub const OUTPUT_ONLY_FIELDS: [&str; 4] = ["id", "create_time", "update_time", "etag"];
@@ -18,6 +20,7 @@ pub struct RequestId(String);
 impl RequestId {
     /// `None` for an empty key (no idempotency asked for).
     pub fn parse(raw: &str, field: &str) -> Result<Option<Self>, FieldViolation> {
+        let raw = check_text(raw, field, MAX_REQUEST_ID_CHARS * 4, Text::Token)?;
         let chars = raw.chars().count();
         if raw.is_empty() {
             Ok(None)
@@ -43,9 +46,11 @@ impl RequestId {
 pub struct Etag(String);
 
 impl Etag {
-    /// `None` for an empty etag (no precondition).
-    pub fn from_request(raw: &str) -> Option<Self> {
-        (!raw.is_empty()).then(|| Self(raw.to_owned()))
+    /// The etag a request sent in `field`: `None` when empty (no
+    /// precondition); refused when too long or holding control characters.
+    pub fn parse(raw: &str, field: &str) -> Result<Option<Self>, FieldViolation> {
+        let raw = check_text(raw, field, MAX_ETAG_BYTES, Text::Token)?;
+        Ok((!raw.is_empty()).then(|| Self(raw.to_owned())))
     }
 
     /// The etag of a stored version.
@@ -167,10 +172,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_ids_are_optional_and_bounded() {
+    fn request_ids_are_optional_bounded_and_printable() {
         assert_eq!(RequestId::parse("", "r"), Ok(None));
         assert!(RequestId::parse("abc", "r").unwrap().is_some());
         assert!(RequestId::parse(&"x".repeat(129), "r").is_err());
+        assert!(RequestId::parse("a\0b", "r").is_err());
+    }
+
+    #[test]
+    fn etags_are_optional_and_short() {
+        assert_eq!(Etag::parse("", "e"), Ok(None));
+        assert_eq!(Etag::parse("3", "e").unwrap().unwrap().as_str(), "3");
+        assert!(Etag::parse(&"9".repeat(65), "e").is_err());
+        assert!(Etag::parse("1\0", "e").is_err());
     }
 
     crate::named_enum! {

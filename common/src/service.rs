@@ -16,6 +16,7 @@ use crate::{
     client::DownstreamSettings,
     db::{self, DbSettings, DbStartupError},
     health::Health,
+    idempotency::{self, IdempotencySettings},
     paging::PageTokens,
     server::{self, ServeError, ServerSettings},
     telemetry::{self, LogSettings},
@@ -33,6 +34,9 @@ pub struct ServiceConfig {
     /// Calls to other services.
     #[command(flatten)]
     pub downstream: DownstreamSettings,
+    /// Idempotency keys of creates.
+    #[command(flatten)]
+    pub idempotency: IdempotencySettings,
 }
 
 /// Why a Clinic process could not start.
@@ -62,6 +66,8 @@ pub struct Serving {
     pub pool: sqlx::PgPool,
     /// The process's health.
     pub health: Health,
+    /// The schema the service owns.
+    pub schema: &'static str,
 }
 
 impl Serving {
@@ -92,7 +98,7 @@ pub async fn prepare(
     let pool = db::connect_and_migrate(&config.db, migrator, schema).await?;
     let key = db::page_token_key(&pool, schema).await.map_err(StartupError::PageTokenKey)?;
     let health = Health::new(services).await;
-    Ok(Prepared { serving: Serving { listener, pool, health }, tokens: PageTokens::new(key) })
+    Ok(Prepared { serving: Serving { listener, pool, health, schema }, tokens: PageTokens::new(key) })
 }
 
 /// Serves like [`server::serve_with_tasks`], and for as long as it serves
@@ -105,7 +111,8 @@ pub async fn serve_with_database(
     mut background: Vec<tokio::task::JoinHandle<()>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let Serving { listener, pool, health } = serving;
+    let Serving { listener, pool, health, schema } = serving;
+    background.push(idempotency::spawn_pruner(pool.clone(), schema, config.idempotency.clone()));
     let probe_health = health.clone();
     background.push(db::spawn_health_probe(pool.clone(), config.db.health_probe_interval, move |ok| {
         let health = probe_health.clone();

@@ -55,6 +55,80 @@ impl Invalid {
     }
 }
 
+/// Most violations one response reports: the rest are counted, not listed,
+/// so a hostile request cannot make a huge error.
+pub const MAX_VIOLATIONS: usize = 20;
+
+/// Which control characters a text field may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Text {
+    /// None at all (keys, tags, tokens).
+    Token,
+    /// Tabs and line breaks, which trimming or the field's own rules then
+    /// judge (names and emails lose surrounding ones; descriptions keep
+    /// them); other controls not.
+    Prose,
+}
+
+/// Checks the cheap, universal rules of a text field before any other work:
+/// at most `max_bytes` bytes (so a huge value costs nothing more), no NUL
+/// or other control characters (Postgres refuses NUL; controls corrupt logs
+/// and screens), and no bidirectional overrides or isolates, which make a
+/// text display as something other than what it is.
+pub fn check_text<'a>(
+    raw: &'a str,
+    field: &str,
+    max_bytes: usize,
+    kind: Text,
+) -> Result<&'a str, FieldViolation> {
+    if raw.len() > max_bytes {
+        return Err(FieldViolation::new(
+            field,
+            format!("must be at most {max_bytes} bytes, not {}", raw.len()),
+        ));
+    }
+    let allowed = |c: char| kind == Text::Prose && matches!(c, '\t' | '\n' | '\r');
+    if let Some(bad) = raw.chars().find(|c| (c.is_control() && !allowed(*c)) || is_bidi_control(*c)) {
+        return Err(FieldViolation::new(
+            field,
+            format!("must not contain control characters such as U+{:04X}", u32::from(bad)),
+        ));
+    }
+    Ok(raw)
+}
+
+/// Unicode's default-ignorable code points: characters that display as
+/// nothing (zero-width spaces and joiners, Hangul fillers, variation
+/// selectors, tags, bidi controls), so a value made of them looks empty.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
+}
+
+/// Unicode's explicit bidirectional formatting characters (embeddings,
+/// overrides, isolates): the "Trojan Source" characters.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let fields: Vec<_> = self.0.iter().map(|v| v.field.as_str()).collect();
@@ -67,5 +141,37 @@ impl std::error::Error for Invalid {}
 impl From<FieldViolation> for Invalid {
     fn from(violation: FieldViolation) -> Self {
         Self(vec![violation])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_bounded_before_anything_else() {
+        let long = "\0".repeat(11);
+        let err = check_text(&long, "f", 10, Text::Token).unwrap_err();
+        assert!(err.description.contains("at most 10 bytes"), "{err:?}");
+    }
+
+    #[test]
+    fn text_refuses_controls_and_bidi_overrides() {
+        for bad in ["a\0b", "a\u{7}", "a\u{1b}[31m", "abc\u{202E}fed", "x\u{2066}y"] {
+            assert!(check_text(bad, "f", 100, Text::Prose).is_err(), "{bad:?}");
+        }
+        assert!(check_text("line\nnext\tcell", "f", 100, Text::Prose).is_ok());
+        assert!(check_text("line\nnext", "f", 100, Text::Token).is_err());
+        assert!(check_text("José Treviño 王 😀", "f", 100, Text::Token).is_ok());
+    }
+
+    #[test]
+    fn fillers_and_zero_widths_are_invisible_letters_are_not() {
+        for c in ['\u{3164}', '\u{200B}', '\u{FEFF}', '\u{115F}', '\u{E0041}'] {
+            assert!(is_invisible(c), "{c:?}");
+        }
+        for c in ['a', 'é', '王', ' ', '-'] {
+            assert!(!is_invisible(c), "{c:?}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! ever sees values that passed.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use clinic_common::validation::FieldViolation;
+use clinic_common::validation::{FieldViolation, Text, check_text, is_invisible};
 pub use clinic_common::{
     ids::PatientId,
     resource::{Etag, RequestId},
@@ -14,6 +14,9 @@ use unicode_normalization::UnicodeNormalization;
 
 /// Longest name, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 100;
+/// Longest name field looked at, in bytes (100 four-byte characters and
+/// generous surrounding white space).
+pub const MAX_NAME_BYTES: usize = 1024;
 /// Longest email address (RFC 5321's limit on a path).
 pub const MAX_EMAIL_CHARS: usize = 254;
 /// Earliest accepted birth date.
@@ -28,6 +31,7 @@ pub struct PersonName(String);
 impl PersonName {
     /// Validates `raw` as the name in `field`.
     pub fn parse(raw: &str, field: &str) -> Result<Self, FieldViolation> {
+        let raw = check_text(raw, field, MAX_NAME_BYTES, Text::Prose)?;
         // NFC first, so "José" typed with a combining accent counts and is
         // stored like the precomposed one.
         let name: String = raw.trim().nfc().collect();
@@ -47,7 +51,7 @@ impl PersonName {
                 format!("may contain only letters, spaces, apostrophes, hyphens and periods, not {bad:?}"),
             ));
         }
-        if !name.chars().any(char::is_alphabetic) {
+        if !name.chars().any(|c| c.is_alphabetic()) {
             return Err(FieldViolation::new(field, "must contain at least one letter"));
         }
         Ok(Self(name))
@@ -59,8 +63,10 @@ impl PersonName {
     }
 }
 
+/// Letters (any script, but not the invisible ones such as the Hangul
+/// filler U+3164 that Unicode counts as letters), and name punctuation.
 fn is_name_char(c: char) -> bool {
-    c.is_alphabetic() || matches!(c, ' ' | '\'' | '\u{2019}' | '-' | '.')
+    (c.is_alphabetic() && !is_invisible(c)) || matches!(c, ' ' | '\'' | '\u{2019}' | '-' | '.')
 }
 
 /// A date of birth between 1900-01-01 and today.
@@ -72,7 +78,7 @@ impl BirthDate {
     /// "today" anywhere on Earth, so a baby born this morning in Kiribati is
     /// not rejected for being born in the future.
     pub fn parse(raw: &str, today: NaiveDate, field: &str) -> Result<Self, FieldViolation> {
-        let raw = raw.trim();
+        let raw = check_text(raw, field, 64, Text::Prose)?.trim();
         if raw.is_empty() {
             return Err(FieldViolation::new(field, "is required"));
         }
@@ -108,14 +114,16 @@ pub fn latest_today(now: DateTime<Utc>) -> NaiveDate {
 }
 
 /// A syntactically valid email address with a domain that has a top-level
-/// part, stored as given (trimmed); uniqueness ignores case.
+/// part, stored as given (trimmed, NFC-normalised, so one address has one
+/// spelling); uniqueness ignores case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
     /// Validates `raw` as the address in `field`.
     pub fn parse(raw: &str, field: &str) -> Result<Self, FieldViolation> {
-        let email = raw.trim();
+        let normalised: String = check_text(raw, field, MAX_NAME_BYTES, Text::Prose)?.trim().nfc().collect();
+        let email = normalised.as_str();
         if email.is_empty() {
             return Err(FieldViolation::new(field, "is required"));
         }
@@ -262,6 +270,29 @@ mod tests {
         assert!(PersonName::parse(&"a".repeat(100), "f").is_ok());
         assert!(PersonName::parse(&"a".repeat(101), "f").is_err());
         assert!(PersonName::parse(&"é".repeat(100), "f").is_ok(), "counts characters, not bytes");
+    }
+
+    #[test]
+    fn invisible_and_control_characters_do_not_make_a_name() {
+        for bad in [
+            "\u{3164}",
+            "\u{3164}\u{3164}",
+            "\u{200B}",
+            "A\u{200B}na",
+            "\u{202E}ana",
+            "Ana\0",
+            "\u{115F}\u{1160}",
+        ] {
+            assert!(PersonName::parse(bad, "f").is_err(), "{bad:?}");
+        }
+        assert!(PersonName::parse(&"a".repeat(2000), "f").unwrap_err().description.contains("bytes"));
+    }
+
+    #[test]
+    fn emails_are_stored_in_one_normal_form() {
+        let decomposed = Email::parse("jose\u{301}@ejemplo.com", "e").unwrap();
+        assert_eq!(decomposed.as_str(), "jos\u{e9}@ejemplo.com");
+        assert!(Email::parse("a\0@b.com", "e").is_err());
     }
 
     #[test]

@@ -41,8 +41,10 @@ pub struct PatientApi {
 
 impl PatientApi {
     async fn delete(&self, req: pb::DeletePatientRequest, deadline: Option<Deadline>) -> Result<()> {
-        let id = PatientId::parse(req.id, "id").map_err(Invalid::from)?;
-        let etag = Etag::from_request(&req.etag);
+        let mut invalid = Invalid::default();
+        let id = invalid.check(PatientId::parse(req.id, "id"));
+        let etag = invalid.check(Etag::parse(&req.etag, "etag"));
+        let (Some(id), Some(etag)) = (id, etag) else { return Err(invalid.into()) };
         let current = self.store.get(id).await?;
         if etag.as_ref().is_some_and(|e| *e != current.etag) {
             return Err(ApiError::etag_mismatch(id).into());
@@ -198,6 +200,7 @@ fn parse_update(
     };
     let mut invalid = Invalid::default();
     let id = invalid.check(PatientId::parse(p.id, "patient.id"));
+    let etag = invalid.check(Etag::parse(&p.etag, "patient.etag"));
     let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
     let is_set = |f| match f {
         PatientField::FirstName => !p.first_name.is_empty(),
@@ -222,8 +225,8 @@ fn parse_update(
             PatientField::Email => patch.email = invalid.check(Email::parse(&p.email, "patient.email")),
         }
     }
-    match id {
-        Some(id) if invalid.0.is_empty() => Ok((id, patch, Etag::from_request(&p.etag))),
+    match (id, etag) {
+        (Some(id), Some(etag)) if invalid.0.is_empty() => Ok((id, patch, etag)),
         _ => Err(invalid.into()),
     }
 }

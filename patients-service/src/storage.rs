@@ -11,11 +11,13 @@ use std::sync::LazyLock;
 use clinic_common::{
     api_error::{ApiError, delete_if_current, fetch_by_id, why_not_written},
     db::{patch_statement, unique_violation},
+    idempotency::{self, Claim, Fingerprint},
     paging::{self, Page},
 };
 use sqlx::PgPool;
 
 use crate::{
+    SCHEMA,
     domain::{
         Etag, NewPatient, Patient, PatientEvent, PatientEventKind, PatientField, PatientId, PatientPatch,
         RequestId,
@@ -66,6 +68,17 @@ pub struct PatientStore {
     pool: PgPool,
 }
 
+/// What a create's request id is bound to: the validated patient.
+fn fingerprint(new: &NewPatient) -> Fingerprint {
+    let birth_date = new.birth_date.get().to_string();
+    Fingerprint::of(&[
+        new.first_name.as_str().as_bytes(),
+        new.last_name.as_str().as_bytes(),
+        birth_date.as_bytes(),
+        new.email.as_str().as_bytes(),
+    ])
+}
+
 impl PatientStore {
     /// A store on `pool`, whose role owns the `patients` schema.
     pub fn new(pool: PgPool) -> Self {
@@ -77,39 +90,16 @@ impl PatientStore {
     pub async fn create(&self, new: &NewPatient, request_id: Option<&RequestId>) -> Result<Patient> {
         let Some(request_id) = request_id else {
             // One statement is atomic on its own: no BEGIN/COMMIT round trips.
-            let row = Self::insert(new).fetch_one(&self.pool).await.map_err(email_taken_or)?;
+            let row = Self::insert(new).fetch_optional(&self.pool).await?.ok_or(Error::EmailTaken)?;
             return Ok(row.into());
         };
         let mut tx = self.pool.begin().await?;
-        // Waits for a concurrent transaction holding the same key, then
-        // either claims the key or finds it taken by a committed create.
-        let claimed = sqlx::query(
-            "insert into patients.create_request (request_id) values ($1) \
-             on conflict (request_id) do nothing",
-        )
-        .bind(request_id.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !claimed {
-            let earlier: Option<i64> =
-                sqlx::query_scalar("select patient_id from patients.create_request where request_id = $1")
-                    .bind(request_id.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?;
+        if let Claim::Done(id) = idempotency::claim(&mut tx, SCHEMA, request_id, &fingerprint(new)).await? {
             tx.rollback().await?;
-            let id = earlier
-                .map(PatientId::from_stored)
-                .ok_or_else(|| ApiError::corrupt("a claimed request id without its patient".into()))?;
-            return self.get(id).await;
+            return self.get(PatientId::from_stored(id)).await;
         }
-        let row: PatientRow = Self::insert(new).fetch_one(&mut *tx).await.map_err(email_taken_or)?;
-        sqlx::query("update patients.create_request set patient_id = $2 where request_id = $1")
-            .bind(request_id.as_str())
-            .bind(row.id)
-            .execute(&mut *tx)
-            .await?;
+        let row = Self::insert(new).fetch_optional(&mut *tx).await?.ok_or(Error::EmailTaken)?;
+        idempotency::record(&mut tx, SCHEMA, request_id, row.id).await?;
         tx.commit().await?;
         Ok(row.into())
     }
@@ -119,9 +109,11 @@ impl PatientStore {
     fn insert(
         new: &NewPatient,
     ) -> sqlx::query::QueryAs<'static, sqlx::Postgres, PatientRow, sqlx::postgres::PgArguments> {
+        // A taken email inserts nothing, so Postgres raises no error (whose
+        // detail would quote the email): no row back means EmailTaken.
         sqlx::query_as(concat!(
             "insert into patients.patient (first_name, last_name, birth_date, email) \
-                 values ($1, $2, $3, $4) returning ",
+             values ($1, $2, $3, $4) on conflict ((lower(email))) do nothing returning ",
             patient_columns!()
         ))
         .bind(new.first_name.as_str().to_owned())

@@ -2,7 +2,7 @@
 //! radiology vocabulary, and the rules they obey. No I/O and no protobuf.
 
 use chrono::{DateTime, Utc};
-use clinic_common::validation::{FieldViolation, Invalid};
+use clinic_common::validation::{FieldViolation, Invalid, Text, check_text};
 pub use clinic_common::{
     ids::{PatientId, StudyId},
     resource::{Etag, RequestId},
@@ -12,6 +12,9 @@ pub use clinic_common::{
 pub const MAX_DESCRIPTION_CHARS: usize = 2000;
 /// Most patient ids one ListStudies may filter by.
 pub const MAX_PATIENT_IDS: usize = 1000;
+/// Longest description looked at, in bytes (2000 four-byte characters and
+/// generous surrounding white space).
+pub const MAX_DESCRIPTION_BYTES: usize = 10_000;
 
 clinic_common::named_enum! {
     /// How soon a study must be read.
@@ -112,7 +115,7 @@ pub struct Description(String);
 impl Description {
     /// Validates `raw` as the description in `field`.
     pub fn parse(raw: &str, field: &str) -> Result<Self, FieldViolation> {
-        let text = raw.trim();
+        let text = check_text(raw, field, MAX_DESCRIPTION_BYTES, Text::Prose)?.trim();
         let chars = text.chars().count();
         if chars == 0 {
             Err(FieldViolation::new(field, "is required"))
@@ -140,10 +143,13 @@ pub struct PatientFilter(Vec<i64>);
 impl PatientFilter {
     /// Validates `raw` as the ids in `field`; empty means no filter.
     pub fn parse(raw: &[i64], field: &str) -> Result<Self, Invalid> {
-        let mut invalid = Invalid::default();
         if raw.len() > MAX_PATIENT_IDS {
-            invalid.push(field, format!("must hold at most {MAX_PATIENT_IDS} ids, not {}", raw.len()));
+            return Err(Invalid::one(
+                field,
+                format!("must hold at most {MAX_PATIENT_IDS} ids, not {}", raw.len()),
+            ));
         }
+        let mut invalid = Invalid::default();
         for (i, id) in raw.iter().enumerate().filter(|(_, id)| **id <= 0) {
             invalid.push(format!("{field}[{i}]"), format!("must be a positive patient id, not {id}"));
         }
@@ -257,6 +263,9 @@ mod tests {
         assert!(Description::parse("   ", "d").is_err());
         assert!(Description::parse(&"x".repeat(2000), "d").is_ok());
         assert!(Description::parse(&"x".repeat(2001), "d").is_err());
+        assert!(Description::parse("línea 1\nlínea 2\t✓", "d").is_ok());
+        assert!(Description::parse("NO\0FINDINGS", "d").is_err());
+        assert!(Description::parse(&"😀".repeat(2000), "d").is_ok(), "2000 four-byte characters fit");
     }
 
     #[test]
@@ -264,7 +273,11 @@ mod tests {
         assert_eq!(PatientFilter::parse(&[3, 1, 3], "p").unwrap().ids(), &[1, 3]);
         let err = PatientFilter::parse(&[1, 0, -2], "p").unwrap_err();
         assert_eq!(err.0.iter().map(|v| v.field.as_str()).collect::<Vec<_>>(), ["p[1]", "p[2]"]);
-        assert!(PatientFilter::parse(&vec![1; 1001], "p").is_err());
+        assert_eq!(
+            PatientFilter::parse(&vec![-1; 100_000], "p").unwrap_err().0.len(),
+            1,
+            "too many: one violation"
+        );
         assert!(PatientFilter::parse(&vec![1; 1000], "p").is_ok());
     }
 }

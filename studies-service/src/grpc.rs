@@ -47,7 +47,7 @@ impl StudyApi {
     async fn create(&self, req: pb::CreateStudyRequest, deadline: Option<Deadline>) -> Result<Study> {
         let (new, request_id) = parse_create(req)?;
         if let Some(request_id) = &request_id
-            && let Some(id) = self.store.created_by(request_id).await?
+            && let Some(id) = self.store.created_by(request_id, &new).await?
         {
             return self.store.get(id).await;
         }
@@ -120,8 +120,11 @@ impl pb::study_service_server::StudyService for StudyApi {
 
     async fn delete_study(&self, request: Request<pb::DeleteStudyRequest>) -> Result<Response<()>, Status> {
         let req = request.into_inner();
-        let id = StudyId::parse(req.id, "id").map_err(Error::from)?;
-        self.store.delete(id, Etag::from_request(&req.etag).as_ref()).await?;
+        let mut invalid = Invalid::default();
+        let id = invalid.check(StudyId::parse(req.id, "id"));
+        let etag = invalid.check(Etag::parse(&req.etag, "etag"));
+        let (Some(id), Some(etag)) = (id, etag) else { return Err(Error::from(invalid).into()) };
+        self.store.delete(id, etag.as_ref()).await?;
         Ok(Response::new(()))
     }
 }
@@ -192,6 +195,7 @@ fn parse_update(req: pb::UpdateStudyRequest) -> Result<(StudyId, StudyPatch, Opt
     };
     let mut invalid = Invalid::default();
     let id = invalid.check(StudyId::parse(s.id, "study.id"));
+    let etag = invalid.check(Etag::parse(&s.etag, "study.etag"));
     let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
     let is_set = |f| match f {
         StudyField::PatientId => s.patient_id != 0,
@@ -221,8 +225,8 @@ fn parse_update(req: pb::UpdateStudyRequest) -> Result<(StudyId, StudyPatch, Opt
             }
         }
     }
-    match id {
-        Some(id) if invalid.0.is_empty() => Ok((id, patch, Etag::from_request(&s.etag))),
+    match (id, etag) {
+        (Some(id), Some(etag)) if invalid.0.is_empty() => Ok((id, patch, etag)),
         _ => Err(invalid.into()),
     }
 }

@@ -11,11 +11,13 @@ use std::sync::LazyLock;
 use clinic_common::{
     api_error::{delete_if_current, fetch_by_id, why_not_written},
     db::patch_statement,
+    idempotency::{self, Claim, Fingerprint},
     paging::{self, Page},
 };
 use sqlx::{PgConnection, PgPool};
 
 use crate::{
+    SCHEMA,
     domain::{
         BodyPart, Etag, NewStudy, PatientDeleted, PatientFilter, PatientId, RequestId, Study, StudyField,
         StudyId, StudyPatch, StudyType, UrgencyLevel,
@@ -73,6 +75,18 @@ pub struct StudyStore {
     pool: PgPool,
 }
 
+/// What a create's request id is bound to: the validated study.
+fn fingerprint(new: &NewStudy) -> Fingerprint {
+    let patient_id = new.patient_id.get().to_be_bytes();
+    Fingerprint::of(&[
+        &patient_id,
+        new.urgency_level.name().as_bytes(),
+        new.body_part.name().as_bytes(),
+        new.description.as_str().as_bytes(),
+        new.study_type.name().as_bytes(),
+    ])
+}
+
 impl StudyStore {
     /// A store on `pool`, whose role owns the `studies` schema.
     pub fn new(pool: PgPool) -> Self {
@@ -87,37 +101,24 @@ impl StudyStore {
             .await?)
     }
 
-    /// The study a request id created earlier, if any.
-    pub async fn created_by(&self, request_id: &RequestId) -> Result<Option<StudyId>> {
-        let id: Option<Option<i64>> =
-            sqlx::query_scalar("select study_id from studies.create_request where request_id = $1")
-                .bind(request_id.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(id.flatten().map(StudyId::from_stored))
+    /// The study an earlier create with `request_id` made, if any;
+    /// `REQUEST_ID_REUSED` if that create was a different request.
+    pub async fn created_by(&self, request_id: &RequestId, new: &NewStudy) -> Result<Option<StudyId>> {
+        let mut conn = self.pool.acquire().await?;
+        let id = idempotency::earlier(&mut conn, SCHEMA, request_id, &fingerprint(new)).await?;
+        Ok(id.map(StudyId::from_stored))
     }
 
     /// Inserts `new` unless its patient is known to be deleted. With a
     /// `request_id` seen before, returns the study that request created.
     pub async fn create(&self, new: &NewStudy, request_id: Option<&RequestId>) -> Result<Study> {
         let mut tx = self.pool.begin().await?;
-        if let Some(request_id) = request_id {
-            let claimed = sqlx::query(
-                "insert into studies.create_request (request_id) values ($1) on conflict (request_id) do nothing",
-            )
-            .bind(request_id.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !claimed {
-                tx.rollback().await?;
-                let id = self
-                    .created_by(request_id)
-                    .await?
-                    .ok_or_else(|| Error::corrupt("a claimed request id without its study".into()))?;
-                return self.get(id).await;
-            }
+        if let Some(request_id) = request_id
+            && let Claim::Done(id) =
+                idempotency::claim(&mut tx, SCHEMA, request_id, &fingerprint(new)).await?
+        {
+            tx.rollback().await?;
+            return self.get(StudyId::from_stored(id)).await;
         }
         lock_live_patient(&mut tx, new.patient_id).await?;
         let row: StudyRow = sqlx::query_as(concat!(
@@ -133,11 +134,7 @@ impl StudyStore {
         .fetch_one(&mut *tx)
         .await?;
         if let Some(request_id) = request_id {
-            sqlx::query("update studies.create_request set study_id = $2 where request_id = $1")
-                .bind(request_id.as_str())
-                .bind(row.id)
-                .execute(&mut *tx)
-                .await?;
+            idempotency::record(&mut tx, SCHEMA, request_id, row.id).await?;
         }
         tx.commit().await?;
         row.try_into()

@@ -54,6 +54,10 @@ pub async fn create_roles(admin: &mut PgConnection) -> sqlx::Result<()> {
             password = service.dev_password(),
         );
         sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *admin).await?;
+        // An error's DETAIL can quote the row (`Key (lower(email))=(…)`):
+        // terse errors keep patient data out of the server log.
+        let terse = format!("alter role {} set log_error_verbosity = 'terse'", service.role());
+        sqlx::raw_sql(AssertSqlSafe(terse)).execute(&mut *admin).await?;
     }
     Ok(())
 }

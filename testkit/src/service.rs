@@ -6,6 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use clinic_common::{
     client::DownstreamSettings,
     db::DbSettings,
+    idempotency::IdempotencySettings,
     server::ServerSettings,
     service::ServiceConfig,
     telemetry::{LogFormat, LogSettings},
@@ -26,6 +27,7 @@ pub fn service_config(database_url: String) -> ServiceConfig {
             health_probe_interval: Duration::from_millis(200),
         },
         downstream: DownstreamSettings { timeout: Duration::from_secs(2) },
+        idempotency: IdempotencySettings { retention_hours: 24, prune_interval: Duration::from_millis(200) },
     }
 }
 

@@ -215,3 +215,63 @@ async fn ids_are_never_reused_after_a_delete() {
     let second = app.create_nth(1).await;
     assert!(second.id > first.id);
 }
+
+/// A key reused by mistake must never hand one patient's record to the
+/// request of another.
+#[tokio::test]
+async fn a_request_id_reused_with_another_patient_is_refused_and_creates_nothing() {
+    let app = spawn_app().await;
+    let first = app
+        .create_with_id(patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com"), "key-1")
+        .await
+        .unwrap();
+    let reused = app
+        .create_with_id(patient("Jessica", "Ramirez", "1971-07-01", "jessica@ejemplo.com"), "key-1")
+        .await
+        .expect_err("another request under the same key");
+    assert_eq!(reused.code(), Code::AlreadyExists);
+    assert_eq!(reason(&reused), "REQUEST_ID_REUSED");
+    assert_no_internals(&reused);
+    let all = app.list_all(50).await;
+    assert_eq!(all.iter().map(|p| p.id).collect::<Vec<_>>(), vec![first.id], "nothing was created");
+    let again = app
+        .create_with_id(patient("Jose", "Villalobos", "1955-04-10", "pepe@ejemplo.com"), "key-1")
+        .await
+        .unwrap();
+    assert_eq!(again, first, "the same request under the key still returns the first result");
+}
+
+#[tokio::test]
+async fn request_ids_are_forgotten_after_their_retention_and_kept_before() {
+    let app = spawn_app().await;
+    let old =
+        app.create_with_id(patient("Ana", "Uno", "1950-01-01", "uno@ejemplo.com"), "old-key").await.unwrap();
+    let fresh = app
+        .create_with_id(patient("Ana", "Dos", "1950-01-01", "dos@ejemplo.com"), "fresh-key")
+        .await
+        .unwrap();
+    let mut admin = sqlx::ConnectOptions::connect(&app.db.admin_options()).await.unwrap();
+    sqlx::query("update patients.create_request set create_time = now() - interval '25 hours' where request_id = 'old-key'")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    // The service prunes on its own (every 200 ms in tests): the expired key
+    // becomes free for a new request, the fresh one still answers.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let reused = loop {
+        match app.create_with_id(patient("Ana", "Tres", "1950-01-01", "tres@ejemplo.com"), "old-key").await {
+            Ok(created) => break created,
+            Err(status) => {
+                assert_eq!(reason(&status), "REQUEST_ID_REUSED");
+                assert!(std::time::Instant::now() < give_up, "the expired key was never pruned");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_ne!(reused.id, old.id);
+    let repeat = app
+        .create_with_id(patient("Ana", "Dos", "1950-01-01", "dos@ejemplo.com"), "fresh-key")
+        .await
+        .unwrap();
+    assert_eq!(repeat.id, fresh.id);
+}

@@ -4,6 +4,7 @@
 mod create;
 mod delete;
 mod helpers;
+mod hostile;
 mod list;
 mod outage;
 mod read;

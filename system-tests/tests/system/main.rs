@@ -5,5 +5,6 @@
 mod cascade;
 mod gateway;
 mod studies_create;
+mod studies_hostile;
 mod studies_list;
 mod studies_read_update_delete;

@@ -147,3 +147,23 @@ async fn create_study_while_patients_service_is_down_is_unavailable_and_writes_n
     system.start_patients().await;
     system.create_study(study(patient.id)).await.expect("works again once patients-service is back");
 }
+
+/// A key reused by mistake must never attach one request's answer to another.
+#[tokio::test]
+async fn a_request_id_reused_with_another_study_is_refused_and_creates_nothing() {
+    let system = spawn_system().await;
+    let patient = system.create_patient(1).await;
+    let other = system.create_patient(2).await;
+    let first = system.create_study_with_id(study(patient.id), "study-key").await.unwrap();
+    let reused = system
+        .create_study_with_id(study(other.id), "study-key")
+        .await
+        .expect_err("another study under the same key");
+    assert_eq!(reused.code(), Code::AlreadyExists);
+    assert_eq!(reason(&reused), "REQUEST_ID_REUSED");
+    let mut changed = study(patient.id);
+    changed.description = "ANOTHER READING".into();
+    let reused = system.create_study_with_id(changed, "study-key").await.expect_err("another description");
+    assert_eq!(reason(&reused), "REQUEST_ID_REUSED");
+    assert_eq!(system.all_studies(&[], 100).await, vec![first]);
+}
