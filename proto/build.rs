@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "clinic/patients/v1/patients.proto",
     "clinic/patients/events/v1/events.proto",
     "clinic/studies/v1/studies.proto",
+    "clinic/studies/guard/v1/guard.proto",
     "clinic/gateway/v1/gateway.proto",
 ];
 

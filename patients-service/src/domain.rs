@@ -213,6 +213,9 @@ pub struct Patient {
 pub enum PatientEventKind {
     /// The patient was deleted.
     Deleted,
+    /// A kind this version of the service does not publish (written by a
+    /// newer one): sent as unspecified, for consumers to skip.
+    Other,
 }
 
 /// One outbox event.

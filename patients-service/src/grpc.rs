@@ -22,7 +22,7 @@ use crate::{
     },
     error::{Error, Result},
     storage::PatientStore,
-    studies::StudiesLookup,
+    studies::DeletionGuard,
 };
 
 /// Scope page tokens of ListPatients are bound to.
@@ -36,7 +36,7 @@ pub struct PatientApi {
     /// Signs and checks ListPatients' page tokens.
     pub tokens: PageTokens,
     /// Asked whether a patient has studies before a non-forced delete.
-    pub studies: Arc<dyn StudiesLookup>,
+    pub studies: Arc<dyn DeletionGuard>,
 }
 
 impl PatientApi {
@@ -49,10 +49,22 @@ impl PatientApi {
         if etag.as_ref().is_some_and(|e| *e != current.etag) {
             return Err(ApiError::etag_mismatch(id).into());
         }
-        if !req.force && self.studies.has_studies(id, deadline).await? {
+        if req.force {
+            return self.store.delete(id, etag.as_ref()).await;
+        }
+        if self.studies.reserve_deletion(id, deadline).await? {
             return Err(Error::HasStudies(id));
         }
-        self.store.delete(id, etag.as_ref()).await
+        let deleted = self.store.delete(id, etag.as_ref()).await;
+        if let Err(Error::Api(ApiError::EtagMismatch { .. })) = &deleted {
+            // The patient exists and was not deleted: studies may be created
+            // again. (Other failures may have deleted it after all; there
+            // studies-service checks later and lifts the reservation itself.)
+            if let Err(e) = self.studies.cancel_deletion(id, deadline).await {
+                tracing::warn!(error = %e, "cancelling a deletion reservation failed; studies-service will lift it");
+            }
+        }
+        deleted
     }
 }
 
@@ -145,9 +157,10 @@ impl events_pb::patient_event_service_server::PatientEventService for PatientEve
             }
         };
         invalid.finish(|| ()).map_err(Error::from)?;
-        let events = self.store.events_after(req.after_sequence, size).await?;
+        let (events, last_sequence) = self.store.events_after(req.after_sequence, size).await?;
         Ok(Response::new(events_pb::ListPatientEventsResponse {
             events: events.into_iter().map(Into::into).collect(),
+            last_sequence,
         }))
     }
 }
@@ -156,6 +169,7 @@ impl From<PatientEvent> for events_pb::PatientEvent {
     fn from(e: PatientEvent) -> Self {
         let kind = match e.kind {
             PatientEventKind::Deleted => events_pb::PatientEventType::Deleted,
+            PatientEventKind::Other => events_pb::PatientEventType::Unspecified,
         };
         events_pb::PatientEvent {
             sequence: e.sequence,

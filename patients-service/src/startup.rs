@@ -20,7 +20,7 @@ use crate::{
     grpc::{PatientApi, PatientEventApi},
     migrator,
     storage::PatientStore,
-    studies::{GrpcStudies, StudiesLookup},
+    studies::{DeletionGuard, GrpcStudies},
 };
 
 /// A built service: listening, migrated, ready to serve.
@@ -36,7 +36,7 @@ impl Application {
     /// Binds the listener, connects to Postgres, runs the migrations and
     /// loads the page-token key; `studies` answers has-studies questions
     /// (tests pass their own).
-    pub async fn build_with(config: Config, studies: Arc<dyn StudiesLookup>) -> Result<Self, StartupError> {
+    pub async fn build_with(config: Config, studies: Arc<dyn DeletionGuard>) -> Result<Self, StartupError> {
         let Prepared { serving, tokens } =
             service::prepare(&config.service, migrator(), SCHEMA, &[SERVICE_NAME]).await?;
         let store = PatientStore::new(serving.pool.clone());

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::LazyLock;
 
 use clinic_common::{
-    api_error::{ApiError, delete_if_current, fetch_by_id, why_not_written},
+    api_error::{delete_if_current, fetch_by_id, why_not_written},
     db::{patch_statement, unique_violation},
     idempotency::{self, Claim, Fingerprint},
     paging::{self, Page},
@@ -183,7 +183,7 @@ impl PatientStore {
     }
 
     /// Up to `limit` outbox events after `sequence`, oldest first.
-    pub async fn events_after(&self, sequence: i64, limit: u32) -> Result<Vec<PatientEvent>> {
+    pub async fn events_after(&self, sequence: i64, limit: u32) -> Result<(Vec<PatientEvent>, i64)> {
         let rows: Vec<(i64, i64, String, DateTime<Utc>)> = sqlx::query_as(
             "select sequence, patient_id, event_type, create_time from patients.patient_event \
              where sequence > $1 order by sequence limit $2",
@@ -192,22 +192,21 @@ impl PatientStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(sequence, patient_id, kind, create_time)| {
-                let kind = match kind.as_str() {
+        let last: i64 = sqlx::query_scalar("select coalesce(max(sequence), 0) from patients.patient_event")
+            .fetch_one(&self.pool)
+            .await?;
+        let events = rows
+            .into_iter()
+            .map(|(sequence, patient_id, kind, create_time)| PatientEvent {
+                sequence,
+                patient_id: PatientId::from_stored(patient_id),
+                kind: match kind.as_str() {
                     "deleted" => PatientEventKind::Deleted,
-                    other => {
-                        let message = format!("unknown patient event type {other:?}");
-                        return Err(ApiError::corrupt(message).into());
-                    }
-                };
-                Ok(PatientEvent {
-                    sequence,
-                    patient_id: PatientId::from_stored(patient_id),
-                    kind,
-                    create_time,
-                })
+                    _ => PatientEventKind::Other,
+                },
+                create_time,
             })
-            .collect()
+            .collect();
+        Ok((events, last.max(sequence)))
     }
 }

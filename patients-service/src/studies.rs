@@ -1,6 +1,14 @@
-//! What patients-service needs to know about studies: whether a patient has
-//! any, before a non-forced delete. patients-service does not own studies and
-//! never reads their tables; it asks studies-service over gRPC.
+//! What patients-service needs from studies-service before a non-forced
+//! delete: whether the patient has studies, decided so that no study can be
+//! created between that answer and the delete. patients-service does not own
+//! studies and never reads their tables; it asks studies-service over gRPC.
+//!
+//! studies-service answers under its per-patient lock and, when there are
+//! no studies, reserves the deletion: from then on it refuses new studies
+//! for the patient. If the delete then fails because the patient changed
+//! (a stale etag), the reservation is cancelled; if it fails in a way that
+//! leaves its outcome unknown, studies-service lifts the reservation itself
+//! once it sees the patient still exists.
 //!
 //! The forced-delete cascade does not go through here: the delete writes a
 //! `deleted` event to the outbox (see `storage.rs`) and studies-service
@@ -10,41 +18,60 @@ use clinic_common::{
     client::{DownstreamExt, PeerClient},
     deadline::Deadline,
 };
-use clinic_proto::studies::v1::{ListStudiesRequest, study_service_client::StudyServiceClient};
+use clinic_proto::studies::guard::v1::{
+    CancelPatientDeletionRequest, ReservePatientDeletionRequest,
+    deletion_guard_service_client::DeletionGuardServiceClient,
+};
 
 use crate::{domain::PatientId, error::Result};
 
-/// Answers whether a patient has studies.
+/// studies-service's side of a non-forced delete.
 #[tonic::async_trait]
-pub trait StudiesLookup: std::fmt::Debug + Send + Sync + 'static {
-    /// Whether `patient` has at least one study, asked within `deadline`.
-    async fn has_studies(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<bool>;
+pub trait DeletionGuard: std::fmt::Debug + Send + Sync + 'static {
+    /// Whether `patient` has studies; when not, no study can be created for
+    /// them any more (the deletion is reserved).
+    async fn reserve_deletion(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<bool>;
+
+    /// Lifts the reservation of a deletion that did not happen.
+    async fn cancel_deletion(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()>;
 }
 
-/// A lookup that knows of no studies, for running patients-service alone.
+/// A guard for running patients-service alone: no patient has studies.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoStudies;
 
 #[tonic::async_trait]
-impl StudiesLookup for NoStudies {
-    async fn has_studies(&self, _patient: PatientId, _deadline: Option<Deadline>) -> Result<bool> {
+impl DeletionGuard for NoStudies {
+    async fn reserve_deletion(&self, _patient: PatientId, _deadline: Option<Deadline>) -> Result<bool> {
         Ok(false)
+    }
+
+    async fn cancel_deletion(&self, _patient: PatientId, _deadline: Option<Deadline>) -> Result<()> {
+        Ok(())
     }
 }
 
-/// Asks studies-service with `ListStudies` by patient id, one study at most.
+/// studies-service's DeletionGuardService.
 #[derive(Debug, Clone)]
 pub struct GrpcStudies(pub PeerClient);
 
 #[tonic::async_trait]
-impl StudiesLookup for GrpcStudies {
-    async fn has_studies(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<bool> {
-        let ask =
-            ListStudiesRequest { page_size: 1, page_token: String::new(), patient_ids: vec![patient.get()] };
-        let page = StudyServiceClient::new(self.0.channel())
-            .list_studies(self.0.request(ask, deadline))
+impl DeletionGuard for GrpcStudies {
+    async fn reserve_deletion(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<bool> {
+        let request = self.0.request(ReservePatientDeletionRequest { patient_id: patient.get() }, deadline);
+        let answer = DeletionGuardServiceClient::new(self.0.channel())
+            .reserve_patient_deletion(request)
             .await
             .downstream(self.0.peer(), "checking whether the patient has studies")?;
-        Ok(!page.studies.is_empty())
+        Ok(answer.has_studies)
+    }
+
+    async fn cancel_deletion(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()> {
+        let request = self.0.request(CancelPatientDeletionRequest { patient_id: patient.get() }, deadline);
+        DeletionGuardServiceClient::new(self.0.channel())
+            .cancel_patient_deletion(request)
+            .await
+            .downstream(self.0.peer(), "cancelling a deletion that did not happen")?;
+        Ok(())
     }
 }

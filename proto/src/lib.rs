@@ -39,6 +39,18 @@ pub mod patients {
 
 /// Package `clinic.studies`.
 pub mod studies {
+    /// Package `clinic.studies.guard`.
+    pub mod guard {
+        /// Package `clinic.studies.guard.v1`: the internal deletion guard of
+        /// studies-service (DeletionGuardService), not routed by Envoy.
+        #[allow(missing_docs, clippy::all)]
+        pub mod v1 {
+            tonic::include_proto!("clinic.studies.guard.v1");
+            /// Fully qualified name of DeletionGuardService.
+            pub const SERVICE_NAME: &str = "clinic.studies.guard.v1.DeletionGuardService";
+        }
+    }
+
     /// Package `clinic.studies.v1`: imaging studies and StudyService.
     #[allow(missing_docs, clippy::all)]
     pub mod v1 {

@@ -28,4 +28,10 @@ pub struct Config {
     /// How often to look for patient deletions to apply, in milliseconds.
     #[arg(long = "patient-events-poll-interval-ms", env = "PATIENT_EVENTS_POLL_INTERVAL_MS", value_name = "MS", default_value = "500", value_parser = millis)]
     pub events_poll_interval: Duration,
+    /// How long a non-forced delete's reservation waits for its deletion
+    /// event before patients-service is asked whether the patient still
+    /// exists (and the reservation lifted if so), in milliseconds. Longer
+    /// than any delete can take.
+    #[arg(long = "deletion-reservation-timeout-ms", env = "DELETION_RESERVATION_TIMEOUT_MS", value_name = "MS", default_value = "120000", value_parser = millis)]
+    pub reservation_timeout: Duration,
 }

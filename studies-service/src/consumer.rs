@@ -1,60 +1,157 @@
 //! Applies patients-service's deletions to studies: the other half of the
-//! forced-delete cascade.
+//! delete cascade.
 //!
-//! A background task polls the outbox from the cursor stored in
-//! `studies.event_cursor` and applies each batch in one transaction with the
-//! cursor's advance (`StudyStore::apply_patient_deletions`). While
-//! patients-service or Postgres is down it simply retries on the next tick;
-//! after a crash it resumes from the last committed cursor. Because applying
-//! an event twice changes nothing, delivery only needs to be at least once.
+//! Two background tasks:
+//! - the event consumer polls the outbox from the cursor stored in
+//!   `studies.event_cursor`, records each deletion as a tombstone (which
+//!   hides the patient's studies at once) and advances the cursor, in one
+//!   transaction per batch; it skips event kinds it does not know, sets a
+//!   failing event aside for retries with backoff, and lifts reservations of
+//!   non-forced deletes that never happened;
+//! - the sweeper removes the studies of deleted patients in small chunks,
+//!   round-robin across patients, as fast as it can while there is work.
+//!
+//! While patients-service or Postgres is down both simply retry; after a
+//! crash they resume from what was committed. Applying an event twice
+//! changes nothing, so delivery only needs to be at least once.
 
 use std::{sync::Arc, time::Duration};
 
 use tokio::task::JoinHandle;
 
-use crate::{error::Result, patients::PatientEvents, storage::StudyStore};
+use crate::{
+    error::{Error, Result},
+    patients::{PatientDirectory, PatientEvents},
+    storage::StudyStore,
+};
 
 /// Events fetched per round trip.
 const BATCH: u32 = 500;
 
-/// Applies every pending deletion; returns how many events were applied.
-pub async fn catch_up(store: &StudyStore, events: &dyn PatientEvents) -> Result<usize> {
-    let mut applied = 0;
-    loop {
-        let cursor = store.patients_cursor().await?;
-        let batch = events.deletions_after(cursor, BATCH).await?;
-        if batch.is_empty() {
-            return Ok(applied);
-        }
-        let removed = store.apply_patient_deletions(&batch).await?;
-        tracing::info!(events = batch.len(), studies_removed = removed, "applied patient deletions");
-        applied += batch.len();
-        if batch.len() < BATCH as usize {
-            return Ok(applied);
-        }
-    }
+/// How far the consumer may fall behind before it says so at warn level.
+const BEHIND_WARN: i64 = BATCH as i64;
+
+/// What one round of the consumer found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Events applied (deletions recorded, unknown kinds skipped).
+    pub applied: usize,
+    /// Events still after the cursor when the round ended.
+    pub behind: i64,
+    /// Events set aside for a retry during the round.
+    pub failed: usize,
 }
 
-/// Runs [`catch_up`] every `interval` until aborted.
-pub fn spawn(store: StudyStore, events: Arc<dyn PatientEvents>, interval: Duration) -> JoinHandle<()> {
+/// Applies every pending event, retries failed ones that are due, and
+/// returns how far behind the outbox the cursor still is.
+pub async fn catch_up(store: &StudyStore, events: &dyn PatientEvents) -> Result<Progress> {
+    let mut progress = Progress::default();
+    loop {
+        let cursor = store.patients_cursor().await?;
+        let page = events.events_after(cursor, BATCH).await?;
+        let Some(last) = page.events.last().map(|e| e.sequence) else {
+            progress.behind = page.last_sequence.saturating_sub(cursor).max(0);
+            break;
+        };
+        let applied = store.apply_events(&page.events).await?;
+        progress.applied += applied.deleted + applied.skipped;
+        progress.failed += applied.failed;
+        if page.events.len() < BATCH as usize {
+            progress.behind = page.last_sequence.saturating_sub(last).max(0);
+            break;
+        }
+    }
+    store.retry_events().await?;
+    Ok(progress)
+}
+
+/// Lifts the reservations of non-forced deletes older than `age` whose
+/// patient still exists: their deletion failed or never came.
+pub async fn reconcile(store: &StudyStore, patients: &dyn PatientDirectory, age: Duration) -> Result<usize> {
+    let mut lifted = 0;
+    for patient in store.stale_reservations(age).await? {
+        match patients.ensure_exists(patient, None).await {
+            Ok(()) => {
+                store.cancel_deletion(patient).await?;
+                tracing::info!(patient_id = %patient, "lifted a deletion reservation: the patient still exists");
+                lifted += 1;
+            }
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(lifted)
+}
+
+/// Runs [`catch_up`] and [`reconcile`] every `interval` until aborted;
+/// logs when it falls behind or fails, and when it is back, not per round.
+pub fn spawn(
+    store: StudyStore,
+    events: Arc<dyn PatientEvents>,
+    patients: Arc<dyn PatientDirectory>,
+    interval: Duration,
+    reservation_timeout: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut lagging = false;
         loop {
             ticker.tick().await;
             match catch_up(&store, events.as_ref()).await {
-                Ok(_) if failing => {
-                    tracing::info!("patient events: caught up again");
-                    failing = false;
+                Ok(progress) => {
+                    if failing {
+                        tracing::info!("patient events: reachable again");
+                        failing = false;
+                    }
+                    let behind = progress.behind >= BEHIND_WARN || progress.failed > 0;
+                    if behind && !lagging {
+                        tracing::warn!(
+                            behind = progress.behind,
+                            failed = progress.failed,
+                            "patient events: falling behind"
+                        );
+                    } else if !behind && lagging {
+                        tracing::info!("patient events: caught up");
+                    }
+                    lagging = behind;
                 }
-                Ok(_) => {}
                 Err(e) if !failing => {
                     tracing::warn!(error = %e, "patient events: cannot catch up now; retrying");
                     failing = true;
                 }
                 Err(e) => tracing::debug!(error = %e, "patient events: still failing"),
             }
+            if let Err(e) = reconcile(&store, patients.as_ref(), reservation_timeout).await {
+                tracing::debug!(error = %e, "deletion reservations: cannot check now");
+            }
+        }
+    })
+}
+
+/// Sweeps deleted patients' studies: chunk after chunk while there is work,
+/// then every `interval`, until aborted.
+pub fn spawn_sweeper(store: StudyStore, interval: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut removed_in_run = 0;
+        loop {
+            match store.sweep_step().await {
+                Ok(swept) if swept.pending > 0 => {
+                    removed_in_run += swept.removed;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Ok(swept) => {
+                    removed_in_run += swept.removed;
+                    if removed_in_run > 0 {
+                        tracing::info!(studies_removed = removed_in_run, "swept deleted patients' studies");
+                        removed_in_run = 0;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "sweeping: cannot reach the database now"),
+            }
+            tokio::time::sleep(interval).await;
         }
     })
 }

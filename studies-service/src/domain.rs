@@ -235,13 +235,34 @@ pub struct Study {
     pub etag: Etag,
 }
 
-/// A patient deletion published by patients-service, to be applied here.
+/// What happened to a patient, as patients-service's outbox says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PatientDeleted {
+pub enum PatientEventKind {
+    /// The patient was deleted: their studies must go.
+    Deleted,
+    /// A kind this version does not know (a newer patients-service may
+    /// publish more): skipped, but the cursor still moves past it.
+    Unknown,
+}
+
+/// One event of patients-service's outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatientEvent {
     /// Position in patients-service's outbox.
     pub sequence: i64,
-    /// The deleted patient.
+    /// The patient concerned.
     pub patient_id: PatientId,
+    /// What happened.
+    pub kind: PatientEventKind,
+}
+
+/// A batch of outbox events and how far the outbox goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventPage {
+    /// Events after the cursor, oldest first.
+    pub events: Vec<PatientEvent>,
+    /// The newest sequence in the outbox when the batch was read.
+    pub last_sequence: i64,
 }
 
 #[cfg(test)]

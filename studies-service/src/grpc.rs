@@ -10,7 +10,7 @@ use clinic_common::{
     resource::{self, timestamp},
     validation::{FieldViolation, Invalid},
 };
-use clinic_proto::studies::v1 as pb;
+use clinic_proto::studies::{guard::v1 as guard_pb, v1 as pb};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -125,6 +125,34 @@ impl pb::study_service_server::StudyService for StudyApi {
         let etag = invalid.check(Etag::parse(&req.etag, "etag"));
         let (Some(id), Some(etag)) = (id, etag) else { return Err(Error::from(invalid).into()) };
         self.store.delete(id, etag.as_ref()).await?;
+        Ok(Response::new(()))
+    }
+}
+
+/// The internal DeletionGuardService, for patients-service's non-forced deletes.
+#[derive(Debug, Clone)]
+pub struct GuardApi {
+    /// Where reservations are kept.
+    pub store: StudyStore,
+}
+
+#[tonic::async_trait]
+impl guard_pb::deletion_guard_service_server::DeletionGuardService for GuardApi {
+    async fn reserve_patient_deletion(
+        &self,
+        request: Request<guard_pb::ReservePatientDeletionRequest>,
+    ) -> Result<Response<guard_pb::ReservePatientDeletionResponse>, Status> {
+        let patient = PatientId::parse(request.into_inner().patient_id, "patient_id").map_err(Error::from)?;
+        let has_studies = self.store.reserve_deletion(patient).await?;
+        Ok(Response::new(guard_pb::ReservePatientDeletionResponse { has_studies }))
+    }
+
+    async fn cancel_patient_deletion(
+        &self,
+        request: Request<guard_pb::CancelPatientDeletionRequest>,
+    ) -> Result<Response<()>, Status> {
+        let patient = PatientId::parse(request.into_inner().patient_id, "patient_id").map_err(Error::from)?;
+        self.store.cancel_deletion(patient).await?;
         Ok(Response::new(()))
     }
 }

@@ -14,7 +14,7 @@ use clinic_proto::patients::{
 use tonic::Code;
 
 use crate::{
-    domain::{PatientDeleted, PatientId},
+    domain::{EventPage, PatientEvent, PatientEventKind, PatientId},
     error::{Error, Result},
 };
 
@@ -25,11 +25,12 @@ pub trait PatientDirectory: std::fmt::Debug + Send + Sync + 'static {
     async fn ensure_exists(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()>;
 }
 
-/// The source of patient deletions to apply.
+/// The source of patient events to apply.
 #[tonic::async_trait]
 pub trait PatientEvents: std::fmt::Debug + Send + Sync + 'static {
-    /// Up to `limit` deletions after outbox position `after`, oldest first.
-    async fn deletions_after(&self, after: i64, limit: u32) -> Result<Vec<PatientDeleted>>;
+    /// Up to `limit` events after outbox position `after`, oldest first,
+    /// with the newest sequence of the outbox.
+    async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage>;
 }
 
 /// patients-service over one shared channel.
@@ -52,21 +53,25 @@ impl PatientDirectory for GrpcPatients {
 
 #[tonic::async_trait]
 impl PatientEvents for GrpcPatients {
-    async fn deletions_after(&self, after: i64, limit: u32) -> Result<Vec<PatientDeleted>> {
+    async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage> {
         let page_size = i32::try_from(limit).unwrap_or(i32::MAX);
         let request = self.0.request(ListPatientEventsRequest { after_sequence: after, page_size }, None);
-        let events = PatientEventServiceClient::new(self.0.channel())
+        let page = PatientEventServiceClient::new(self.0.channel())
             .list_patient_events(request)
             .await
             .downstream(self.0.peer(), "reading patient deletions")?;
-        Ok(events
+        let events = page
             .events
-            .into_iter()
-            .filter(|e| e.r#type() == PatientEventType::Deleted)
-            .map(|e| PatientDeleted {
+            .iter()
+            .map(|e| PatientEvent {
                 sequence: e.sequence,
                 patient_id: PatientId::from_stored(e.patient_id),
+                kind: match e.r#type() {
+                    PatientEventType::Deleted => PatientEventKind::Deleted,
+                    _ => PatientEventKind::Unknown,
+                },
             })
-            .collect())
+            .collect();
+        Ok(EventPage { events, last_sequence: page.last_sequence })
     }
 }

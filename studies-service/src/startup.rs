@@ -8,14 +8,17 @@ use clinic_common::{
     service::{self, Prepared, Process, Serving, StartupError},
     telemetry::LogSettings,
 };
-use clinic_proto::studies::v1::{SERVICE_NAME, study_service_server::StudyServiceServer};
+use clinic_proto::studies::{
+    guard::v1::deletion_guard_service_server::DeletionGuardServiceServer,
+    v1::{SERVICE_NAME, study_service_server::StudyServiceServer},
+};
 use tonic::service::Routes;
 
 use crate::{
     SCHEMA,
     config::Config,
     consumer,
-    grpc::StudyApi,
+    grpc::{GuardApi, StudyApi},
     migrator,
     patients::{GrpcPatients, PatientDirectory, PatientEvents},
     storage::StudyStore,
@@ -28,6 +31,7 @@ pub struct Application {
     api: StudyApi,
     store: StudyStore,
     events: Arc<dyn PatientEvents>,
+    patients: Arc<dyn PatientDirectory>,
     config: Config,
 }
 
@@ -43,8 +47,8 @@ impl Application {
         let Prepared { serving, tokens } =
             service::prepare(&config.service, migrator(), SCHEMA, &[SERVICE_NAME]).await?;
         let store = StudyStore::new(serving.pool.clone());
-        let api = StudyApi { store: store.clone(), tokens, patients };
-        Ok(Self { serving, api, store, events, config })
+        let api = StudyApi { store: store.clone(), tokens, patients: patients.clone() };
+        Ok(Self { serving, api, store, events, patients, config })
     }
 }
 
@@ -71,9 +75,24 @@ impl Process for Application {
     /// Serves, and applies patient deletions in the background, until
     /// `shutdown` completes; then drains in-flight rpcs.
     async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let consumer = consumer::spawn(self.store, self.events, self.config.events_poll_interval);
-        let routes = Routes::new(StudyServiceServer::new(self.api));
-        service::serve_with_database(self.serving, routes, &self.config.service, vec![consumer], shutdown)
-            .await
+        let config = &self.config;
+        let consumer = consumer::spawn(
+            self.store.clone(),
+            self.events,
+            self.patients,
+            config.events_poll_interval,
+            config.reservation_timeout,
+        );
+        let sweeper = consumer::spawn_sweeper(self.store.clone(), config.events_poll_interval);
+        let routes = Routes::new(StudyServiceServer::new(self.api))
+            .add_service(DeletionGuardServiceServer::new(GuardApi { store: self.store }));
+        service::serve_with_database(
+            self.serving,
+            routes,
+            &self.config.service,
+            vec![consumer, sweeper],
+            shutdown,
+        )
+        .await
     }
 }

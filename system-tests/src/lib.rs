@@ -16,7 +16,10 @@ use clinic_common::{
 use clinic_proto::{
     gateway::v1::gateway_service_client::GatewayServiceClient,
     patients::v1::{self as ppb, patient_service_client::PatientServiceClient},
-    studies::v1::{self as pb, study_service_client::StudyServiceClient},
+    studies::{
+        guard::v1::deletion_guard_service_client::DeletionGuardServiceClient,
+        v1::{self as pb, study_service_client::StudyServiceClient},
+    },
 };
 use clinic_testkit::{
     Running, ServiceRole, TestDb, cluster::free_port, service::server_settings, service_config,
@@ -45,7 +48,14 @@ pub struct TestSystem {
     pub gateway_client: GatewayServiceClient<Channel>,
     /// A raw channel to the gateway, for health and reflection.
     pub gateway_channel: Channel,
+    /// A client of studies-service's internal deletion guard.
+    pub guard_client: DeletionGuardServiceClient<Channel>,
+    /// Applied to studies-service's configuration at each start.
+    studies_tuning: Option<Tuning>,
 }
+
+/// A change to studies-service's test configuration.
+pub type Tuning = Box<dyn Fn(&mut studies_service::Config) + Send + Sync>;
 
 fn addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port().expect("a free port")))
@@ -53,6 +63,18 @@ fn addr() -> SocketAddr {
 
 /// Starts patients-service, studies-service and the gateway on a fresh database.
 pub async fn spawn_system() -> TestSystem {
+    spawn_system_with(None).await
+}
+
+/// Like [`spawn_system`], with `tuning` applied to studies-service's
+/// configuration whenever it starts.
+pub async fn spawn_system_tuned(
+    tuning: impl Fn(&mut studies_service::Config) + Send + Sync + 'static,
+) -> TestSystem {
+    spawn_system_with(Some(Box::new(tuning))).await
+}
+
+async fn spawn_system_with(studies_tuning: Option<Tuning>) -> TestSystem {
     clinic_common::telemetry::init_for_tests();
     let db = TestDb::create().await;
     let (patients_addr, studies_addr, gateway_addr) = (addr(), addr(), addr());
@@ -62,6 +84,8 @@ pub async fn spawn_system() -> TestSystem {
         study_client: StudyServiceClient::new(channel(studies_addr)),
         gateway_client: GatewayServiceClient::new(channel(gateway_addr)),
         gateway_channel: channel(gateway_addr),
+        guard_client: DeletionGuardServiceClient::new(channel(studies_addr)),
+        studies_tuning,
         db,
         patients_addr,
         studies_addr,
@@ -110,8 +134,12 @@ impl TestSystem {
             service: service_config(self.db.url_for(ServiceRole::Studies)),
             patients: PatientsPeer { patients_addr: format!("http://{}", self.patients_addr) },
             events_poll_interval: Duration::from_millis(100),
+            reservation_timeout: Duration::from_secs(2),
         };
         config.service.server.listen_addr = self.studies_addr;
+        if let Some(tune) = &self.studies_tuning {
+            tune(&mut config);
+        }
         let app = studies_service::Application::build(config).await.expect("studies-service starts");
         self.studies = Some(Running::spawn(self.studies_addr, |shutdown| async move {
             app.run_until(shutdown).await.expect("studies-service runs")

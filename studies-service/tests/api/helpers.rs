@@ -11,7 +11,7 @@ use clinic_proto::studies::v1::{self as pb, study_service_client::StudyServiceCl
 use clinic_testkit::{Running, ServiceRole, TestDb, service_config};
 use studies_service::{
     Application, Config,
-    domain::{PatientDeleted, PatientId},
+    domain::{EventPage, PatientEvent, PatientEventKind, PatientId},
     error::{Error, Result},
     patients::{PatientDirectory, PatientEvents},
 };
@@ -28,15 +28,27 @@ impl PatientDirectory for KnownPatients {
     }
 }
 
-/// An outbox the test writes deletions into.
+/// An outbox the test writes events into.
 #[derive(Debug, Default)]
-pub struct Outbox(pub Mutex<Vec<PatientDeleted>>);
+pub struct Outbox(pub Mutex<Vec<PatientEvent>>);
+
+impl Outbox {
+    /// Publishes an event of `kind` about `patient`.
+    pub fn publish(&self, patient: i64, kind: PatientEventKind) {
+        let mut events = self.0.lock().expect("outbox lock");
+        let sequence = events.len() as i64 + 1;
+        events.push(PatientEvent { sequence, patient_id: PatientId::from_stored(patient), kind });
+    }
+}
 
 #[tonic::async_trait]
 impl PatientEvents for Outbox {
-    async fn deletions_after(&self, after: i64, limit: u32) -> Result<Vec<PatientDeleted>> {
+    async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage> {
         let events = self.0.lock().expect("outbox lock");
-        Ok(events.iter().filter(|e| e.sequence > after).take(limit as usize).copied().collect())
+        Ok(EventPage {
+            events: events.iter().filter(|e| e.sequence > after).take(limit as usize).copied().collect(),
+            last_sequence: events.len() as i64,
+        })
     }
 }
 
@@ -55,6 +67,7 @@ pub async fn spawn_app(known: &[i64]) -> TestApp {
         service: service_config(db.url_for(ServiceRole::Studies)),
         patients: PatientsPeer { patients_addr: defaults::uri(defaults::PATIENTS_PORT) },
         events_poll_interval: Duration::from_millis(50),
+        reservation_timeout: Duration::from_secs(2),
     };
     let outbox = Arc::new(Outbox::default());
     let directory = Arc::new(KnownPatients(known.iter().copied().collect()));

@@ -3,6 +3,7 @@
 //! the cross-service delete cascade, and the gateway's listing view.
 
 mod cascade;
+mod cascade_hardening;
 mod gateway;
 mod studies_create;
 mod studies_hostile;

@@ -1,9 +1,13 @@
 //! All SQL of studies-service, against the `studies` schema only.
 //!
-//! Writes that attach a study to a patient and the cascade that removes a
-//! deleted patient's studies take the same per-patient advisory lock, and
-//! both consult `studies.deleted_patient` under it, so a study can never be
-//! attached to a patient after their deletion has been applied here.
+//! Writes that attach a study to a patient take a per-patient advisory lock
+//! and consult `studies.deleted_patient` under it; the cascade ([`cascade`])
+//! records a deleted patient there under the same lock, so a study can never
+//! be attached to a patient after their deletion has been applied here.
+//! Reads, updates and deletes go through the view `studies.live_study`,
+//! which hides the studies of deleted patients until they are swept.
+
+pub mod cascade;
 
 use chrono::{DateTime, Utc};
 use std::sync::LazyLock;
@@ -19,18 +23,15 @@ use sqlx::{PgConnection, PgPool};
 use crate::{
     SCHEMA,
     domain::{
-        BodyPart, Etag, NewStudy, PatientDeleted, PatientFilter, PatientId, RequestId, Study, StudyField,
-        StudyId, StudyPatch, StudyType, UrgencyLevel,
+        BodyPart, Etag, NewStudy, PatientFilter, PatientId, RequestId, Study, StudyField, StudyId,
+        StudyPatch, StudyType, UrgencyLevel,
     },
     error::{Error, Result},
 };
 
-/// The event source whose cursor tracks patients-service's outbox.
-const PATIENTS_SOURCE: &str = "patients";
-
 clinic_common::table_row!(
-    /// A row of `studies.study`; `study_columns!()` lists its columns.
-    StudyRow in "studies.study", study_columns {
+    /// A study as clients may see it (`studies.live_study`); `study_columns!()` lists its columns.
+    StudyRow in "studies.live_study", study_columns {
         id: i64, patient_id: i64, urgency_level: String, body_part: String, description: String,
         study_type: String, version: i64, create_time: DateTime<Utc>, update_time: DateTime<Utc>,
     }
@@ -58,8 +59,8 @@ impl TryFrom<StudyRow> for Study {
 }
 
 /// Takes the per-patient lock and fails with NOT_FOUND if the patient's
-/// deletion has already been applied here.
-async fn lock_live_patient(conn: &mut PgConnection, patient: PatientId) -> Result<()> {
+/// deletion has been applied or reserved here.
+pub(crate) async fn lock_live_patient(conn: &mut PgConnection, patient: PatientId) -> Result<()> {
     sqlx::query("select pg_advisory_xact_lock($1)").bind(patient.get()).execute(&mut *conn).await?;
     let deleted: bool =
         sqlx::query_scalar("select exists (select 1 from studies.deleted_patient where patient_id = $1)")
@@ -72,7 +73,7 @@ async fn lock_live_patient(conn: &mut PgConnection, patient: PatientId) -> Resul
 /// Studies in Postgres.
 #[derive(Debug, Clone)]
 pub struct StudyStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 /// What a create's request id is bound to: the validated study.
@@ -93,7 +94,7 @@ impl StudyStore {
         Self { pool }
     }
 
-    /// Whether the deletion of `patient` has been applied here.
+    /// Whether the deletion of `patient` has been applied or reserved here.
     pub async fn is_deleted_patient(&self, patient: PatientId) -> Result<bool> {
         Ok(sqlx::query_scalar("select exists (select 1 from studies.deleted_patient where patient_id = $1)")
             .bind(patient.get())
@@ -142,7 +143,7 @@ impl StudyStore {
 
     /// The study with `id`.
     pub async fn get(&self, id: StudyId) -> Result<Study> {
-        const SQL: &str = concat!("select ", study_columns!(), " from studies.study where id = $1");
+        const SQL: &str = concat!("select ", study_columns!(), " from studies.live_study where id = $1");
         fetch_by_id::<StudyRow, _>(&self.pool, SQL, id).await?.try_into()
     }
 
@@ -154,7 +155,7 @@ impl StudyStore {
             sqlx::query_as(concat!(
                 "select ",
                 study_columns!(),
-                " from studies.study where id > $1 order by id limit $2"
+                " from studies.live_study where id > $1 order by id limit $2"
             ))
             .bind(after)
             .bind(fetch)
@@ -170,7 +171,7 @@ impl StudyStore {
                  cross join lateral ( \
                      select ",
                 study_columns!(),
-                " from studies.study t \
+                " from studies.live_study t \
                      where t.patient_id = p.patient_id and t.id > $1 order by t.id limit $2 \
                  ) s \
                  order by s.id limit $2"
@@ -224,51 +225,5 @@ impl StudyStore {
         } else {
             Err(why_not_written(&self.pool, StudyRow::TABLE, id).await)
         }
-    }
-
-    /// The last patients-service outbox sequence applied here.
-    pub async fn patients_cursor(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("select position from studies.event_cursor where source = $1")
-            .bind(PATIENTS_SOURCE)
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    /// Applies patient deletions: removes their studies, remembers them as
-    /// deleted, and advances the cursor, all in one transaction. Applying an
-    /// event twice changes nothing. Returns how many studies were removed.
-    pub async fn apply_patient_deletions(&self, events: &[PatientDeleted]) -> Result<u64> {
-        let Some(last) = events.iter().map(|e| e.sequence).max() else { return Ok(0) };
-        let mut tx = self.pool.begin().await?;
-        let mut removed = 0;
-        for event in events {
-            sqlx::query("select pg_advisory_xact_lock($1)")
-                .bind(event.patient_id.get())
-                .execute(&mut *tx)
-                .await?;
-            removed += sqlx::query("delete from studies.study where patient_id = $1")
-                .bind(event.patient_id.get())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            sqlx::query(
-                "insert into studies.deleted_patient (patient_id, event_sequence) values ($1, $2) \
-                 on conflict (patient_id) do nothing",
-            )
-            .bind(event.patient_id.get())
-            .bind(event.sequence)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "update studies.event_cursor set position = greatest(position, $2), update_time = now() \
-             where source = $1",
-        )
-        .bind(PATIENTS_SOURCE)
-        .bind(last)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(removed)
     }
 }
