@@ -21,6 +21,23 @@ pub const DATABASE: &str = "clinic";
 /// The host of every local default.
 pub const LOCALHOST: &str = "127.0.0.1";
 
+/// Largest gRPC message any Clinic process sends or accepts, at every hop
+/// (servers, clients between services, Envoy's buffers): far above what a
+/// response holds, since every list is also bounded by bytes
+/// (`paging::MAX_PAGE_BYTES`).
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Applies [`MAX_MESSAGE_BYTES`] both ways to a generated gRPC server or
+/// client: `clinic_common::bounded!(PatientServiceServer::new(api))`.
+#[macro_export]
+macro_rules! bounded {
+    ($service:expr) => {
+        $service
+            .max_decoding_message_size($crate::defaults::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size($crate::defaults::MAX_MESSAGE_BYTES)
+    };
+}
+
 /// `127.0.0.1:<port>`, a listen address on loopback.
 pub fn listen_addr(port: u16) -> String {
     format!("{LOCALHOST}:{port}")

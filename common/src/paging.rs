@@ -35,6 +35,12 @@ pub fn page_size(requested: i32, field: &str) -> Result<u32, FieldViolation> {
     }
 }
 
+/// Most bytes of items one page carries: a page ends early (with a token
+/// to go on) rather than grow past it, so every answer stays under 4 MiB,
+/// the default message limit of gRPC clients in every language, whatever
+/// the data.
+pub const MAX_PAGE_BYTES: usize = 3 << 20;
+
 /// How many rows to fetch for a page of `size`: one more than the page, so
 /// the extra row tells whether another page follows without a count.
 pub fn overfetch(size: u32) -> i64 {
@@ -56,6 +62,20 @@ impl<T> Page<T> {
         let more = rows.len() > size as usize;
         rows.truncate(size as usize);
         Self { items: rows, more }
+    }
+
+    /// Ends the page after as many items as fit in `budget` bytes (by
+    /// `size`), at least one; a page cut short has more to follow.
+    pub fn cut_to_bytes(&mut self, budget: usize, size: impl Fn(&T) -> usize) {
+        let mut total = 0;
+        let fits = self.items.iter().position(|item| {
+            total += size(item);
+            total > budget
+        });
+        if let Some(end) = fits {
+            self.items.truncate(end.max(1));
+            self.more = true;
+        }
     }
 
     /// The same page with each item converted by `f`.
@@ -165,6 +185,19 @@ mod tests {
         assert_eq!(tokens.next_token("s", &Page { items: vec![7], more: false }, |i| *i), "");
         let next = tokens.next_token("s", &Page { items: vec![5, 7], more: true }, |i| *i);
         assert_eq!(tokens.decode("s", &next), Ok(Some(7)));
+    }
+
+    #[test]
+    fn a_page_ends_early_rather_than_outgrow_its_byte_budget() {
+        let mut page = Page { items: vec![40, 40, 40], more: false };
+        page.cut_to_bytes(100, |n| *n);
+        assert_eq!(page, Page { items: vec![40, 40], more: true });
+        let mut huge = Page { items: vec![500, 1], more: false };
+        huge.cut_to_bytes(100, |n| *n);
+        assert_eq!(huge, Page { items: vec![500], more: true }, "one item always fits");
+        let mut small = Page { items: vec![1, 2], more: false };
+        small.cut_to_bytes(100, |n| *n);
+        assert_eq!(small, Page { items: vec![1, 2], more: false });
     }
 
     #[test]

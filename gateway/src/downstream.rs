@@ -10,13 +10,16 @@ use clinic_proto::{
         GetPatientRequest, ListPatientsRequest, ListPatientsResponse, Patient,
         patient_service_client::PatientServiceClient,
     },
-    studies::v1::{ListStudiesRequest, Study, study_service_client::StudyServiceClient},
+    studies::v1::{
+        ListStudiesByPatientRequest, ListStudiesRequest, ListStudiesResponse, PatientStudies,
+        study_service_client::StudyServiceClient,
+    },
 };
 
 use crate::error::Result;
 
-/// Largest page the gateway asks studies-service for.
-const STUDIES_PAGE: i32 = 1000;
+/// Studies shown per patient in the listing: the rest comes with a token.
+const STUDIES_PER_PATIENT: i32 = 20;
 
 /// Both downstream services.
 #[derive(Debug, Clone)]
@@ -36,37 +39,50 @@ impl Downstream {
         deadline: Option<Deadline>,
     ) -> Result<ListPatientsResponse> {
         let request = self.patients.request(ListPatientsRequest { page_size, page_token }, deadline);
-        let answer = PatientServiceClient::new(self.patients.channel()).list_patients(request).await;
+        let answer = clinic_common::bounded!(PatientServiceClient::new(self.patients.channel()))
+            .list_patients(request)
+            .await;
         Ok(answer.downstream(self.patients.peer(), "listing patients")?)
     }
 
     /// One patient.
     pub async fn get_patient(&self, id: i64, deadline: Option<Deadline>) -> Result<Patient> {
         let request = self.patients.request(GetPatientRequest { id }, deadline);
-        let answer = PatientServiceClient::new(self.patients.channel()).get_patient(request).await;
+        let answer = clinic_common::bounded!(PatientServiceClient::new(self.patients.channel()))
+            .get_patient(request)
+            .await;
         Ok(answer.downstream(self.patients.peer(), "reading the patient")?)
     }
 
-    /// Every study of `patient_ids`, in batched `ListStudies` calls that
-    /// follow `next_page_token` until the last page.
-    pub async fn studies_of(&self, patient_ids: Vec<i64>, deadline: Option<Deadline>) -> Result<Vec<Study>> {
-        let mut studies = Vec::new();
+    /// The first studies of each of `patient_ids`, in one call, each with a
+    /// token for the rest.
+    pub async fn first_studies_of(
+        &self,
+        patient_ids: Vec<i64>,
+        deadline: Option<Deadline>,
+    ) -> Result<Vec<PatientStudies>> {
         if patient_ids.is_empty() {
-            return Ok(studies);
+            return Ok(Vec::new());
         }
-        let mut page_token = String::new();
-        loop {
-            let message =
-                ListStudiesRequest { page_size: STUDIES_PAGE, page_token, patient_ids: patient_ids.clone() };
-            let page = StudyServiceClient::new(self.studies.channel())
-                .list_studies(self.studies.request(message, deadline))
-                .await
-                .downstream(self.studies.peer(), "listing the patients' studies")?;
-            studies.extend(page.studies);
-            if page.next_page_token.is_empty() {
-                return Ok(studies);
-            }
-            page_token = page.next_page_token;
-        }
+        let message = ListStudiesByPatientRequest { patient_ids, studies_per_patient: STUDIES_PER_PATIENT };
+        let answer = clinic_common::bounded!(StudyServiceClient::new(self.studies.channel()))
+            .list_studies_by_patient(self.studies.request(message, deadline))
+            .await;
+        Ok(answer.downstream(self.studies.peer(), "listing the patients' studies")?.patients)
+    }
+
+    /// One page of one patient's studies.
+    pub async fn studies_page(
+        &self,
+        patient_id: i64,
+        page_size: i32,
+        page_token: String,
+        deadline: Option<Deadline>,
+    ) -> Result<ListStudiesResponse> {
+        let message = ListStudiesRequest { page_size, page_token, patient_ids: vec![patient_id] };
+        let answer = clinic_common::bounded!(StudyServiceClient::new(self.studies.channel()))
+            .list_studies(self.studies.request(message, deadline))
+            .await;
+        Ok(answer.downstream(self.studies.peer(), "listing the patient's studies")?)
     }
 }

@@ -3,11 +3,15 @@
 //! call: the gateway never presents a partial page as complete.
 
 use clinic_common::{
-    client::{DownstreamError, Failure, Peer},
+    client::{DownstreamError, Failure},
     errors,
     validation::Invalid,
 };
-use tonic::Status;
+use tonic::{Code, Status};
+
+/// Answers of a downstream service that are about the caller's own request.
+const CALLERS_FAULT: [Code; 4] =
+    [Code::InvalidArgument, Code::NotFound, Code::PermissionDenied, Code::Unauthenticated];
 
 /// A failed gateway call.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +31,9 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
             Error::Invalid(invalid) => errors::invalid_fields(&invalid),
-            // patients-service judged the caller's own request (not found, a
-            // bad page token): its answer is the answer, passed on as it is.
-            Error::Downstream(e)
-                if e.peer == Peer::Patients && matches!(e.failure(), Failure::Answered(_)) =>
-            {
+            // A service judged the caller's own request (not found, a bad
+            // page token): its answer is the answer, passed on as it is.
+            Error::Downstream(e) if matches!(e.failure(), Failure::Answered(code) if CALLERS_FAULT.contains(&code)) => {
                 e.into_peer_status()
             }
             Error::Downstream(e) => e.into(),

@@ -6,8 +6,9 @@
 
 use clinic_common::{
     deadline::Deadline,
+    ids::PatientId,
     paging,
-    validation::{FieldViolation, Invalid},
+    validation::{Invalid, Text, check_text},
 };
 use clinic_proto::gateway::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -34,7 +35,7 @@ impl GatewayApi {
         paging::page_size(req.page_size, "page_size").map_err(Invalid::from)?;
         let page = self.downstream.list_patients(req.page_size, req.page_token, deadline).await?;
         let ids = page.patients.iter().map(|p| p.id).collect();
-        let studies = self.downstream.studies_of(ids, deadline).await?;
+        let studies = self.downstream.first_studies_of(ids, deadline).await?;
         Ok(pb::ListPatientsWithStudiesResponse {
             patients: view::join(page.patients, studies),
             next_page_token: page.next_page_token,
@@ -46,12 +47,14 @@ impl GatewayApi {
         req: pb::GetPatientWithStudiesRequest,
         deadline: Option<Deadline>,
     ) -> Result<pb::PatientWithStudies> {
-        if req.id <= 0 {
-            return Err(Invalid::from(FieldViolation::new("id", "must be a positive patient id")).into());
-        }
-        let patient = self.downstream.get_patient(req.id, deadline).await?;
-        let studies = self.downstream.studies_of(vec![req.id], deadline).await?;
-        Ok(view::join(vec![patient], studies).pop().expect("one patient in, one out"))
+        let mut invalid = Invalid::default();
+        let id = invalid.check(PatientId::parse(req.id, "id"));
+        invalid.check(paging::page_size(req.page_size, "page_size"));
+        invalid.check(check_text(&req.page_token, "page_token", 1024, Text::Token));
+        let Some(id) = id.filter(|_| invalid.0.is_empty()) else { return Err(invalid.into()) };
+        let patient = self.downstream.get_patient(id.get(), deadline).await?;
+        let page = self.downstream.studies_page(id.get(), req.page_size, req.page_token, deadline).await?;
+        Ok(view::with_studies(patient, page.studies, page.next_page_token))
     }
 }
 

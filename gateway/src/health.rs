@@ -34,7 +34,7 @@ pub async fn spawn_mirrors(
             let (health, state) = (health.clone(), state.clone());
             tokio::spawn(async move {
                 loop {
-                    let watch = HealthClient::new(channel.clone())
+                    let watch = clinic_common::bounded!(HealthClient::new(channel.clone()))
                         .watch(HealthCheckRequest { service: name.to_owned() })
                         .await;
                     if let Ok(response) = watch {

@@ -58,7 +58,8 @@ impl Process for Application {
             ],
         )
         .await;
-        let routes = Routes::new(GatewayServiceServer::new(GatewayApi::new(self.downstream)));
+        let routes =
+            Routes::new(clinic_common::bounded!(GatewayServiceServer::new(GatewayApi::new(self.downstream))));
         server::serve_with_tasks(self.listener, routes, health, &self.config.server, mirrors, shutdown).await
     }
 }

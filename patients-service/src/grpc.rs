@@ -13,6 +13,7 @@ use clinic_common::{
     validation::Invalid,
 };
 use clinic_proto::patients::{events::v1 as events_pb, v1 as pb};
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -94,12 +95,10 @@ impl pb::patient_service_server::PatientService for PatientApi {
         let req = request.into_inner();
         let size = paging::page_size(req.page_size, "page_size").map_err(Error::from)?;
         let after = self.tokens.decode(LIST_SCOPE, &req.page_token).map_err(ApiError::from)?;
-        let page = self.store.list(after.unwrap_or(0), size).await?;
-        let next_page_token = self.tokens.next_token(LIST_SCOPE, &page, |p| p.id.get());
-        Ok(Response::new(pb::ListPatientsResponse {
-            patients: page.items.into_iter().map(Into::into).collect(),
-            next_page_token,
-        }))
+        let mut page = self.store.list(after.unwrap_or(0), size).await?.map(pb::Patient::from);
+        page.cut_to_bytes(paging::MAX_PAGE_BYTES, |p| p.encoded_len());
+        let next_page_token = self.tokens.next_token(LIST_SCOPE, &page, |p| p.id);
+        Ok(Response::new(pb::ListPatientsResponse { patients: page.items, next_page_token }))
     }
 
     async fn update_patient(

@@ -65,8 +65,8 @@ impl Process for Application {
     }
 
     async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let routes = Routes::new(PatientServiceServer::new(self.api))
-            .add_service(PatientEventServiceServer::new(self.events));
+        let routes = Routes::new(clinic_common::bounded!(PatientServiceServer::new(self.api)))
+            .add_service(clinic_common::bounded!(PatientEventServiceServer::new(self.events)));
         service::serve_with_database(self.serving, routes, &self.config.service, Vec::new(), shutdown).await
     }
 }

@@ -59,7 +59,7 @@ pub struct GrpcStudies(pub PeerClient);
 impl DeletionGuard for GrpcStudies {
     async fn reserve_deletion(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<bool> {
         let request = self.0.request(ReservePatientDeletionRequest { patient_id: patient.get() }, deadline);
-        let answer = DeletionGuardServiceClient::new(self.0.channel())
+        let answer = clinic_common::bounded!(DeletionGuardServiceClient::new(self.0.channel()))
             .reserve_patient_deletion(request)
             .await
             .downstream(self.0.peer(), "checking whether the patient has studies")?;
@@ -68,7 +68,7 @@ impl DeletionGuard for GrpcStudies {
 
     async fn cancel_deletion(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()> {
         let request = self.0.request(CancelPatientDeletionRequest { patient_id: patient.get() }, deadline);
-        DeletionGuardServiceClient::new(self.0.channel())
+        clinic_common::bounded!(DeletionGuardServiceClient::new(self.0.channel()))
             .cancel_patient_deletion(request)
             .await
             .downstream(self.0.peer(), "cancelling a deletion that did not happen")?;

@@ -159,6 +159,11 @@ impl PatientFilter {
         invalid.finish(|| Self(ids))
     }
 
+    /// The filter of one patient's studies.
+    pub fn one(patient: PatientId) -> Self {
+        Self(vec![patient.get()])
+    }
+
     /// The ids, sorted and distinct; empty for no filter.
     pub fn ids(&self) -> &[i64] {
         &self.0

@@ -2,15 +2,16 @@
 //! requests into domain values, checking patients with patients-service,
 //! calling storage, and turning results back into protobuf.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use clinic_common::{
     deadline::Deadline,
-    paging::{self, PageTokens},
+    paging::{self, Page, PageTokens},
     resource::{self, timestamp},
     validation::{FieldViolation, Invalid},
 };
 use clinic_proto::studies::{guard::v1 as guard_pb, v1 as pb};
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -73,12 +74,67 @@ impl StudyApi {
         let size = invalid.finish(|| size.unwrap_or_default())?;
         let scope = list_scope(&filter);
         let after = self.tokens.decode(&scope, &req.page_token)?;
-        let page = self.store.list(&filter, after.unwrap_or(0), size).await?;
-        let next_page_token = self.tokens.next_token(&scope, &page, |s| s.id.get());
-        Ok(pb::ListStudiesResponse {
-            studies: page.items.into_iter().map(Into::into).collect(),
-            next_page_token,
-        })
+        let mut page = self.store.list(&filter, after.unwrap_or(0), size).await?.map(pb::Study::from);
+        page.cut_to_bytes(paging::MAX_PAGE_BYTES, |s| s.encoded_len());
+        let next_page_token = self.tokens.next_token(&scope, &page, |s| s.id);
+        Ok(pb::ListStudiesResponse { studies: page.items, next_page_token })
+    }
+
+    async fn list_by_patient(
+        &self,
+        req: pb::ListStudiesByPatientRequest,
+    ) -> Result<pb::ListStudiesByPatientResponse> {
+        let mut invalid = Invalid::default();
+        let per_patient = invalid.check(studies_per_patient(req.studies_per_patient));
+        if let Err(e) = PatientFilter::parse(&req.patient_ids, "patient_ids") {
+            invalid.0.extend(e.0);
+        }
+        let Some(per_patient) = per_patient.filter(|_| invalid.0.is_empty()) else {
+            return Err(invalid.into());
+        };
+        let mut ids = req.patient_ids;
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(*id));
+        let mut by_patient: HashMap<i64, Vec<pb::Study>> = HashMap::new();
+        for study in self.store.first_of_patients(&ids, per_patient + 1).await? {
+            by_patient.entry(study.patient_id.get()).or_default().push(study.into());
+        }
+        let share = BY_PATIENT_BYTES / ids.len().max(1);
+        let patients = ids
+            .into_iter()
+            .map(|patient_id| {
+                let studies = by_patient.remove(&patient_id).unwrap_or_default();
+                let mut page = Page::from_overfetched(studies, per_patient);
+                page.cut_to_bytes(share, |s| s.encoded_len());
+                if page.items.len() == 1 && page.items[0].encoded_len() > share {
+                    // Not even one study fits this patient's share: a token instead.
+                    page.items.clear();
+                }
+                let scope = list_scope(&PatientFilter::one(PatientId::from_stored(patient_id)));
+                let next_page_token = match page.items.last() {
+                    Some(last) if page.more => self.tokens.encode(&scope, last.id),
+                    None if page.more => self.tokens.encode(&scope, 0),
+                    _ => String::new(),
+                };
+                pb::PatientStudies { patient_id, studies: page.items, next_page_token }
+            })
+            .collect();
+        Ok(pb::ListStudiesByPatientResponse { patients })
+    }
+}
+
+/// Most bytes of studies one ListStudiesByPatient answer carries: small
+/// enough that a listing page of 1,000 patients with them stays under 4 MiB.
+const BY_PATIENT_BYTES: usize = 2 << 20;
+
+/// Default and largest `studies_per_patient` of ListStudiesByPatient.
+const STUDIES_PER_PATIENT: (u32, u32) = (20, 100);
+
+fn studies_per_patient(raw: i32) -> Result<u32, FieldViolation> {
+    match u32::try_from(raw) {
+        Err(_) => Err(FieldViolation::new("studies_per_patient", "must not be negative")),
+        Ok(0) => Ok(STUDIES_PER_PATIENT.0),
+        Ok(n) => Ok(n.min(STUDIES_PER_PATIENT.1)),
     }
 }
 
@@ -108,6 +164,13 @@ impl pb::study_service_server::StudyService for StudyApi {
         request: Request<pb::ListStudiesRequest>,
     ) -> Result<Response<pb::ListStudiesResponse>, Status> {
         Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn list_studies_by_patient(
+        &self,
+        request: Request<pb::ListStudiesByPatientRequest>,
+    ) -> Result<Response<pb::ListStudiesByPatientResponse>, Status> {
+        Ok(Response::new(self.list_by_patient(request.into_inner()).await?))
     }
 
     async fn update_study(

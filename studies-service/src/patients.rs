@@ -41,7 +41,8 @@ pub struct GrpcPatients(pub PeerClient);
 impl PatientDirectory for GrpcPatients {
     async fn ensure_exists(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()> {
         let request = self.0.request(GetPatientRequest { id: patient.get() }, deadline);
-        match PatientServiceClient::new(self.0.channel()).get_patient(request).await {
+        match clinic_common::bounded!(PatientServiceClient::new(self.0.channel())).get_patient(request).await
+        {
             Err(status) if status.code() == Code::NotFound => Err(Error::not_found(patient)),
             answer => answer
                 .downstream(self.0.peer(), "checking that the study's patient exists")
@@ -56,7 +57,7 @@ impl PatientEvents for GrpcPatients {
     async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage> {
         let page_size = i32::try_from(limit).unwrap_or(i32::MAX);
         let request = self.0.request(ListPatientEventsRequest { after_sequence: after, page_size }, None);
-        let page = PatientEventServiceClient::new(self.0.channel())
+        let page = clinic_common::bounded!(PatientEventServiceClient::new(self.0.channel()))
             .list_patient_events(request)
             .await
             .downstream(self.0.peer(), "reading patient deletions")?;

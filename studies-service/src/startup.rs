@@ -84,8 +84,9 @@ impl Process for Application {
             config.reservation_timeout,
         );
         let sweeper = consumer::spawn_sweeper(self.store.clone(), config.events_poll_interval);
-        let routes = Routes::new(StudyServiceServer::new(self.api))
-            .add_service(DeletionGuardServiceServer::new(GuardApi { store: self.store }));
+        let routes = Routes::new(clinic_common::bounded!(StudyServiceServer::new(self.api))).add_service(
+            clinic_common::bounded!(DeletionGuardServiceServer::new(GuardApi { store: self.store })),
+        );
         service::serve_with_database(
             self.serving,
             routes,

@@ -185,6 +185,23 @@ impl StudyStore {
         Page::from_overfetched(rows, size).try_map(Study::try_from)
     }
 
+    /// Up to `per_patient` first studies (in id order) of each of `patients`.
+    pub async fn first_of_patients(&self, patients: &[i64], per_patient: u32) -> Result<Vec<Study>> {
+        let rows: Vec<StudyRow> = sqlx::query_as(concat!(
+            "select s.* from unnest($1::bigint[]) as p(patient_id) \
+             cross join lateral ( \
+                 select ",
+            study_columns!(),
+            " from studies.live_study t where t.patient_id = p.patient_id order by t.id limit $2 \
+             ) s"
+        ))
+        .bind(patients)
+        .bind(i64::from(per_patient))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Study::try_from).collect()
+    }
+
     /// Applies `patch` if `etag` (when given) is still current, in one
     /// statement; moving the study checks the new patient under its lock.
     pub async fn update(&self, id: StudyId, patch: &StudyPatch, etag: Option<&Etag>) -> Result<Study> {

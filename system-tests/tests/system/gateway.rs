@@ -74,7 +74,7 @@ async fn get_patient_with_studies_returns_one_patient_and_their_studies() {
     let view = system
         .gateway_client
         .clone()
-        .get_patient_with_studies(pb::GetPatientWithStudiesRequest { id: patient.id })
+        .get_patient_with_studies(pb::GetPatientWithStudiesRequest { id: patient.id, ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -89,7 +89,7 @@ async fn get_patient_with_studies_of_an_unknown_patient_is_not_found_and_bad_ids
     let status = system
         .gateway_client
         .clone()
-        .get_patient_with_studies(pb::GetPatientWithStudiesRequest { id: 4040 })
+        .get_patient_with_studies(pb::GetPatientWithStudiesRequest { id: 4040, ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
@@ -97,7 +97,7 @@ async fn get_patient_with_studies_of_an_unknown_patient_is_not_found_and_bad_ids
     let bad = system
         .gateway_client
         .clone()
-        .get_patient_with_studies(pb::GetPatientWithStudiesRequest { id: 0 })
+        .get_patient_with_studies(pb::GetPatientWithStudiesRequest { id: 0, ..Default::default() })
         .await;
     assert_invalid(bad, &["id"]);
 }

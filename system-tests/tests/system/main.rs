@@ -2,6 +2,7 @@
 //! one fresh database per test: StudyService (which needs patients-service),
 //! the cross-service delete cascade, and the gateway's listing view.
 
+mod big_data;
 mod cascade;
 mod cascade_hardening;
 mod gateway;
