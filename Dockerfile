@@ -6,7 +6,7 @@
 #
 # The build needs no protoc: the proto crate compiles .proto files in Rust.
 
-FROM rust:1.95-slim-bookworm AS build
+FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -28,7 +28,7 @@ test: postgres-bins tools lint ## The whole suite: lint, unit + integration test
 	# One build of every target with one feature set: the tests and the
 	# binaries the end-to-end suite runs share it.
 	cargo build --workspace --all-targets --locked
-	cargo test --workspace --locked -- --test-threads=$(TEST_THREADS)
+	cargo test --workspace --locked --no-fail-fast -- --test-threads=$(TEST_THREADS)
 	# A seconds-long smoke of the benchmark (debug build, no timing assertions).
 	target/debug/clinic-bench --seconds 1 --patients 300 --concurrency 8 --out target/bench/smoke.json
 	$(VENV)/bin/pytest -q e2e

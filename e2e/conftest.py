@@ -64,10 +64,10 @@ def pid_alive(pid: int) -> bool:
 class Stack:
     """One running system: Postgres, three services and Envoy."""
 
-    def __init__(self, home: Path, restart_delay_ms: int = 1000):
+    def __init__(self, home: Path, restart_delay_ms: int = 1000, env: dict = None):
         self.home = home
         self.ports = {name: free_port() for name in ("ENVOY_PORT", "ENVOY_ADMIN_PORT", "PATIENTS_PORT", "STUDIES_PORT", "GATEWAY_PORT")}
-        env = dict(os.environ, CLINIC_HOME=str(home), RESTART_DELAY_MS=str(restart_delay_ms), ENVOY_BIN=str(VENV_BIN / "envoy"), **{k: str(v) for k, v in self.ports.items()})
+        env = dict(os.environ, CLINIC_HOME=str(home), RESTART_DELAY_MS=str(restart_delay_ms), ENVOY_BIN=str(VENV_BIN / "envoy"), **{k: str(v) for k, v in self.ports.items()}, **(env or {}))
         env.pop("DATABASE_URL", None)
         self.log = open(home / "clinic-dev.out", "w+")
         self.process = subprocess.Popen([str(CLINIC_DEV), "up"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -91,6 +91,15 @@ class Stack:
         run = self.home / "run"
         return {p.stem: int(p.read_text()) for p in run.glob("*.pid")}
 
+    def logs(self) -> dict:
+        """Every log of the run: each process's, and PostgreSQL's own."""
+        logs = {p.name: p.read_text(errors="replace") for p in (self.home / "logs").glob("*.log")}
+        data = self.data_dir()
+        if data:
+            for log in data.rglob("*.log"):
+                logs[f"postgres:{log.name}"] = log.read_text(errors="replace")
+        return logs
+
     def data_dir(self):
         match = re.search(r"^\s+data\s+(\S+)$", self.output, re.M)
         return Path(match.group(1)) if match else None
@@ -98,8 +107,10 @@ class Stack:
     def examples(self) -> list:
         return [line.strip() for line in self.output.splitlines() if line.strip().startswith("grpcurl ")]
 
-    def grpcurl(self, *args, data=None, check=True) -> subprocess.CompletedProcess:
+    def grpcurl(self, *args, data=None, check=True, headers=()) -> subprocess.CompletedProcess:
         cmd = [str(VENV_BIN / "grpcurl"), "-plaintext"]
+        for header in headers:
+            cmd += ["-H", header]
         if data is not None:
             cmd += ["-d", data]
         cmd += [self.target, *args]

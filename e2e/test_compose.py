@@ -54,12 +54,12 @@ def test_services_start_in_order_of_health():
     assert services["envoy"]["depends_on"]["gateway"]["condition"] == "service_healthy"
 
 
-def test_envoy_publishes_8080_and_admin_9901_and_routes_to_the_compose_services():
+def test_envoy_publishes_8080_only_and_its_admin_binds_loopback():
     envoy = compose()["envoy"]
-    assert "8080:8080" in envoy["ports"] and "127.0.0.1:9901:9901" in envoy["ports"]
+    assert envoy["ports"] == ["8080:8080"]
     assert "./envoy/envoy.compose.yaml:/etc/envoy/envoy.yaml:ro" in envoy["volumes"]
     config = yaml.safe_load((ROOT / "envoy" / "envoy.compose.yaml").read_text())
-    assert config["admin"]["address"]["socket_address"]["port_value"] == 9901
+    assert config["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9901}
     assert config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 8080
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     for cluster, service in (("patients", "patients-service"), ("studies", "studies-service"), ("gateway", "gateway")):
@@ -87,3 +87,23 @@ def test_the_container_healthcheck_probe_answers_for_serving_and_dead_services(s
 
     dead = subprocess.run([str(probe), f"127.0.0.1:{free_port()}"], capture_output=True, timeout=10)
     assert dead.returncode == 1
+
+
+def test_compose_restarts_services_waits_out_their_drain_and_pins_images():
+    services = compose()
+    for name, service in services.items():
+        assert service["restart"] == "unless-stopped", name
+        if "image" in service:
+            assert ":" in service["image"] and "latest" not in service["image"], service["image"]
+    for name in SERVICES:
+        grace = int(services[name]["stop_grace_period"].rstrip("s"))
+        assert grace > 5 + 10, f"{name}: pre-stop 5 s and drain 10 s must fit in {grace} s"
+
+
+def test_compose_secrets_have_no_silent_defaults():
+    text = (ROOT / "docker-compose.yml").read_text()
+    for secret in ("POSTGRES_PASSWORD", "PATIENTS_DB_PASSWORD", "STUDIES_DB_PASSWORD"):
+        assert f"${{{secret}:-" not in text, secret
+        assert f"${{{secret}:?" in text, secret
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()
+    assert "/.env" in (ROOT / ".gitignore").read_text().split()

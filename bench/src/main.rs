@@ -3,6 +3,7 @@
 //! the same run, and writes `target/bench/report.json` plus a table.
 
 mod cpu;
+mod health;
 mod load;
 mod pgbench;
 
@@ -43,6 +44,9 @@ struct Args {
     /// Requests in flight.
     #[arg(long, env = "BENCH_CONCURRENCY", default_value_t = 32)]
     concurrency: usize,
+    /// Measured seconds of the overload scenario (4× the concurrency).
+    #[arg(long, env = "BENCH_OVERLOAD_SECONDS", default_value_t = 30)]
+    overload_seconds: u64,
     /// HTTP/2 connections per target.
     #[arg(long, env = "BENCH_CONNECTIONS", default_value_t = 4)]
     connections: usize,
@@ -252,6 +256,15 @@ async fn measure(
     );
     let get_direct = measured("get_patient_direct", &direct, load, &processes, &mut cpu, get).await;
     let get_envoy = measured("get_patient_envoy", &envoy, load, &processes, &mut cpu, get).await;
+    let watched: Vec<u16> = vec![ports.patients, ports.studies, ports.gateway];
+    let watchers = health::watch(&watched);
+    let overload_load = Load {
+        concurrency: args.concurrency * 4,
+        duration: Duration::from_secs(args.overload_seconds.min(args.seconds.max(1) * 3).max(1)),
+        ..load
+    };
+    let overload = measured("overload", &envoy, overload_load, &processes, &mut cpu, get).await;
+    let not_serving = watchers.stop().await;
     let list_first = measured("list_patients", &direct, load, &processes, &mut cpu, list).await;
     let deep =
         measured("list_patients_deep_page", &direct, load, &processes, &mut cpu, move |channel, _, _| {
@@ -334,7 +347,12 @@ async fn measure(
     let row = |outcome, baseline, target| Row { outcome, baseline, target };
     let outcomes = vec![
         row(get_direct, Some(("pgbench_select", pg_select)), "≥ 0.40"),
-        row(get_envoy, Some(("pgbench_select", pg_select)), "≥ 0.25"),
+        row(get_envoy.clone(), Some(("pgbench_select", pg_select)), "≥ 0.25"),
+        row(
+            overload.clone(),
+            Some(("get_patient_envoy", get_envoy.rps)),
+            "errors only RESOURCE_EXHAUSTED; health SERVING",
+        ),
         row(create, Some(("pgbench_insert", pg_insert)), "≥ 0.50"),
         row(list_first.clone(), None, ""),
         row(listing, Some(("list_patients", list_first.rps)), "≥ 0.33"),
@@ -343,7 +361,19 @@ async fn measure(
         row(studies_batch, None, "(diagnostic: the listing's ListStudies)"),
     ];
     print_table(&outcomes, &[("pgbench_select", pg_select), ("pgbench_insert", pg_insert)]);
-    let deep_latency = outcomes[5].outcome.p50_ms / list_first.p50_ms.max(f64::EPSILON);
+    let deep =
+        outcomes.iter().find(|r| r.outcome.name == "list_patients_deep_page").expect("the deep page row");
+    let deep_latency = deep.outcome.p50_ms / list_first.p50_ms.max(f64::EPSILON);
+    let shed_only = overload.errors.keys().all(|code| code == "ResourceExhausted");
+    println!(
+        "\noverload ({}× concurrency): {:.0} rps = {:.2} of get_patient_envoy; errors {:?} ({}); health left SERVING {} times",
+        4,
+        overload.rps,
+        overload.rps / get_envoy.rps.max(f64::EPSILON),
+        overload.errors,
+        if shed_only { "only RESOURCE_EXHAUSTED" } else { "NOT only RESOURCE_EXHAUSTED" },
+        not_serving
+    );
     println!("\ndeep page p50 / first page p50 = {deep_latency:.2}");
     println!("\ncores used during each scenario (this machine has 2):");
     for (name, groups) in &cpu {
@@ -380,6 +410,13 @@ async fn measure(
     let report = json!({
         "scenarios": scenarios,
         "deep_page_p50_over_first_page_p50": deep_latency,
+        "overload": {
+            "concurrency": args.concurrency * 4,
+            "seconds": overload_load.duration.as_secs(),
+            "rps_over_get_patient_envoy": overload.rps / get_envoy.rps.max(f64::EPSILON),
+            "errors_only_resource_exhausted": shed_only,
+            "health_not_serving_updates": not_serving,
+        },
         "cores_used": cpu.iter().map(|(name, groups)| (name.clone(), json!(groups))).collect::<serde_json::Map<_, _>>(),
         "rss_mib": services.iter().enumerate().map(|(i, s)| (s.to_string(), json!({"idle": mib(idle[i]), "peak": mib(peak[i])}))).collect::<serde_json::Map<_, _>>(),
         "startup_ms": running.startup_times().iter().map(|(s, t)| (s.to_string(), json!(t.as_millis() as u64))).collect::<serde_json::Map<_, _>>(),

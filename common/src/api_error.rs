@@ -11,7 +11,7 @@ use tonic::{Code, Status};
 
 use crate::{
     client::DownstreamError,
-    db, errors,
+    db, deadline, errors,
     ids::{Id, Kind},
     paging::InvalidPageToken,
     resource::Etag,
@@ -49,6 +49,10 @@ pub enum ApiError {
     /// A `request_id` already used by a different create.
     #[error("request id reused for a different request")]
     RequestIdReused,
+    /// The caller's deadline left no time to make the change durable;
+    /// nothing was written.
+    #[error("deadline too close to commit")]
+    DeadlineExceeded,
     /// Another service could not answer.
     #[error(transparent)]
     Downstream(#[from] DownstreamError),
@@ -74,6 +78,18 @@ impl ApiError {
     pub fn corrupt(what: String) -> Self {
         Self::Database(sqlx::Error::Decode(what.into()))
     }
+}
+
+/// Runs `write`, the step that makes a change durable (a `commit`, or a
+/// single autocommit statement), unless the caller's deadline leaves no time
+/// to answer (then DEADLINE_EXCEEDED, and nothing is written). Once begun it
+/// is never abandoned: the deadline layer waits for it and answers with its
+/// real outcome. See [`crate::deadline`].
+pub async fn durable<T, E: Into<ApiError>>(write: impl Future<Output = Result<T, E>>) -> Result<T, ApiError> {
+    if !deadline::begin_commit() {
+        return Err(ApiError::DeadlineExceeded);
+    }
+    write.await.map_err(Into::into)
 }
 
 /// Row `id`, read with `sql` (a statement taking the id as `$1`), or NOT_FOUND.
@@ -147,6 +163,11 @@ impl From<ApiError> for Status {
                 "request_id was already used by a different create request; nothing was created. \
                  Send a new request_id with a new request",
                 REQUEST_ID_REUSED,
+            ),
+            ApiError::DeadlineExceeded => errors::with_reason(
+                Code::DeadlineExceeded,
+                "the deadline left no time to make the change; nothing was written",
+                errors::DEADLINE_EXCEEDED,
             ),
             ApiError::Downstream(e) => e.into(),
             ApiError::Database(e) => db::status(&e),

@@ -222,11 +222,12 @@ pub async fn page_token_key(pool: &PgPool, schema: &'static str) -> Result<Vec<u
     .await
 }
 
-/// Keeps calling `report` with whether Postgres answers: `false` while
-/// `select 1` fails or takes longer than `interval`, `true` as soon as it
-/// answers; only changes are reported.
+/// Keeps calling `report` with whether Postgres answers, on a connection of
+/// its own (so a saturated pool never makes a reachable database look
+/// down): `false` while connecting or `select 1` fails or takes longer than
+/// `interval`, `true` as soon as it answers; only changes are reported.
 pub fn spawn_health_probe<F, Fut>(
-    pool: PgPool,
+    options: PgConnectOptions,
     interval: Duration,
     mut report: F,
 ) -> tokio::task::JoinHandle<()>
@@ -236,18 +237,25 @@ where
 {
     tokio::spawn(async move {
         let mut serving = None;
+        let mut conn: Option<sqlx::PgConnection> = None;
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let limit = interval.max(Duration::from_millis(200));
         loop {
             ticker.tick().await;
-            let ok = matches!(
-                tokio::time::timeout(
-                    interval.max(Duration::from_millis(200)),
-                    sqlx::query("select 1").execute(&pool)
-                )
-                .await,
-                Ok(Ok(_))
-            );
+            let ok = tokio::time::timeout(limit, async {
+                if conn.is_none() {
+                    conn = Some(sqlx::ConnectOptions::connect(&options).await?);
+                }
+                let live = conn.as_mut().expect("connected above");
+                sqlx::query("select 1").execute(live).await.map(drop)
+            })
+            .await
+            .is_ok_and(|r| r.is_ok());
+            if !ok {
+                // A broken or stuck connection is not reused.
+                conn = None;
+            }
             if serving != Some(ok) {
                 if ok {
                     tracing::info!("postgres reachable: SERVING");
@@ -261,11 +269,32 @@ where
     })
 }
 
-/// The status for a database error: UNAVAILABLE when Postgres cannot be
-/// reached (retryable), DEADLINE_EXCEEDED when a statement ran past its
-/// timeout, INTERNAL (logged, never shown) for anything else.
+tokio::task_local! {
+    static POOL: PgPool;
+}
+
+/// Runs `call` with `pool` as the pool its database errors are judged
+/// against (see [`status`]); the server does this for every rpc.
+pub async fn with_pool<F: Future>(pool: PgPool, call: F) -> F::Output {
+    POOL.scope(pool, call).await
+}
+
+/// Whether the current call's pool has every connection open and busy.
+fn pool_saturated() -> bool {
+    POOL.try_with(|pool| pool.size() >= pool.options().get_max_connections() && pool.num_idle() == 0)
+        .unwrap_or(false)
+}
+
+/// The status for a database error: RESOURCE_EXHAUSTED (`OVERLOADED`) when
+/// no pooled connection came free in time while every one was open and
+/// busy; UNAVAILABLE when Postgres cannot be reached (retryable);
+/// DEADLINE_EXCEEDED when a statement ran past its timeout; INTERNAL
+/// (logged, never shown) for anything else.
 pub fn status(error: &sqlx::Error) -> Status {
-    if is_unavailable(error) {
+    if matches!(error, sqlx::Error::PoolTimedOut) && pool_saturated() {
+        tracing::warn!("no database connection came free in time");
+        errors::overloaded("every database connection is busy")
+    } else if is_unavailable(error) {
         tracing::warn!(error = %error, "database unavailable");
         errors::database_unavailable()
     } else if is_statement_timeout(error) {

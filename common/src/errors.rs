@@ -23,6 +23,8 @@ pub const INVALID_PAGE_TOKEN: &str = "INVALID_PAGE_TOKEN";
 pub const ETAG_MISMATCH: &str = "ETAG_MISMATCH";
 /// Reason of `UNAVAILABLE` when the service's Postgres cannot be reached.
 pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
+/// Reason of `RESOURCE_EXHAUSTED` when the service sheds load.
+pub const OVERLOADED: &str = "OVERLOADED";
 /// Reason of `DEADLINE_EXCEEDED` when the caller's deadline passed.
 pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
 
@@ -102,6 +104,17 @@ pub fn etag_mismatch(what: &str) -> Status {
 /// `UNAVAILABLE` because the service's database cannot be reached. Retryable.
 pub fn database_unavailable() -> Status {
     with_reason(Code::Unavailable, "the database is unreachable; retry later", DATABASE_UNAVAILABLE)
+}
+
+/// `RESOURCE_EXHAUSTED` because the service is busier than it can serve
+/// well (`what` is the resource). Retry later, with backoff; the database
+/// and the service are up.
+pub fn overloaded(what: &str) -> Status {
+    with_reason(
+        Code::ResourceExhausted,
+        format!("the service is overloaded ({what}); retry with backoff"),
+        OVERLOADED,
+    )
 }
 
 /// `INTERNAL` with a generic message; the error itself goes to the log only,

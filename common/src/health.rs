@@ -44,11 +44,10 @@ impl Health {
         self.reporter.set_service_status(name, status).await;
     }
 
-    /// Ends health: everything turns NOT_SERVING, then the statuses are
-    /// removed, which ends open `Watch` streams after they have seen
-    /// NOT_SERVING, so watchers do not hold a draining server open.
+    /// Ends health: the statuses are removed, which ends open `Watch`
+    /// streams, so watchers do not hold a draining server open. Called after
+    /// [`Health::set_serving`]`(false)`, so they have seen NOT_SERVING.
     pub async fn close(&self) {
-        self.set_serving(false).await;
         let mut reporter = self.reporter.clone();
         for name in self.services.iter().copied().chain([""]) {
             reporter.clear_service_status(name).await;

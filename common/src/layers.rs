@@ -3,6 +3,7 @@
 
 use std::{
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -11,7 +12,10 @@ use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::deadline::{Deadline, parse_grpc_timeout};
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+
+use crate::deadline::{self, CallState, Deadline, parse_grpc_timeout};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -87,8 +91,11 @@ where
 }
 
 /// Enforces each call's deadline: the `grpc-timeout` the caller sent, capped
-/// by the server's own ceiling. When it passes, the handler's work is dropped
-/// (abandoned) and the caller gets `DEADLINE_EXCEEDED`.
+/// by the server's own ceiling. When it passes, the handler's work is
+/// dropped (abandoned) and the caller gets `DEADLINE_EXCEEDED` - unless the
+/// handler has begun to commit a change ([`crate::deadline::begin_commit`]):
+/// then the layer waits for it and answers with its real outcome, so a
+/// write that happened is never reported as failed.
 ///
 /// tonic's built-in timeout answers `CANCELLED`, which tells a client the
 /// wrong story, hence this layer.
@@ -139,11 +146,15 @@ where
             .remove("grpc-timeout")
             .and_then(|v| parse_grpc_timeout(v.to_str().ok()?))
             .map_or(self.ceiling, |asked| asked.min(self.ceiling));
-        req.extensions_mut().insert(Deadline(Instant::now() + budget));
-        let response = self.inner.call(req);
+        let deadline = Deadline(Instant::now() + budget);
+        req.extensions_mut().insert(deadline);
+        let state = CallState::new(deadline);
+        let call = deadline::scope(state.clone(), self.inner.call(req));
         Box::pin(async move {
-            match tokio::time::timeout(budget, response).await {
+            tokio::pin!(call);
+            match tokio::time::timeout(budget, &mut call).await {
                 Ok(result) => result,
+                Err(_) if state.committing() => call.await,
                 Err(_) => Ok(crate::errors::with_reason(
                     Code::DeadlineExceeded,
                     format!("the deadline of {} ms passed before the call completed", budget.as_millis()),
@@ -152,5 +163,125 @@ where
                 .into_http()),
             }
         })
+    }
+}
+
+/// Sheds load early: at most `limit` rpcs are in flight at once; one more
+/// is refused at once with RESOURCE_EXHAUSTED (`OVERLOADED`) instead of
+/// queueing until everything is slow. Health checks are never refused, so a
+/// busy service is not mistaken for a dead one.
+#[derive(Debug, Clone)]
+pub struct InFlightLimitLayer {
+    permits: Arc<Semaphore>,
+}
+
+impl InFlightLimitLayer {
+    /// At most `limit` rpcs in flight, shared by every connection.
+    pub fn new(limit: usize) -> Self {
+        Self { permits: Arc::new(Semaphore::new(limit)) }
+    }
+}
+
+impl<S> Layer<S> for InFlightLimitLayer {
+    type Service = InFlightLimit<S>;
+    fn layer(&self, inner: S) -> InFlightLimit<S> {
+        InFlightLimit { inner, permits: self.permits.clone() }
+    }
+}
+
+/// The service made by [`InFlightLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct InFlightLimit<S> {
+    inner: S,
+    permits: Arc<Semaphore>,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for InFlightLimit<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        if req.uri().path().starts_with(HEALTH_PATH) {
+            return Box::pin(self.inner.call(req));
+        }
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let call = self.inner.call(req);
+                Box::pin(async move {
+                    let result = call.await;
+                    drop(permit);
+                    result
+                })
+            }
+            Err(_) => Box::pin(std::future::ready(Ok(crate::errors::overloaded(
+                "too many requests in flight",
+            )
+            .into_http()))),
+        }
+    }
+}
+
+/// The path prefix of `grpc.health.v1.Health`.
+const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
+
+/// Runs each rpc with the service's pool as the one its database errors are
+/// judged against (a pool timeout is overload when every connection is busy,
+/// an outage otherwise; see [`crate::db::status`]).
+#[derive(Debug, Clone)]
+pub struct PoolScopeLayer {
+    pool: Option<PgPool>,
+}
+
+impl PoolScopeLayer {
+    /// Scopes rpcs to `pool`; `None` for a process without a database.
+    pub fn new(pool: Option<PgPool>) -> Self {
+        Self { pool }
+    }
+}
+
+impl<S> Layer<S> for PoolScopeLayer {
+    type Service = PoolScope<S>;
+    fn layer(&self, inner: S) -> PoolScope<S> {
+        PoolScope { inner, pool: self.pool.clone() }
+    }
+}
+
+/// The service made by [`PoolScopeLayer`].
+#[derive(Debug, Clone)]
+pub struct PoolScope<S> {
+    inner: S,
+    pool: Option<PgPool>,
+}
+
+impl<S, ReqBody> Service<http::Request<ReqBody>> for PoolScope<S>
+where
+    S: Service<http::Request<ReqBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let call = self.inner.call(req);
+        match self.pool.clone() {
+            Some(pool) => Box::pin(crate::db::with_pool(pool, call)),
+            None => Box::pin(call),
+        }
     }
 }

@@ -75,24 +75,39 @@ mod layering {
         ("service", include_str!("service.rs")),
     ];
 
-    /// Names of modules of this crate that `source` uses (doc links aside).
+    /// Names of modules of this crate that `source` uses: paths written
+    /// `crate::name…`, and the names inside a `use crate::{…}` group (doc
+    /// comments aside).
     fn used(source: &str) -> Vec<&'static str> {
         let code: String =
             source.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
-        let source = code.as_str();
-        MODULES
-            .iter()
-            .map(|(name, _)| *name)
-            .filter(|name| {
-                source.contains(&format!("crate::{name}"))
-                    || source.contains(&format!("crate::{{{name}"))
-                    || source.lines().any(|l| {
-                        let l = l.trim_start();
-                        (l.starts_with(&format!("{name}::")) || l.starts_with(&format!("{name}::{{")))
-                            && source.contains("use crate::{")
-                    })
-            })
-            .collect()
+        let mut names = Vec::new();
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find("crate::") {
+            rest = &rest[at + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                // The names at the group's top level, up to its closing brace.
+                let (mut depth, mut word) = (0, String::new());
+                for c in group.chars() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        _ => {}
+                    }
+                    if depth == 0 && (c.is_alphanumeric() || c == '_') {
+                        word.push(c);
+                    } else {
+                        if !word.is_empty() {
+                            names.push(std::mem::take(&mut word));
+                        }
+                    }
+                }
+            } else {
+                names.push(rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect());
+            }
+        }
+        MODULES.iter().map(|(name, _)| *name).filter(|m| names.iter().any(|n| n == m)).collect()
     }
 
     #[test]

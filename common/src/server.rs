@@ -3,13 +3,20 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
+};
+use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tonic::{service::Routes, transport::server::TcpIncoming};
+use tonic::service::Routes;
 use tonic_health::{pb::health_server::HealthServer, server::HealthService};
+use tower::ServiceBuilder;
 
 use crate::{
     health::{HEALTH_SERVICE_NAME, Health},
-    layers::{DeadlineLayer, RpcTraceLayer},
+    layers::{DeadlineLayer, InFlightLimitLayer, PoolScopeLayer, RpcTraceLayer},
     settings::millis,
     telemetry::LogSettings,
 };
@@ -31,6 +38,29 @@ pub struct ServerSettings {
     /// exits anyway, in milliseconds.
     #[arg(long = "shutdown-drain-timeout-ms", env = "SHUTDOWN_DRAIN_TIMEOUT_MS", value_name = "MS", default_value = "10000", value_parser = millis)]
     pub drain_timeout: Duration,
+    /// On shutdown, how long the process keeps serving after turning
+    /// NOT_SERVING, in milliseconds, so load balancers (Envoy's health
+    /// checks, Kubernetes endpoints) stop sending traffic before it stops
+    /// accepting: longer than their detection time.
+    #[arg(long = "shutdown-pre-stop-delay-ms", env = "SHUTDOWN_PRE_STOP_DELAY_MS", value_name = "MS", default_value = "5000", value_parser = millis)]
+    pub pre_stop_delay: Duration,
+    /// Most rpcs in flight at once; more are refused at once with
+    /// RESOURCE_EXHAUSTED (health checks never are).
+    #[arg(
+        long = "max-in-flight-requests",
+        env = "MAX_IN_FLIGHT_REQUESTS",
+        value_name = "N",
+        default_value_t = 64
+    )]
+    pub max_in_flight: usize,
+    /// Most concurrent HTTP/2 streams per client connection.
+    #[arg(
+        long = "max-concurrent-streams",
+        env = "MAX_CONCURRENT_STREAMS",
+        value_name = "N",
+        default_value_t = 128
+    )]
+    pub max_concurrent_streams: u32,
     /// How the process logs.
     #[command(flatten)]
     pub log: LogSettings,
@@ -42,23 +72,28 @@ pub enum ServeError {
     /// The reflection descriptors could not be loaded (a build problem).
     #[error("building the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// The server failed.
-    #[error("serving: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 /// Serves `routes` on `listener` until `shutdown` completes, then drains.
 ///
 /// Adds `grpc.health.v1.Health` and reflection (v1 and v1alpha, listing the
-/// services of `health` and the health service) to the routes, and puts
-/// [`RpcTraceLayer`] and [`DeadlineLayer`] in front of every rpc. On shutdown
-/// every service turns NOT_SERVING first, so load balancers stop sending
-/// traffic, then in-flight rpcs get `settings.drain_timeout` to finish.
+/// services of `health` and the health service) to the routes, and puts the
+/// layers in front of every rpc: [`RpcTraceLayer`], [`InFlightLimitLayer`],
+/// [`DeadlineLayer`], [`PoolScopeLayer`] (with `pool`). On shutdown every
+/// service turns NOT_SERVING first and keeps serving for the pre-stop delay,
+/// so load balancers stop sending traffic; then it stops accepting and
+/// in-flight rpcs get `settings.drain_timeout` to finish.
+///
+/// The HTTP/2 server is hyper's, driven here rather than by tonic's
+/// `Server`: tonic's enforces the caller's `grpc-timeout` itself, outside
+/// any layer, by dropping the call - also a write that has begun to commit,
+/// which [`DeadlineLayer`] must be able to wait for.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     health: Health,
     settings: &ServerSettings,
+    pool: Option<PgPool>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let reflection = || {
@@ -80,41 +115,69 @@ pub async fn serve(
     let routes = routes
         .add_service(HealthServer::new(HealthService::from_health_reporter(health.reporter.clone())))
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
-
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    // `Server::tcp_nodelay` only applies to listeners tonic binds itself; our
-    // listener is bound by the caller (so port 0 works), so Nagle is turned
-    // off here. With it on, a response written in several frames waits for
-    // the client's delayed ACK: a flat 40 ms on every multi-segment answer.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tonic::transport::Server::builder()
+        .add_service(reflection_v1alpha)
+        .prepare();
+    let service = ServiceBuilder::new()
         .layer(RpcTraceLayer)
+        .layer(InFlightLimitLayer::new(settings.max_in_flight))
         .layer(DeadlineLayer::new(settings.request_timeout))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = stop_rx.await;
-        });
-    tokio::pin!(server);
+        .layer(PoolScopeLayer::new(pool))
+        .service(routes);
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let connections = GracefulShutdown::new();
 
-    tokio::select! {
-        result = &mut server => return Ok(result?),
-        () = shutdown => {}
-    }
-    tracing::info!("shutting down: NOT_SERVING, draining in-flight rpcs");
-    health.set_serving(false).await;
-    let _ = stop_tx.send(());
-    health.close().await;
-    match tokio::time::timeout(settings.drain_timeout, server).await {
-        Ok(result) => Ok(result?),
-        Err(_) => {
-            tracing::warn!(
-                timeout_ms = settings.drain_timeout.as_millis() as u64,
-                "drain timed out; exiting with rpcs in flight"
-            );
-            Ok(())
+    tokio::pin!(shutdown);
+    let stop_accepting = async {
+        (&mut shutdown).await;
+        tracing::info!(
+            pre_stop_ms = settings.pre_stop_delay.as_millis() as u64,
+            "shutting down: NOT_SERVING, serving on until load balancers notice"
+        );
+        health.set_serving(false).await;
+        tokio::time::sleep(settings.pre_stop_delay).await;
+    };
+    tokio::pin!(stop_accepting);
+    loop {
+        tokio::select! {
+            () = &mut stop_accepting => break,
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "accepting a connection failed");
+                        continue;
+                    }
+                };
+                // Without it a response written in several frames waits for
+                // the client's delayed ACK: a flat 40 ms on every
+                // multi-segment answer.
+                let _ = stream.set_nodelay(true);
+                let connection = http2.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()));
+                let connection = connections.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
         }
     }
+    // The port closes now: new clients are refused instead of hanging.
+    drop(listener);
+    tracing::info!("draining in-flight rpcs");
+    health.close().await;
+    if tokio::time::timeout(settings.drain_timeout, connections.shutdown()).await.is_err() {
+        tracing::warn!(
+            timeout_ms = settings.drain_timeout.as_millis() as u64,
+            "drain timed out; exiting with rpcs in flight"
+        );
+    }
+    Ok(())
 }
 
 /// Serves like [`serve`] while `background` tasks run; they are stopped as
@@ -124,6 +187,7 @@ pub async fn serve_with_tasks(
     routes: Routes,
     health: Health,
     settings: &ServerSettings,
+    pool: Option<PgPool>,
     background: Vec<tokio::task::JoinHandle<()>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -132,7 +196,7 @@ pub async fn serve_with_tasks(
         shutdown.await;
         aborts.iter().for_each(|a| a.abort());
     };
-    let result = serve(listener, routes, health, settings, shutdown).await;
+    let result = serve(listener, routes, health, settings, pool, shutdown).await;
     background.iter().for_each(|t| t.abort());
     result
 }

@@ -114,12 +114,21 @@ pub async fn serve_with_database(
     let Serving { listener, pool, health, schema } = serving;
     background.push(idempotency::spawn_pruner(pool.clone(), schema, config.idempotency.clone()));
     let probe_health = health.clone();
-    background.push(db::spawn_health_probe(pool.clone(), config.db.health_probe_interval, move |ok| {
+    let options = (*pool.connect_options()).clone();
+    background.push(db::spawn_health_probe(options, config.db.health_probe_interval, move |ok| {
         let health = probe_health.clone();
         async move { health.set_serving(ok).await }
     }));
-    let result =
-        server::serve_with_tasks(listener, routes, health, &config.server, background, shutdown).await;
+    let result = server::serve_with_tasks(
+        listener,
+        routes,
+        health,
+        &config.server,
+        Some(pool.clone()),
+        background,
+        shutdown,
+    )
+    .await;
     pool.close().await;
     result
 }

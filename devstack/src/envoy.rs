@@ -57,7 +57,7 @@ impl Addresses {
         Self {
             listen_host: "0.0.0.0".into(),
             port: defaults::ENVOY_PORT,
-            admin_host: "0.0.0.0".into(),
+            admin_host: defaults::LOCALHOST.into(),
             admin_port: defaults::ENVOY_ADMIN_PORT,
             patients: ("patients-service".into(), defaults::PATIENTS_PORT),
             studies: ("studies-service".into(), defaults::STUDIES_PORT),

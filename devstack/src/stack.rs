@@ -151,12 +151,11 @@ impl Proc {
 fn processes(options: &UpOptions, db: &postgres::LocalDatabase, envoy_config: &Path) -> Vec<Proc> {
     let p = options.ports;
     let listen = defaults::listen_addr;
-    let service = |name: &'static str, env: Vec<(&'static str, String)>| Proc {
-        name,
-        program: options.bin_dir.join(name),
-        args: Vec::new(),
-        env,
-        pid: None,
+    // One replica each behind an Envoy that is stopped first: nothing to
+    // drain traffic away from, so no pre-stop delay.
+    let service = |name: &'static str, mut env: Vec<(&'static str, String)>| {
+        env.push(("SHUTDOWN_PRE_STOP_DELAY_MS", "0".to_owned()));
+        Proc { name, program: options.bin_dir.join(name), args: Vec::new(), env, pid: None }
     };
     vec![
         service(

@@ -60,6 +60,7 @@ impl Process for Application {
         .await;
         let routes =
             Routes::new(clinic_common::bounded!(GatewayServiceServer::new(GatewayApi::new(self.downstream))));
-        server::serve_with_tasks(self.listener, routes, health, &self.config.server, mirrors, shutdown).await
+        server::serve_with_tasks(self.listener, routes, health, &self.config.server, None, mirrors, shutdown)
+            .await
     }
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::LazyLock;
 
 use clinic_common::{
-    api_error::{delete_if_current, fetch_by_id, why_not_written},
+    api_error::{ApiError, delete_if_current, durable, fetch_by_id, why_not_written},
     db::{patch_statement, unique_violation},
     idempotency::{self, Claim, Fingerprint},
     paging::{self, Page},
@@ -55,9 +55,10 @@ impl From<PatientRow> for Patient {
     }
 }
 
-fn email_taken_or(e: sqlx::Error) -> Error {
-    match unique_violation(&e) {
-        Some(EMAIL_UNIQUE_INDEX) => Error::EmailTaken,
+/// A violation of the email index is EmailTaken; anything else stays.
+fn email_taken_or(e: ApiError) -> Error {
+    match &e {
+        ApiError::Database(db) if unique_violation(db) == Some(EMAIL_UNIQUE_INDEX) => Error::EmailTaken,
         _ => e.into(),
     }
 }
@@ -90,7 +91,8 @@ impl PatientStore {
     pub async fn create(&self, new: &NewPatient, request_id: Option<&RequestId>) -> Result<Patient> {
         let Some(request_id) = request_id else {
             // One statement is atomic on its own: no BEGIN/COMMIT round trips.
-            let row = Self::insert(new).fetch_optional(&self.pool).await?.ok_or(Error::EmailTaken)?;
+            let row =
+                durable(Self::insert(new).fetch_optional(&self.pool)).await?.ok_or(Error::EmailTaken)?;
             return Ok(row.into());
         };
         let mut tx = self.pool.begin().await?;
@@ -100,7 +102,7 @@ impl PatientStore {
         }
         let row = Self::insert(new).fetch_optional(&mut *tx).await?.ok_or(Error::EmailTaken)?;
         idempotency::record(&mut tx, SCHEMA, request_id, row.id).await?;
-        tx.commit().await?;
+        durable(tx.commit()).await?;
         Ok(row.into())
     }
 
@@ -149,16 +151,15 @@ impl PatientStore {
             let columns: Vec<_> = PatientField::ALL.iter().map(|f| f.name()).collect();
             patch_statement(PatientRow::TABLE, &columns, patient_columns!())
         });
-        let row: Option<PatientRow> = sqlx::query_as(UPDATE.as_str())
+        let update = sqlx::query_as::<_, PatientRow>(UPDATE.as_str())
             .bind(id.get())
             .bind(patch.first_name.as_ref().map(|n| n.as_str()))
             .bind(patch.last_name.as_ref().map(|n| n.as_str()))
             .bind(patch.birth_date.map(|d| d.get()))
             .bind(patch.email.as_ref().map(|e| e.as_str()))
             .bind(etag.map(Etag::as_str))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(email_taken_or)?;
+            .fetch_optional(&self.pool);
+        let row = durable(update).await.map_err(email_taken_or)?;
         match row {
             Some(row) => Ok(row.into()),
             None => Err(why_not_written(&self.pool, PatientRow::TABLE, id).await.into()),
@@ -178,7 +179,7 @@ impl PatientStore {
             .bind(id.get())
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        durable(tx.commit()).await?;
         Ok(())
     }
 

@@ -80,15 +80,20 @@ fn postgres_ids() -> io::Result<(u32, u32)> {
 /// The port comes from below the kernel's ephemeral range: ports in that
 /// range are handed out for outgoing connections and port-0 binds at any
 /// moment, so one picked there can be taken before its server binds it.
+/// A port is handed out once per process: tests that stop a server and
+/// start it again on its port never find another test's server there.
 pub fn free_port() -> io::Result<u16> {
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
     let floor = 10_000.min(low.saturating_sub(1_000));
-    for _ in 0..200 {
+    let mut handed_out = HANDED_OUT.lock().expect("port registry");
+    for _ in 0..1000 {
         let port = rand::random_range(floor..low);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
             return Ok(port);
         }
     }

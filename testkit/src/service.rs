@@ -37,6 +37,9 @@ pub fn server_settings() -> ServerSettings {
         listen_addr: "127.0.0.1:0".parse().expect("valid address"),
         request_timeout: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(2),
+        pre_stop_delay: Duration::ZERO,
+        max_in_flight: 64,
+        max_concurrent_streams: 128,
         log: LogSettings { filter: "info".into(), format: LogFormat::Text },
     }
 }

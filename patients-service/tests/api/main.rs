@@ -2,11 +2,13 @@
 //! against real Postgres, one fresh database per test.
 
 mod create;
+mod deadlines;
 mod delete;
 mod helpers;
 mod hostile;
 mod list;
 mod outage;
+mod overload;
 mod read;
 mod server;
 mod update;

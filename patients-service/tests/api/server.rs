@@ -127,3 +127,37 @@ async fn shutdown_turns_health_not_serving_and_stops_accepting_calls() {
     assert!(watch.message().await.expect("clean end").is_none(), "then the stream ends");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the port no longer accepts connections");
 }
+
+/// SIGTERM must not cut off callers a load balancer is still sending:
+/// health turns NOT_SERVING at once, but calls (also on new connections)
+/// are served for the whole pre-stop delay; only then the port closes.
+#[tokio::test]
+async fn shutdown_keeps_serving_through_the_pre_stop_delay_after_not_serving() {
+    let app = spawn_app_with(TestDb::create().await, |c| {
+        c.service.server.pre_stop_delay = Duration::from_millis(1500)
+    })
+    .await;
+    let existing = app.create_nth(1).await;
+    app.wait_health("", ServingStatus::Serving, Duration::from_secs(5)).await;
+    let (addr, channel) = (app.addr, app.channel.clone());
+    let mut watch = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .watch(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+    let stopping = tokio::spawn(app.shutdown());
+
+    let update = watch.message().await.unwrap().expect("an update");
+    assert_eq!(update.status(), ServingStatus::NotServing, "NOT_SERVING comes first");
+    let started = std::time::Instant::now();
+    let fresh = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await;
+    let fresh = fresh.expect("new connections are still accepted during the pre-stop delay");
+    let read = clinic_proto::patients::v1::patient_service_client::PatientServiceClient::new(fresh)
+        .get_patient(clinic_proto::patients::v1::GetPatientRequest { id: existing.id })
+        .await;
+    assert!(read.is_ok(), "served {:?} after NOT_SERVING: {read:?}", started.elapsed());
+
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("stops after the delay").unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "then the port closes");
+}

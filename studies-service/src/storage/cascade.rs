@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use clinic_common::api_error::durable;
+
 use crate::{
     domain::{PatientEvent, PatientEventKind, PatientId},
     error::Result,
@@ -157,7 +159,7 @@ impl StudyStore {
         Ok(succeeded)
     }
 
-    /// Removes one chunk of studies of each of up to [`SWEEP_FANOUT`]
+    /// Removes one chunk of studies of each of up to 50
     /// deleted patients that are due; a patient whose last chunk was short
     /// is done. A failing patient is retried with backoff while the others
     /// go on.
@@ -230,16 +232,20 @@ impl StudyStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        durable(tx.commit()).await?;
         Ok(has_studies)
     }
 
     /// Lifts a reservation of `patient` that no deletion event confirmed.
     pub async fn cancel_deletion(&self, patient: PatientId) -> Result<()> {
-        sqlx::query("delete from studies.deleted_patient where patient_id = $1 and event_sequence is null")
+        durable(
+            sqlx::query(
+                "delete from studies.deleted_patient where patient_id = $1 and event_sequence is null",
+            )
             .bind(patient.get())
-            .execute(&self.pool)
-            .await?;
+            .execute(&self.pool),
+        )
+        .await?;
         Ok(())
     }
 

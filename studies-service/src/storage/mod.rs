@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use std::sync::LazyLock;
 
 use clinic_common::{
-    api_error::{delete_if_current, fetch_by_id, why_not_written},
+    api_error::{delete_if_current, durable, fetch_by_id, why_not_written},
     db::patch_statement,
     idempotency::{self, Claim, Fingerprint},
     paging::{self, Page},
@@ -137,7 +137,7 @@ impl StudyStore {
         if let Some(request_id) = request_id {
             idempotency::record(&mut tx, SCHEMA, request_id, row.id).await?;
         }
-        tx.commit().await?;
+        durable(tx.commit()).await?;
         row.try_into()
     }
 
@@ -225,7 +225,7 @@ impl StudyStore {
             .await?;
         match row {
             Some(row) => {
-                tx.commit().await?;
+                durable(tx.commit()).await?;
                 row.try_into()
             }
             None => {
@@ -237,7 +237,7 @@ impl StudyStore {
 
     /// Deletes the study if `etag` (when given) is still current.
     pub async fn delete(&self, id: StudyId, etag: Option<&Etag>) -> Result<()> {
-        if delete_if_current(&self.pool, StudyRow::TABLE, id, etag).await? {
+        if durable(delete_if_current(&self.pool, StudyRow::TABLE, id, etag)).await? {
             Ok(())
         } else {
             Err(why_not_written(&self.pool, StudyRow::TABLE, id).await)
