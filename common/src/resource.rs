@@ -114,6 +114,58 @@ macro_rules! named_enum {
     };
 }
 
+/// Declares, from one list of a resource's writable fields, their values
+/// (`fields`: what a create sets and what is stored), the changes of an
+/// update (`patch`, each field optional) and the fields an update mask may
+/// name (`field`, a [`Named`] enum whose names are the fields' own), so the
+/// three can never disagree.
+#[macro_export]
+macro_rules! resource_fields {
+    (
+        $(#[$new_meta:meta])* fields $new:ident;
+        $(#[$patch_meta:meta])* patch $patch:ident;
+        $(#[$field_meta:meta])* field $field:ident;
+        { $( $(#[$doc:meta])* $name:ident: $ty:ty => $variant:ident ),+ $(,)? }
+    ) => {
+        $(#[$new_meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $new {
+            $( $(#[$doc])* pub $name: $ty, )+
+        }
+
+        $(#[$patch_meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        pub struct $patch {
+            $( $(#[$doc])* pub $name: Option<$ty>, )+
+        }
+
+        $(#[$field_meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $field {
+            $( #[doc = concat!("`", stringify!($name), "`")] $variant, )+
+        }
+
+        impl $field {
+            /// Every field, in declaration order.
+            pub const ALL: &'static [$field] = &[$($field::$variant,)+];
+
+            /// The field's name in the API and its column.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($field::$variant => stringify!($name),)+
+                }
+            }
+        }
+
+        impl $crate::resource::Named for $field {
+            const ALL: &'static [Self] = $field::ALL;
+            fn name(self) -> &'static str {
+                $field::name(self)
+            }
+        }
+    };
+}
+
 /// Parses an update mask: each path must name one of the updatable fields
 /// `F` once; output-only and unknown paths are violations of `field`.
 pub fn parse_update_mask<F: Named>(paths: &[String], field: &str) -> Result<Vec<F>, Invalid> {
@@ -160,6 +212,22 @@ pub fn fields_to_update<F: Named>(
         invalid.push(field, "names no field to update: list paths in update_mask or set at least one field");
     }
     fields
+}
+
+/// A resource as stored: its server-assigned id, its fields, and what the
+/// server keeps about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored<I, T> {
+    /// Server-assigned id.
+    pub id: I,
+    /// The resource's own fields.
+    pub fields: T,
+    /// When it was created.
+    pub create_time: DateTime<Utc>,
+    /// When it last changed.
+    pub update_time: DateTime<Utc>,
+    /// The current version tag.
+    pub etag: Etag,
 }
 
 /// A protobuf timestamp.

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clinic_common::validation::{FieldViolation, Text, check_text, is_invisible};
 pub use clinic_common::{
     ids::PatientId,
-    resource::{Etag, RequestId},
+    resource::{Etag, RequestId, Stored},
 };
 use email_address::{EmailAddress, Options};
 use unicode_normalization::UnicodeNormalization;
@@ -57,6 +57,11 @@ impl PersonName {
         Ok(Self(name))
     }
 
+    /// A name read back from storage, which only holds valid ones.
+    pub fn from_stored(name: String) -> Self {
+        Self(name)
+    }
+
     /// The name as stored.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -102,6 +107,11 @@ impl BirthDate {
         Ok(Self(date))
     }
 
+    /// A date read back from storage, which only holds valid ones.
+    pub fn from_stored(date: NaiveDate) -> Self {
+        Self(date)
+    }
+
     /// The date.
     pub fn get(self) -> NaiveDate {
         self.0
@@ -140,73 +150,38 @@ impl Email {
         Ok(Self(email.to_owned()))
     }
 
+    /// An address read back from storage, which only holds valid ones.
+    pub fn from_stored(email: String) -> Self {
+        Self(email)
+    }
+
     /// The address as stored.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
-/// A patient to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewPatient {
-    /// Given name(s).
-    pub first_name: PersonName,
-    /// Family name(s).
-    pub last_name: PersonName,
-    /// Date of birth.
-    pub birth_date: BirthDate,
-    /// Email address.
-    pub email: Email,
-}
-
-/// The fields an update changes; `None` leaves a field as it is.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PatientPatch {
-    /// New given name(s).
-    pub first_name: Option<PersonName>,
-    /// New family name(s).
-    pub last_name: Option<PersonName>,
-    /// New date of birth.
-    pub birth_date: Option<BirthDate>,
-    /// New email address.
-    pub email: Option<Email>,
-}
-
-clinic_common::named_enum! {
-    /// The fields of a patient an update mask may name; names are the API's
-    /// and the columns'.
-    PatientField {
-        /// `first_name`
-        FirstName = "first_name",
-        /// `last_name`
-        LastName = "last_name",
-        /// `birth_date`
-        BirthDate = "birth_date",
-        /// `email`
-        Email = "email",
+clinic_common::resource_fields! {
+    /// A patient's own fields: what a create sets and what is stored.
+    fields PatientFields;
+    /// The fields an update changes; `None` leaves a field as it is.
+    patch PatientPatch;
+    /// The fields of a patient an update mask may name.
+    field PatientField;
+    {
+        /// Given name(s).
+        first_name: PersonName => FirstName,
+        /// Family name(s).
+        last_name: PersonName => LastName,
+        /// Date of birth.
+        birth_date: BirthDate => BirthDate,
+        /// Email address.
+        email: Email => Email,
     }
 }
 
 /// A stored patient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Patient {
-    /// Server-assigned id.
-    pub id: PatientId,
-    /// Given name(s).
-    pub first_name: String,
-    /// Family name(s).
-    pub last_name: String,
-    /// Date of birth.
-    pub birth_date: NaiveDate,
-    /// Email address as given.
-    pub email: String,
-    /// When the patient was created.
-    pub create_time: DateTime<Utc>,
-    /// When the patient last changed.
-    pub update_time: DateTime<Utc>,
-    /// The current version tag.
-    pub etag: Etag,
-}
+pub type Patient = Stored<PatientId, PatientFields>;
 
 /// Something that happened to a patient, published through the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

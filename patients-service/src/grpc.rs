@@ -18,8 +18,8 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{
-        BirthDate, Email, Etag, NewPatient, Patient, PatientEvent, PatientEventKind, PatientField, PatientId,
-        PatientPatch, PersonName, RequestId, latest_today,
+        BirthDate, Email, Etag, Patient, PatientEvent, PatientEventKind, PatientField, PatientFields,
+        PatientId, PatientPatch, PersonName, RequestId, latest_today,
     },
     error::{Error, Result},
     storage::PatientStore,
@@ -77,7 +77,7 @@ impl pb::patient_service_server::PatientService for PatientApi {
     ) -> Result<Response<pb::Patient>, Status> {
         let (new, request_id) = parse_create(request.into_inner(), Utc::now())?;
         let patient = self.store.create(&new, request_id.as_ref()).await?;
-        Ok(Response::new(patient.into()))
+        Ok(Response::new(patient_pb(patient)))
     }
 
     async fn get_patient(
@@ -85,7 +85,7 @@ impl pb::patient_service_server::PatientService for PatientApi {
         request: Request<pb::GetPatientRequest>,
     ) -> Result<Response<pb::Patient>, Status> {
         let id = PatientId::parse(request.into_inner().id, "id").map_err(Error::from)?;
-        Ok(Response::new(self.store.get(id).await?.into()))
+        Ok(Response::new(patient_pb(self.store.get(id).await?)))
     }
 
     async fn list_patients(
@@ -95,7 +95,7 @@ impl pb::patient_service_server::PatientService for PatientApi {
         let req = request.into_inner();
         let size = paging::page_size(req.page_size, "page_size").map_err(Error::from)?;
         let after = self.tokens.decode(LIST_SCOPE, &req.page_token).map_err(ApiError::from)?;
-        let mut page = self.store.list(after.unwrap_or(0), size).await?.map(pb::Patient::from);
+        let mut page = self.store.list(after.unwrap_or(0), size).await?.map(patient_pb);
         page.cut_to_bytes(paging::MAX_PAGE_BYTES, |p| p.encoded_len());
         let next_page_token = self.tokens.next_token(LIST_SCOPE, &page, |p| p.id);
         Ok(Response::new(pb::ListPatientsResponse { patients: page.items, next_page_token }))
@@ -107,7 +107,7 @@ impl pb::patient_service_server::PatientService for PatientApi {
     ) -> Result<Response<pb::Patient>, Status> {
         let (id, patch, etag) = parse_update(request.into_inner(), Utc::now())?;
         let patient = self.store.update(id, &patch, etag.as_ref()).await?;
-        Ok(Response::new(patient.into()))
+        Ok(Response::new(patient_pb(patient)))
     }
 
     async fn delete_patient(
@@ -184,7 +184,7 @@ impl From<PatientEvent> for events_pb::PatientEvent {
 fn parse_create(
     req: pb::CreatePatientRequest,
     now: DateTime<Utc>,
-) -> Result<(NewPatient, Option<RequestId>)> {
+) -> Result<(PatientFields, Option<RequestId>)> {
     let mut invalid = Invalid::default();
     let request_id = invalid.check(RequestId::parse(&req.request_id, "request_id"));
     let Some(p) = req.patient else {
@@ -197,7 +197,7 @@ fn parse_create(
     let email = invalid.check(Email::parse(&p.email, "patient.email"));
     match (first_name, last_name, birth_date, email, request_id) {
         (Some(first_name), Some(last_name), Some(birth_date), Some(email), Some(request_id)) => {
-            Ok((NewPatient { first_name, last_name, birth_date, email }, request_id))
+            Ok((PatientFields { first_name, last_name, birth_date, email }, request_id))
         }
         _ => Err(invalid.into()),
     }
@@ -244,17 +244,17 @@ fn parse_update(
     }
 }
 
-impl From<Patient> for pb::Patient {
-    fn from(p: Patient) -> Self {
-        pb::Patient {
-            id: p.id.get(),
-            first_name: p.first_name,
-            last_name: p.last_name,
-            birth_date: p.birth_date.format("%Y-%m-%d").to_string(),
-            email: p.email,
-            create_time: Some(timestamp(p.create_time)),
-            update_time: Some(timestamp(p.update_time)),
-            etag: p.etag.as_str().to_owned(),
-        }
+/// A stored patient → protobuf.
+fn patient_pb(p: Patient) -> pb::Patient {
+    let f = p.fields;
+    pb::Patient {
+        id: p.id.get(),
+        first_name: f.first_name.as_str().to_owned(),
+        last_name: f.last_name.as_str().to_owned(),
+        birth_date: f.birth_date.get().format("%Y-%m-%d").to_string(),
+        email: f.email.as_str().to_owned(),
+        create_time: Some(timestamp(p.create_time)),
+        update_time: Some(timestamp(p.update_time)),
+        etag: p.etag.as_str().to_owned(),
     }
 }

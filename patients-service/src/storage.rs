@@ -19,8 +19,8 @@ use sqlx::PgPool;
 use crate::{
     SCHEMA,
     domain::{
-        Etag, NewPatient, Patient, PatientEvent, PatientEventKind, PatientField, PatientId, PatientPatch,
-        RequestId,
+        BirthDate, Email, Etag, Patient, PatientEvent, PatientEventKind, PatientField, PatientFields,
+        PatientId, PatientPatch, PersonName, RequestId,
     },
     error::{Error, Result},
 };
@@ -44,10 +44,12 @@ impl From<PatientRow> for Patient {
     fn from(row: PatientRow) -> Self {
         Patient {
             id: PatientId::from_stored(row.id),
-            first_name: row.first_name,
-            last_name: row.last_name,
-            birth_date: row.birth_date,
-            email: row.email,
+            fields: PatientFields {
+                first_name: PersonName::from_stored(row.first_name),
+                last_name: PersonName::from_stored(row.last_name),
+                birth_date: BirthDate::from_stored(row.birth_date),
+                email: Email::from_stored(row.email),
+            },
             create_time: row.create_time,
             update_time: row.update_time,
             etag: Etag::of_version(row.version),
@@ -70,7 +72,7 @@ pub struct PatientStore {
 }
 
 /// What a create's request id is bound to: the validated patient.
-fn fingerprint(new: &NewPatient) -> Fingerprint {
+fn fingerprint(new: &PatientFields) -> Fingerprint {
     let birth_date = new.birth_date.get().to_string();
     Fingerprint::of(&[
         new.first_name.as_str().as_bytes(),
@@ -88,7 +90,7 @@ impl PatientStore {
 
     /// Inserts `new`. With a `request_id` seen before, returns the patient
     /// that request created instead (or NOT_FOUND if it was deleted since).
-    pub async fn create(&self, new: &NewPatient, request_id: Option<&RequestId>) -> Result<Patient> {
+    pub async fn create(&self, new: &PatientFields, request_id: Option<&RequestId>) -> Result<Patient> {
         let Some(request_id) = request_id else {
             // One statement is atomic on its own: no BEGIN/COMMIT round trips.
             let row =
@@ -109,7 +111,7 @@ impl PatientStore {
     /// The insert of `new`, returning the stored row; run alone or inside
     /// the idempotent-create transaction.
     fn insert(
-        new: &NewPatient,
+        new: &PatientFields,
     ) -> sqlx::query::QueryAs<'static, sqlx::Postgres, PatientRow, sqlx::postgres::PgArguments> {
         // A taken email inserts nothing, so Postgres raises no error (whose
         // detail would quote the email): no row back means EmailTaken.

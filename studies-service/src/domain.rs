@@ -1,11 +1,10 @@
 //! Imaging studies as the clinic understands them: validated values, the
 //! radiology vocabulary, and the rules they obey. No I/O and no protobuf.
 
-use chrono::{DateTime, Utc};
 use clinic_common::validation::{FieldViolation, Invalid, Text, check_text};
 pub use clinic_common::{
     ids::{PatientId, StudyId},
-    resource::{Etag, RequestId},
+    resource::{Etag, RequestId, Stored},
 };
 
 /// Longest description, in characters, after trimming.
@@ -129,6 +128,11 @@ impl Description {
         }
     }
 
+    /// A description read back from storage, which only holds valid ones.
+    pub fn from_stored(text: String) -> Self {
+        Self(text)
+    }
+
     /// The text as stored.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -170,75 +174,29 @@ impl PatientFilter {
     }
 }
 
-/// A study to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewStudy {
-    /// The patient.
-    pub patient_id: PatientId,
-    /// How soon it must be read.
-    pub urgency_level: UrgencyLevel,
-    /// The part examined.
-    pub body_part: BodyPart,
-    /// Description or findings.
-    pub description: Description,
-    /// The modality.
-    pub study_type: StudyType,
-}
-
-/// The fields an update changes; `None` leaves a field as it is.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StudyPatch {
-    /// Move the study to this patient (who must exist).
-    pub patient_id: Option<PatientId>,
-    /// New urgency.
-    pub urgency_level: Option<UrgencyLevel>,
-    /// New body part.
-    pub body_part: Option<BodyPart>,
-    /// New description.
-    pub description: Option<Description>,
-    /// New modality.
-    pub study_type: Option<StudyType>,
-}
-
-clinic_common::named_enum! {
-    /// The fields of a study an update mask may name; names are the API's
-    /// and the columns'.
-    StudyField {
-        /// `patient_id`
-        PatientId = "patient_id",
-        /// `urgency_level`
-        UrgencyLevel = "urgency_level",
-        /// `body_part`
-        BodyPart = "body_part",
-        /// `description`
-        Description = "description",
-        /// `study_type`
-        StudyType = "study_type",
+clinic_common::resource_fields! {
+    /// A study's own fields: what a create sets and what is stored.
+    fields StudyFields;
+    /// The fields an update changes; `None` leaves a field as it is.
+    patch StudyPatch;
+    /// The fields of a study an update mask may name.
+    field StudyField;
+    {
+        /// The patient (who must exist); in a patch, moves the study.
+        patient_id: PatientId => PatientId,
+        /// How soon it must be read.
+        urgency_level: UrgencyLevel => UrgencyLevel,
+        /// The part examined.
+        body_part: BodyPart => BodyPart,
+        /// Description or findings.
+        description: Description => Description,
+        /// The modality.
+        study_type: StudyType => StudyType,
     }
 }
 
 /// A stored study.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Study {
-    /// Server-assigned id.
-    pub id: StudyId,
-    /// The patient.
-    pub patient_id: PatientId,
-    /// How soon it must be read.
-    pub urgency_level: UrgencyLevel,
-    /// The part examined.
-    pub body_part: BodyPart,
-    /// Description or findings.
-    pub description: String,
-    /// The modality.
-    pub study_type: StudyType,
-    /// When it was created.
-    pub create_time: DateTime<Utc>,
-    /// When it last changed.
-    pub update_time: DateTime<Utc>,
-    /// The current version tag.
-    pub etag: Etag,
-}
+pub type Study = Stored<StudyId, StudyFields>;
 
 /// What happened to a patient, as patients-service's outbox says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{
-        BodyPart, Description, Etag, NewStudy, PatientFilter, PatientId, RequestId, Study, StudyField,
+        BodyPart, Description, Etag, PatientFilter, PatientId, RequestId, Study, StudyField, StudyFields,
         StudyId, StudyPatch, StudyType, UrgencyLevel,
     },
     error::{Error, Result},
@@ -74,7 +74,7 @@ impl StudyApi {
         let size = invalid.finish(|| size.unwrap_or_default())?;
         let scope = list_scope(&filter);
         let after = self.tokens.decode(&scope, &req.page_token)?;
-        let mut page = self.store.list(&filter, after.unwrap_or(0), size).await?.map(pb::Study::from);
+        let mut page = self.store.list(&filter, after.unwrap_or(0), size).await?.map(study_pb);
         page.cut_to_bytes(paging::MAX_PAGE_BYTES, |s| s.encoded_len());
         let next_page_token = self.tokens.next_token(&scope, &page, |s| s.id);
         Ok(pb::ListStudiesResponse { studies: page.items, next_page_token })
@@ -97,7 +97,7 @@ impl StudyApi {
         ids.retain(|id| seen.insert(*id));
         let mut by_patient: HashMap<i64, Vec<pb::Study>> = HashMap::new();
         for study in self.store.first_of_patients(&ids, per_patient + 1).await? {
-            by_patient.entry(study.patient_id.get()).or_default().push(study.into());
+            by_patient.entry(study.fields.patient_id.get()).or_default().push(study_pb(study));
         }
         let share = BY_PATIENT_BYTES / ids.len().max(1);
         let patients = ids
@@ -151,12 +151,12 @@ impl pb::study_service_server::StudyService for StudyApi {
         request: Request<pb::CreateStudyRequest>,
     ) -> Result<Response<pb::Study>, Status> {
         let deadline = Deadline::of(&request);
-        Ok(Response::new(self.create(request.into_inner(), deadline).await?.into()))
+        Ok(Response::new(study_pb(self.create(request.into_inner(), deadline).await?)))
     }
 
     async fn get_study(&self, request: Request<pb::GetStudyRequest>) -> Result<Response<pb::Study>, Status> {
         let id = StudyId::parse(request.into_inner().id, "id").map_err(Error::from)?;
-        Ok(Response::new(self.store.get(id).await?.into()))
+        Ok(Response::new(study_pb(self.store.get(id).await?)))
     }
 
     async fn list_studies(
@@ -178,7 +178,7 @@ impl pb::study_service_server::StudyService for StudyApi {
         request: Request<pb::UpdateStudyRequest>,
     ) -> Result<Response<pb::Study>, Status> {
         let deadline = Deadline::of(&request);
-        Ok(Response::new(self.update(request.into_inner(), deadline).await?.into()))
+        Ok(Response::new(study_pb(self.update(request.into_inner(), deadline).await?)))
     }
 
     async fn delete_study(&self, request: Request<pb::DeleteStudyRequest>) -> Result<Response<()>, Status> {
@@ -254,7 +254,7 @@ fn study_type(raw: i32, field: &str) -> Result<StudyType, FieldViolation> {
 }
 
 /// CreateStudyRequest → the study to create and its idempotency key.
-fn parse_create(req: pb::CreateStudyRequest) -> Result<(NewStudy, Option<RequestId>)> {
+fn parse_create(req: pb::CreateStudyRequest) -> Result<(StudyFields, Option<RequestId>)> {
     let mut invalid = Invalid::default();
     let request_id = invalid.check(RequestId::parse(&req.request_id, "request_id"));
     let Some(s) = req.study else {
@@ -274,7 +274,7 @@ fn parse_create(req: pb::CreateStudyRequest) -> Result<(NewStudy, Option<Request
             Some(description),
             Some(study_type),
             Some(rid),
-        ) => Ok((NewStudy { patient_id, urgency_level, body_part, description, study_type }, rid)),
+        ) => Ok((StudyFields { patient_id, urgency_level, body_part, description, study_type }, rid)),
         _ => Err(invalid.into()),
     }
 }
@@ -327,25 +327,25 @@ fn proto_number(prefix: &str, name: &str, from_str_name: fn(&str) -> Option<i32>
     from_str_name(&format!("{prefix}{name}")).unwrap_or_default()
 }
 
-impl From<Study> for pb::Study {
-    fn from(s: Study) -> Self {
-        pb::Study {
-            id: s.id.get(),
-            patient_id: s.patient_id.get(),
-            urgency_level: proto_number("URGENCY_LEVEL_", s.urgency_level.name(), |n| {
-                pb::UrgencyLevel::from_str_name(n).map(Into::into)
-            }),
-            body_part: proto_number("BODY_PART_", s.body_part.name(), |n| {
-                pb::BodyPart::from_str_name(n).map(Into::into)
-            }),
-            description: s.description,
-            study_type: proto_number("STUDY_TYPE_", s.study_type.name(), |n| {
-                pb::StudyType::from_str_name(n).map(Into::into)
-            }),
-            create_time: Some(timestamp(s.create_time)),
-            update_time: Some(timestamp(s.update_time)),
-            etag: s.etag.as_str().to_owned(),
-        }
+/// A stored study → protobuf.
+fn study_pb(s: Study) -> pb::Study {
+    let f = s.fields;
+    pb::Study {
+        id: s.id.get(),
+        patient_id: f.patient_id.get(),
+        urgency_level: proto_number("URGENCY_LEVEL_", f.urgency_level.name(), |n| {
+            pb::UrgencyLevel::from_str_name(n).map(Into::into)
+        }),
+        body_part: proto_number("BODY_PART_", f.body_part.name(), |n| {
+            pb::BodyPart::from_str_name(n).map(Into::into)
+        }),
+        description: f.description.as_str().to_owned(),
+        study_type: proto_number("STUDY_TYPE_", f.study_type.name(), |n| {
+            pb::StudyType::from_str_name(n).map(Into::into)
+        }),
+        create_time: Some(timestamp(s.create_time)),
+        update_time: Some(timestamp(s.update_time)),
+        etag: s.etag.as_str().to_owned(),
     }
 }
 

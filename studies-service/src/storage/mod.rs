@@ -23,8 +23,8 @@ use sqlx::{PgConnection, PgPool};
 use crate::{
     SCHEMA,
     domain::{
-        BodyPart, Etag, NewStudy, PatientFilter, PatientId, RequestId, Study, StudyField, StudyId,
-        StudyPatch, StudyType, UrgencyLevel,
+        BodyPart, Description, Etag, PatientFilter, PatientId, RequestId, Study, StudyField, StudyFields,
+        StudyId, StudyPatch, StudyType, UrgencyLevel,
     },
     error::{Error, Result},
 };
@@ -46,11 +46,13 @@ impl TryFrom<StudyRow> for Study {
     fn try_from(row: StudyRow) -> Result<Self> {
         Ok(Study {
             id: StudyId::from_stored(row.id),
-            patient_id: PatientId::from_stored(row.patient_id),
-            urgency_level: vocabulary(UrgencyLevel::from_name, "urgency_level", &row.urgency_level)?,
-            body_part: vocabulary(BodyPart::from_name, "body_part", &row.body_part)?,
-            description: row.description,
-            study_type: vocabulary(StudyType::from_name, "study_type", &row.study_type)?,
+            fields: StudyFields {
+                patient_id: PatientId::from_stored(row.patient_id),
+                urgency_level: vocabulary(UrgencyLevel::from_name, "urgency_level", &row.urgency_level)?,
+                body_part: vocabulary(BodyPart::from_name, "body_part", &row.body_part)?,
+                description: Description::from_stored(row.description),
+                study_type: vocabulary(StudyType::from_name, "study_type", &row.study_type)?,
+            },
             create_time: row.create_time,
             update_time: row.update_time,
             etag: Etag::of_version(row.version),
@@ -77,7 +79,7 @@ pub struct StudyStore {
 }
 
 /// What a create's request id is bound to: the validated study.
-fn fingerprint(new: &NewStudy) -> Fingerprint {
+fn fingerprint(new: &StudyFields) -> Fingerprint {
     let patient_id = new.patient_id.get().to_be_bytes();
     Fingerprint::of(&[
         &patient_id,
@@ -104,7 +106,7 @@ impl StudyStore {
 
     /// The study an earlier create with `request_id` made, if any;
     /// `REQUEST_ID_REUSED` if that create was a different request.
-    pub async fn created_by(&self, request_id: &RequestId, new: &NewStudy) -> Result<Option<StudyId>> {
+    pub async fn created_by(&self, request_id: &RequestId, new: &StudyFields) -> Result<Option<StudyId>> {
         let mut conn = self.pool.acquire().await?;
         let id = idempotency::earlier(&mut conn, SCHEMA, request_id, &fingerprint(new)).await?;
         Ok(id.map(StudyId::from_stored))
@@ -112,7 +114,7 @@ impl StudyStore {
 
     /// Inserts `new` unless its patient is known to be deleted. With a
     /// `request_id` seen before, returns the study that request created.
-    pub async fn create(&self, new: &NewStudy, request_id: Option<&RequestId>) -> Result<Study> {
+    pub async fn create(&self, new: &StudyFields, request_id: Option<&RequestId>) -> Result<Study> {
         let mut tx = self.pool.begin().await?;
         if let Some(request_id) = request_id
             && let Claim::Done(id) =
