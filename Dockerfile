@@ -1,6 +1,7 @@
 # One multi-stage Dockerfile for every Clinic service: build once, then a
 # small runtime image per service, chosen with the SERVICE build argument
-# (patients-service, studies-service or gateway).
+# (patients-service, studies-service, gateway, or clinic-dev for the
+# development credentials).
 #
 #   docker build --build-arg SERVICE=patients-service -t clinic/patients-service .
 #
@@ -12,17 +13,19 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-        --bin patients-service --bin studies-service --bin gateway --bin clinic-health \
+        --bin patients-service --bin studies-service --bin gateway --bin clinic-health --bin clinic-dev \
  && mkdir -p /out \
  && cp target/release/patients-service target/release/studies-service \
-       target/release/gateway target/release/clinic-health /out/
+       target/release/gateway target/release/clinic-health target/release/clinic-dev /out/
 
 FROM debian:bookworm-slim AS runtime
 ARG SERVICE
-RUN test -n "$SERVICE" || (echo "build with --build-arg SERVICE=<patients-service|studies-service|gateway>" && false) \
- && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin clinic
+RUN test -n "$SERVICE" || (echo "build with --build-arg SERVICE=<patients-service|studies-service|gateway|clinic-dev>" && false) \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin clinic \
+ && mkdir -p /etc/clinic && chown clinic /etc/clinic
 COPY --from=build /out/${SERVICE} /usr/local/bin/service
 COPY --from=build /out/clinic-health /usr/local/bin/clinic-health
+COPY --from=build /out/${SERVICE} /usr/local/bin/${SERVICE}
 USER clinic
 ENV RUST_LOG=info LOG_FORMAT=json
 # LISTEN_ADDR is set per service (0.0.0.0:<port> inside a container).

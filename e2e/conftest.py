@@ -3,8 +3,10 @@
 Each `Stack` runs `clinic-dev up` on free ports with its own CLINIC_HOME, so
 stacks run side by side and never touch a developer's `.local/` data. The
 Python client is generated from `proto/` with grpcio-tools at session start.
+Calls carry tokens made with `make -s token`, as the README tells users to.
 """
 
+import collections
 import os
 import re
 import shlex
@@ -15,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,12 +64,33 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+class _CallDetails(collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")), grpc.ClientCallDetails):
+    pass
+
+
+class Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call of a channel."""
+
+    def __init__(self, token: str):
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details):
+        return _CallDetails(details.method, details.timeout, [*(details.metadata or []), self.header], details.credentials, details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+
 class Stack:
     """One running system: Postgres, three services and Envoy."""
 
     def __init__(self, home: Path, restart_delay_ms: int = 1000, env: dict = None):
         self.home = home
-        self.ports = {name: free_port() for name in ("ENVOY_PORT", "ENVOY_ADMIN_PORT", "PATIENTS_PORT", "STUDIES_PORT", "GATEWAY_PORT")}
+        self.ports = {name: free_port() for name in ("ENVOY_PORT", "ENVOY_TLS_PORT", "ENVOY_ADMIN_PORT", "PATIENTS_PORT", "STUDIES_PORT", "GATEWAY_PORT")}
+        self._tokens = {}
         env = dict(os.environ, CLINIC_HOME=str(home), RESTART_DELAY_MS=str(restart_delay_ms), ENVOY_BIN=str(VENV_BIN / "envoy"), **{k: str(v) for k, v in self.ports.items()}, **(env or {}))
         env.pop("DATABASE_URL", None)
         self.log = open(home / "clinic-dev.out", "w+")
@@ -74,6 +98,8 @@ class Stack:
         self.output = self._wait_ready(timeout=180)
         self.front = f"localhost:{self.ports['ENVOY_PORT']}"
         self.target = f"127.0.0.1:{self.ports['ENVOY_PORT']}"
+        self.tls_front = f"localhost:{self.ports['ENVOY_TLS_PORT']}"
+        self.ca = home / "tls" / "ca.pem"
 
     def _wait_ready(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -107,13 +133,34 @@ class Stack:
     def examples(self) -> list:
         return [line.strip() for line in self.output.splitlines() if line.strip().startswith("grpcurl ")]
 
-    def grpcurl(self, *args, data=None, check=True, headers=()) -> subprocess.CompletedProcess:
-        cmd = [str(VENV_BIN / "grpcurl"), "-plaintext"]
+    def token(self, role: str = "admin", subject: str = None, ttl: str = None) -> str:
+        """A token made the way the README says: `make -s token ROLE=… SUBJECT=…`."""
+        key = (role, subject or f"e2e-{role}", ttl)
+        if key not in self._tokens:
+            args = ["make", "-s", "token", f"ROLE={role}", f"SUBJECT={key[1]}"] + ([f"TTL={ttl}"] if ttl else [])
+            out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ, CLINIC_HOME=str(self.home)))
+            assert out.returncode == 0, out.stderr
+            lines = out.stdout.splitlines()
+            assert len(lines) == 1, f"make -s token printed {len(lines)} lines: {out.stdout!r}"
+            self._tokens[key] = lines[0]
+        return self._tokens[key]
+
+    def channel(self, role: str = "admin", token: str = None):
+        """A grpc channel to Envoy whose every call carries a token of `role`
+        (or `token`)."""
+        return grpc.intercept_channel(grpc.insecure_channel(self.target), Bearer(token or self.token(role)))
+
+    def grpcurl(self, *args, data=None, check=True, headers=(), role="admin", token=None, tls=False) -> subprocess.CompletedProcess:
+        """grpcurl through Envoy (plaintext, or TLS trusting the local CA),
+        as a caller of `role`, with `token`, or with no token (role=None)."""
+        cmd = [str(VENV_BIN / "grpcurl")] + (["-cacert", str(self.ca)] if tls else ["-plaintext"])
+        if token or role:
+            cmd += ["-H", f"authorization: Bearer {token or self.token(role)}"]
         for header in headers:
             cmd += ["-H", header]
         if data is not None:
             cmd += ["-d", data]
-        cmd += [self.target, *args]
+        cmd += [self.tls_front if tls else self.target, *args]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         if check and result.returncode != 0:
             raise AssertionError(f"{shlex.join(cmd)} failed:\n{result.stdout}{result.stderr}")
@@ -157,6 +204,8 @@ def pb(tmp_path_factory):
         "studies_grpc": importlib.import_module("clinic.studies.v1.studies_pb2_grpc"),
         "gateway": importlib.import_module("clinic.gateway.v1.gateway_pb2"),
         "gateway_grpc": importlib.import_module("clinic.gateway.v1.gateway_pb2_grpc"),
+        "audit": importlib.import_module("clinic.audit.v1.audit_pb2"),
+        "audit_grpc": importlib.import_module("clinic.audit.v1.audit_pb2_grpc"),
     }
     return type("Generated", (), modules)
 

@@ -9,7 +9,7 @@ from grpc_status import rpc_status
 
 
 def channel(stack):
-    return grpc.insecure_channel(stack.target)
+    return stack.channel()
 
 
 def details(error: grpc.RpcError) -> dict:
@@ -126,7 +126,7 @@ def test_import_reports_the_bad_row_and_leaves_nothing_half_imported(stack, pb, 
     )
     studies_file = tmp_path / "studies.csv"
     studies_file.write_text("urgency_level, body_part, description, type, patient_id\nLOW, KNEE, OK, MRI, 1\n")
-    env = dict(os.environ, CLINIC_ADDR=f"http://{stack.target}")
+    env = dict(os.environ, CLINIC_ADDR=f"http://{stack.target}", CLINIC_HOME=str(stack.home))
     result = subprocess.run([str(CLINIC_DEV), "import", "--patients", str(patients_file), "--studies", str(studies_file)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0

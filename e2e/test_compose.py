@@ -17,8 +17,8 @@ def compose():
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
 
 
-def test_compose_runs_postgres_the_three_services_and_envoy():
-    assert set(compose()) == {"postgres", *SERVICES, "envoy"}
+def test_compose_runs_postgres_the_three_services_envoy_and_the_credentials():
+    assert set(compose()) == {"postgres", *SERVICES, "envoy", "credentials"}
 
 
 def test_each_service_listens_on_its_contract_port_and_finds_its_peers_by_name():
@@ -54,22 +54,64 @@ def test_services_start_in_order_of_health():
     assert services["envoy"]["depends_on"]["gateway"]["condition"] == "service_healthy"
 
 
-def test_envoy_publishes_8080_only_and_its_admin_binds_loopback():
+def test_envoy_publishes_tls_only_and_binds_plaintext_and_admin_to_loopback():
     envoy = compose()["envoy"]
-    assert envoy["ports"] == ["8080:8080"]
+    assert envoy["ports"] == ["8443:8443"]
     assert "./envoy/envoy.compose.yaml:/etc/envoy/envoy.yaml:ro" in envoy["volumes"]
     config = yaml.safe_load((ROOT / "envoy" / "envoy.compose.yaml").read_text())
     assert config["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9901}
-    assert config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 8080
+    listeners = {l["name"]: l for l in config["static_resources"]["listeners"]}
+    assert listeners["grpc"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8080}
+    assert listeners["grpc_tls"]["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 8443}
+    tls = listeners["grpc_tls"]["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]
+    assert "h2" in tls["alpn_protocols"]
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     for cluster, service in (("patients", "patients-service"), ("studies", "studies-service"), ("gateway", "gateway")):
         address = clusters[cluster]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
         assert (address["address"], address["port_value"]) == (service, SERVICES[service])
 
 
+def test_every_container_trusts_the_same_keys_and_certificate_files():
+    services = compose()
+    config = yaml.safe_load((ROOT / "envoy" / "envoy.compose.yaml").read_text())
+    filters = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    provider = next(f for f in filters if f["name"] == "envoy.filters.http.jwt_authn")["typed_config"]["providers"]["clinic"]
+    for name in SERVICES:
+        env = services[name]["environment"]
+        assert env["JWT_JWKS_FILE"] == provider["local_jwks"]["filename"], name
+        assert "credentials:/etc/clinic:ro" in services[name]["volumes"], name
+        assert services[name]["depends_on"]["credentials"]["condition"] == "service_healthy"
+    assert services["studies-service"]["environment"]["SERVICE_TOKEN_FILE"] == "/etc/clinic/auth/service-token"
+    assert "credentials:/etc/clinic:ro" in services["envoy"]["volumes"]
+    assert services["credentials"]["command"][:3] == ["credentials", "--home", "/etc/clinic"]
+
+
+def test_the_keycloak_variant_only_swaps_the_identity_provider():
+    """deploy/keycloak's override names only services of the base file (or
+    its own), mounts files that exist, and points every verifier at the
+    JWKS its sync container writes."""
+    base = compose()
+    override = yaml.safe_load((ROOT / "deploy" / "keycloak" / "docker-compose.keycloak.yml").read_text())["services"]
+    assert set(override) - set(base) == {"keycloak", "idp-sync"}
+    for service in override.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), source
+    envoy = yaml.safe_load((ROOT / "envoy" / "envoy.keycloak.yaml").read_text())
+    filters = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    provider = next(f for f in filters if f["name"] == "envoy.filters.http.jwt_authn")["typed_config"]["providers"]["clinic"]
+    for name in SERVICES:
+        env = override[name]["environment"]
+        assert env["JWT_JWKS_FILE"] == provider["local_jwks"]["filename"]
+        assert env["JWT_ISSUER"] == provider["issuer"]
+    realm = __import__("json").loads((ROOT / "deploy" / "keycloak" / "clinic-realm.json").read_text())
+    assert {r["name"] for r in realm["roles"]["realm"]} == {"viewer", "clinician", "admin", "service"}
+
+
 def test_the_dockerfile_builds_every_binary_compose_runs():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for binary in [*SERVICES, "clinic-health"]:
+    for binary in [*SERVICES, "clinic-health", "clinic-dev"]:
         assert f"--bin {binary}" in dockerfile
     assert "USER clinic" in dockerfile and "HEALTHCHECK" in dockerfile
 

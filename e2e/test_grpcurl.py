@@ -5,9 +5,9 @@ import os
 import re
 import subprocess
 
-from conftest import VENV_BIN
+from conftest import ROOT, VENV_BIN
 
-PUBLIC = {"clinic.patients.v1.PatientService", "clinic.studies.v1.StudyService", "clinic.gateway.v1.GatewayService", "grpc.health.v1.Health"}
+PUBLIC = {"clinic.patients.v1.PatientService", "clinic.studies.v1.StudyService", "clinic.gateway.v1.GatewayService", "clinic.audit.v1.AuditService", "grpc.health.v1.Health"}
 
 
 def test_list_shows_every_public_service(stack):
@@ -28,11 +28,17 @@ def test_describe_works_for_every_service_and_message(stack):
 
 
 def test_every_printed_example_works_as_shown(stack):
+    """Each example runs in a shell after the printed command that sets TOKEN,
+    from the project folder, as a user pasting them would."""
     examples = stack.examples()
     assert len(examples) >= 5, stack.output
-    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    exports = [line.strip() for line in stack.output.splitlines() if line.strip().startswith("export TOKEN=")]
+    assert len(exports) == 1, stack.output
+    assert any("$TOKEN" in e for e in examples) and any("-cacert" in e for e in examples), examples
+    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}", CLINIC_HOME=str(stack.home))
     for example in examples:
-        result = subprocess.run(example, shell=True, capture_output=True, text=True, env=env, timeout=30)
+        script = f"set -e\n{exports[0]}\n{example}"
+        result = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
         assert result.returncode == 0, f"{example}\n{result.stdout}{result.stderr}"
 
 
@@ -69,9 +75,20 @@ def test_health_through_envoy_names_each_service(stack):
         assert answer["status"] == "SERVING", name
 
 
-def test_both_envoy_configs_pass_envoy_validation(stack):
-    from conftest import ROOT
+def test_every_envoy_config_passes_envoy_validation(stack, tmp_path):
+    """The local config, and the compose ones with the containers' credential
+    folder (/etc/clinic) pointed at this stack's credentials."""
+    import shutil
 
-    for config in (stack.home / "envoy.yaml", ROOT / "envoy" / "envoy.compose.yaml"):
+    for folder in ("auth", "tls"):
+        shutil.copytree(stack.home / folder, tmp_path / folder)
+    (tmp_path / "idp").mkdir()
+    shutil.copy(stack.home / "auth" / "jwks.json", tmp_path / "idp" / "jwks.json")
+    configs = [stack.home / "envoy.yaml"]
+    for name in ("envoy.compose.yaml", "envoy.keycloak.yaml"):
+        text = (ROOT / "envoy" / name).read_text().replace("/etc/clinic/", f"{tmp_path}/")
+        (tmp_path / name).write_text(text)
+        configs.append(tmp_path / name)
+    for config in configs:
         result = subprocess.run([str(VENV_BIN / "envoy"), "--mode", "validate", "-c", str(config)], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "OK" in result.stdout + result.stderr, f"{config}:\n{result.stdout}{result.stderr}"

@@ -11,7 +11,7 @@ from conftest import pid_alive, port_open
 
 
 def test_listing_fails_fast_without_studies_service_while_patients_work_then_recovers(own_stack, pb):
-    ch = grpc.insecure_channel(own_stack.target)
+    ch = own_stack.channel()
     gateway = pb.gateway_grpc.GatewayServiceStub(ch)
     patients = pb.patients_grpc.PatientServiceStub(ch)
     request = pb.gateway.ListPatientsWithStudiesRequest(page_size=10)
@@ -76,7 +76,10 @@ def test_a_service_logs_json_on_request_and_exits_cleanly_on_sigterm(tmp_path):
 
     from conftest import ROOT, free_port
 
-    env = dict(os.environ, LOG_FORMAT="json", LISTEN_ADDR=f"127.0.0.1:{free_port()}",
+    from conftest import CLINIC_DEV
+
+    subprocess.run([str(CLINIC_DEV), "credentials", "--home", str(tmp_path)], check=True, capture_output=True, timeout=30)
+    env = dict(os.environ, LOG_FORMAT="json", LISTEN_ADDR=f"127.0.0.1:{free_port()}", JWT_JWKS_FILE=str(tmp_path / "auth" / "jwks.json"),
                PATIENTS_ADDR=f"http://127.0.0.1:{free_port()}", STUDIES_ADDR=f"http://127.0.0.1:{free_port()}")
     process = subprocess.Popen([str(ROOT / "target" / "debug" / "gateway")], env=env, stdout=subprocess.PIPE, text=True)
     first = json.loads(process.stdout.readline())

@@ -183,6 +183,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bin_dir = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default();
     let ports = Ports {
         envoy: free_port()?,
+        envoy_tls: free_port()?,
         envoy_admin: free_port()?,
         patients: free_port()?,
         studies: free_port()?,

@@ -6,15 +6,13 @@
 
 use std::collections::HashMap;
 
-use sqlx::PgPool;
 use tonic::{Code, Status};
 
 use crate::{
     client::DownstreamError,
-    db, deadline, errors,
+    db, errors,
     ids::{Id, Kind},
     paging::InvalidPageToken,
-    resource::Etag,
     validation::{FieldViolation, Invalid},
 };
 
@@ -77,60 +75,6 @@ impl ApiError {
     /// with `what` in the log only.
     pub fn corrupt(what: String) -> Self {
         Self::Database(sqlx::Error::Decode(what.into()))
-    }
-}
-
-/// Runs `write`, the step that makes a change durable (a `commit`, or a
-/// single autocommit statement), unless the caller's deadline leaves no time
-/// to answer (then DEADLINE_EXCEEDED, and nothing is written). Once begun it
-/// is never abandoned: the deadline layer waits for it and answers with its
-/// real outcome. See [`crate::deadline`].
-pub async fn durable<T, E: Into<ApiError>>(write: impl Future<Output = Result<T, E>>) -> Result<T, ApiError> {
-    if !deadline::begin_commit() {
-        return Err(ApiError::DeadlineExceeded);
-    }
-    write.await.map_err(Into::into)
-}
-
-/// Row `id`, read with `sql` (a statement taking the id as `$1`), or NOT_FOUND.
-pub async fn fetch_by_id<R, K>(pool: &PgPool, sql: &'static str, id: Id<K>) -> Result<R, ApiError>
-where
-    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
-    K: Kind,
-{
-    sqlx::query_as(sql).bind(id.get()).fetch_optional(pool).await?.ok_or_else(|| ApiError::not_found(id))
-}
-
-/// Deletes row `id` of `table` if `etag` (when given) is its current
-/// version; whether a row was deleted. The caller decides the transaction.
-pub async fn delete_if_current<'c, K: Kind>(
-    conn: impl sqlx::PgExecutor<'c>,
-    table: &'static str,
-    id: Id<K>,
-    etag: Option<&Etag>,
-) -> Result<bool, sqlx::Error> {
-    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "delete from {table} where id = $1 and ($2::text is null or version::text = $2)"
-    )))
-    .bind(id.get())
-    .bind(etag.map(Etag::as_str))
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(deleted == 1)
-}
-
-/// Why a write of row `id` of `table`, conditioned on its etag, touched no
-/// row: the row is gone (NOT_FOUND), or its etag changed (ABORTED).
-pub async fn why_not_written<K: Kind>(pool: &PgPool, table: &'static str, id: Id<K>) -> ApiError {
-    match sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(format!("select 1 from {table} where id = $1")))
-        .bind(id.get())
-        .fetch_optional(pool)
-        .await
-    {
-        Ok(Some(_)) => ApiError::etag_mismatch(id),
-        Ok(None) => ApiError::not_found(id),
-        Err(e) => e.into(),
     }
 }
 

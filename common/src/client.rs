@@ -2,14 +2,19 @@
 //! remaining deadline carried onto every downstream call, and one way to turn
 //! a downstream failure into the caller's error ([`DownstreamExt`]).
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
 
 use tonic::{
     Code, Request, Response, Status,
     transport::{Channel, Endpoint},
 };
 
-use crate::{deadline::Deadline, defaults, errors, settings::millis};
+use crate::{context, deadline::Deadline, defaults, errors, settings::millis};
 
 /// How long any downstream call may wait, whatever the caller's deadline.
 #[derive(Debug, Clone, clap::Args)]
@@ -18,6 +23,22 @@ pub struct DownstreamSettings {
     /// caller's deadline.
     #[arg(long = "downstream-timeout-ms", env = "DOWNSTREAM_TIMEOUT_MS", value_name = "MS", default_value = "5000", value_parser = millis)]
     pub timeout: Duration,
+}
+
+/// The service's own token, for calls no person is behind.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServiceTokenSettings {
+    /// A file holding the service's own bearer token (role `service`), read
+    /// again when it changes; unset: such calls carry no token.
+    #[arg(long = "service-token-file", env = "SERVICE_TOKEN_FILE", value_name = "PATH")]
+    pub service_token_file: Option<PathBuf>,
+}
+
+impl ServiceTokenSettings {
+    /// The token source, if configured.
+    pub fn token(&self) -> Option<Arc<ServiceToken>> {
+        self.service_token_file.clone().map(ServiceToken::new)
+    }
 }
 
 /// Where patients-service is, for the processes that call it.
@@ -48,13 +69,54 @@ pub fn channel(uri: &str) -> Result<Channel, tonic::transport::Error> {
         .connect_lazy())
 }
 
+/// The token a service presents when no person is behind its call (the
+/// cascade's polling): read from a file and read again when the file
+/// changes, as Kubernetes rotates projected service-account tokens.
+#[derive(Debug)]
+pub struct ServiceToken {
+    path: PathBuf,
+    cached: Mutex<CachedFile>,
+}
+
+/// What was last read of a file, and when it was last looked at.
+#[derive(Debug, Default)]
+struct CachedFile {
+    stamp: Option<(SystemTime, u64)>,
+    contents: Option<String>,
+    checked: Option<Instant>,
+}
+
+impl ServiceToken {
+    /// The token in the file at `path`.
+    pub fn new(path: PathBuf) -> Arc<Self> {
+        Arc::new(Self { path, cached: Mutex::new(CachedFile::default()) })
+    }
+
+    /// The current token (the file is looked at again at most once a second).
+    pub fn get(&self) -> Option<String> {
+        let mut cached = self.cached.lock().expect("service token lock");
+        if cached.checked.is_none_or(|checked| checked.elapsed() >= Duration::from_secs(1)) {
+            cached.checked = Some(Instant::now());
+            let stamp = std::fs::metadata(&self.path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+            if stamp != cached.stamp {
+                cached.contents = std::fs::read_to_string(&self.path).ok().map(|t| t.trim().to_owned());
+                cached.stamp = stamp;
+            }
+        }
+        cached.contents.clone()
+    }
+}
+
 /// One peer service: its lazily connecting channel and the ceiling on every
-/// call to it. Every call between services is made through one.
+/// call to it. Every call between services is made through one, and carries
+/// the caller's token and request id (or the service's own token when no
+/// person is behind the call).
 #[derive(Debug, Clone)]
 pub struct PeerClient {
     peer: Peer,
     channel: Channel,
     ceiling: Duration,
+    service_token: Option<Arc<ServiceToken>>,
 }
 
 impl PeerClient {
@@ -64,7 +126,12 @@ impl PeerClient {
         uri: &str,
         settings: &DownstreamSettings,
     ) -> Result<Self, tonic::transport::Error> {
-        Ok(Self { peer, channel: channel(uri)?, ceiling: settings.timeout })
+        Ok(Self { peer, channel: channel(uri)?, ceiling: settings.timeout, service_token: None })
+    }
+
+    /// The same client, presenting `token` on calls made outside any rpc.
+    pub fn with_service_token(self, token: Option<Arc<ServiceToken>>) -> Self {
+        Self { service_token: token, ..self }
     }
 
     /// Whom this client calls.
@@ -77,10 +144,25 @@ impl PeerClient {
         self.channel.clone()
     }
 
-    /// A request to the peer carrying what is left of `deadline`, never
-    /// more than the ceiling.
+    /// A request to the peer carrying what is left of `deadline` (never
+    /// more than the ceiling), the current caller's token and request id -
+    /// or, outside any rpc, the service's own token and a fresh request id.
     pub fn request<T>(&self, message: T, deadline: Option<Deadline>) -> Request<T> {
-        request(message, deadline, self.ceiling)
+        let mut request = request(message, deadline, self.ceiling);
+        let call = context::current();
+        let token = match &call {
+            Some(call) => call.identity().map(|i| i.token.to_string()),
+            None => self.service_token.as_ref().and_then(|t| t.get()),
+        };
+        let request_id = call.map_or_else(context::new_request_id, |c| c.request_id.clone());
+        let headers = request.metadata_mut();
+        if let Some(value) = token.and_then(|t| format!("Bearer {t}").parse().ok()) {
+            headers.insert("authorization", value);
+        }
+        if let Ok(value) = request_id.parse() {
+            headers.insert("x-request-id", value);
+        }
+        request
     }
 }
 

@@ -12,6 +12,8 @@ pub const STUDIES_PORT: u16 = 50052;
 pub const GATEWAY_PORT: u16 = 50053;
 /// Envoy's plaintext listener (loopback only).
 pub const ENVOY_PORT: u16 = 8080;
+/// Envoy's TLS listener, the front door for everything but local tools.
+pub const ENVOY_TLS_PORT: u16 = 8443;
 /// Envoy's admin interface (loopback only).
 pub const ENVOY_ADMIN_PORT: u16 = 9901;
 /// PostgreSQL's port.

@@ -285,3 +285,57 @@ where
         }
     }
 }
+
+/// Opens the [`crate::context::CallContext`] of every rpc: its request id
+/// (the caller's `x-request-id` when usable, else a fresh one; echoed in the
+/// response headers) and method. The context goes into the request's
+/// extensions for the layers below, and is the task-local context of the
+/// rpc's future for handlers, storage and clients.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestContextLayer;
+
+impl<S> Layer<S> for RequestContextLayer {
+    type Service = RequestContext<S>;
+    fn layer(&self, inner: S) -> RequestContext<S> {
+        RequestContext { inner }
+    }
+}
+
+/// The service made by [`RequestContextLayer`].
+#[derive(Debug, Clone)]
+pub struct RequestContext<S> {
+    inner: S,
+}
+
+/// The header that carries a request's id across every hop.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RequestContext<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+        let sent = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
+        let request_id = crate::context::usable_request_id(sent);
+        let call = crate::context::CallContext::new(request_id.clone(), req.uri().path());
+        req.extensions_mut().insert(call.clone());
+        let response = crate::context::scope(call, self.inner.call(req));
+        Box::pin(async move {
+            let mut response = response.await?;
+            if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            Ok(response)
+        })
+    }
+}

@@ -17,6 +17,7 @@
 //! - [`errors`]: building `tonic::Status` values with rich error details.
 //! - [`paging`]: page sizes, the one-row-more page cut, tamper-evident tokens.
 //! - [`resource`]: idempotency keys, etags, update masks, timestamps.
+//! - [`context`]: the rpc being handled: request id, caller, roles, audit data.
 //!
 //! Support for I/O:
 //! - [`db`]: Postgres settings, pool, error classification, migrations, the
@@ -25,6 +26,11 @@
 //!   one mapping of a downstream failure to the caller's error.
 //! - [`api_error`]: the failures every service shares, mapped to statuses once.
 //! - [`idempotency`]: request ids bound to a fingerprint of the request, pruned.
+//! - [`auth`]: JWT verification, the permission of every rpc, its layer.
+//! - [`audit`]: the append-only audit trail, its group-commit writer, its
+//!   layer and AuditService.
+//! - [`store`]: storage steps every service shares (durable writes, reads by
+//!   id, audited conditional deletes).
 //!
 //! Hosting:
 //! - [`health`]: the `grpc.health.v1.Health` state of a process.
@@ -35,7 +41,10 @@
 //!   and every binary's `main`.
 
 pub mod api_error;
+pub mod audit;
+pub mod auth;
 pub mod client;
+pub mod context;
 pub mod db;
 pub mod deadline;
 pub mod defaults;
@@ -49,6 +58,7 @@ pub mod resource;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod store;
 pub mod telemetry;
 pub mod validation;
 
@@ -64,10 +74,14 @@ mod layering {
         ("errors", include_str!("errors.rs")),
         ("paging", include_str!("paging.rs")),
         ("resource", include_str!("resource.rs")),
+        ("context", include_str!("context.rs")),
         ("db", include_str!("db.rs")),
         ("client", include_str!("client.rs")),
         ("api_error", include_str!("api_error.rs")),
         ("idempotency", include_str!("idempotency.rs")),
+        ("auth", include_str!("auth.rs")),
+        ("audit", include_str!("audit.rs")),
+        ("store", include_str!("store.rs")),
         ("health", include_str!("health.rs")),
         ("layers", include_str!("layers.rs")),
         ("telemetry", include_str!("telemetry.rs")),

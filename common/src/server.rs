@@ -1,7 +1,7 @@
 //! Hosting a Clinic gRPC service: health, reflection, per-rpc tracing and
 //! deadlines, and graceful shutdown, the same for every service.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -15,8 +15,10 @@ use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 use tower::ServiceBuilder;
 
 use crate::{
+    audit::{AuditLayer, AuditLog},
+    auth::{AuthLayer, AuthSettings, Verifier},
     health::{HEALTH_SERVICE_NAME, Health},
-    layers::{DeadlineLayer, InFlightLimitLayer, PoolScopeLayer, RpcTraceLayer},
+    layers::{DeadlineLayer, InFlightLimitLayer, PoolScopeLayer, RequestContextLayer, RpcTraceLayer},
     settings::millis,
     telemetry::LogSettings,
 };
@@ -61,9 +63,25 @@ pub struct ServerSettings {
         default_value_t = 128
     )]
     pub max_concurrent_streams: u32,
+    /// Who may call: every rpc but health and reflection needs a token.
+    #[command(flatten)]
+    pub auth: AuthSettings,
     /// How the process logs.
     #[command(flatten)]
     pub log: LogSettings,
+}
+
+/// What stands between a caller and the handlers, besides the layers every
+/// process has: who may call (always), and for a service with a database,
+/// its pool and its audit trail.
+#[derive(Debug, Clone)]
+pub struct Guards {
+    /// Verifies tokens; every rpc but health and reflection needs one.
+    pub verifier: Arc<Verifier>,
+    /// The pool database errors are judged against.
+    pub pool: Option<PgPool>,
+    /// Where the audit events of audited rpcs go.
+    pub audit: Option<AuditLog>,
 }
 
 /// Why serving stopped with an error.
@@ -78,8 +96,10 @@ pub enum ServeError {
 ///
 /// Adds `grpc.health.v1.Health` and reflection (v1 and v1alpha, listing the
 /// services of `health` and the health service) to the routes, and puts the
-/// layers in front of every rpc: [`RpcTraceLayer`], [`InFlightLimitLayer`],
-/// [`DeadlineLayer`], [`PoolScopeLayer`] (with `pool`). On shutdown every
+/// layers in front of every rpc, outermost first: [`RpcTraceLayer`],
+/// [`RequestContextLayer`], [`AuditLayer`] (so calls refused for want of a
+/// role are recorded too), [`AuthLayer`], [`InFlightLimitLayer`],
+/// [`DeadlineLayer`], [`PoolScopeLayer`] (from `guards`). On shutdown every
 /// service turns NOT_SERVING first and keeps serving for the pre-stop delay,
 /// so load balancers stop sending traffic; then it stops accepting and
 /// in-flight rpcs get `settings.drain_timeout` to finish.
@@ -93,7 +113,7 @@ pub async fn serve(
     routes: Routes,
     health: Health,
     settings: &ServerSettings,
-    pool: Option<PgPool>,
+    guards: Guards,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let reflection = || {
@@ -119,9 +139,12 @@ pub async fn serve(
         .prepare();
     let service = ServiceBuilder::new()
         .layer(RpcTraceLayer)
+        .layer(RequestContextLayer)
+        .layer(AuditLayer::new(guards.audit))
+        .layer(AuthLayer::new(guards.verifier))
         .layer(InFlightLimitLayer::new(settings.max_in_flight))
         .layer(DeadlineLayer::new(settings.request_timeout))
-        .layer(PoolScopeLayer::new(pool))
+        .layer(PoolScopeLayer::new(guards.pool))
         .service(routes);
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
@@ -187,7 +210,7 @@ pub async fn serve_with_tasks(
     routes: Routes,
     health: Health,
     settings: &ServerSettings,
-    pool: Option<PgPool>,
+    guards: Guards,
     background: Vec<tokio::task::JoinHandle<()>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -196,7 +219,7 @@ pub async fn serve_with_tasks(
         shutdown.await;
         aborts.iter().for_each(|a| a.abort());
     };
-    let result = serve(listener, routes, health, settings, pool, shutdown).await;
+    let result = serve(listener, routes, health, settings, guards, shutdown).await;
     background.iter().for_each(|t| t.abort());
     result
 }

@@ -6,19 +6,23 @@
 //! `main`: parse the configuration, start telemetry, build, serve until
 //! SIGINT or SIGTERM.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::{net::SocketAddr, process::ExitCode, sync::Arc};
+
+use clinic_proto::audit::v1::audit_service_server::AuditServiceServer;
 
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
 use crate::{
+    audit::{self, AuditApi, AuditLog, AuditSettings},
+    auth::{JwksError, Verifier},
     client::DownstreamSettings,
     db::{self, DbSettings, DbStartupError},
     health::Health,
     idempotency::{self, IdempotencySettings},
     paging::PageTokens,
-    server::{self, ServeError, ServerSettings},
+    server::{self, Guards, ServeError, ServerSettings},
     telemetry::{self, LogSettings},
 };
 
@@ -37,6 +41,9 @@ pub struct ServiceConfig {
     /// Idempotency keys of creates.
     #[command(flatten)]
     pub idempotency: IdempotencySettings,
+    /// The audit trail's retention.
+    #[command(flatten)]
+    pub audit: AuditSettings,
 }
 
 /// Why a Clinic process could not start.
@@ -54,6 +61,9 @@ pub enum StartupError {
     /// The key that signs page tokens could not be read.
     #[error("loading the page token key: {0}")]
     PageTokenKey(sqlx::Error),
+    /// The keys that sign accepted tokens could not be read.
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
 }
 
 /// What a service with a database serves with: its listener bound, its pool
@@ -68,6 +78,10 @@ pub struct Serving {
     pub health: Health,
     /// The schema the service owns.
     pub schema: &'static str,
+    /// Verifies callers' tokens.
+    pub verifier: Arc<Verifier>,
+    /// Signs page tokens (the audit trail's too).
+    pub tokens: PageTokens,
 }
 
 impl Serving {
@@ -94,16 +108,24 @@ pub async fn prepare(
     schema: &'static str,
     services: &[&'static str],
 ) -> Result<Prepared, StartupError> {
+    let verifier = Verifier::load(config.server.auth.clone())?;
     let listener = TcpListener::bind(config.server.listen_addr).await?;
     let pool = db::connect_and_migrate(&config.db, migrator, schema).await?;
     let key = db::page_token_key(&pool, schema).await.map_err(StartupError::PageTokenKey)?;
-    let health = Health::new(services).await;
-    Ok(Prepared { serving: Serving { listener, pool, health, schema }, tokens: PageTokens::new(key) })
+    let mut services = services.to_vec();
+    services.push(clinic_proto::audit::v1::SERVICE_NAME);
+    let health = Health::new(&services).await;
+    let tokens = PageTokens::new(key);
+    Ok(Prepared {
+        serving: Serving { listener, pool, health, schema, verifier, tokens: tokens.clone() },
+        tokens,
+    })
 }
 
-/// Serves like [`server::serve_with_tasks`], and for as long as it serves
-/// keeps `health` in step with Postgres (see [`db::spawn_health_probe`]);
-/// closes the pool at the end.
+/// Serves like [`server::serve_with_tasks`], with the service's audit trail
+/// (AuditService, the group-commit writer, pruning) and, for as long as it
+/// serves, `health` in step with Postgres (see [`db::spawn_health_probe`])
+/// and the JWKS watched for changes; closes the pool at the end.
 pub async fn serve_with_database(
     serving: Serving,
     routes: Routes,
@@ -111,7 +133,16 @@ pub async fn serve_with_database(
     mut background: Vec<tokio::task::JoinHandle<()>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let Serving { listener, pool, health, schema } = serving;
+    let Serving { listener, pool, health, schema, verifier, tokens } = serving;
+    let routes = routes.add_service(crate::bounded!(AuditServiceServer::new(AuditApi::new(
+        pool.clone(),
+        schema,
+        tokens
+    ))));
+    // The writer outlives the shutdown's start: in-flight rpcs still need it.
+    let (audit, writer) = AuditLog::start((*pool.connect_options()).clone(), schema);
+    background.push(audit::spawn_pruner(pool.clone(), schema, config.audit.clone()));
+    background.push(verifier.clone().watch(JWKS_CHECK_INTERVAL));
     background.push(idempotency::spawn_pruner(pool.clone(), schema, config.idempotency.clone()));
     let probe_health = health.clone();
     let options = (*pool.connect_options()).clone();
@@ -119,19 +150,17 @@ pub async fn serve_with_database(
         let health = probe_health.clone();
         async move { health.set_serving(ok).await }
     }));
-    let result = server::serve_with_tasks(
-        listener,
-        routes,
-        health,
-        &config.server,
-        Some(pool.clone()),
-        background,
-        shutdown,
-    )
-    .await;
+    let guards = Guards { verifier, pool: Some(pool.clone()), audit: Some(audit) };
+    let result =
+        server::serve_with_tasks(listener, routes, health, &config.server, guards, background, shutdown)
+            .await;
+    writer.abort();
     pool.close().await;
     result
 }
+
+/// How often a process looks whether its JWKS file changed.
+pub const JWKS_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A Clinic server process, as [`main`] runs it.
 pub trait Process: Sized + Send + 'static {

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use clinic_common::defaults;
+use clinic_common::{auth, context::Role, defaults};
 
-use crate::stack::Ports;
+use crate::{credentials::DevCredentials, stack::Ports};
 
 /// `envoy/envoy.yaml.tmpl`, the single source of Envoy's configuration.
 pub const TEMPLATE: &str = include_str!("../../envoy/envoy.yaml.tmpl");
@@ -17,13 +17,17 @@ pub const COMPOSE_FILE: &str = "envoy/envoy.compose.yaml";
 #[error("envoy template: no value for ${{{0}}}")]
 pub struct MissingValue(pub String);
 
-/// Where Envoy listens and where each service is.
+/// Where Envoy listens, where each service is, and the files Envoy reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Addresses {
-    /// Host Envoy's gRPC listener binds.
+    /// Host Envoy's plaintext listener binds (loopback: local tools only).
     pub listen_host: String,
-    /// Port of Envoy's gRPC listener.
+    /// Port of Envoy's plaintext listener.
     pub port: u16,
+    /// Host Envoy's TLS listener binds.
+    pub tls_listen_host: String,
+    /// Port of Envoy's TLS listener.
+    pub tls_port: u16,
     /// Host Envoy's admin interface binds.
     pub admin_host: String,
     /// Port of Envoy's admin interface.
@@ -34,34 +38,53 @@ pub struct Addresses {
     pub studies: (String, u16),
     /// gateway host and port.
     pub gateway: (String, u16),
+    /// The JWKS whose keys sign accepted tokens.
+    pub jwks_file: String,
+    /// The `iss` and `aud` accepted tokens carry.
+    pub issuer_audience: (String, String),
+    /// The certificate the TLS listener serves, and its key.
+    pub tls_files: (String, String),
 }
 
 impl Addresses {
-    /// Everything on this machine's loopback, as `make up` runs it.
-    pub fn local(ports: &Ports) -> Self {
+    /// Everything on this machine's loopback, as `make up` runs it, with the
+    /// development credentials under `home`.
+    pub fn local(ports: &Ports, credentials: &DevCredentials) -> Self {
         let lo = || defaults::LOCALHOST.to_owned();
+        let path = |p: std::path::PathBuf| p.display().to_string();
         Self {
             listen_host: lo(),
             port: ports.envoy,
+            tls_listen_host: lo(),
+            tls_port: ports.envoy_tls,
             admin_host: lo(),
             admin_port: ports.envoy_admin,
             patients: (lo(), ports.patients),
             studies: (lo(), ports.studies),
             gateway: (lo(), ports.gateway),
+            jwks_file: path(credentials.jwks_file()),
+            issuer_audience: (auth::DEFAULT_ISSUER.into(), auth::DEFAULT_AUDIENCE.into()),
+            tls_files: (path(credentials.cert_file()), path(credentials.cert_key_file())),
         }
     }
 
-    /// Inside docker compose: Envoy listens on every interface of its
-    /// container and reaches the services by their compose names.
+    /// Inside docker compose: TLS on every interface of Envoy's container
+    /// (the port compose publishes), plaintext on its loopback only, the
+    /// services by their compose names, credentials from the shared volume.
     pub fn compose() -> Self {
         Self {
-            listen_host: "0.0.0.0".into(),
+            listen_host: defaults::LOCALHOST.into(),
             port: defaults::ENVOY_PORT,
+            tls_listen_host: "0.0.0.0".into(),
+            tls_port: defaults::ENVOY_TLS_PORT,
             admin_host: defaults::LOCALHOST.into(),
             admin_port: defaults::ENVOY_ADMIN_PORT,
             patients: ("patients-service".into(), defaults::PATIENTS_PORT),
             studies: ("studies-service".into(), defaults::STUDIES_PORT),
             gateway: ("gateway".into(), defaults::GATEWAY_PORT),
+            jwks_file: "/etc/clinic/auth/jwks.json".into(),
+            issuer_audience: (auth::DEFAULT_ISSUER.into(), auth::DEFAULT_AUDIENCE.into()),
+            tls_files: ("/etc/clinic/tls/server.pem".into(), "/etc/clinic/tls/server-key.pem".into()),
         }
     }
 
@@ -69,6 +92,8 @@ impl Addresses {
         BTreeMap::from([
             ("ENVOY_LISTEN_HOST", self.listen_host.clone()),
             ("ENVOY_PORT", self.port.to_string()),
+            ("ENVOY_TLS_LISTEN_HOST", self.tls_listen_host.clone()),
+            ("ENVOY_TLS_PORT", self.tls_port.to_string()),
             ("ENVOY_ADMIN_HOST", self.admin_host.clone()),
             ("ENVOY_ADMIN_PORT", self.admin_port.to_string()),
             ("PATIENTS_HOST", self.patients.0.clone()),
@@ -77,8 +102,66 @@ impl Addresses {
             ("STUDIES_PORT", self.studies.1.to_string()),
             ("GATEWAY_HOST", self.gateway.0.clone()),
             ("GATEWAY_PORT", self.gateway.1.to_string()),
+            ("JWT_JWKS_FILE", self.jwks_file.clone()),
+            ("JWT_ISSUER", self.issuer_audience.0.clone()),
+            ("JWT_AUDIENCE", self.issuer_audience.1.clone()),
+            ("TLS_CERT_FILE", self.tls_files.0.clone()),
+            ("TLS_KEY_FILE", self.tls_files.1.clone()),
+            ("RBAC_POLICIES", rbac_policies(26)),
         ])
     }
+}
+
+/// The RBAC policies equivalent to the services' permission table: one
+/// policy per set of roles, allowing its methods to callers whose token's
+/// `roles` claim holds one of them; health and reflection to anyone.
+/// Indented by `indent` spaces, to sit under `policies:`.
+pub fn rbac_policies(indent: usize) -> String {
+    let mut groups: BTreeMap<Vec<&'static str>, Vec<&'static str>> = BTreeMap::new();
+    for permission in auth::PERMISSIONS {
+        let callers: Vec<&'static str> = Role::ALL
+            .iter()
+            .filter(|held| permission.roles.iter().any(|needed| held.grants(*needed)))
+            .map(|r| r.name())
+            .collect();
+        groups.entry(callers).or_default().push(permission.method);
+    }
+    let pad = " ".repeat(indent);
+    let mut out = String::new();
+    let mut policy = |name: &str, paths: Vec<String>, principals: Vec<String>| {
+        out.push_str(&format!(
+            "{pad}{name}:\n{pad}  permissions:\n{pad}    - or_rules:\n{pad}        rules:\n"
+        ));
+        for path in paths {
+            out.push_str(&format!("{pad}          - url_path: {{ path: {{ {path} }} }}\n"));
+        }
+        out.push_str(&format!("{pad}  principals:\n"));
+        for principal in principals {
+            out.push_str(&format!("{pad}    - {principal}\n"));
+        }
+    };
+    policy(
+        "open",
+        auth::OPEN_PREFIXES.iter().map(|p| format!("prefix: {p}")).collect(),
+        vec!["any: true".to_owned()],
+    );
+    for (callers, methods) in groups {
+        policy(
+            &format!("callers-{}", callers.join("-")),
+            methods.iter().map(|m| format!("exact: {m}")).collect(),
+            callers
+                .iter()
+                .map(|role| {
+                    format!(
+                        "sourced_metadata: {{ metadata_matcher: {{ filter: envoy.filters.http.jwt_authn, \
+                         path: [{{ key: jwt_payload }}, {{ key: roles }}], \
+                         value: {{ list_match: {{ one_of: {{ string_match: {{ exact: {role} }} }} }} }} }} }}"
+                    )
+                })
+                .collect(),
+        );
+    }
+    out.trim_end().to_owned()
 }
 
 /// The template with every `${NAME}` replaced for `addresses`.
@@ -98,12 +181,28 @@ pub fn render(addresses: &Addresses) -> Result<String, MissingValue> {
     Ok(out)
 }
 
-/// The compose variant, with a header saying where it comes from.
-pub fn render_compose() -> Result<String, MissingValue> {
-    Ok(format!(
-        "# GENERATED from envoy/envoy.yaml.tmpl by `clinic-dev envoy-config --compose`; do not edit.\n{}",
-        render(&Addresses::compose())?
-    ))
+/// The compose variant with Keycloak as the identity provider
+/// (`deploy/keycloak/`): Keycloak's issuer, its keys synced into the same
+/// JWKS file.
+pub const KEYCLOAK_FILE: &str = "envoy/envoy.keycloak.yaml";
+
+/// The issuer of tokens of the example Keycloak realm, as containers see it.
+pub const KEYCLOAK_ISSUER: &str = "http://keycloak:8080/realms/clinic";
+
+/// The compose variants, each with a header saying where it comes from:
+/// (file, contents).
+pub fn render_compose() -> Result<Vec<(&'static str, String)>, MissingValue> {
+    let header =
+        "# GENERATED from envoy/envoy.yaml.tmpl by `clinic-dev envoy-config --compose`; do not edit.\n";
+    let keycloak = Addresses {
+        issuer_audience: (KEYCLOAK_ISSUER.into(), auth::DEFAULT_AUDIENCE.into()),
+        jwks_file: "/etc/clinic/idp/jwks.json".into(),
+        ..Addresses::compose()
+    };
+    Ok(vec![
+        (COMPOSE_FILE, format!("{header}{}", render(&Addresses::compose())?)),
+        (KEYCLOAK_FILE, format!("{header}{}", render(&keycloak)?)),
+    ])
 }
 
 #[cfg(test)]
@@ -112,21 +211,38 @@ mod tests {
 
     #[test]
     fn rendering_fills_every_placeholder() {
-        let yaml = render(&Addresses::local(&Ports::default())).unwrap();
+        let yaml = render(&Addresses::compose()).unwrap();
         assert!(!yaml.contains("${"));
         assert!(yaml.contains("port_value: 50052"));
     }
 
-    /// The committed compose file is exactly what the template renders to.
     #[test]
-    fn the_committed_compose_config_is_up_to_date() {
-        let committed =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../envoy/envoy.compose.yaml"))
-                .expect("envoy/envoy.compose.yaml exists; run `clinic-dev envoy-config --compose`");
-        assert_eq!(
-            committed,
-            render_compose().unwrap(),
-            "run `clinic-dev envoy-config --compose` to regenerate it"
-        );
+    fn every_rpc_has_an_rbac_policy_for_exactly_the_roles_the_services_allow() {
+        let policies = rbac_policies(0);
+        for permission in auth::PERMISSIONS {
+            let policy = policies
+                .split("\ncallers-")
+                .find(|p| p.contains(&format!("exact: {} ", permission.method)))
+                .unwrap_or_else(|| panic!("no policy for {}", permission.method));
+            for role in Role::ALL {
+                let allowed = permission.roles.iter().any(|needed| role.grants(*needed));
+                assert_eq!(
+                    policy.contains(&format!("exact: {} }}", role.name())),
+                    allowed,
+                    "{role:?} on {}",
+                    permission.method
+                );
+            }
+        }
+    }
+
+    /// The committed compose files are exactly what the template renders to.
+    #[test]
+    fn the_committed_compose_configs_are_up_to_date() {
+        for (file, rendered) in render_compose().unwrap() {
+            let committed = std::fs::read_to_string(format!("{}/../{file}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap_or_else(|_| panic!("{file} exists; run `clinic-dev envoy-config --compose`"));
+            assert_eq!(committed, rendered, "run `clinic-dev envoy-config --compose` to regenerate {file}");
+        }
     }
 }

@@ -17,9 +17,10 @@ use clinic_proto::{
     patients::v1::{self as ppb, patient_service_client::PatientServiceClient},
     studies::v1::{self as spb, study_service_client::StudyServiceClient},
 };
+use clinic_testkit::auth::Authed;
 use patients_service::domain::{BirthDate, Email, PersonName, latest_today};
 use studies_service::domain::{BodyPart, Description, StudyType, UrgencyLevel};
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 /// A row that cannot be imported, or a file that cannot be read.
@@ -263,12 +264,14 @@ fn refused(file: &Path, line: u64, status: &Status) -> ImportError {
     ImportError::new(file, line, &field, format!("refused by the server: {message}"))
 }
 
-/// Imports `patients` and `studies` through the API at `endpoint` (Envoy or
-/// the services' own addresses: both clients use the same channel). With a
+/// Imports `patients` and `studies` through the API on `channel` (Envoy, or
+/// the services' own addresses: both clients use it), as the caller whose
+/// token the channel carries (creating needs `clinician`; undoing a failed
+/// import deletes patients, which needs `admin`). With a
 /// patients file, studies' `patient_id`s are the patients file's `id`s;
 /// without one, they are ids of patients that already exist.
 pub async fn import(
-    channel: Channel,
+    channel: Authed,
     patients: Option<&Path>,
     studies: Option<&Path>,
 ) -> Result<Summary, ImportError> {

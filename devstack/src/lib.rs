@@ -5,8 +5,10 @@
 //! - [`stack`]: `up`: PostgreSQL, the three services and Envoy, supervised.
 //! - [`postgres`]: the local database (a kept private cluster, or `DATABASE_URL`).
 //! - [`envoy`]: Envoy's configuration rendered from `envoy/envoy.yaml.tmpl`.
+//! - [`credentials`]: the development signing key, JWKS, tokens and TLS certificates.
 //! - [`import`]: loading patients and studies from CSV through the API.
 
+pub mod credentials;
 pub mod envoy;
 pub mod import;
 pub mod postgres;

@@ -1,14 +1,23 @@
 //! `clinic-dev`: `up` (the whole system), `import` (CSV files through the
-//! API) and `envoy-config` (render Envoy's configuration).
+//! API), `token` (development tokens), `credentials` (development keys and
+//! certificates), `migrate` and `envoy-config` (render Envoy's configuration).
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand};
 use clinic_common::{
+    context::Role,
     defaults,
     telemetry::{LOG_FILTER_ARG, LogSettings},
 };
-use clinic_devstack::{envoy, import, postgres, stack};
+use clinic_devstack::{
+    credentials::{self, DevCredentials},
+    envoy, import, postgres, stack,
+};
 
 /// Runs Clinic locally and the chores around it.
 #[derive(Debug, Parser)]
@@ -33,6 +42,14 @@ enum Command {
         /// Where the API is (Envoy, or the services themselves).
         #[arg(long, env = "CLINIC_ADDR", default_value_t = defaults::uri(defaults::ENVOY_PORT))]
         addr: String,
+        /// The bearer token to import with (an admin's, so a failed import
+        /// can be undone); default: one signed with the local development
+        /// key under --home.
+        #[arg(long, env = "TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Folder of the local development keys.
+        #[arg(long, env = "CLINIC_HOME", default_value = ".local")]
+        home: PathBuf,
         /// Patients file: first_name, last_name, birth_date, email[, id].
         #[arg(long)]
         patients: Option<PathBuf>,
@@ -51,10 +68,42 @@ enum Command {
         #[arg(long, env = "DATABASE_URL")]
         database_url: Option<String>,
     },
-    /// Print Envoy's configuration, or write the compose variant to
-    /// envoy/envoy.compose.yaml.
+    /// Print a token signed with the local development key (made if
+    /// missing), on one line: `export TOKEN=$(make -s token ROLE=admin SUBJECT=ana)`.
+    Token {
+        /// Folder of the local development keys.
+        #[arg(long, env = "CLINIC_HOME", default_value = ".local")]
+        home: PathBuf,
+        /// The caller's roles: viewer, clinician, admin, service (repeat or
+        /// separate with commas).
+        #[arg(long = "role", required = true, value_delimiter = ',', value_parser = role_name)]
+        roles: Vec<String>,
+        /// Who the token names (`sub`); the audit trail records it.
+        #[arg(long)]
+        subject: String,
+        /// How long the token is valid: seconds, or 90s, 15m, 1h, 2d.
+        #[arg(long, default_value = "1h", value_parser = credentials::parse_ttl)]
+        ttl: Duration,
+    },
+    /// Make the development signing key, JWKS and TLS certificates under
+    /// --home if missing, and keep a fresh service token there (what the
+    /// compose file's `credentials` container does).
+    Credentials {
+        /// Folder to write `auth/` and `tls/` into.
+        #[arg(long, env = "CLINIC_HOME", default_value = ".local")]
+        home: PathBuf,
+        /// Make private keys readable by other users (containers running as
+        /// different users share the folder).
+        #[arg(long)]
+        shared: bool,
+        /// Keep running, renewing the service token every half hour.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Print Envoy's configuration, or write the compose variants to
+    /// envoy/envoy.compose.yaml and envoy/envoy.keycloak.yaml.
     EnvoyConfig {
-        /// Render the docker compose variant and write it to its committed file.
+        /// Render the docker compose variants and write them to their committed files.
         #[arg(long)]
         compose: bool,
     },
@@ -65,9 +114,12 @@ struct UpArgs {
     /// Folder for data, logs and run files.
     #[arg(long, env = "CLINIC_HOME", default_value = ".local")]
     home: PathBuf,
-    /// Envoy's gRPC port, the front door.
+    /// Envoy's plaintext port (127.0.0.1, for local tools).
     #[arg(long, env = "ENVOY_PORT", default_value_t = defaults::ENVOY_PORT)]
     envoy_port: u16,
+    /// Envoy's TLS port, the front door.
+    #[arg(long, env = "ENVOY_TLS_PORT", default_value_t = defaults::ENVOY_TLS_PORT)]
+    envoy_tls_port: u16,
     /// Envoy's admin port (bound to 127.0.0.1).
     #[arg(long, env = "ENVOY_ADMIN_PORT", default_value_t = defaults::ENVOY_ADMIN_PORT)]
     envoy_admin_port: u16,
@@ -101,6 +153,32 @@ fn envoy_bin(given: Option<PathBuf>) -> PathBuf {
     })
 }
 
+fn role_name(name: &str) -> Result<String, String> {
+    Role::from_name(name).map(|r| r.name().to_owned()).ok_or_else(|| {
+        let known: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
+        format!("{name:?} is not a role; roles: {}", known.join(", "))
+    })
+}
+
+async fn credentials(home: &Path, shared: bool, watch: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let credentials = DevCredentials::ensure(home, shared)?;
+    credentials.refresh_service_token(shared)?;
+    println!("credentials ready in {}", home.display());
+    if watch {
+        let mut renew = tokio::time::interval(credentials::DEFAULT_TTL / 2);
+        renew.tick().await;
+        let shutdown = clinic_common::server::shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = renew.tick() => credentials.refresh_service_token(shared)?,
+            }
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -115,6 +193,7 @@ async fn main() -> ExitCode {
                 home: args.home,
                 ports: stack::Ports {
                     envoy: args.envoy_port,
+                    envoy_tls: args.envoy_tls_port,
                     envoy_admin: args.envoy_admin_port,
                     patients: args.patients_port,
                     studies: args.studies_port,
@@ -129,9 +208,17 @@ async fn main() -> ExitCode {
             };
             stack::up(options).await.map_err(Into::into)
         }
-        Command::Import { addr, patients, studies } => {
+        Command::Import { addr, token, home, patients, studies } => {
             async {
-                let channel = clinic_common::client::channel(&addr)?;
+                let token = match token {
+                    Some(token) => token,
+                    None => DevCredentials::ensure(&home, false)?.token(
+                        "clinic-dev-import",
+                        &["admin"],
+                        Duration::from_secs(3600),
+                    )?,
+                };
+                let channel = clinic_testkit::auth::authed(clinic_common::client::channel(&addr)?, &token);
                 let summary = import::import(channel, patients.as_deref(), studies.as_deref()).await?;
                 println!("imported {} patients and {} studies", summary.patients, summary.studies);
                 Ok(())
@@ -147,14 +234,22 @@ async fn main() -> ExitCode {
             }
             .await
         }
-        Command::EnvoyConfig { compose: false } => {
-            envoy::render(&envoy::Addresses::local(&stack::Ports::default()))
-                .map(|yaml| print!("{yaml}"))
-                .map_err(Into::into)
-        }
-        Command::EnvoyConfig { compose: true } => envoy::render_compose()
+        Command::Token { home, roles, subject, ttl } => DevCredentials::ensure(&home, false)
+            .and_then(|c| c.token(&subject, &roles.iter().map(String::as_str).collect::<Vec<_>>(), ttl))
+            .map(|token| println!("{token}"))
+            .map_err(Into::into),
+        Command::Credentials { home, shared, watch } => credentials(&home, shared, watch).await,
+        Command::EnvoyConfig { compose: false } => DevCredentials::ensure(Path::new(".local"), false)
             .map_err(Into::into)
-            .and_then(|yaml| std::fs::write(envoy::COMPOSE_FILE, yaml).map_err(Into::into)),
+            .and_then(|c| {
+                envoy::render(&envoy::Addresses::local(&stack::Ports::default(), &c)).map_err(Into::into)
+            })
+            .map(|yaml| print!("{yaml}")),
+        Command::EnvoyConfig { compose: true } => {
+            envoy::render_compose().map_err(Into::into).and_then(|files| {
+                files.into_iter().try_for_each(|(file, yaml)| std::fs::write(file, yaml)).map_err(Into::into)
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -162,5 +257,15 @@ async fn main() -> ExitCode {
             eprintln!("clinic-dev: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

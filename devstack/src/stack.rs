@@ -22,7 +22,13 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{envoy, import, postgres};
+use crate::{
+    credentials::{self, DevCredentials},
+    envoy, import, postgres,
+};
+
+/// The subject `make up` imports the sample data as.
+const IMPORT_SUBJECT: &str = "clinic-dev-import";
 
 /// How long children get to stop after SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
@@ -30,8 +36,10 @@ const GRACE: Duration = Duration::from_secs(10);
 /// Where everything listens; [`Ports::default`] is the contract's ports.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
-    /// Envoy's gRPC listener (the front door).
+    /// Envoy's plaintext listener (loopback, for local tools).
     pub envoy: u16,
+    /// Envoy's TLS listener.
+    pub envoy_tls: u16,
     /// Envoy's admin interface.
     pub envoy_admin: u16,
     /// patients-service.
@@ -46,6 +54,7 @@ impl Default for Ports {
     fn default() -> Self {
         Self {
             envoy: defaults::ENVOY_PORT,
+            envoy_tls: defaults::ENVOY_TLS_PORT,
             envoy_admin: defaults::ENVOY_ADMIN_PORT,
             patients: defaults::PATIENTS_PORT,
             studies: defaults::STUDIES_PORT,
@@ -93,6 +102,9 @@ pub enum UpError {
     /// The system did not become ready.
     #[error("{0}")]
     NotReady(String),
+    /// The development keys and certificates.
+    #[error("credentials: {0}")]
+    Credentials(#[from] credentials::CredentialsError),
 }
 
 struct Proc {
@@ -148,13 +160,19 @@ impl Proc {
     }
 }
 
-fn processes(options: &UpOptions, db: &postgres::LocalDatabase, envoy_config: &Path) -> Vec<Proc> {
+fn processes(
+    options: &UpOptions,
+    db: &postgres::LocalDatabase,
+    credentials: &DevCredentials,
+    envoy_config: &Path,
+) -> Vec<Proc> {
     let p = options.ports;
     let listen = defaults::listen_addr;
     // One replica each behind an Envoy that is stopped first: nothing to
     // drain traffic away from, so no pre-stop delay.
     let service = |name: &'static str, mut env: Vec<(&'static str, String)>| {
         env.push(("SHUTDOWN_PRE_STOP_DELAY_MS", "0".to_owned()));
+        env.push(("JWT_JWKS_FILE", credentials.jwks_file().display().to_string()));
         Proc { name, program: options.bin_dir.join(name), args: Vec::new(), env, pid: None }
     };
     vec![
@@ -172,6 +190,7 @@ fn processes(options: &UpOptions, db: &postgres::LocalDatabase, envoy_config: &P
                 ("LISTEN_ADDR", listen(p.studies)),
                 ("DATABASE_URL", db.url_for(ServiceRole::Studies)),
                 ("PATIENTS_ADDR", defaults::uri(p.patients)),
+                ("SERVICE_TOKEN_FILE", credentials.service_token_file().display().to_string()),
             ],
         ),
         service(
@@ -236,8 +255,12 @@ async fn wait_ready(
 
 /// Loads the sample data through Envoy if there are no patients yet; returns
 /// the id of the first patient, for the examples.
-async fn load_sample_data(options: &UpOptions) -> Result<Option<i64>, UpError> {
-    let channel = clinic_common::client::channel(&defaults::uri(options.ports.envoy)).expect("valid URI");
+async fn load_sample_data(options: &UpOptions, credentials: &DevCredentials) -> Result<Option<i64>, UpError> {
+    let token = credentials.token(IMPORT_SUBJECT, &["admin"], Duration::from_secs(600))?;
+    let channel = clinic_testkit::auth::authed(
+        clinic_common::client::channel(&defaults::uri(options.ports.envoy)).expect("valid URI"),
+        &token,
+    );
     let first = |channel| async move {
         PatientServiceClient::new(channel)
             .list_patients(ListPatientsRequest { page_size: 1, page_token: String::new() })
@@ -256,34 +279,51 @@ async fn load_sample_data(options: &UpOptions) -> Result<Option<i64>, UpError> {
     first(channel).await
 }
 
-fn banner(options: &UpOptions, db: &postgres::LocalDatabase, first_patient: Option<i64>) {
+fn banner(
+    options: &UpOptions,
+    db: &postgres::LocalDatabase,
+    credentials: &DevCredentials,
+    first_patient: Option<i64>,
+) {
     let p = options.ports;
     let front = format!("localhost:{}", p.envoy);
+    let tls = format!("localhost:{}", p.envoy_tls);
     println!();
     println!("Clinic is up.");
-    println!("  gRPC (h2c), through Envoy   {front}");
-    println!("  Envoy admin                 http://127.0.0.1:{}", p.envoy_admin);
-    println!("  patients-service            127.0.0.1:{}", p.patients);
-    println!("  studies-service             127.0.0.1:{}", p.studies);
-    println!("  gateway                     127.0.0.1:{}", p.gateway);
-    println!("  PostgreSQL                  {}", db.admin_url());
+    println!("  gRPC over TLS, through Envoy  {tls} (CA: {})", credentials.ca_file().display());
+    println!("  gRPC (h2c), local tools only  {front}");
+    println!("  Envoy admin                   http://127.0.0.1:{}", p.envoy_admin);
+    println!("  patients-service              127.0.0.1:{}", p.patients);
+    println!("  studies-service               127.0.0.1:{}", p.studies);
+    println!("  gateway                       127.0.0.1:{}", p.gateway);
+    println!("  PostgreSQL                    {}", db.admin_url());
     if let Some(dir) = db.data_dir() {
-        println!("  data                        {}", dir.display());
+        println!("  data                          {}", dir.display());
     }
-    println!("  logs                        {}", options.home.join("logs").display());
+    println!("  trusted keys (JWKS)           {}", credentials.jwks_file().display());
+    println!("  logs                          {}", options.home.join("logs").display());
     println!();
-    println!("Try (grpcurl is in .local/venv/bin):");
+    println!(
+        "Every call but health and reflection needs a token; make one (roles: viewer, clinician, admin):"
+    );
+    println!("  export TOKEN=$(make -s token ROLE=admin SUBJECT=$(whoami))");
+    println!("Then try (grpcurl is in .local/venv/bin):");
     println!("  grpcurl -plaintext {front} list");
     println!("  grpcurl -plaintext {front} describe clinic.patients.v1.PatientService");
+    let auth = "-H \"authorization: Bearer $TOKEN\"";
     println!(
-        "  grpcurl -plaintext -d '{{\"page_size\": 2}}' {front} clinic.gateway.v1.GatewayService/ListPatientsWithStudies"
+        "  grpcurl -plaintext {auth} -d '{{\"page_size\": 2}}' {front} clinic.gateway.v1.GatewayService/ListPatientsWithStudies"
     );
     if let Some(id) = first_patient {
         println!(
-            "  grpcurl -plaintext -d '{{\"id\": {id}}}' {front} clinic.patients.v1.PatientService/GetPatient"
+            "  grpcurl -plaintext {auth} -d '{{\"id\": {id}}}' {front} clinic.patients.v1.PatientService/GetPatient"
         );
         println!(
-            "  grpcurl -plaintext -d '{{\"patient_ids\": [{id}]}}' {front} clinic.studies.v1.StudyService/ListStudies"
+            "  grpcurl -plaintext {auth} -d '{{\"patient_ids\": [{id}]}}' {front} clinic.studies.v1.StudyService/ListStudies"
+        );
+        println!(
+            "  grpcurl -cacert {} {auth} -d '{{\"patient_id\": {id}}}' {tls} clinic.audit.v1.AuditService/ListAuditEvents",
+            credentials.ca_file().display()
         );
     }
     println!(
@@ -298,6 +338,7 @@ fn banner(options: &UpOptions, db: &postgres::LocalDatabase, first_patient: Opti
 pub struct Running {
     options: UpOptions,
     db: postgres::LocalDatabase,
+    credentials: DevCredentials,
     procs: Vec<Proc>,
     exits_tx: mpsc::UnboundedSender<(usize, String)>,
     exits: mpsc::UnboundedReceiver<(usize, String)>,
@@ -336,13 +377,15 @@ pub async fn start(options: UpOptions) -> Result<Running, UpError> {
     for folder in ["logs", "run"] {
         std::fs::create_dir_all(options.home.join(folder))?;
     }
+    let credentials = DevCredentials::ensure(&options.home, false)?;
+    credentials.refresh_service_token(false)?;
     let db = postgres::prepare(&options.home, options.database_url.as_deref()).await?;
     let p = options.ports;
     let envoy_config = options.home.join("envoy.yaml");
-    std::fs::write(&envoy_config, envoy::render(&envoy::Addresses::local(&p))?)?;
+    std::fs::write(&envoy_config, envoy::render(&envoy::Addresses::local(&p, &credentials))?)?;
     let (exits_tx, exits) = mpsc::unbounded_channel();
-    let procs = processes(&options, &db, &envoy_config);
-    let mut running = Running { options, db, procs, exits_tx, exits, startup: Vec::new() };
+    let procs = processes(&options, &db, &credentials, &envoy_config);
+    let mut running = Running { options, db, credentials, procs, exits_tx, exits, startup: Vec::new() };
     match running.spawn_all().await {
         Ok(()) => Ok(running),
         Err(e) => {
@@ -394,6 +437,11 @@ impl Running {
         &self.db
     }
 
+    /// The development keys the system trusts.
+    pub fn credentials(&self) -> &DevCredentials {
+        &self.credentials
+    }
+
     /// Stops every child (SIGTERM, then SIGKILL after a grace period) and
     /// our PostgreSQL, if we run one.
     pub async fn stop(mut self) -> Result<(), UpError> {
@@ -419,11 +467,19 @@ pub async fn up(options: UpOptions) -> Result<(), UpError> {
     };
     let result = async {
         let first_patient = tokio::select! {
-            result = load_sample_data(&options) => result?,
+            result = load_sample_data(&options, &running.credentials) => result?,
             () = &mut shutdown => return Ok(()),
         };
-        banner(&options, &running.db, first_patient);
-        supervise(&options, &mut running.procs, &running.exits_tx, &mut running.exits, &mut shutdown).await
+        banner(&options, &running.db, &running.credentials, first_patient);
+        supervise(
+            &options,
+            &running.credentials,
+            &mut running.procs,
+            &running.exits_tx,
+            &mut running.exits,
+            &mut shutdown,
+        )
+        .await
     }
     .await;
     println!("Stopping...");
@@ -432,17 +488,24 @@ pub async fn up(options: UpOptions) -> Result<(), UpError> {
     result
 }
 
-/// Restarts children that exit, until shutdown.
+/// Restarts children that exit and renews studies-service's token (an
+/// hour long) every half hour, until shutdown.
 async fn supervise(
     options: &UpOptions,
+    credentials: &DevCredentials,
     procs: &mut [Proc],
     exits_tx: &mpsc::UnboundedSender<(usize, String)>,
     exits: &mut mpsc::UnboundedReceiver<(usize, String)>,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), UpError> {
+    let mut renew = tokio::time::interval_at(
+        tokio::time::Instant::now() + credentials::DEFAULT_TTL / 2,
+        credentials::DEFAULT_TTL / 2,
+    );
     loop {
         tokio::select! {
             () = shutdown.as_mut() => return Ok(()),
+            _ = renew.tick() => credentials.refresh_service_token(false)?,
             Some((index, status)) = exits.recv() => {
                 procs[index].pid = None;
                 println!(

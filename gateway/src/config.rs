@@ -27,3 +27,15 @@ pub struct Config {
     #[command(flatten)]
     pub studies: StudiesPeer,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag and variable is declared consistently (clap checks names,
+    /// ids and defaults only when the command is built, at start-up).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Config::command().debug_assert();
+    }
+}

@@ -3,6 +3,7 @@
 //! call: the gateway never presents a partial page as complete.
 
 use clinic_common::{
+    api_error::ApiError,
     client::{DownstreamError, Failure},
     errors,
     validation::Invalid,
@@ -22,6 +23,9 @@ pub enum Error {
     /// A downstream call failed.
     #[error(transparent)]
     Downstream(#[from] DownstreamError),
+    /// A failure every service can meet (a page token the gateway did not issue).
+    #[error(transparent)]
+    Api(ApiError),
 }
 
 /// Result of gateway operations.
@@ -37,6 +41,7 @@ impl From<Error> for Status {
                 e.into_peer_status()
             }
             Error::Downstream(e) => e.into(),
+            Error::Api(e) => e.into(),
         }
     }
 }

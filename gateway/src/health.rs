@@ -4,7 +4,8 @@
 //! through the front door lands here whatever service it names. The gateway
 //! therefore mirrors each downstream service's own health under that
 //! service's name (following its `Watch` stream), reports its own, and
-//! answers the empty name with SERVING only when every service is.
+//! answers the empty name with SERVING only when every service is; so does
+//! it for the audit trail, which it answers from every service.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -19,10 +20,12 @@ use tonic_health::pb::{
 const RETRY: Duration = Duration::from_millis(500);
 
 /// Starts one mirroring task per `(service name, channel)`; `own` is the
-/// gateway's own service name, SERVING while the gateway runs.
+/// gateway's own service name, SERVING while the gateway runs; `whole`
+/// names what needs every downstream service (SERVING when all are).
 pub async fn spawn_mirrors(
     health: Health,
     own: &'static str,
+    whole: &'static [&'static str],
     downstream: Vec<(&'static str, Channel)>,
 ) -> Vec<JoinHandle<()>> {
     health.set_service(own, true).await;
@@ -40,10 +43,11 @@ pub async fn spawn_mirrors(
                     if let Ok(response) = watch {
                         let mut stream = response.into_inner();
                         while let Ok(Some(update)) = stream.message().await {
-                            record(&health, &state, name, update.status() == ServingStatus::Serving).await;
+                            record(&health, &state, whole, name, update.status() == ServingStatus::Serving)
+                                .await;
                         }
                     }
-                    record(&health, &state, name, false).await;
+                    record(&health, &state, whole, name, false).await;
                     tokio::time::sleep(RETRY).await;
                 }
             })
@@ -54,6 +58,7 @@ pub async fn spawn_mirrors(
 async fn record(
     health: &Health,
     state: &Mutex<HashMap<&'static str, bool>>,
+    whole: &[&'static str],
     name: &'static str,
     serving: bool,
 ) {
@@ -63,6 +68,8 @@ async fn record(
     }
     health.set_service(name, serving).await;
     let all = state.values().all(|s| *s);
-    health.set_service("", all).await;
+    for name in whole.iter().copied().chain([""]) {
+        health.set_service(name, all).await;
+    }
     tracing::info!(service = name, serving, system_serving = all, "downstream health changed");
 }

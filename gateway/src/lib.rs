@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`config`]: every setting, declared once.
+//! - [`audit`]: AuditService for both services' trails at once.
 //! - [`startup`]: building and running the gateway.
 //! - [`view`]: the join of patients and studies (no I/O).
 //! - [`downstream`]: the clients of patients-service and studies-service.
@@ -15,6 +16,7 @@
 //! - [`error`]: the gateway's error type and its one mapping to gRPC statuses.
 //! - [`health`]: the system's health, mirrored from each service.
 
+pub mod audit;
 pub mod config;
 pub mod downstream;
 pub mod error;

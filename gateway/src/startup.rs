@@ -1,25 +1,30 @@
 //! Building and running the gateway: what `main` and the tests start.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use clinic_common::{
+    auth::Verifier,
     client::{Peer, PeerClient},
     health::Health,
-    server::{self, ServeError},
-    service::{Process, StartupError},
+    server::{self, Guards, ServeError},
+    service::{self, Process, StartupError},
     telemetry::LogSettings,
 };
-use clinic_proto::{gateway::v1::gateway_service_server::GatewayServiceServer, patients, studies};
+use clinic_proto::{
+    audit::v1::audit_service_server::AuditServiceServer,
+    gateway::v1::gateway_service_server::GatewayServiceServer, patients, studies,
+};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
-use crate::{config::Config, downstream::Downstream, grpc::GatewayApi, health};
+use crate::{audit::AuditAggregate, config::Config, downstream::Downstream, grpc::GatewayApi, health};
 
 /// A built gateway, listening and ready to serve.
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
     downstream: Downstream,
+    verifier: Arc<Verifier>,
     config: Config,
 }
 
@@ -29,12 +34,13 @@ impl Process for Application {
 
     /// Binds the listener and prepares (lazy) channels to both services.
     async fn build(config: Config) -> Result<Self, StartupError> {
+        let verifier = Verifier::load(config.server.auth.clone())?;
         let listener = TcpListener::bind(config.server.listen_addr).await?;
         let downstream = Downstream {
             patients: PeerClient::new(Peer::Patients, &config.patients.patients_addr, &config.downstream)?,
             studies: PeerClient::new(Peer::Studies, &config.studies.studies_addr, &config.downstream)?,
         };
-        Ok(Self { listener, downstream, config })
+        Ok(Self { listener, downstream, verifier, config })
     }
 
     fn log_settings(config: &Config) -> &LogSettings {
@@ -48,19 +54,39 @@ impl Process for Application {
     /// Serves until `shutdown` completes, then drains in-flight rpcs.
     async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let own = clinic_proto::gateway::v1::SERVICE_NAME;
-        let health = Health::new(&[own, patients::v1::SERVICE_NAME, studies::v1::SERVICE_NAME]).await;
+        let health = Health::new(&[
+            own,
+            patients::v1::SERVICE_NAME,
+            studies::v1::SERVICE_NAME,
+            clinic_proto::audit::v1::SERVICE_NAME,
+        ])
+        .await;
         let mirrors = health::spawn_mirrors(
             health.clone(),
             own,
+            &[clinic_proto::audit::v1::SERVICE_NAME],
             vec![
                 (patients::v1::SERVICE_NAME, self.downstream.patients.channel()),
                 (studies::v1::SERVICE_NAME, self.downstream.studies.channel()),
             ],
         )
         .await;
-        let routes =
-            Routes::new(clinic_common::bounded!(GatewayServiceServer::new(GatewayApi::new(self.downstream))));
-        server::serve_with_tasks(self.listener, routes, health, &self.config.server, None, mirrors, shutdown)
-            .await
+        let mut background = mirrors;
+        background.push(self.verifier.clone().watch(service::JWKS_CHECK_INTERVAL));
+        let routes = Routes::new(clinic_common::bounded!(GatewayServiceServer::new(GatewayApi::new(
+            self.downstream.clone()
+        ))))
+        .add_service(clinic_common::bounded!(AuditServiceServer::new(AuditAggregate::new(self.downstream))));
+        let guards = Guards { verifier: self.verifier, pool: None, audit: None };
+        server::serve_with_tasks(
+            self.listener,
+            routes,
+            health,
+            &self.config.server,
+            guards,
+            background,
+            shutdown,
+        )
+        .await
     }
 }

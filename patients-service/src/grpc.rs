@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use clinic_common::{
     api_error::ApiError,
+    context,
     deadline::Deadline,
     paging::{self, PageTokens},
     resource::{self, timestamp},
@@ -46,6 +47,7 @@ impl PatientApi {
         let id = invalid.check(PatientId::parse(req.id, "id"));
         let etag = invalid.check(Etag::parse(&req.etag, "etag"));
         let (Some(id), Some(etag)) = (id, etag) else { return Err(invalid.into()) };
+        context::concern([id.get()]);
         let current = self.store.get(id).await?;
         if etag.as_ref().is_some_and(|e| *e != current.etag) {
             return Err(ApiError::etag_mismatch(id).into());
@@ -85,6 +87,7 @@ impl pb::patient_service_server::PatientService for PatientApi {
         request: Request<pb::GetPatientRequest>,
     ) -> Result<Response<pb::Patient>, Status> {
         let id = PatientId::parse(request.into_inner().id, "id").map_err(Error::from)?;
+        context::concern([id.get()]);
         Ok(Response::new(patient_pb(self.store.get(id).await?)))
     }
 
@@ -98,6 +101,7 @@ impl pb::patient_service_server::PatientService for PatientApi {
         let mut page = self.store.list(after.unwrap_or(0), size).await?.map(patient_pb);
         page.cut_to_bytes(paging::MAX_PAGE_BYTES, |p| p.encoded_len());
         let next_page_token = self.tokens.next_token(LIST_SCOPE, &page, |p| p.id);
+        context::concern(page.items.iter().map(|p| p.id));
         Ok(Response::new(pb::ListPatientsResponse { patients: page.items, next_page_token }))
     }
 
@@ -106,6 +110,7 @@ impl pb::patient_service_server::PatientService for PatientApi {
         request: Request<pb::UpdatePatientRequest>,
     ) -> Result<Response<pb::Patient>, Status> {
         let (id, patch, etag) = parse_update(request.into_inner(), Utc::now())?;
+        context::concern([id.get()]);
         let patient = self.store.update(id, &patch, etag.as_ref()).await?;
         Ok(Response::new(patient_pb(patient)))
     }

@@ -9,10 +9,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::LazyLock;
 
 use clinic_common::{
-    api_error::{ApiError, delete_if_current, durable, fetch_by_id, why_not_written},
+    api_error::ApiError,
+    audit,
     db::{patch_statement, unique_violation},
     idempotency::{self, Claim, Fingerprint},
     paging::{self, Page},
+    store::{delete_if_current, durable, fetch_by_id, why_not_written},
 };
 use sqlx::PgPool;
 
@@ -92,9 +94,11 @@ impl PatientStore {
     /// that request created instead (or NOT_FOUND if it was deleted since).
     pub async fn create(&self, new: &PatientFields, request_id: Option<&RequestId>) -> Result<Patient> {
         let Some(request_id) = request_id else {
-            // One statement is atomic on its own: no BEGIN/COMMIT round trips.
+            // One statement (the insert and its audit event) is atomic on its
+            // own: no BEGIN/COMMIT round trips.
             let row =
                 durable(Self::insert(new).fetch_optional(&self.pool)).await?.ok_or(Error::EmailTaken)?;
+            audit::mark_audited(1);
             return Ok(row.into());
         };
         let mut tx = self.pool.begin().await?;
@@ -103,27 +107,36 @@ impl PatientStore {
             return self.get(PatientId::from_stored(id)).await;
         }
         let row = Self::insert(new).fetch_optional(&mut *tx).await?.ok_or(Error::EmailTaken)?;
+        audit::mark_audited(1);
         idempotency::record(&mut tx, SCHEMA, request_id, row.id).await?;
         durable(tx.commit()).await?;
         Ok(row.into())
     }
 
-    /// The insert of `new`, returning the stored row; run alone or inside
-    /// the idempotent-create transaction.
+    /// The insert of `new` with its audit event, returning the stored row;
+    /// run alone or inside the idempotent-create transaction.
     fn insert(
         new: &PatientFields,
     ) -> sqlx::query::QueryAs<'static, sqlx::Postgres, PatientRow, sqlx::postgres::PgArguments> {
         // A taken email inserts nothing, so Postgres raises no error (whose
         // detail would quote the email): no row back means EmailTaken.
-        sqlx::query_as(concat!(
-            "insert into patients.patient (first_name, last_name, birth_date, email) \
-             values ($1, $2, $3, $4) on conflict ((lower(email))) do nothing returning ",
-            patient_columns!()
-        ))
-        .bind(new.first_name.as_str().to_owned())
-        .bind(new.last_name.as_str().to_owned())
-        .bind(new.birth_date.get())
-        .bind(new.email.as_str().to_owned())
+        static INSERT: LazyLock<String> = LazyLock::new(|| {
+            let insert = concat!(
+                "insert into patients.patient (first_name, last_name, birth_date, email) \
+                 values ($1, $2, $3, $4) on conflict ((lower(email))) do nothing returning ",
+                patient_columns!()
+            );
+            audit::audited(SCHEMA, insert, 4, "changed.id")
+        });
+        let [subject, method, request_id] = audit::event_binds();
+        sqlx::query_as(INSERT.as_str())
+            .bind(new.first_name.as_str().to_owned())
+            .bind(new.last_name.as_str().to_owned())
+            .bind(new.birth_date.get())
+            .bind(new.email.as_str().to_owned())
+            .bind(subject)
+            .bind(method)
+            .bind(request_id)
     }
 
     /// The patient with `id`.
@@ -151,8 +164,10 @@ impl PatientStore {
     pub async fn update(&self, id: PatientId, patch: &PatientPatch, etag: Option<&Etag>) -> Result<Patient> {
         static UPDATE: LazyLock<String> = LazyLock::new(|| {
             let columns: Vec<_> = PatientField::ALL.iter().map(|f| f.name()).collect();
-            patch_statement(PatientRow::TABLE, &columns, patient_columns!())
+            let update = patch_statement(PatientRow::TABLE, &columns, patient_columns!());
+            audit::audited(SCHEMA, &update, columns.len() + 2, "changed.id")
         });
+        let [subject, method, request_id] = audit::event_binds();
         let update = sqlx::query_as::<_, PatientRow>(UPDATE.as_str())
             .bind(id.get())
             .bind(patch.first_name.as_ref().map(|n| n.as_str()))
@@ -160,8 +175,12 @@ impl PatientStore {
             .bind(patch.birth_date.map(|d| d.get()))
             .bind(patch.email.as_ref().map(|e| e.as_str()))
             .bind(etag.map(Etag::as_str))
+            .bind(subject)
+            .bind(method)
+            .bind(request_id)
             .fetch_optional(&self.pool);
         let row = durable(update).await.map_err(email_taken_or)?;
+        audit::mark_audited(usize::from(row.is_some()));
         match row {
             Some(row) => Ok(row.into()),
             None => Err(why_not_written(&self.pool, PatientRow::TABLE, id).await.into()),
@@ -172,7 +191,7 @@ impl PatientStore {
     /// and records a `deleted` event in the outbox in the same transaction.
     pub async fn delete(&self, id: PatientId, etag: Option<&Etag>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        if !delete_if_current(&mut *tx, PatientRow::TABLE, id, etag).await? {
+        if !delete_if_current(&mut *tx, (SCHEMA, PatientRow::TABLE, "id"), id, etag).await? {
             tx.rollback().await?;
             return Err(why_not_written(&self.pool, PatientRow::TABLE, id).await.into());
         }

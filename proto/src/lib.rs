@@ -9,6 +9,9 @@
 //! - [`patients::v1`] — `clinic.patients.v1` (PatientService)
 //! - [`studies::v1`] — `clinic.studies.v1` (StudyService)
 //! - [`gateway::v1`] — `clinic.gateway.v1` (GatewayService)
+//! - [`audit::v1`] — `clinic.audit.v1` (AuditService)
+//! - [`patients::events::v1`], [`studies::guard::v1`] — internal services
+//!   between patients-service and studies-service, not routed by Envoy
 
 /// The encoded `FileDescriptorSet` of every Clinic package and its imports,
 /// for registration with a reflection server.
@@ -57,6 +60,17 @@ pub mod studies {
         tonic::include_proto!("clinic.studies.v1");
         /// Fully qualified name of StudyService, as health and reflection use it.
         pub const SERVICE_NAME: &str = "clinic.studies.v1.StudyService";
+    }
+}
+
+/// Package `clinic.audit`.
+pub mod audit {
+    /// Package `clinic.audit.v1`: the audit trail (AuditService).
+    #[allow(missing_docs, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("clinic.audit.v1");
+        /// Fully qualified name of AuditService.
+        pub const SERVICE_NAME: &str = "clinic.audit.v1.AuditService";
     }
 }
 

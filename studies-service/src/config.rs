@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clinic_common::{
-    client::PatientsPeer,
+    client::{PatientsPeer, ServiceTokenSettings},
     db::DATABASE_URL_ARG,
     defaults,
     server::LISTEN_ADDR_ARG,
@@ -25,6 +25,10 @@ pub struct Config {
     /// patients-service: patient checks and the outbox of deletions.
     #[command(flatten)]
     pub patients: PatientsPeer,
+    /// The service's own token, for reading the outbox and checking
+    /// reservations (no person is behind those calls).
+    #[command(flatten)]
+    pub service_token: ServiceTokenSettings,
     /// How often to look for patient deletions to apply, in milliseconds.
     #[arg(long = "patient-events-poll-interval-ms", env = "PATIENT_EVENTS_POLL_INTERVAL_MS", value_name = "MS", default_value = "500", value_parser = millis)]
     pub events_poll_interval: Duration,
@@ -34,4 +38,16 @@ pub struct Config {
     /// than any delete can take.
     #[arg(long = "deletion-reservation-timeout-ms", env = "DELETION_RESERVATION_TIMEOUT_MS", value_name = "MS", default_value = "120000", value_parser = millis)]
     pub reservation_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag and variable is declared consistently (clap checks names,
+    /// ids and defaults only when the command is built, at start-up).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Config::command().debug_assert();
+    }
 }

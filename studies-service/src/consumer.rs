@@ -19,11 +19,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::task::JoinHandle;
 
-use crate::{
-    error::{Error, Result},
-    patients::{PatientDirectory, PatientEvents},
-    storage::StudyStore,
-};
+use crate::{error::Result, patients::PatientEvents, storage::StudyStore};
 
 /// Events fetched per round trip.
 const BATCH: u32 = 500;
@@ -65,20 +61,22 @@ pub async fn catch_up(store: &StudyStore, events: &dyn PatientEvents) -> Result<
     Ok(progress)
 }
 
-/// Lifts the reservations of non-forced deletes older than `age` whose
-/// patient still exists: their deletion failed or never came.
-pub async fn reconcile(store: &StudyStore, patients: &dyn PatientDirectory, age: Duration) -> Result<usize> {
+/// Lifts the reservations of non-forced deletes older than `age` that no
+/// deletion event confirmed, once the consumer has read the whole outbox
+/// (`progress` of this round) with nothing failing or waiting for a retry:
+/// patients-service writes a deletion's event in the deletion's own
+/// transaction, so a reservation still unconfirmed then is one whose
+/// deletion failed or never came. The outbox is the only source: no
+/// patient's data is read without a person behind the call.
+pub async fn reconcile(store: &StudyStore, progress: &Progress, age: Duration) -> Result<usize> {
+    if progress.behind > 0 || progress.failed > 0 || store.backlog().await?.retrying > 0 {
+        return Ok(0);
+    }
     let mut lifted = 0;
     for patient in store.stale_reservations(age).await? {
-        match patients.ensure_exists(patient, None).await {
-            Ok(()) => {
-                store.cancel_deletion(patient).await?;
-                tracing::info!(patient_id = %patient, "lifted a deletion reservation: the patient still exists");
-                lifted += 1;
-            }
-            Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        store.cancel_deletion(patient).await?;
+        tracing::info!(patient_id = %patient, "lifted a deletion reservation: no deletion followed it");
+        lifted += 1;
     }
     Ok(lifted)
 }
@@ -88,7 +86,6 @@ pub async fn reconcile(store: &StudyStore, patients: &dyn PatientDirectory, age:
 pub fn spawn(
     store: StudyStore,
     events: Arc<dyn PatientEvents>,
-    patients: Arc<dyn PatientDirectory>,
     interval: Duration,
     reservation_timeout: Duration,
 ) -> JoinHandle<()> {
@@ -101,6 +98,9 @@ pub fn spawn(
             ticker.tick().await;
             match catch_up(&store, events.as_ref()).await {
                 Ok(progress) => {
+                    if let Err(e) = reconcile(&store, &progress, reservation_timeout).await {
+                        tracing::debug!(error = %e, "deletion reservations: cannot check now");
+                    }
                     if failing {
                         tracing::info!("patient events: reachable again");
                         failing = false;
@@ -122,9 +122,6 @@ pub fn spawn(
                     failing = true;
                 }
                 Err(e) => tracing::debug!(error = %e, "patient events: still failing"),
-            }
-            if let Err(e) = reconcile(&store, patients.as_ref(), reservation_timeout).await {
-                tracing::debug!(error = %e, "deletion reservations: cannot check now");
             }
         }
     })

@@ -5,6 +5,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use clinic_common::{
+    context,
     deadline::Deadline,
     paging::{self, Page, PageTokens},
     resource::{self, timestamp},
@@ -47,6 +48,7 @@ impl StudyApi {
 
     async fn create(&self, req: pb::CreateStudyRequest, deadline: Option<Deadline>) -> Result<Study> {
         let (new, request_id) = parse_create(req)?;
+        context::concern([new.patient_id.get()]);
         if let Some(request_id) = &request_id
             && let Some(id) = self.store.created_by(request_id, &new).await?
         {
@@ -77,6 +79,7 @@ impl StudyApi {
         let mut page = self.store.list(&filter, after.unwrap_or(0), size).await?.map(study_pb);
         page.cut_to_bytes(paging::MAX_PAGE_BYTES, |s| s.encoded_len());
         let next_page_token = self.tokens.next_token(&scope, &page, |s| s.id);
+        context::concern(filter.ids().iter().copied().chain(page.items.iter().map(|s| s.patient_id)));
         Ok(pb::ListStudiesResponse { studies: page.items, next_page_token })
     }
 
@@ -93,6 +96,7 @@ impl StudyApi {
             return Err(invalid.into());
         };
         let mut ids = req.patient_ids;
+        context::concern(ids.iter().copied());
         let mut seen = std::collections::HashSet::new();
         ids.retain(|id| seen.insert(*id));
         let mut by_patient: HashMap<i64, Vec<pb::Study>> = HashMap::new();
@@ -156,7 +160,9 @@ impl pb::study_service_server::StudyService for StudyApi {
 
     async fn get_study(&self, request: Request<pb::GetStudyRequest>) -> Result<Response<pb::Study>, Status> {
         let id = StudyId::parse(request.into_inner().id, "id").map_err(Error::from)?;
-        Ok(Response::new(study_pb(self.store.get(id).await?)))
+        let study = self.store.get(id).await?;
+        context::concern([study.fields.patient_id.get()]);
+        Ok(Response::new(study_pb(study)))
     }
 
     async fn list_studies(

@@ -31,7 +31,6 @@ pub struct Application {
     api: StudyApi,
     store: StudyStore,
     events: Arc<dyn PatientEvents>,
-    patients: Arc<dyn PatientDirectory>,
     config: Config,
 }
 
@@ -47,8 +46,8 @@ impl Application {
         let Prepared { serving, tokens } =
             service::prepare(&config.service, migrator(), SCHEMA, &[SERVICE_NAME]).await?;
         let store = StudyStore::new(serving.pool.clone());
-        let api = StudyApi { store: store.clone(), tokens, patients: patients.clone() };
-        Ok(Self { serving, api, store, events, patients, config })
+        let api = StudyApi { store: store.clone(), tokens, patients };
+        Ok(Self { serving, api, store, events, config })
     }
 }
 
@@ -59,7 +58,8 @@ impl Process for Application {
     /// Builds the service; patients-service is reached lazily at `config.patients`.
     async fn build(config: Config) -> Result<Self, StartupError> {
         let client =
-            PeerClient::new(Peer::Patients, &config.patients.patients_addr, &config.service.downstream)?;
+            PeerClient::new(Peer::Patients, &config.patients.patients_addr, &config.service.downstream)?
+                .with_service_token(config.service_token.token());
         let patients = Arc::new(GrpcPatients(client));
         Self::build_with(config, patients.clone(), patients).await
     }
@@ -79,7 +79,6 @@ impl Process for Application {
         let consumer = consumer::spawn(
             self.store.clone(),
             self.events,
-            self.patients,
             config.events_poll_interval,
             config.reservation_timeout,
         );

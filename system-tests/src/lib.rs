@@ -9,7 +9,7 @@ use std::{
 };
 
 use clinic_common::{
-    client::{DownstreamSettings, PatientsPeer, StudiesPeer},
+    client::{DownstreamSettings, PatientsPeer, ServiceTokenSettings, StudiesPeer},
     server::ServerSettings,
     service::Process,
 };
@@ -22,7 +22,11 @@ use clinic_proto::{
     },
 };
 use clinic_testkit::{
-    Running, ServiceRole, TestDb, cluster::free_port, service::server_settings, service_config,
+    Running, ServiceRole, TestDb,
+    auth::{Authed, admin},
+    cluster::free_port,
+    service::server_settings,
+    service_config,
 };
 use sqlx::ConnectOptions;
 use tonic::{Status, transport::Channel};
@@ -40,16 +44,16 @@ pub struct TestSystem {
     patients: Option<Running>,
     studies: Option<Running>,
     gateway: Option<Running>,
-    /// A client of patients-service (reconnects across restarts).
-    pub patient_client: PatientServiceClient<Channel>,
-    /// A client of studies-service (reconnects across restarts).
-    pub study_client: StudyServiceClient<Channel>,
-    /// A client of the gateway.
-    pub gateway_client: GatewayServiceClient<Channel>,
+    /// A client of patients-service (reconnects across restarts), as an admin.
+    pub patient_client: PatientServiceClient<Authed>,
+    /// A client of studies-service (reconnects across restarts), as an admin.
+    pub study_client: StudyServiceClient<Authed>,
+    /// A client of the gateway, as an admin.
+    pub gateway_client: GatewayServiceClient<Authed>,
     /// A raw channel to the gateway, for health and reflection.
     pub gateway_channel: Channel,
-    /// A client of studies-service's internal deletion guard.
-    pub guard_client: DeletionGuardServiceClient<Channel>,
+    /// A client of studies-service's internal deletion guard, as an admin.
+    pub guard_client: DeletionGuardServiceClient<Authed>,
     /// Applied to studies-service's configuration at each start.
     studies_tuning: Option<Tuning>,
 }
@@ -59,6 +63,19 @@ pub type Tuning = Box<dyn Fn(&mut studies_service::Config) + Send + Sync>;
 
 fn addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port().expect("a free port")))
+}
+
+/// A file holding a `service`-role token of the shared test key, for
+/// studies-service's own calls.
+pub fn service_token_file() -> std::path::PathBuf {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("clinic-service-token-{}", std::process::id()));
+        let token = clinic_testkit::auth::shared().token("studies-service", &["service"]);
+        std::fs::write(&path, token).expect("writing the service token");
+        path
+    })
+    .clone()
 }
 
 /// Starts patients-service, studies-service and the gateway on a fresh database.
@@ -80,11 +97,11 @@ async fn spawn_system_with(studies_tuning: Option<Tuning>) -> TestSystem {
     let (patients_addr, studies_addr, gateway_addr) = (addr(), addr(), addr());
     let channel = |a: SocketAddr| clinic_common::client::channel(&format!("http://{a}")).unwrap();
     let mut system = TestSystem {
-        patient_client: PatientServiceClient::new(channel(patients_addr)),
-        study_client: StudyServiceClient::new(channel(studies_addr)),
-        gateway_client: GatewayServiceClient::new(channel(gateway_addr)),
+        patient_client: PatientServiceClient::new(admin(channel(patients_addr))),
+        study_client: StudyServiceClient::new(admin(channel(studies_addr))),
+        gateway_client: GatewayServiceClient::new(admin(channel(gateway_addr))),
         gateway_channel: channel(gateway_addr),
-        guard_client: DeletionGuardServiceClient::new(channel(studies_addr)),
+        guard_client: DeletionGuardServiceClient::new(admin(channel(studies_addr))),
         studies_tuning,
         db,
         patients_addr,
@@ -135,6 +152,7 @@ impl TestSystem {
             patients: PatientsPeer { patients_addr: format!("http://{}", self.patients_addr) },
             events_poll_interval: Duration::from_millis(100),
             reservation_timeout: Duration::from_secs(2),
+            service_token: ServiceTokenSettings { service_token_file: Some(service_token_file()) },
         };
         config.service.server.listen_addr = self.studies_addr;
         if let Some(tune) = &self.studies_tuning {
@@ -301,6 +319,28 @@ pub fn study(patient_id: i64) -> pb::Study {
 }
 
 pub use clinic_testkit::assert::{assert_invalid, assert_no_internals, reason};
+
+/// Calls `method` (`/package.Service/Method`) on the process at `addr` with
+/// an empty request, carrying `token` if any: what any client can send,
+/// whatever the rpc.
+pub async fn call_raw(addr: SocketAddr, method: &str, token: Option<&str>) -> Result<(), Status> {
+    let channel = clinic_common::client::channel(&format!("http://{addr}")).expect("a valid address");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    let mut request = tonic::Request::new(());
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ASCII"));
+    }
+    let path: http::uri::PathAndQuery = method.parse().expect("a method path");
+    grpc.unary::<(), (), _>(request, path, tonic_prost::ProstCodec::default()).await.map(drop)
+}
+
+/// `message` as a request carrying `x-request-id: request_id`.
+pub fn with_request_id<T>(message: T, request_id: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("x-request-id", request_id.parse().expect("ASCII"));
+    request
+}
 
 /// Waits (bounded) until `check` holds, checking every 50 ms; for effects
 /// that happen in the background, such as the delete cascade.

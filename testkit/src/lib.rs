@@ -9,13 +9,17 @@
 //!
 //! # Layout
 //! - [`mod@assert`]: checking error statuses the way clients do.
+//! - [`auth`]: a trusted signing key, tokens for any role, clients carrying one.
+//! - [`keys`]: signing keys, JWKS documents, tokens and TLS certificates.
 //! - [`cluster`]: finding the binaries, starting, stopping and reaping a cluster.
 //! - [`provision`]: the roles and schemas each service expects to find.
 //! - [`service`]: test service settings and running a server in a test.
 //! - [`testdb`]: one fresh database per test, on `DATABASE_URL` or a shared cluster.
 
 pub mod assert;
+pub mod auth;
 pub mod cluster;
+pub mod keys;
 pub mod provision;
 pub mod service;
 pub mod testdb;

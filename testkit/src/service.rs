@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clinic_common::{
+    audit::AuditSettings,
     client::DownstreamSettings,
     db::DbSettings,
     idempotency::IdempotencySettings,
@@ -28,6 +29,7 @@ pub fn service_config(database_url: String) -> ServiceConfig {
         },
         downstream: DownstreamSettings { timeout: Duration::from_secs(2) },
         idempotency: IdempotencySettings { retention_hours: 24, prune_interval: Duration::from_millis(200) },
+        audit: AuditSettings { retention_days: 2190, prune_interval: Duration::from_secs(3600) },
     }
 }
 
@@ -40,6 +42,7 @@ pub fn server_settings() -> ServerSettings {
         pre_stop_delay: Duration::ZERO,
         max_in_flight: 64,
         max_concurrent_streams: 128,
+        auth: crate::auth::shared().settings(),
         log: LogSettings { filter: "info".into(), format: LogFormat::Text },
     }
 }

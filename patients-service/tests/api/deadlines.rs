@@ -30,6 +30,8 @@ fn create(email: &str, timeout: Duration) -> Request<pb::CreatePatientRequest> {
         request_id: String::new(),
     });
     request.set_timeout(timeout);
+    let token = clinic_testkit::auth::shared().token("deadline-tester", &["clinician"]);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
 }
 

@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use clinic_common::{client::StudiesPeer, defaults, service::Process};
 use clinic_proto::patients::v1::{self as pb, patient_service_client::PatientServiceClient};
-use clinic_testkit::{Running, ServiceRole, TestDb, service_config};
+use clinic_testkit::{
+    Running, ServiceRole, TestDb,
+    auth::{Authed, admin},
+    service_config,
+};
 use patients_service::{Application, Config, studies::NoStudies};
 use tonic::{Status, transport::Channel};
 use tonic_health::pb::{
@@ -14,7 +18,8 @@ use tonic_health::pb::{
 /// A running patients-service on its own database.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
-    pub client: PatientServiceClient<Channel>,
+    /// A client acting as an admin.
+    pub client: PatientServiceClient<Authed>,
     pub channel: Channel,
     pub db: TestDb,
     server: Running,
@@ -49,7 +54,7 @@ pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Tes
     let server =
         Running::spawn(addr, |shutdown| async move { app.run_until(shutdown).await.expect("service runs") });
     let channel = Channel::from_shared(server.uri()).unwrap().connect().await.expect("connects");
-    TestApp { addr, client: PatientServiceClient::new(channel.clone()), channel, db, server }
+    TestApp { addr, client: PatientServiceClient::new(admin(channel.clone())), channel, db, server }
 }
 
 impl TestApp {

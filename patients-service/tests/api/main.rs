@@ -1,6 +1,7 @@
 //! PatientService as a client sees it: the real server on a real socket,
 //! against real Postgres, one fresh database per test.
 
+mod auth;
 mod create;
 mod deadlines;
 mod delete;

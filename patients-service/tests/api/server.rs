@@ -153,9 +153,11 @@ async fn shutdown_keeps_serving_through_the_pre_stop_delay_after_not_serving() {
     let started = std::time::Instant::now();
     let fresh = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await;
     let fresh = fresh.expect("new connections are still accepted during the pre-stop delay");
-    let read = clinic_proto::patients::v1::patient_service_client::PatientServiceClient::new(fresh)
-        .get_patient(clinic_proto::patients::v1::GetPatientRequest { id: existing.id })
-        .await;
+    let read = clinic_proto::patients::v1::patient_service_client::PatientServiceClient::new(
+        clinic_testkit::auth::admin(fresh),
+    )
+    .get_patient(clinic_proto::patients::v1::GetPatientRequest { id: existing.id })
+    .await;
     assert!(read.is_ok(), "served {:?} after NOT_SERVING: {read:?}", started.elapsed());
 
     tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("stops after the delay").unwrap();

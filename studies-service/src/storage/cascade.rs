@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use clinic_common::api_error::durable;
+use clinic_common::store::durable;
 
 use crate::{
     domain::{PatientEvent, PatientEventKind, PatientId},

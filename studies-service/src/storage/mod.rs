@@ -13,10 +13,11 @@ use chrono::{DateTime, Utc};
 use std::sync::LazyLock;
 
 use clinic_common::{
-    api_error::{delete_if_current, durable, fetch_by_id, why_not_written},
+    audit,
     db::patch_statement,
     idempotency::{self, Claim, Fingerprint},
     paging::{self, Page},
+    store::{delete_if_current, durable, fetch_by_id, why_not_written},
 };
 use sqlx::{PgConnection, PgPool};
 
@@ -139,6 +140,7 @@ impl StudyStore {
         if let Some(request_id) = request_id {
             idempotency::record(&mut tx, SCHEMA, request_id, row.id).await?;
         }
+        audit::record_in(&mut tx, SCHEMA, [row.patient_id]).await?;
         durable(tx.commit()).await?;
         row.try_into()
     }
@@ -211,6 +213,13 @@ impl StudyStore {
         if let Some(patient) = patch.patient_id {
             lock_live_patient(&mut tx, patient).await?;
         }
+        // The audit event concerns the patient the study belonged to, too.
+        let before: Option<i64> =
+            sqlx::query_scalar("select patient_id from studies.live_study where id = $1")
+                .bind(id.get())
+                .fetch_optional(&mut *tx)
+                .await?;
+        clinic_common::context::concern(before);
         static UPDATE: LazyLock<String> = LazyLock::new(|| {
             let columns: Vec<_> = StudyField::ALL.iter().map(|f| f.name()).collect();
             patch_statement(StudyRow::TABLE, &columns, study_columns!())
@@ -227,6 +236,7 @@ impl StudyStore {
             .await?;
         match row {
             Some(row) => {
+                audit::record_in(&mut tx, SCHEMA, [row.patient_id]).await?;
                 durable(tx.commit()).await?;
                 row.try_into()
             }
@@ -239,7 +249,7 @@ impl StudyStore {
 
     /// Deletes the study if `etag` (when given) is still current.
     pub async fn delete(&self, id: StudyId, etag: Option<&Etag>) -> Result<()> {
-        if durable(delete_if_current(&self.pool, StudyRow::TABLE, id, etag)).await? {
+        if durable(delete_if_current(&self.pool, (SCHEMA, StudyRow::TABLE, "patient_id"), id, etag)).await? {
             Ok(())
         } else {
             Err(why_not_written(&self.pool, StudyRow::TABLE, id).await)

@@ -8,7 +8,11 @@ use std::{
 
 use clinic_common::{client::PatientsPeer, deadline::Deadline, defaults, service::Process};
 use clinic_proto::studies::v1::{self as pb, study_service_client::StudyServiceClient};
-use clinic_testkit::{Running, ServiceRole, TestDb, service_config};
+use clinic_testkit::{
+    Running, ServiceRole, TestDb,
+    auth::{Authed, admin},
+    service_config,
+};
 use studies_service::{
     Application, Config,
     domain::{EventPage, PatientEvent, PatientEventKind, PatientId},
@@ -55,7 +59,7 @@ impl PatientEvents for Outbox {
 /// studies-service on its own database, with `patients` and `outbox`
 /// standing in for patients-service.
 pub struct TestApp {
-    pub client: StudyServiceClient<Channel>,
+    pub client: StudyServiceClient<Authed>,
     pub outbox: Arc<Outbox>,
     _server: Running,
 }
@@ -68,6 +72,7 @@ pub async fn spawn_app(known: &[i64]) -> TestApp {
         patients: PatientsPeer { patients_addr: defaults::uri(defaults::PATIENTS_PORT) },
         events_poll_interval: Duration::from_millis(50),
         reservation_timeout: Duration::from_secs(2),
+        service_token: Default::default(),
     };
     let outbox = Arc::new(Outbox::default());
     let directory = Arc::new(KnownPatients(known.iter().copied().collect()));
@@ -76,7 +81,7 @@ pub async fn spawn_app(known: &[i64]) -> TestApp {
         app.run_until(shutdown).await.expect("service runs")
     });
     let channel = Channel::from_shared(server.uri()).unwrap().connect().await.expect("connects");
-    TestApp { client: StudyServiceClient::new(channel), outbox, _server: server }
+    TestApp { client: StudyServiceClient::new(admin(channel)), outbox, _server: server }
 }
 
 /// A valid study of `patient_id`.

@@ -92,8 +92,8 @@ async fn a_study_created_during_a_non_forced_delete_cannot_survive_as_an_orphan(
 }
 
 /// A reservation whose delete never came (patients-service crashed after
-/// reserving) refuses creates only until studies-service has checked that
-/// the patient still exists.
+/// reserving) refuses creates only until studies-service has read the whole
+/// outbox past the reservation's timeout and found no deletion.
 #[tokio::test]
 async fn a_deletion_reservation_that_no_delete_followed_is_lifted() {
     let system = spawn_system().await;
@@ -108,7 +108,7 @@ async fn a_deletion_reservation_that_no_delete_followed_is_lifted() {
     assert!(!reserved.has_studies);
     let refused = system.create_study(study(patient.id)).await.expect_err("reserved for deletion");
     assert_eq!(refused.code(), Code::NotFound);
-    // The test's reservation timeout is 2 s; the patient still exists.
+    // The test's reservation timeout is 2 s; no deletion event comes.
     let give_up = Instant::now() + WITHIN;
     while system.create_study(study(patient.id)).await.is_err() {
         assert!(Instant::now() < give_up, "the reservation was never lifted");

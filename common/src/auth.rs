@@ -1,0 +1,497 @@
+//! Who may call what: JWT verification, the permission of every rpc, and
+//! the tower layer that enforces both in front of every service.
+//!
+//! A token is accepted only if it is signed by a key of the configured JWKS
+//! (found by `kid`; ES256 or RS256 only, so `none` and HMAC are refused), its
+//! `iss` and `aud` are the configured ones, it has not expired (`exp`
+//! required, `nbf` honoured, 30 s of clock skew by default) and it names the caller in
+//! `sub`. Verified tokens are cached until they expire, so the check costs a
+//! hash lookup instead of a signature verification; the cache is emptied
+//! whenever the JWKS file changes, so a removed key stops working at once.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    pin::Pin,
+    sync::{Arc, RwLock},
+    task::{Context, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey, Validation,
+    jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse},
+};
+use tonic::Code;
+use tower::{Layer, Service};
+
+use crate::{
+    context::{CallContext, Identity, Role},
+    errors,
+};
+
+/// Where trusted keys come from and what tokens must say.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthSettings {
+    /// The JSON Web Key Set whose keys sign accepted tokens (a file: mount a
+    /// Secret, or sync it from the identity provider's JWKS URL); re-read
+    /// when it changes, so keys can rotate.
+    #[arg(long = "jwt-jwks-file", env = "JWT_JWKS_FILE", value_name = "PATH")]
+    pub jwks_file: PathBuf,
+    /// The `iss` accepted tokens carry.
+    #[arg(long = "jwt-issuer", env = "JWT_ISSUER", value_name = "ISS", default_value = DEFAULT_ISSUER)]
+    pub issuer: String,
+    /// The `aud` accepted tokens carry.
+    #[arg(long = "jwt-audience", env = "JWT_AUDIENCE", value_name = "AUD", default_value = DEFAULT_AUDIENCE)]
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long = "jwt-clock-skew-seconds", env = "JWT_CLOCK_SKEW_SECONDS", value_name = "SECONDS", default_value_t = DEFAULT_LEEWAY_SECONDS, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub leeway_seconds: u64,
+}
+
+/// The issuer accepted unless configured: `clinic-dev`, the local
+/// development key's (`make up`).
+pub const DEFAULT_ISSUER: &str = "clinic-dev";
+/// The audience accepted unless configured.
+pub const DEFAULT_AUDIENCE: &str = "clinic";
+
+/// The clock skew allowed on `exp` and `nbf` unless configured (Envoy's
+/// `clock_skew_seconds` is the same).
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
+
+/// Verified tokens kept at most; a full cache evicts the least used.
+const CACHE_ENTRIES: usize = 10_000;
+
+/// What one rpc requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permission {
+    /// The rpc's path, `/package.Service/Method`.
+    pub method: &'static str,
+    /// Holding any of these roles (or one that grants it) is enough.
+    pub roles: &'static [Role],
+    /// Whether the rpc reads or changes patient data, and so leaves an
+    /// audit event.
+    pub audited: bool,
+}
+
+const fn rpc(method: &'static str, roles: &'static [Role], audited: bool) -> Permission {
+    Permission { method, roles, audited }
+}
+
+use Role::{Admin, Clinician, Viewer};
+
+/// The role of services calling each other with no person behind the call.
+const SERVICE: Role = Role::Service;
+
+/// The permission of every rpc of every Clinic service, in one place. A
+/// method missing here is refused (and a test fails when an rpc of the API
+/// has no entry).
+pub const PERMISSIONS: &[Permission] = &[
+    rpc("/clinic.patients.v1.PatientService/CreatePatient", &[Clinician], true),
+    rpc("/clinic.patients.v1.PatientService/GetPatient", &[Viewer], true),
+    rpc("/clinic.patients.v1.PatientService/ListPatients", &[Viewer], true),
+    rpc("/clinic.patients.v1.PatientService/UpdatePatient", &[Clinician], true),
+    rpc("/clinic.patients.v1.PatientService/DeletePatient", &[Admin], true),
+    rpc("/clinic.patients.events.v1.PatientEventService/ListPatientEvents", &[SERVICE], false),
+    rpc("/clinic.studies.v1.StudyService/CreateStudy", &[Clinician], true),
+    rpc("/clinic.studies.v1.StudyService/GetStudy", &[Viewer], true),
+    rpc("/clinic.studies.v1.StudyService/ListStudies", &[Viewer], true),
+    rpc("/clinic.studies.v1.StudyService/ListStudiesByPatient", &[Viewer], true),
+    rpc("/clinic.studies.v1.StudyService/UpdateStudy", &[Clinician], true),
+    rpc("/clinic.studies.v1.StudyService/DeleteStudy", &[Clinician], true),
+    rpc("/clinic.studies.guard.v1.DeletionGuardService/ReservePatientDeletion", &[Admin], false),
+    rpc("/clinic.studies.guard.v1.DeletionGuardService/CancelPatientDeletion", &[Admin], false),
+    rpc("/clinic.gateway.v1.GatewayService/ListPatientsWithStudies", &[Viewer], false),
+    rpc("/clinic.gateway.v1.GatewayService/GetPatientWithStudies", &[Viewer], false),
+    rpc("/clinic.audit.v1.AuditService/ListAuditEvents", &[Admin], false),
+];
+
+/// Paths anyone may call: health and server reflection.
+pub const OPEN_PREFIXES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// The permission of the rpc at `path`, if it has one.
+pub fn permission(path: &str) -> Option<&'static Permission> {
+    PERMISSIONS.iter().find(|p| p.method == path)
+}
+
+/// Whether `path` needs no token.
+pub fn is_open(path: &str) -> bool {
+    OPEN_PREFIXES.iter().any(|prefix| path.starts_with(prefix))
+}
+
+/// Why a token was refused. Only expiry is worth telling a caller; which
+/// check failed otherwise is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// No `authorization: Bearer` header.
+    #[error("no bearer token")]
+    Missing,
+    /// The token has expired.
+    #[error("the token has expired")]
+    Expired,
+    /// Malformed, wrongly signed, wrongly addressed, or not yet valid.
+    #[error("the token is not valid")]
+    Invalid,
+}
+
+/// The JWKS could not be read at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the JWKS {path}: {reason}")]
+pub struct JwksError {
+    /// The file.
+    pub path: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    exp: u64,
+}
+
+/// The trusted keys by `kid`.
+type Keys = HashMap<String, (Algorithm, DecodingKey)>;
+
+/// Verifies bearer tokens against the JWKS file, with a cache.
+pub struct Verifier {
+    settings: AuthSettings,
+    keys: RwLock<(Keys, Option<(SystemTime, u64)>)>,
+    cache: quick_cache::sync::Cache<String, (Arc<Identity>, u64)>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// The usable keys of a JWKS: EC P-256 (ES256) and RSA (RS256) signing keys
+/// with a `kid`; symmetric keys, encryption keys and other curves are
+/// ignored.
+fn parse_jwks(bytes: &[u8]) -> Result<Keys, String> {
+    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS: {e}"))?;
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else { continue };
+        if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+            continue;
+        }
+        let algorithm = match (&jwk.algorithm, jwk.common.key_algorithm) {
+            (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES256))
+                if ec.curve == EllipticCurve::P256 =>
+            {
+                Algorithm::ES256
+            }
+            (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
+            _ => continue,
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
+        keys.insert(kid, (algorithm, key));
+    }
+    Ok(keys)
+}
+
+impl Verifier {
+    /// A verifier of tokens per `settings`, with the JWKS read now.
+    pub fn load(settings: AuthSettings) -> Result<Arc<Self>, JwksError> {
+        let error = |reason: String| JwksError { path: settings.jwks_file.display().to_string(), reason };
+        let stamp = file_stamp(&settings.jwks_file);
+        let bytes = std::fs::read(&settings.jwks_file).map_err(|e| error(e.to_string()))?;
+        let keys = parse_jwks(&bytes).map_err(error)?;
+        if keys.is_empty() {
+            return Err(error("no ES256 or RS256 key with a kid".into()));
+        }
+        Ok(Arc::new(Self {
+            settings,
+            keys: RwLock::new((keys, stamp)),
+            cache: quick_cache::sync::Cache::new(CACHE_ENTRIES),
+        }))
+    }
+
+    /// Reads the JWKS again if the file changed; a file that cannot be read
+    /// or parsed leaves the current keys in place.
+    pub fn refresh(&self) {
+        let stamp = file_stamp(&self.settings.jwks_file);
+        if self.keys.read().expect("keys lock").1 == stamp {
+            return;
+        }
+        match std::fs::read(&self.settings.jwks_file).map_err(|e| e.to_string()).and_then(|b| parse_jwks(&b))
+        {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), "JWKS changed: keys reloaded");
+                *self.keys.write().expect("keys lock") = (keys, stamp);
+                self.cache.clear();
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, "JWKS changed but cannot be used; keeping the current keys")
+            }
+        }
+    }
+
+    /// Re-reads the JWKS when it changes, every `interval`, until aborted.
+    pub fn watch(self: Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                let verifier = self.clone();
+                let _ = tokio::task::spawn_blocking(move || verifier.refresh()).await;
+            }
+        })
+    }
+
+    /// The caller `token` identifies, if it is valid now.
+    pub fn verify(&self, token: &str) -> Result<Arc<Identity>, Rejection> {
+        let now = now_secs();
+        if let Some((identity, exp)) = self.cache.get(token) {
+            return if exp + self.settings.leeway_seconds >= now {
+                Ok(identity)
+            } else {
+                Err(Rejection::Expired)
+            };
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Invalid)?;
+        if !matches!(header.alg, Algorithm::ES256 | Algorithm::RS256) {
+            return Err(Rejection::Invalid);
+        }
+        let kid = header.kid.ok_or(Rejection::Invalid)?;
+        let keys = self.keys.read().expect("keys lock");
+        let (algorithm, key) = keys.0.get(&kid).ok_or(Rejection::Invalid)?;
+        if *algorithm != header.alg {
+            return Err(Rejection::Invalid);
+        }
+        let mut validation = Validation::new(*algorithm);
+        validation.leeway = self.settings.leeway_seconds;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_audience(&[&self.settings.audience]);
+        validation.required_spec_claims = HashSet::from(["exp", "sub", "iss", "aud"].map(String::from));
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => Rejection::Expired,
+                _ => Rejection::Invalid,
+            })?
+            .claims;
+        if claims.sub.trim().is_empty() {
+            return Err(Rejection::Invalid);
+        }
+        let identity = Arc::new(Identity {
+            subject: claims.sub,
+            roles: claims.roles.iter().filter_map(|r| Role::from_name(r)).collect(),
+            token: token.into(),
+        });
+        self.cache.insert(token.to_owned(), (identity.clone(), claims.exp));
+        Ok(identity)
+    }
+}
+
+/// Reason of UNAUTHENTICATED for a missing or invalid token.
+pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+/// Reason of UNAUTHENTICATED for an expired token.
+pub const TOKEN_EXPIRED: &str = "TOKEN_EXPIRED";
+/// Reason of PERMISSION_DENIED for a valid token without the role.
+pub const PERMISSION_DENIED: &str = "PERMISSION_DENIED";
+
+/// The status for a refused token.
+pub fn unauthenticated(rejection: Rejection) -> tonic::Status {
+    match rejection {
+        Rejection::Missing => errors::with_reason(
+            Code::Unauthenticated,
+            "this call needs a bearer token (authorization: Bearer <JWT>)",
+            UNAUTHENTICATED,
+        ),
+        Rejection::Expired => {
+            errors::with_reason(Code::Unauthenticated, "the token has expired", TOKEN_EXPIRED)
+        }
+        Rejection::Invalid => {
+            errors::with_reason(Code::Unauthenticated, "the token is not valid", UNAUTHENTICATED)
+        }
+    }
+}
+
+/// The status for a caller without the role an rpc needs.
+pub fn permission_denied(needed: &[Role]) -> tonic::Status {
+    let names: Vec<&str> = needed.iter().map(|r| r.name()).collect();
+    errors::with_reason_and_metadata(
+        Code::PermissionDenied,
+        format!("this call needs the role {}", names.join(" or ")),
+        PERMISSION_DENIED,
+        HashMap::from([("required_roles".to_owned(), names.join(","))]),
+    )
+}
+
+/// The token of an `authorization: Bearer <token>` header.
+pub fn bearer<B>(request: &http::Request<B>) -> Result<&str, Rejection> {
+    let value = request.headers().get(http::header::AUTHORIZATION).ok_or(Rejection::Missing)?;
+    let value = value.to_str().map_err(|_| Rejection::Invalid)?;
+    let (scheme, token) = value.split_once(' ').ok_or(Rejection::Invalid)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Rejection::Invalid);
+    }
+    Ok(token.trim())
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Authenticates and authorizes every rpc but health and reflection: no
+/// valid token, UNAUTHENTICATED; a token without the rpc's role,
+/// PERMISSION_DENIED; a method with no permission, PERMISSION_DENIED. The
+/// verified caller goes into the call's [`CallContext`] (from the request's
+/// extensions) and the request's extensions.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    verifier: Arc<Verifier>,
+}
+
+impl AuthLayer {
+    /// Checks tokens with `verifier`.
+    pub fn new(verifier: Arc<Verifier>) -> Self {
+        Self { verifier }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth { inner, verifier: self.verifier.clone() }
+    }
+}
+
+/// The service made by [`AuthLayer`].
+#[derive(Debug, Clone)]
+pub struct Auth<S> {
+    inner: S,
+    verifier: Arc<Verifier>,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Auth<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+        let path = req.uri().path();
+        if is_open(path) {
+            return Box::pin(self.inner.call(req));
+        }
+        let refuse =
+            |status: tonic::Status| -> Self::Future { Box::pin(std::future::ready(Ok(status.into_http()))) };
+        let Some(permission) = permission(path) else {
+            return refuse(errors::with_reason(
+                Code::PermissionDenied,
+                "no permission is defined for this method",
+                PERMISSION_DENIED,
+            ));
+        };
+        let identity = match bearer(&req).and_then(|token| self.verifier.verify(token)) {
+            Ok(identity) => identity,
+            Err(rejection) => return refuse(unauthenticated(rejection)),
+        };
+        if let Some(call) = req.extensions().get::<Arc<CallContext>>() {
+            call.set_identity(identity.clone());
+        }
+        if !identity.may(permission.roles) {
+            return refuse(permission_denied(permission.roles));
+        }
+        req.extensions_mut().insert(identity);
+        Box::pin(self.inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_permission_names_a_distinct_method_and_some_role() {
+        let mut seen = HashSet::new();
+        for p in PERMISSIONS {
+            assert!(seen.insert(p.method), "{} twice", p.method);
+            assert!(!p.roles.is_empty(), "{} needs a role", p.method);
+            assert!(!is_open(p.method));
+        }
+        assert!(is_open("/grpc.health.v1.Health/Check"));
+        assert!(permission("/clinic.patients.v1.PatientService/Nope").is_none());
+    }
+
+    /// A new rpc without a permission fails here (and would be refused).
+    #[test]
+    fn every_rpc_of_every_clinic_service_has_a_permission_and_nothing_else_does() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(clinic_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let mut rpcs = HashSet::new();
+        for file in set.file.iter().filter(|f| f.package().starts_with("clinic.")) {
+            for service in &file.service {
+                for method in &service.method {
+                    rpcs.insert(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
+                }
+            }
+        }
+        assert!(rpcs.len() >= PERMISSIONS.len() && !rpcs.is_empty());
+        let listed: HashSet<String> = PERMISSIONS.iter().map(|p| p.method.to_owned()).collect();
+        let missing: Vec<_> = rpcs.difference(&listed).collect();
+        assert!(missing.is_empty(), "rpcs without a permission: {missing:?}");
+        let unknown: Vec<_> = listed.difference(&rpcs).collect();
+        assert!(unknown.is_empty(), "permissions of no rpc: {unknown:?}");
+    }
+
+    /// An identity provider's JWKS as Keycloak publishes it: an RS256
+    /// signing key, an encryption key and an HMAC key; only the first is
+    /// trusted for tokens.
+    #[test]
+    fn a_keycloak_style_jwks_yields_only_its_signing_keys() {
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        let jwks = serde_json::json!({ "keys": [
+            { "kid": "sig-1", "kty": "RSA", "alg": "RS256", "use": "sig", "n": n, "e": "AQAB",
+              "x5c": ["MIIC"], "x5t": "abc", "x5t#S256": "def" },
+            { "kid": "enc-1", "kty": "RSA", "alg": "RSA-OAEP", "use": "enc", "n": n, "e": "AQAB" },
+            { "kid": "enc-2", "kty": "RSA", "use": "enc", "n": n, "e": "AQAB" },
+            { "kid": "hmac-1", "kty": "oct", "alg": "HS256", "k": "c2VjcmV0" },
+        ]});
+        let keys = parse_jwks(jwks.to_string().as_bytes()).unwrap();
+        assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["sig-1"]);
+        assert_eq!(keys["sig-1"].0, Algorithm::RS256);
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        let request = |value: Option<&str>| {
+            let mut builder = http::Request::builder();
+            if let Some(v) = value {
+                builder = builder.header("authorization", v);
+            }
+            builder.body(()).unwrap()
+        };
+        assert_eq!(bearer(&request(Some("Bearer abc"))), Ok("abc"));
+        assert_eq!(bearer(&request(Some("bearer  abc "))), Ok("abc"));
+        assert_eq!(bearer(&request(None)), Err(Rejection::Missing));
+        assert_eq!(bearer(&request(Some("Basic abc"))), Err(Rejection::Invalid));
+        assert_eq!(bearer(&request(Some("Bearer "))), Err(Rejection::Invalid));
+    }
+}

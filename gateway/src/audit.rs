@@ -1,0 +1,138 @@
+//! One audit trail through Envoy: AuditService answered for both services.
+//!
+//! Each service keeps the events of its own data. For a page the gateway
+//! asks both for a page with the same filters, merges them newest first, and
+//! keeps how far it got in each: its page token holds each service's own
+//! token (which that service signed, bound to the filters) and the moment
+//! the walk began, so events recorded during the walk cannot shift it.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use clinic_common::{
+    api_error::ApiError,
+    audit::AuditFilter,
+    client::{DownstreamExt, PeerClient},
+    resource::timestamp,
+};
+use clinic_proto::audit::v1::{self as pb, audit_service_client::AuditServiceClient};
+use tonic::{Request, Response, Status};
+
+use crate::{downstream::Downstream, error::Error};
+
+/// Where a walk over both trails stands.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    /// Only events before this instant (microseconds since the epoch): the
+    /// walk's start, or the caller's end time if earlier.
+    end: i64,
+    /// Each service's token; `None` once its trail is exhausted.
+    patients: Option<String>,
+    studies: Option<String>,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a cursor serialises"))
+    }
+
+    fn decode(token: &str) -> Option<Self> {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token).ok()?).ok()
+    }
+}
+
+/// AuditService over both services' trails.
+#[derive(Debug, Clone)]
+pub struct AuditAggregate {
+    downstream: Downstream,
+}
+
+impl AuditAggregate {
+    /// The trails of the services of `downstream`.
+    pub fn new(downstream: Downstream) -> Self {
+        Self { downstream }
+    }
+}
+
+async fn page(
+    peer: &PeerClient,
+    req: &pb::ListAuditEventsRequest,
+    page_size: i32,
+    page_token: &str,
+) -> Result<pb::ListAuditEventsResponse, Error> {
+    let message = pb::ListAuditEventsRequest { page_size, page_token: page_token.to_owned(), ..req.clone() };
+    let answer = clinic_common::bounded!(AuditServiceClient::new(peer.channel()))
+        .list_audit_events(peer.request(message, None))
+        .await;
+    Ok(answer.downstream(peer.peer(), "reading the audit trail")?)
+}
+
+fn micros(t: &Option<prost_types::Timestamp>) -> i64 {
+    t.as_ref().map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
+}
+
+impl AuditAggregate {
+    async fn list(&self, req: pb::ListAuditEventsRequest) -> Result<pb::ListAuditEventsResponse, Error> {
+        let filter = AuditFilter::parse(&req).map_err(Error::Invalid)?;
+        let size = filter.size as usize;
+        let cursor = if req.page_token.is_empty() {
+            let now = Utc::now().timestamp_micros();
+            let end = filter.end.map_or(now, |e| e.timestamp_micros().min(now));
+            Cursor { end, patients: Some(String::new()), studies: Some(String::new()) }
+        } else {
+            Cursor::decode(&req.page_token).ok_or(Error::Api(ApiError::InvalidPageToken))?
+        };
+        let end = DateTime::<Utc>::from_timestamp_micros(cursor.end)
+            .ok_or(Error::Api(ApiError::InvalidPageToken))?;
+        let req = pb::ListAuditEventsRequest { end_time: Some(timestamp(end)), ..req };
+        let sources =
+            [(&self.downstream.patients, &cursor.patients), (&self.downstream.studies, &cursor.studies)];
+        let mut pages = Vec::new();
+        for (peer, token) in sources {
+            pages.push(match token {
+                Some(token) => Some(page(peer, &req, filter.size as i32, token).await?),
+                None => None,
+            });
+        }
+        let mut merged: Vec<(i64, usize, pb::AuditEvent)> = pages
+            .iter()
+            .enumerate()
+            .flat_map(|(source, page)| {
+                page.iter()
+                    .flat_map(move |p| p.events.iter().map(move |e| (micros(&e.time), source, e.clone())))
+            })
+            .collect();
+        merged.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        merged.truncate(size);
+        let mut next = Cursor { end: cursor.end, patients: None, studies: None };
+        for (source, ((peer, token), page_)) in sources.iter().zip(&pages).enumerate() {
+            let Some(page_) = page_ else { continue };
+            let taken = merged.iter().filter(|m| m.1 == source).count();
+            let resume = if taken == page_.events.len() {
+                Some(page_.next_page_token.clone()).filter(|t| !t.is_empty())
+            } else if taken == 0 {
+                (*token).clone()
+            } else {
+                // Part of this page was shown: the token after exactly those.
+                let start = (*token).clone().unwrap_or_default();
+                Some(page(peer, &req, taken as i32, &start).await?.next_page_token)
+            };
+            match source {
+                0 => next.patients = resume,
+                _ => next.studies = resume,
+            }
+        }
+        let next_page_token =
+            if next.patients.is_none() && next.studies.is_none() { String::new() } else { next.encode() };
+        Ok(pb::ListAuditEventsResponse { events: merged.into_iter().map(|m| m.2).collect(), next_page_token })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::audit_service_server::AuditService for AuditAggregate {
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+}
