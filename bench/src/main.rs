@@ -2,6 +2,7 @@
 //! each scenario at a fixed concurrency, measures pgbench on the same tables in
 //! the same run, and writes `target/bench/report.json` plus a table.
 
+mod auth;
 mod cpu;
 mod health;
 mod load;
@@ -9,6 +10,7 @@ mod pgbench;
 
 use std::{
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -23,7 +25,10 @@ use clinic_proto::{
     },
     studies::v1::{ListStudiesRequest, study_service_client::StudyServiceClient},
 };
-use clinic_testkit::cluster::{find_bin_dir, free_port};
+use clinic_testkit::{
+    auth::authed,
+    cluster::{find_bin_dir, free_port},
+};
 use load::{Load, Outcome};
 use serde_json::json;
 use sqlx::ConnectOptions;
@@ -107,8 +112,8 @@ where
 }
 
 /// The first page of the listing view, 50 patients with their studies.
-async fn listing_page(channel: tonic::transport::Channel, _: usize, _: u64) -> Result<(), tonic::Status> {
-    GatewayServiceClient::new(channel)
+async fn listing_page(channel: tonic::transport::Channel, token: Arc<str>) -> Result<(), tonic::Status> {
+    GatewayServiceClient::new(authed(channel, &token))
         .list_patients_with_studies(ListPatientsWithStudiesRequest {
             page_size: 50,
             page_token: String::new(),
@@ -118,8 +123,12 @@ async fn listing_page(channel: tonic::transport::Channel, _: usize, _: u64) -> R
 }
 
 /// A ListPatients token for a page near the end of the collection.
-async fn deep_token(channel: tonic::transport::Channel, patients: u64) -> Result<String, tonic::Status> {
-    let mut client = PatientServiceClient::new(channel);
+async fn deep_token(
+    channel: tonic::transport::Channel,
+    token: &str,
+    patients: u64,
+) -> Result<String, tonic::Status> {
+    let mut client = PatientServiceClient::new(authed(channel, token));
     let mut token = String::new();
     loop {
         let page = client
@@ -233,17 +242,43 @@ async fn measure(
     let direct = load::connect(&format!("http://127.0.0.1:{}", ports.patients), args.connections).await?;
     let envoy = load::connect(&format!("http://127.0.0.1:{}", ports.envoy), args.connections).await?;
     let n = args.patients.max(1);
-    let get = move |channel, worker: usize, seq: u64| async move {
-        let id = 1 + (seq.wrapping_mul(2_654_435_761).wrapping_add(worker as u64 * 97)) % n;
-        PatientServiceClient::new(channel).get_patient(GetPatientRequest { id: id as i64 }).await.map(|_| ())
+    let bearer: Arc<str> =
+        running.credentials().token("clinic-bench", &["admin"], Duration::from_secs(4 * 3600))?.into();
+    let get = {
+        let bearer = bearer.clone();
+        move |channel, worker: usize, seq: u64| {
+            let bearer = bearer.clone();
+            async move {
+                let id = 1 + (seq.wrapping_mul(2_654_435_761).wrapping_add(worker as u64 * 97)) % n;
+                PatientServiceClient::new(authed(channel, &bearer))
+                    .get_patient(GetPatientRequest { id: id as i64 })
+                    .await
+                    .map(|_| ())
+            }
+        }
     };
-    let list = |channel, _, _| async move {
-        PatientServiceClient::new(channel)
-            .list_patients(ListPatientsRequest { page_size: 50, page_token: String::new() })
-            .await
-            .map(|_| ())
+    let list = {
+        let bearer = bearer.clone();
+        move |channel, _, _| {
+            let bearer = bearer.clone();
+            async move {
+                PatientServiceClient::new(authed(channel, &bearer))
+                    .list_patients(ListPatientsRequest { page_size: 50, page_token: String::new() })
+                    .await
+                    .map(|_| ())
+            }
+        }
     };
-    let token = deep_token(direct[0].clone(), n).await?;
+    let listing_page = {
+        let bearer = bearer.clone();
+        move |channel, _, _| listing_page(channel, bearer.clone())
+    };
+    let token = deep_token(direct[0].clone(), &bearer, n).await?;
+    let verification = auth::verification_cost(running.credentials())?;
+    println!(
+        "token verification: {:.1} µs with a signature check, {:.2} µs from the cache",
+        verification.uncached_us, verification.cached_us
+    );
     let run_id = rand::random::<u32>();
 
     let processes: Vec<(&str, Option<u32>)> = ["patients-service", "studies-service", "gateway", "envoy"]
@@ -255,8 +290,39 @@ async fn measure(
         "running scenarios, {} s each, {} in flight over {} connections...",
         args.seconds, args.concurrency, args.connections
     );
-    let get_direct = measured("get_patient_direct", &direct, load, &processes, &mut cpu, get).await;
-    let get_envoy = measured("get_patient_envoy", &envoy, load, &processes, &mut cpu, get).await;
+    let audit_before = auth::audit_writes(&admin).await?;
+    let get_direct = measured("get_patient_direct", &direct, load, &processes, &mut cpu, get.clone()).await;
+    let audit_after = auth::audit_writes(&admin).await?;
+    let audited = audit_after.since(&audit_before);
+    println!(
+        "audited reads: {} events in {} insert transactions ({:.1} events per transaction)",
+        audited.events,
+        audited.transactions,
+        audited.events as f64 / audited.transactions.max(1) as f64
+    );
+    // More distinct tokens than the verifier caches (10,000), so each call
+    // pays a signature check; fewer for seconds-long smoke runs.
+    let fresh_tokens =
+        auth::token_pool(running.credentials(), (2_000 * args.seconds as usize).clamp(2_000, 15_000))?;
+    let get_fresh = measured(
+        "get_patient_direct_new_tokens",
+        &direct,
+        load,
+        &processes,
+        &mut cpu,
+        move |channel, worker: usize, seq: u64| {
+            let token = fresh_tokens[(seq as usize * 64 + worker) % fresh_tokens.len()].clone();
+            async move {
+                let id = 1 + (seq.wrapping_mul(2_654_435_761).wrapping_add(worker as u64 * 97)) % n;
+                PatientServiceClient::new(authed(channel, &token))
+                    .get_patient(GetPatientRequest { id: id as i64 })
+                    .await
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    let get_envoy = measured("get_patient_envoy", &envoy, load, &processes, &mut cpu, get.clone()).await;
     let watched: Vec<u16> = vec![ports.patients, ports.studies, ports.gateway];
     let watchers = health::watch(&watched);
     let overload_load = Load {
@@ -267,11 +333,13 @@ async fn measure(
     let overload = measured("overload", &envoy, overload_load, &processes, &mut cpu, get).await;
     let not_serving = watchers.stop().await;
     let list_first = measured("list_patients", &direct, load, &processes, &mut cpu, list).await;
+    let deep_bearer = bearer.clone();
     let deep =
         measured("list_patients_deep_page", &direct, load, &processes, &mut cpu, move |channel, _, _| {
             let page_token = token.clone();
+            let bearer = deep_bearer.clone();
             async move {
-                PatientServiceClient::new(channel)
+                PatientServiceClient::new(authed(channel, &bearer))
                     .list_patients(ListPatientsRequest { page_size: 50, page_token })
                     .await
                     .map(|_| ())
@@ -279,7 +347,8 @@ async fn measure(
         })
         .await;
     let listing =
-        measured("list_patients_with_studies", &envoy, load, &processes, &mut cpu, listing_page).await;
+        measured("list_patients_with_studies", &envoy, load, &processes, &mut cpu, listing_page.clone())
+            .await;
     let gateway_direct =
         load::connect(&format!("http://127.0.0.1:{}", ports.gateway), args.connections).await?;
     let listing_direct = measured(
@@ -294,6 +363,7 @@ async fn measure(
     let studies_direct =
         load::connect(&format!("http://127.0.0.1:{}", ports.studies), args.connections).await?;
     let page_ids: Vec<i64> = (1..=50).collect();
+    let studies_bearer = bearer.clone();
     let studies_batch = measured(
         "list_studies_50_patients",
         &studies_direct,
@@ -302,8 +372,9 @@ async fn measure(
         &mut cpu,
         move |channel, _, _| {
             let patient_ids = page_ids.clone();
+            let bearer = studies_bearer.clone();
             async move {
-                StudyServiceClient::new(channel)
+                StudyServiceClient::new(authed(channel, &bearer))
                     .list_studies(ListStudiesRequest {
                         page_size: 1000,
                         page_token: String::new(),
@@ -315,27 +386,28 @@ async fn measure(
         },
     )
     .await;
-    let create = measured(
-        "create_patient",
-        &direct,
-        load,
-        &processes,
-        &mut cpu,
-        move |channel, worker, seq| async move {
-            let patient = Patient {
-                first_name: "Load".into(),
-                last_name: "Test".into(),
-                birth_date: "1980-02-29".into(),
-                email: format!("load-{run_id:x}-{worker}-{seq}@ejemplo.com"),
-                ..Default::default()
-            };
-            PatientServiceClient::new(channel)
-                .create_patient(CreatePatientRequest { patient: Some(patient), request_id: String::new() })
-                .await
-                .map(|_| ())
-        },
-    )
-    .await;
+    let create_bearer = bearer.clone();
+    let create =
+        measured("create_patient", &direct, load, &processes, &mut cpu, move |channel, worker, seq| {
+            let bearer = create_bearer.clone();
+            async move {
+                let patient = Patient {
+                    first_name: "Load".into(),
+                    last_name: "Test".into(),
+                    birth_date: "1980-02-29".into(),
+                    email: format!("load-{run_id:x}-{worker}-{seq}@ejemplo.com"),
+                    ..Default::default()
+                };
+                PatientServiceClient::new(authed(channel, &bearer))
+                    .create_patient(CreatePatientRequest {
+                        patient: Some(patient),
+                        request_id: String::new(),
+                    })
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await;
 
     println!("running pgbench on the same tables...");
     let bin = find_bin_dir()?;
@@ -346,9 +418,15 @@ async fn measure(
         services.iter().map(|s| running.pid(s).and_then(|p| rss_kib(p, "VmHWM:")).unwrap_or(0)).collect();
 
     let row = |outcome, baseline, target| Row { outcome, baseline, target };
+    let get_direct_rps = get_direct.rps;
     let outcomes = vec![
         row(get_direct, Some(("pgbench_select", pg_select)), "≥ 0.40"),
         row(get_envoy.clone(), Some(("pgbench_select", pg_select)), "≥ 0.25"),
+        row(
+            get_fresh,
+            Some(("get_patient_direct", get_direct_rps)),
+            "(diagnostic: a signature check per call)",
+        ),
         row(
             overload.clone(),
             Some(("get_patient_envoy", get_envoy.rps)),
@@ -411,6 +489,8 @@ async fn measure(
     let report = json!({
         "scenarios": scenarios,
         "deep_page_p50_over_first_page_p50": deep_latency,
+        "token_verification_us": {"signature_checked": verification.uncached_us, "cached": verification.cached_us},
+        "audited_reads": {"events": audited.events, "insert_transactions": audited.transactions},
         "overload": {
             "concurrency": args.concurrency * 4,
             "seconds": overload_load.duration.as_secs(),
