@@ -13,7 +13,6 @@
 //!   gets UNAVAILABLE instead of the data, so no read goes unrecorded.
 
 use std::{
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
@@ -288,21 +287,13 @@ pub fn spawn_pruner(
     settings: AuditSettings,
 ) -> tokio::task::JoinHandle<()> {
     let retention = Duration::from_secs(u64::from(settings.retention_days) * 86_400);
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(settings.prune_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            match prune(&pool, schema, retention).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "pruned audit events past their retention"),
-                Err(e) => tracing::warn!(error = %e, "pruning audit events failed; retrying next interval"),
-            }
-        }
+    crate::db::spawn_pruner("audit events past their retention", settings.prune_interval, move || {
+        let pool = pool.clone();
+        async move { prune(&pool, schema, retention).await }
     })
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+use crate::layers::BoxFuture;
 
 /// Records the event of every audited rpc that did not record it with its
 /// change, once the rpc has its outcome (also when it was refused for want

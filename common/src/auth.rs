@@ -12,7 +12,6 @@
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
-    pin::Pin,
     sync::{Arc, RwLock},
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -347,7 +346,7 @@ pub fn bearer<B>(request: &http::Request<B>) -> Result<&str, Rejection> {
     Ok(token.trim())
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+use crate::layers::BoxFuture;
 
 /// Authenticates and authorizes every rpc but health and reflection: no
 /// valid token, UNAUTHENTICATED; a token without the rpc's role,

@@ -309,6 +309,31 @@ pub fn status(error: &sqlx::Error) -> Status {
     }
 }
 
+/// Runs `prune` every `interval` until aborted: logs what it removed (as
+/// `what`) and, when it fails, a warning, trying again next interval.
+pub fn spawn_pruner<F, Fut>(
+    what: &'static str,
+    interval: Duration,
+    mut prune: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<u64, sqlx::Error>> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match prune().await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, what, "pruned"),
+                Err(e) => tracing::warn!(error = %e, what, "pruning failed; retrying next interval"),
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

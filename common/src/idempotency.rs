@@ -169,17 +169,9 @@ pub fn spawn_pruner(
     settings: IdempotencySettings,
 ) -> tokio::task::JoinHandle<()> {
     let retention = Duration::from_secs(u64::from(settings.retention_hours) * 3600);
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(settings.prune_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            match prune(&pool, schema, retention).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "pruned expired request ids"),
-                Err(e) => tracing::warn!(error = %e, "pruning request ids failed; retrying next interval"),
-            }
-        }
+    crate::db::spawn_pruner("expired request ids", settings.prune_interval, move || {
+        let pool = pool.clone();
+        async move { prune(&pool, schema, retention).await }
     })
 }
 

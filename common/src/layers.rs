@@ -17,7 +17,8 @@ use tokio::sync::Semaphore;
 
 use crate::deadline::{self, CallState, Deadline, parse_grpc_timeout};
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// The boxed future every layer of ours returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Logs every rpc in its own span with its method, status code and latency.
 #[derive(Debug, Clone, Copy, Default)]

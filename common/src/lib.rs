@@ -26,15 +26,15 @@
 //!   one mapping of a downstream failure to the caller's error.
 //! - [`api_error`]: the failures every service shares, mapped to statuses once.
 //! - [`idempotency`]: request ids bound to a fingerprint of the request, pruned.
+//!
+//! Hosting:
+//! - [`health`]: the `grpc.health.v1.Health` state of a process.
+//! - [`layers`]: the tower layers in front of every rpc.
 //! - [`auth`]: JWT verification, the permission of every rpc, its layer.
 //! - [`audit`]: the append-only audit trail, its group-commit writer, its
 //!   layer and AuditService.
 //! - [`store`]: storage steps every service shares (durable writes, reads by
 //!   id, audited conditional deletes).
-//!
-//! Hosting:
-//! - [`health`]: the `grpc.health.v1.Health` state of a process.
-//! - [`layers`]: the tower layers in front of every rpc.
 //! - [`telemetry`]: the tracing subscriber (text or JSON logs).
 //! - [`server`]: serving with health, reflection, layers, graceful shutdown.
 //! - [`service`]: a service's shared configuration, serving with a database,
@@ -79,11 +79,11 @@ mod layering {
         ("client", include_str!("client.rs")),
         ("api_error", include_str!("api_error.rs")),
         ("idempotency", include_str!("idempotency.rs")),
+        ("health", include_str!("health.rs")),
+        ("layers", include_str!("layers.rs")),
         ("auth", include_str!("auth.rs")),
         ("audit", include_str!("audit.rs")),
         ("store", include_str!("store.rs")),
-        ("health", include_str!("health.rs")),
-        ("layers", include_str!("layers.rs")),
         ("telemetry", include_str!("telemetry.rs")),
         ("server", include_str!("server.rs")),
         ("service", include_str!("service.rs")),
