@@ -7,6 +7,16 @@
 #
 # The build needs no protoc: the proto crate compiles .proto files in Rust.
 
+# The listing page: TypeScript generated from proto/ (buf + protobuf-es),
+# bundled with esbuild; served by the gateway from /usr/share/clinic/web.
+FROM node:20.19-bookworm-slim AS web
+WORKDIR /src
+COPY web/package.json web/package-lock.json ./web/
+RUN cd web && npm ci --no-audit --no-fund
+COPY proto ./proto
+COPY web ./web
+RUN cd web && npm run generate && npm run typecheck && npm run build
+
 FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 COPY . .
@@ -16,7 +26,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
         --bin patients-service --bin studies-service --bin gateway --bin clinic-health --bin clinic-dev \
  && mkdir -p /out \
  && cp target/release/patients-service target/release/studies-service \
-       target/release/gateway target/release/clinic-health target/release/clinic-dev /out/
+       target/release/gateway target/release/clinic-health target/release/clinic-dev /out/ \
+ && /out/clinic-dev descriptor --out /out/clinic.pb
+
+# Envoy with the API's descriptor set (HTTP routes included) for its JSON
+# transcoder, made by the same build: `docker build --target envoy`.
+FROM envoyproxy/envoy:v1.40.0 AS envoy
+COPY --from=build /out/clinic.pb /etc/envoy/clinic.pb
+COPY envoy/envoy.compose.yaml /etc/envoy/envoy.yaml
 
 FROM debian:bookworm-slim AS runtime
 ARG SERVICE
@@ -26,6 +43,7 @@ RUN test -n "$SERVICE" || (echo "build with --build-arg SERVICE=<patients-servic
 COPY --from=build /out/${SERVICE} /usr/local/bin/service
 COPY --from=build /out/clinic-health /usr/local/bin/clinic-health
 COPY --from=build /out/${SERVICE} /usr/local/bin/${SERVICE}
+COPY --from=web /src/web/dist /usr/share/clinic/web
 USER clinic
 ENV RUST_LOG=info LOG_FORMAT=json
 # LISTEN_ADDR is set per service (0.0.0.0:<port> inside a container).

@@ -15,20 +15,28 @@ BENCH_PATIENTS ?= 10000
 PATIENTS ?= data/patients.csv
 STUDIES  ?= data/studies.csv
 
-.PHONY: help up token test bench lint fmt coverage migrate import envoy-config compose-up compose-down postgres-bins tools clean
+.PHONY: help up token web chromium test bench lint fmt coverage migrate import envoy-config compose-up compose-down postgres-bins tools clean
 
 help: ## List the commands
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-up: postgres-bins tools ## Build and run the whole system (Postgres, 3 services, Envoy on :8443 TLS and 127.0.0.1:8080) with the sample data; Ctrl-C stops it
+up: postgres-bins tools web ## Build and run the whole system (Postgres, 3 services, Envoy on :8443 TLS and 127.0.0.1:8080) with the sample data; Ctrl-C stops it
 	cargo build --workspace --bins --locked
 	target/debug/clinic-dev up
+
+WEB_SOURCES := $(shell find web/src web/public web/test -type f -not -path 'web/src/gen/*' 2>/dev/null) web/package-lock.json web/build.mjs web/buf.gen.yaml $(shell find proto -name '*.proto')
+
+web: web/dist/index.html ## Build the listing page (TypeScript, generated from proto/ with buf + protobuf-es, bundled with esbuild) into web/dist
+
+web/dist/index.html: $(WEB_SOURCES)
+	cd web && npm ci --no-audit --no-fund --silent
+	cd web && rm -rf src/gen && npm run -s generate && npm run -s typecheck && npm run -s build
 
 token: ## Print a development token, one line: export TOKEN=$$(make -s token ROLE=admin SUBJECT=ana) [TTL=2h]
 	@cargo build -q -p clinic-devstack --locked
 	@target/debug/clinic-dev token --role "$(ROLE)" --subject "$(SUBJECT)" --ttl "$(or $(TTL),1h)"
 
-test: postgres-bins tools lint ## The whole suite: lint, unit + integration tests on real Postgres, end-to-end through Envoy
+test: postgres-bins chromium tools web lint ## The whole suite: lint, unit + integration tests on real Postgres, end-to-end through Envoy
 	# One build of every target with one feature set: the tests and the
 	# binaries the end-to-end suite runs share it.
 	cargo build --workspace --all-targets --locked
@@ -72,6 +80,9 @@ compose-up: ## The same system in containers (needs Docker): docker compose up -
 
 compose-down: ## Stop the containers (add ARGS=-v to drop the database volume)
 	docker compose down $(ARGS)
+
+chromium: ## Make sure Chromium is installed for the page's browser test (apt as root, else instructions)
+	@scripts/ensure-chromium.sh
 
 postgres-bins: ## Make sure the PostgreSQL server binaries are installed (apt as root, else instructions)
 	@scripts/ensure-postgres.sh

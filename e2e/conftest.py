@@ -23,6 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".local" / "venv" / "bin"
 CLINIC_DEV = ROOT / "target" / "debug" / "clinic-dev"
+# The one foreign origin the shared stack lets browsers call it from.
+ALLOWED_ORIGIN = "https://app.clinic.example"
 READY = re.compile(r"clinic-dev: ready on localhost:(\d+)")
 
 
@@ -213,7 +215,7 @@ def pb(tmp_path_factory):
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     """One system shared by the tests that leave it as they found it."""
-    s = Stack(tmp_path_factory.mktemp("stack"))
+    s = Stack(tmp_path_factory.mktemp("stack"), env={"CORS_ALLOWED_ORIGINS": ALLOWED_ORIGIN})
     yield s
     s.cleanup()
 

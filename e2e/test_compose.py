@@ -86,6 +86,20 @@ def test_every_container_trusts_the_same_keys_and_certificate_files():
     assert services["credentials"]["command"][:3] == ["credentials", "--home", "/etc/clinic"]
 
 
+def test_the_images_carry_what_envoy_and_the_gateway_read():
+    """Envoy's image holds the descriptor set its transcoder reads, made by
+    the build; the gateway serves the page the image's web stage built."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    config = yaml.safe_load((ROOT / "envoy" / "envoy.compose.yaml").read_text())
+    filters = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    transcoder = next(f for f in filters if f["name"] == "envoy.filters.http.grpc_json_transcoder")["typed_config"]
+    assert f"COPY --from=build /out/clinic.pb {transcoder['proto_descriptor']}" in dockerfile
+    assert "clinic-dev descriptor --out /out/clinic.pb" in dockerfile
+    assert compose()["envoy"]["build"]["target"] == "envoy" and "FROM envoyproxy/envoy:v1.40.0 AS envoy" in dockerfile
+    web_root = compose()["gateway"]["environment"]["WEB_ROOT"]
+    assert f"COPY --from=web /src/web/dist {web_root}" in dockerfile
+
+
 def test_the_keycloak_variant_only_swaps_the_identity_provider():
     """deploy/keycloak's override names only services of the base file (or
     its own), mounts files that exist, and points every verifier at the

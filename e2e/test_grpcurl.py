@@ -86,7 +86,7 @@ def test_every_envoy_config_passes_envoy_validation(stack, tmp_path):
     shutil.copy(stack.home / "auth" / "jwks.json", tmp_path / "idp" / "jwks.json")
     configs = [stack.home / "envoy.yaml"]
     for name in ("envoy.compose.yaml", "envoy.keycloak.yaml"):
-        text = (ROOT / "envoy" / name).read_text().replace("/etc/clinic/", f"{tmp_path}/")
+        text = (ROOT / "envoy" / name).read_text().replace("/etc/clinic/", f"{tmp_path}/").replace("/etc/envoy/clinic.pb", str(stack.home / "clinic.pb"))
         (tmp_path / name).write_text(text)
         configs.append(tmp_path / name)
     for config in configs:

@@ -2,12 +2,11 @@
 //!
 //! `protox` (a pure-Rust protobuf compiler) parses the files into a
 //! `FileDescriptorSet`; tonic-prost-build generates messages, clients and
-//! servers from it; the same set, with its imports, is written to `OUT_DIR`
-//! so the services can serve it through gRPC reflection.
+//! servers from it; the same set, with its imports and every option (the
+//! `google.api.http` routes included), is written to `OUT_DIR` for gRPC
+//! reflection and Envoy's JSON transcoder.
 
 use std::{env, fs, path::PathBuf};
-
-use prost::Message;
 
 const PROTOS: &[&str] = &[
     "clinic/patients/v1/patients.proto",
@@ -25,9 +24,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", root.join(proto).display());
     }
 
-    let fds = protox::compile(PROTOS, [&root])?;
-    fs::write(out.join("clinic_descriptor.bin"), fds.encode_to_vec())?;
+    for vendored in ["google/api/annotations.proto", "google/api/http.proto"] {
+        println!("cargo:rerun-if-changed={}", root.join(vendored).display());
+    }
 
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    let mut compiler = protox::Compiler::new([&root])?;
+    compiler.include_imports(true).include_source_info(true).open_files(PROTOS)?;
+    // protox's own encoding keeps the `google.api.http` options Envoy's
+    // JSON transcoder needs; going through prost_types would drop them.
+    fs::write(out.join("clinic_descriptor.bin"), compiler.encode_file_descriptor_set())?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -207,6 +207,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         sample_data: PathBuf::from("data"),
         restart_delay: Duration::from_secs(1),
         ready_timeout: Duration::from_secs(120),
+        web_root: None,
+        cors_origins: Vec::new(),
     };
     println!("starting a fresh stack ({})...", options.bin_dir.display());
     let running = stack::start(options).await?;

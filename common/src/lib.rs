@@ -35,6 +35,7 @@
 //!   layer and AuditService.
 //! - [`store`]: storage steps every service shares (durable writes, reads by
 //!   id, audited conditional deletes).
+//! - [`site`]: public static files (the listing page) next to gRPC.
 //! - [`telemetry`]: the tracing subscriber (text or JSON logs).
 //! - [`server`]: serving with health, reflection, layers, graceful shutdown.
 //! - [`service`]: a service's shared configuration, serving with a database,
@@ -58,6 +59,7 @@ pub mod resource;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod site;
 pub mod store;
 pub mod telemetry;
 pub mod validation;
@@ -84,6 +86,7 @@ mod layering {
         ("auth", include_str!("auth.rs")),
         ("audit", include_str!("audit.rs")),
         ("store", include_str!("store.rs")),
+        ("site", include_str!("site.rs")),
         ("telemetry", include_str!("telemetry.rs")),
         ("server", include_str!("server.rs")),
         ("service", include_str!("service.rs")),

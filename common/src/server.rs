@@ -20,6 +20,7 @@ use crate::{
     health::{HEALTH_SERVICE_NAME, Health},
     layers::{DeadlineLayer, InFlightLimitLayer, PoolScopeLayer, RequestContextLayer, RpcTraceLayer},
     settings::millis,
+    site::{Site, WithSite},
     telemetry::LogSettings,
 };
 
@@ -73,7 +74,7 @@ pub struct ServerSettings {
 
 /// What stands between a caller and the handlers, besides the layers every
 /// process has: who may call (always), and for a service with a database,
-/// its pool and its audit trail.
+/// its pool and its audit trail; and static files the port also serves.
 #[derive(Debug, Clone)]
 pub struct Guards {
     /// Verifies tokens; every rpc but health and reflection needs one.
@@ -82,6 +83,8 @@ pub struct Guards {
     pub pool: Option<PgPool>,
     /// Where the audit events of audited rpcs go.
     pub audit: Option<AuditLog>,
+    /// Public static files (the listing page), answered before any layer.
+    pub site: Option<Site>,
 }
 
 /// Why serving stopped with an error.
@@ -146,6 +149,7 @@ pub async fn serve(
         .layer(DeadlineLayer::new(settings.request_timeout))
         .layer(PoolScopeLayer::new(guards.pool))
         .service(routes);
+    let service = WithSite::new(service, guards.site.as_ref());
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())

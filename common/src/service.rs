@@ -150,7 +150,7 @@ pub async fn serve_with_database(
         let health = probe_health.clone();
         async move { health.set_serving(ok).await }
     }));
-    let guards = Guards { verifier, pool: Some(pool.clone()), audit: Some(audit) };
+    let guards = Guards { verifier, pool: Some(pool.clone()), audit: Some(audit), site: None };
     let result =
         server::serve_with_tasks(listener, routes, health, &config.server, guards, background, shutdown)
             .await;

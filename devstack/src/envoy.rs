@@ -44,12 +44,17 @@ pub struct Addresses {
     pub issuer_audience: (String, String),
     /// The certificate the TLS listener serves, and its key.
     pub tls_files: (String, String),
+    /// The descriptor set of the API (with its HTTP routes) for the JSON
+    /// transcoder.
+    pub descriptor_file: String,
+    /// Origins whose pages may call the API from a browser (CORS).
+    pub cors_origins: Vec<String>,
 }
 
 impl Addresses {
     /// Everything on this machine's loopback, as `make up` runs it, with the
-    /// development credentials under `home`.
-    pub fn local(ports: &Ports, credentials: &DevCredentials) -> Self {
+    /// development credentials and the descriptor set at `descriptor_file`.
+    pub fn local(ports: &Ports, credentials: &DevCredentials, descriptor_file: &std::path::Path) -> Self {
         let lo = || defaults::LOCALHOST.to_owned();
         let path = |p: std::path::PathBuf| p.display().to_string();
         Self {
@@ -65,6 +70,8 @@ impl Addresses {
             jwks_file: path(credentials.jwks_file()),
             issuer_audience: (auth::DEFAULT_ISSUER.into(), auth::DEFAULT_AUDIENCE.into()),
             tls_files: (path(credentials.cert_file()), path(credentials.cert_key_file())),
+            descriptor_file: path(descriptor_file.to_owned()),
+            cors_origins: Vec::new(),
         }
     }
 
@@ -85,6 +92,8 @@ impl Addresses {
             jwks_file: "/etc/clinic/auth/jwks.json".into(),
             issuer_audience: (auth::DEFAULT_ISSUER.into(), auth::DEFAULT_AUDIENCE.into()),
             tls_files: ("/etc/clinic/tls/server.pem".into(), "/etc/clinic/tls/server-key.pem".into()),
+            descriptor_file: COMPOSE_DESCRIPTOR_FILE.into(),
+            cors_origins: Vec::new(),
         }
     }
 
@@ -108,8 +117,57 @@ impl Addresses {
             ("TLS_CERT_FILE", self.tls_files.0.clone()),
             ("TLS_KEY_FILE", self.tls_files.1.clone()),
             ("RBAC_POLICIES", rbac_policies(26)),
+            ("DESCRIPTOR_FILE", self.descriptor_file.clone()),
+            ("PAGE_PREFIX", clinic_common::site::PAGE_PREFIX.to_owned()),
+            ("CORS_ORIGINS", cors_matchers(&self.cors_origins)),
         ])
     }
+}
+
+/// Where the compose Envoy image holds the API's descriptor set.
+pub const COMPOSE_DESCRIPTOR_FILE: &str = "/etc/envoy/clinic.pb";
+
+/// `origins` as Envoy string matchers, in flow style.
+fn cors_matchers(origins: &[String]) -> String {
+    let exact: Vec<String> = origins.iter().map(|o| format!("{{ exact: \"{o}\" }}")).collect();
+    format!("[{}]", exact.join(", "))
+}
+
+/// The descriptor set Envoy's JSON transcoder reads: the API's, with its
+/// `google.api.http` options, and the `google.rpc` error details it prints
+/// in error bodies. Both are protobuf `FileDescriptorSet`s, whose only field
+/// is the repeated file (field 1), so the files are joined at the wire
+/// level, each once by name; decoding into `prost_types` and encoding again
+/// would drop the options.
+pub fn transcoder_descriptor_set() -> Vec<u8> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for set in [clinic_proto::FILE_DESCRIPTOR_SET, tonic_types::pb::FILE_DESCRIPTOR_SET] {
+        for file in descriptor_files(set) {
+            let name = <prost_types::FileDescriptorProto as prost::Message>::decode(file)
+                .map(|f| f.name().to_owned())
+                .unwrap_or_default();
+            if seen.insert(name) {
+                out.push(0x0a);
+                prost::encoding::encode_varint(file.len() as u64, &mut out);
+                out.extend_from_slice(file);
+            }
+        }
+    }
+    out
+}
+
+/// The encoded files of a `FileDescriptorSet` (field 1, length-delimited).
+fn descriptor_files(mut set: &[u8]) -> Vec<&[u8]> {
+    let mut files = Vec::new();
+    while let Some((&0x0a, rest)) = set.split_first() {
+        let mut cursor = rest;
+        let Ok(len) = prost::encoding::decode_varint(&mut cursor) else { break };
+        let (file, rest) = cursor.split_at(len as usize);
+        files.push(file);
+        set = rest;
+    }
+    files
 }
 
 /// The RBAC policies equivalent to the services' permission table: one
@@ -140,11 +198,13 @@ pub fn rbac_policies(indent: usize) -> String {
             out.push_str(&format!("{pad}    - {principal}\n"));
         }
     };
-    policy(
-        "open",
-        auth::OPEN_PREFIXES.iter().map(|p| format!("prefix: {p}")).collect(),
-        vec!["any: true".to_owned()],
-    );
+    let mut open: Vec<String> = auth::OPEN_PREFIXES.iter().map(|p| format!("prefix: {p}")).collect();
+    open.extend([
+        "exact: /".into(),
+        "exact: /index.html".into(),
+        format!("prefix: {}", clinic_common::site::PAGE_PREFIX),
+    ]);
+    policy("open", open, vec!["any: true".to_owned()]);
     for (callers, methods) in groups {
         policy(
             &format!("callers-{}", callers.join("-")),

@@ -100,6 +100,13 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Write the API's descriptor set for Envoy's JSON transcoder (with the
+    /// `google.api.http` routes and the google.rpc error details).
+    Descriptor {
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print Envoy's configuration, or write the compose variants to
     /// envoy/envoy.compose.yaml and envoy/envoy.keycloak.yaml.
     EnvoyConfig {
@@ -144,6 +151,13 @@ struct UpArgs {
     /// Pause before restarting a service that exited, in milliseconds.
     #[arg(long, env = "RESTART_DELAY_MS", default_value_t = 1000)]
     restart_delay_ms: u64,
+    /// The listing page's built files (`make web`), served by the gateway.
+    #[arg(long, env = "WEB_ROOT", default_value = "web/dist")]
+    web_root: PathBuf,
+    /// Origins whose pages may call the API from a browser (comma-separated;
+    /// the listing page itself is same-origin and needs none).
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    cors_allowed_origins: Vec<String>,
 }
 
 fn envoy_bin(given: Option<PathBuf>) -> PathBuf {
@@ -205,6 +219,12 @@ async fn main() -> ExitCode {
                 sample_data: args.sample_data,
                 restart_delay: Duration::from_millis(args.restart_delay_ms),
                 ready_timeout: Duration::from_secs(90),
+                web_root: args
+                    .web_root
+                    .join("index.html")
+                    .exists()
+                    .then(|| std::path::absolute(&args.web_root).unwrap_or(args.web_root.clone())),
+                cors_origins: args.cors_allowed_origins,
             };
             stack::up(options).await.map_err(Into::into)
         }
@@ -242,9 +262,15 @@ async fn main() -> ExitCode {
         Command::EnvoyConfig { compose: false } => DevCredentials::ensure(Path::new(".local"), false)
             .map_err(Into::into)
             .and_then(|c| {
-                envoy::render(&envoy::Addresses::local(&stack::Ports::default(), &c)).map_err(Into::into)
+                let descriptor = Path::new(".local/clinic.pb");
+                std::fs::write(descriptor, envoy::transcoder_descriptor_set())?;
+                envoy::render(&envoy::Addresses::local(&stack::Ports::default(), &c, descriptor))
+                    .map_err(Into::into)
             })
             .map(|yaml| print!("{yaml}")),
+        Command::Descriptor { out } => {
+            std::fs::write(&out, envoy::transcoder_descriptor_set()).map_err(Into::into)
+        }
         Command::EnvoyConfig { compose: true } => {
             envoy::render_compose().map_err(Into::into).and_then(|files| {
                 files.into_iter().try_for_each(|(file, yaml)| std::fs::write(file, yaml)).map_err(Into::into)

@@ -82,6 +82,10 @@ pub struct UpOptions {
     pub restart_delay: Duration,
     /// How long to wait for the system to become SERVING.
     pub ready_timeout: Duration,
+    /// The listing page's built files, served by the gateway; none: no page.
+    pub web_root: Option<PathBuf>,
+    /// Origins whose pages may call the API from a browser (CORS).
+    pub cors_origins: Vec<String>,
 }
 
 /// Why `up` failed.
@@ -193,14 +197,17 @@ fn processes(
                 ("SERVICE_TOKEN_FILE", credentials.service_token_file().display().to_string()),
             ],
         ),
-        service(
-            "gateway",
-            vec![
+        service("gateway", {
+            let mut env = vec![
                 ("LISTEN_ADDR", listen(p.gateway)),
                 ("PATIENTS_ADDR", defaults::uri(p.patients)),
                 ("STUDIES_ADDR", defaults::uri(p.studies)),
-            ],
-        ),
+            ];
+            if let Some(root) = &options.web_root {
+                env.push(("WEB_ROOT", root.display().to_string()));
+            }
+            env
+        }),
         Proc {
             name: "envoy",
             program: options.envoy_bin.clone(),
@@ -301,6 +308,7 @@ fn banner(
         println!("  data                          {}", dir.display());
     }
     println!("  trusted keys (JWKS)           {}", credentials.jwks_file().display());
+    println!("  REST/JSON                     http://{front}/v1/patients (with the token)");
     println!("  logs                          {}", options.home.join("logs").display());
     println!();
     println!(
@@ -329,6 +337,13 @@ fn banner(
     println!(
         "  grpcurl -plaintext -d '{{\"service\": \"clinic.studies.v1.StudyService\"}}' {front} grpc.health.v1.Health/Check"
     );
+    if options.web_root.is_some()
+        && let Ok(token) = credentials.token("page-viewer", &["viewer"], Duration::from_secs(12 * 3600))
+    {
+        println!();
+        println!("The listing page (a viewer's token for 12 hours is in the link; it stays in the browser):");
+        println!("  http://{front}/#token={token}");
+    }
     println!();
     println!("Ctrl-C stops everything.");
     println!("clinic-dev: ready on {front}");
@@ -381,8 +396,14 @@ pub async fn start(options: UpOptions) -> Result<Running, UpError> {
     credentials.refresh_service_token(false)?;
     let db = postgres::prepare(&options.home, options.database_url.as_deref()).await?;
     let p = options.ports;
+    let descriptor_file = options.home.join("clinic.pb");
+    std::fs::write(&descriptor_file, envoy::transcoder_descriptor_set())?;
     let envoy_config = options.home.join("envoy.yaml");
-    std::fs::write(&envoy_config, envoy::render(&envoy::Addresses::local(&p, &credentials))?)?;
+    let addresses = envoy::Addresses {
+        cors_origins: options.cors_origins.clone(),
+        ..envoy::Addresses::local(&p, &credentials, &descriptor_file)
+    };
+    std::fs::write(&envoy_config, envoy::render(&addresses)?)?;
     let (exits_tx, exits) = mpsc::unbounded_channel();
     let procs = processes(&options, &db, &credentials, &envoy_config);
     let mut running = Running { options, db, credentials, procs, exits_tx, exits, startup: Vec::new() };

@@ -26,6 +26,11 @@ pub struct Config {
     /// studies-service.
     #[command(flatten)]
     pub studies: StudiesPeer,
+    /// A folder with the listing page's built files (`index.html`, `web/`),
+    /// served to anyone at `/` and `/web/` (they hold no data; every call
+    /// the page makes carries the user's token); unset: no page.
+    #[arg(long = "web-root", env = "WEB_ROOT", value_name = "DIR")]
+    pub web_root: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]

@@ -77,7 +77,8 @@ impl Process for Application {
             self.downstream.clone()
         ))))
         .add_service(clinic_common::bounded!(AuditServiceServer::new(AuditAggregate::new(self.downstream))));
-        let guards = Guards { verifier: self.verifier, pool: None, audit: None };
+        let site = self.config.web_root.as_ref().map(clinic_common::site::Site::new);
+        let guards = Guards { verifier: self.verifier, pool: None, audit: None, site };
         server::serve_with_tasks(
             self.listener,
             routes,

@@ -84,3 +84,27 @@ pub mod gateway {
         pub const SERVICE_NAME: &str = "clinic.gateway.v1.GatewayService";
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The descriptor set keeps every rpc's `google.api.http` option (field
+    /// 72295728 of MethodOptions), which Envoy's JSON transcoder reads.
+    #[test]
+    fn the_descriptor_set_keeps_the_http_routes() {
+        let mut tag = Vec::new();
+        let mut value: u64 = (72_295_728 << 3) | 2;
+        while value >= 0x80 {
+            tag.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        tag.push(value as u8);
+        let set = super::FILE_DESCRIPTOR_SET;
+        let options = set.windows(tag.len()).filter(|w| *w == tag.as_slice()).count();
+        assert!(options >= 14, "only {options} http options in the descriptor set");
+        for route in
+            ["/v1/patients/{id}", "/v1/studies/{study.id}", "/v1/patientsWithStudies", "/v1/auditEvents"]
+        {
+            assert!(set.windows(route.len()).any(|w| w == route.as_bytes()), "{route} missing");
+        }
+    }
+}

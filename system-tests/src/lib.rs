@@ -125,6 +125,7 @@ impl TestSystem {
             downstream: DownstreamSettings { timeout: Duration::from_secs(2) },
             patients: PatientsPeer { patients_addr: format!("http://{}", self.patients_addr) },
             studies: StudiesPeer { studies_addr: format!("http://{}", self.studies_addr) },
+            web_root: None,
         };
         let app = gateway::Application::build(config).await.expect("gateway starts");
         self.gateway = Some(Running::spawn(self.gateway_addr, |shutdown| async move {
