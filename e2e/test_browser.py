@@ -54,7 +54,7 @@ def test_the_page_shows_the_patients_with_their_studies_and_pages(stack, tmp_pat
     assert first["message"] is None and not first["tokenForm"]
     assert first["who"] == "Signed in as e2e-page (viewer)"
     assert "#token" not in first["url"], "the token leaves the address bar"
-    assert not first["search"], "no search box until search exists"
+    assert first["search"], "a search box"
     assert first["next"] and not first["back"]
     assert seen["next"]["page"] == "Page 2" and seen["next"]["back"]
     assert {p["name"] for p in seen["next"]["patients"]}.isdisjoint(patients)
@@ -63,6 +63,21 @@ def test_the_page_shows_the_patients_with_their_studies_and_pages(stack, tmp_pat
 
     phone = browse(f"http://{stack.front}/#token={token}", width=390, height=844)
     assert not phone["first"]["overflows"], "readable on a phone: nothing wider than the screen"
+
+
+def test_the_page_searches_by_name_ignoring_case_and_accents(stack):
+    from test_http import rest
+
+    status, _, _ = rest(stack, "POST", "/v1/patients", {"firstName": "Zenaida", "lastName": "Quiñónez", "birthDate": "1977-07-07",
+                                                        "email": f"zq-{uuid.uuid4().hex[:8]}@ejemplo.com"})
+    assert status == 200
+    token = stack.token("viewer", "e2e-page-search")
+    for typed in ["QUIÑO", "quino", "zen qui"]:
+        seen = browse(f"http://{stack.front}/#token={token}", search=typed)
+        assert [p["name"] for p in seen["searched"]["patients"]] == ["Zenaida Quiñónez"], (typed, seen["searched"])
+        assert seen["errors"] == []
+    seen = browse(f"http://{stack.front}/#token={token}", search='nobody "at" all')
+    assert seen["searched"]["patients"] == [] and seen["searched"]["empty"] == "No patients match the search."
 
 
 def test_the_page_asks_for_a_token_and_says_when_it_is_refused(stack):

@@ -70,17 +70,31 @@ fn rss_kib(pid: u32, field: &str) -> Option<u64> {
 
 async fn preload(admin: &str, patients: u64) -> Result<(), sqlx::Error> {
     let mut conn = admin.parse::<sqlx::postgres::PgConnectOptions>()?.connect().await?;
+    // 50 surnames and 20 first names (ASCII, so lower() is their exact
+    // search key), birth dates over 55 years; two studies per patient of
+    // varying urgency, so about two patients in three have a HIGH one.
     sqlx::query(
-        "insert into patients.patient (first_name, last_name, birth_date, email) \
-         select 'Bench', 'Patient', date '1950-01-01' + (g % 20000)::int, 'bench' || g || '@ejemplo.com' \
-         from generate_series(1, $1) g",
+        "insert into patients.patient (first_name, last_name, birth_date, email, \
+           first_name_key, last_name_key, email_key, search_version) \
+         select f, l, date '1950-01-01' + (g % 20000)::int, 'bench' || g || '@ejemplo.com', lower(f), lower(l), \
+           'bench' || g || '@ejemplo.com', 1 \
+         from generate_series(1, $1) g, \
+         lateral (select (array['Ana','Luis','Eva','Jose','Marta','Pablo','Lucia','Diego','Sara','Hugo', \
+                                'Elena','Ivan','Nora','Raul','Irene','Oscar','Julia','Mario','Alba','Tomas'])[1 + g % 20] as f, \
+                         (array['Garcia','Rodriguez','Gonzalez','Fernandez','Lopez','Martinez','Sanchez','Perez', \
+                                'Gomez','Martin','Jimenez','Ruiz','Hernandez','Diaz','Moreno','Munoz','Alvarez','Romero', \
+                                'Alonso','Gutierrez','Navarro','Torres','Dominguez','Vazquez','Ramos','Gil','Ramirez', \
+                                'Serrano','Blanco','Molina','Morales','Suarez','Ortega','Delgado','Castro','Ortiz', \
+                                'Rubio','Marin','Sanz','Nunez','Iglesias','Medina','Garrido','Cortes','Castillo', \
+                                'Santos','Lozano','Guerrero','Cano','Trevino'])[1 + (g * 7) % 50] as l) names",
     )
     .bind(patients as i64)
     .execute(&mut conn)
     .await?;
     sqlx::query(
         "insert into studies.study (patient_id, urgency_level, body_part, description, study_type) \
-         select p.id, 'HIGH', 'CHEST', 'NO FINDINGS', 'XRAY' from patients.patient p, generate_series(1, 2)",
+         select p.id, (array['LOW','MID','HIGH'])[1 + (p.id + n) % 3], 'CHEST', 'NO FINDINGS', 'XRAY' \
+         from patients.patient p, generate_series(1, 2) n",
     )
     .execute(&mut conn)
     .await?;
@@ -111,12 +125,19 @@ where
     outcome
 }
 
-/// The first page of the listing view, 50 patients with their studies.
-async fn listing_page(channel: tonic::transport::Channel, token: Arc<str>) -> Result<(), tonic::Status> {
+/// The first page of the listing view, 50 patients with their studies
+/// (only those with a study matching `study_filter`, when given).
+async fn listing_first_page(
+    channel: tonic::transport::Channel,
+    token: Arc<str>,
+    study_filter: &'static str,
+) -> Result<(), tonic::Status> {
     GatewayServiceClient::new(authed(channel, &token))
         .list_patients_with_studies(ListPatientsWithStudiesRequest {
             page_size: 50,
             page_token: String::new(),
+            study_filter: study_filter.into(),
+            ..Default::default()
         })
         .await
         .map(|_| ())
@@ -132,7 +153,11 @@ async fn deep_token(
     let mut token = String::new();
     loop {
         let page = client
-            .list_patients(ListPatientsRequest { page_size: 1000, page_token: token.clone() })
+            .list_patients(ListPatientsRequest {
+                page_size: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
             .await?
             .into_inner();
         let last = page.patients.last().map_or(0, |p| p.id) as u64;
@@ -265,7 +290,11 @@ async fn measure(
             let bearer = bearer.clone();
             async move {
                 PatientServiceClient::new(authed(channel, &bearer))
-                    .list_patients(ListPatientsRequest { page_size: 50, page_token: String::new() })
+                    .list_patients(ListPatientsRequest {
+                        page_size: 50,
+                        page_token: String::new(),
+                        ..Default::default()
+                    })
                     .await
                     .map(|_| ())
             }
@@ -273,7 +302,24 @@ async fn measure(
     };
     let listing_page = {
         let bearer = bearer.clone();
-        move |channel, _, _| listing_page(channel, bearer.clone())
+        move |channel, _, _| listing_first_page(channel, bearer.clone(), "")
+    };
+    let search = |filter: &'static str, order_by: &'static str| {
+        let bearer = bearer.clone();
+        move |channel, _, _| {
+            let bearer = bearer.clone();
+            async move {
+                PatientServiceClient::new(authed(channel, &bearer))
+                    .list_patients(ListPatientsRequest {
+                        page_size: 50,
+                        filter: filter.into(),
+                        order_by: order_by.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ())
+            }
+        }
     };
     let token = deep_token(direct[0].clone(), &bearer, n).await?;
     let verification = auth::verification_cost(running.credentials())?;
@@ -342,7 +388,7 @@ async fn measure(
             let bearer = deep_bearer.clone();
             async move {
                 PatientServiceClient::new(authed(channel, &bearer))
-                    .list_patients(ListPatientsRequest { page_size: 50, page_token })
+                    .list_patients(ListPatientsRequest { page_size: 50, page_token, ..Default::default() })
                     .await
                     .map(|_| ())
             }
@@ -351,6 +397,31 @@ async fn measure(
     let listing =
         measured("list_patients_with_studies", &envoy, load, &processes, &mut cpu, listing_page.clone())
             .await;
+    let name_prefix = measured(
+        "search_name_prefix",
+        &direct,
+        load,
+        &processes,
+        &mut cpu,
+        search(r#"last_name = "gar*""#, ""),
+    )
+    .await;
+    let birth_range = measured(
+        "search_birth_range_by_last_name",
+        &direct,
+        load,
+        &processes,
+        &mut cpu,
+        search(r#"birth_date >= "1980-01-01" AND birth_date < "1990-01-01""#, "last_name"),
+    )
+    .await;
+    let listing_high = {
+        let bearer = bearer.clone();
+        measured("listing_study_filter_high", &envoy, load, &processes, &mut cpu, move |channel, _, _| {
+            listing_first_page(channel, bearer.clone(), "urgency_level = HIGH")
+        })
+        .await
+    };
     let gateway_direct =
         load::connect(&format!("http://127.0.0.1:{}", ports.gateway), args.connections).await?;
     let listing_direct = measured(
@@ -381,6 +452,7 @@ async fn measure(
                         page_size: 1000,
                         page_token: String::new(),
                         patient_ids,
+                        ..Default::default()
                     })
                     .await
                     .map(|_| ())
@@ -436,7 +508,10 @@ async fn measure(
         ),
         row(create, Some(("pgbench_insert", pg_insert)), "≥ 0.50"),
         row(list_first.clone(), None, ""),
-        row(listing, Some(("list_patients", list_first.rps)), "≥ 0.33"),
+        row(listing.clone(), Some(("list_patients", list_first.rps)), "≥ 0.33"),
+        row(name_prefix.clone(), Some(("list_patients", list_first.rps)), "p50 ≤ 2× list_patients"),
+        row(birth_range.clone(), Some(("list_patients", list_first.rps)), "p50 ≤ 2× list_patients"),
+        row(listing_high.clone(), Some(("list_patients_with_studies", listing.rps)), "p50 ≤ 2× the listing"),
         row(deep, Some(("list_patients", list_first.rps)), "p50 ≤ 1.5× list_patients"),
         row(listing_direct, Some(("list_patients", list_first.rps)), "(diagnostic: no Envoy)"),
         row(studies_batch, None, "(diagnostic: the listing's ListStudies)"),
@@ -456,6 +531,15 @@ async fn measure(
         not_serving
     );
     println!("\ndeep page p50 / first page p50 = {deep_latency:.2}");
+    let p50_ratio = |o: &load::Outcome, base: &load::Outcome| o.p50_ms / base.p50_ms.max(f64::EPSILON);
+    let search_ratios = [
+        ("search_name_prefix", p50_ratio(&name_prefix, &list_first)),
+        ("search_birth_range_by_last_name", p50_ratio(&birth_range, &list_first)),
+        ("listing_study_filter_high", p50_ratio(&listing_high, &listing)),
+    ];
+    for (name, ratio) in search_ratios {
+        println!("{name}: first page p50 = {ratio:.2}× the unfiltered first page's");
+    }
     println!("\ncores used during each scenario (this machine has 2):");
     for (name, groups) in &cpu {
         let groups: Vec<String> =
@@ -491,6 +575,7 @@ async fn measure(
     let report = json!({
         "scenarios": scenarios,
         "deep_page_p50_over_first_page_p50": deep_latency,
+        "search_p50_over_unfiltered_p50": search_ratios.iter().map(|(n, r)| (n.to_string(), json!(r))).collect::<serde_json::Map<_, _>>(),
         "token_verification_us": {"signature_checked": verification.uncached_us, "cached": verification.cached_us},
         "audited_reads": {"events": audited.events, "insert_transactions": audited.transactions},
         "overload": {

@@ -17,6 +17,7 @@
 //! - [`errors`]: building `tonic::Status` values with rich error details.
 //! - [`paging`]: page sizes, the one-row-more page cut, tamper-evident tokens.
 //! - [`resource`]: idempotency keys, etags, update masks, timestamps.
+//! - [`filter`]: the AIP-160 filter language, parsed once.
 //! - [`context`]: the rpc being handled: request id, caller, roles, audit data.
 //!
 //! Support for I/O:
@@ -25,6 +26,7 @@
 //! - [`client`]: channels to other services, deadline propagation, and the
 //!   one mapping of a downstream failure to the caller's error.
 //! - [`api_error`]: the failures every service shares, mapped to statuses once.
+//! - [`search`]: filters and orders as SQL, keyset cursors under any order.
 //! - [`idempotency`]: request ids bound to a fingerprint of the request, pruned.
 //!
 //! Hosting:
@@ -50,12 +52,14 @@ pub mod db;
 pub mod deadline;
 pub mod defaults;
 pub mod errors;
+pub mod filter;
 pub mod health;
 pub mod idempotency;
 pub mod ids;
 pub mod layers;
 pub mod paging;
 pub mod resource;
+pub mod search;
 pub mod server;
 pub mod service;
 pub mod settings;
@@ -76,10 +80,12 @@ mod layering {
         ("errors", include_str!("errors.rs")),
         ("paging", include_str!("paging.rs")),
         ("resource", include_str!("resource.rs")),
+        ("filter", include_str!("filter.rs")),
         ("context", include_str!("context.rs")),
         ("db", include_str!("db.rs")),
         ("client", include_str!("client.rs")),
         ("api_error", include_str!("api_error.rs")),
+        ("search", include_str!("search.rs")),
         ("idempotency", include_str!("idempotency.rs")),
         ("health", include_str!("health.rs")),
         ("layers", include_str!("layers.rs")),

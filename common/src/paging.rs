@@ -20,8 +20,10 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
 /// Longest page token looked at; anything longer was not issued by us.
-const MAX_TOKEN_BYTES: usize = 1024;
+const MAX_TOKEN_BYTES: usize = 2048;
 const TOKEN_VERSION: u8 = 1;
+/// Version byte of tokens whose payload is a sorted walk's cursor.
+const BYTES_VERSION: u8 = 2;
 const MAC_LEN: usize = 16;
 const TOKEN_LEN: usize = 1 + 8 + MAC_LEN;
 
@@ -129,6 +131,34 @@ impl PageTokens {
         let tag = self.mac(scope, &raw).finalize().into_bytes();
         raw.extend_from_slice(&tag[..MAC_LEN]);
         URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// A token carrying `payload` (a sorted walk's cursor), within `scope`.
+    pub fn encode_bytes(&self, scope: &str, payload: &[u8]) -> String {
+        let mut raw = Vec::with_capacity(1 + payload.len() + MAC_LEN);
+        raw.push(BYTES_VERSION);
+        raw.extend_from_slice(payload);
+        let tag = self.mac(scope, &raw).finalize().into_bytes();
+        raw.extend_from_slice(&tag[..MAC_LEN]);
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// The payload of a token made by [`Self::encode_bytes`] for `scope`;
+    /// `None` for an empty token (the first page).
+    pub fn decode_bytes(&self, scope: &str, token: &str) -> Result<Option<Vec<u8>>, InvalidPageToken> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(InvalidPageToken);
+        }
+        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| InvalidPageToken)?;
+        if raw.len() < 1 + MAC_LEN || raw[0] != BYTES_VERSION {
+            return Err(InvalidPageToken);
+        }
+        let (signed, tag) = raw.split_at(raw.len() - MAC_LEN);
+        self.mac(scope, signed).verify_truncated_left(tag).map_err(|_| InvalidPageToken)?;
+        Ok(Some(signed[1..].to_vec()))
     }
 
     /// The token of the page after `page` (keyed by `cursor` of its last

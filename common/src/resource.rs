@@ -89,6 +89,9 @@ macro_rules! named_enum {
             /// Every value, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant,)+];
 
+            /// Every value's stable name, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($text,)+];
+
             /// The stable name.
             pub fn name(self) -> &'static str {
                 match self {
@@ -277,6 +280,7 @@ mod tests {
         assert!(invalid.0.is_empty());
         assert!(fields_to_update::<Field>(&[], "m", |_| false, &mut invalid).is_empty());
         assert_eq!(invalid.0[0].field, "m");
+        assert_eq!(Field::NAMES, ["a", "b", "c"]);
     }
 
     #[test]

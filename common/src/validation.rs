@@ -144,9 +144,27 @@ impl From<FieldViolation> for Invalid {
     }
 }
 
+/// `text` as search compares it: decomposed (NFKD), without combining
+/// marks, lower-cased, so "JOSÉ", "jose" and "José" (with a combining
+/// accent) are all "jose". Stored next to names and emails as their search
+/// keys, and applied to the values a filter compares them with.
+pub fn fold(text: &str) -> String {
+    use unicode_normalization::{UnicodeNormalization, char::is_combining_mark};
+    text.nfkd().filter(|c| !is_combining_mark(*c)).flat_map(char::to_lowercase).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folding_ignores_case_accents_and_how_they_are_encoded() {
+        assert_eq!(fold("JOSÉ"), "jose");
+        assert_eq!(fold("Jose\u{301}"), "jose");
+        assert_eq!(fold("Treviño"), "trevino");
+        assert_eq!(fold("ÅNGSTRÖM"), "angstrom");
+        assert_eq!(fold("王 😀"), "王 😀");
+    }
 
     #[test]
     fn text_is_bounded_before_anything_else() {

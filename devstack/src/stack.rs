@@ -270,7 +270,11 @@ async fn load_sample_data(options: &UpOptions, credentials: &DevCredentials) -> 
     );
     let first = |channel| async move {
         PatientServiceClient::new(channel)
-            .list_patients(ListPatientsRequest { page_size: 1, page_token: String::new() })
+            .list_patients(ListPatientsRequest {
+                page_size: 1,
+                page_token: String::new(),
+                ..Default::default()
+            })
             .await
             .map(|r| r.into_inner().patients.first().map(|p| p.id))
             .map_err(|s| UpError::NotReady(format!("listing patients: {}", s.message())))

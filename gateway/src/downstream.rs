@@ -4,6 +4,7 @@
 use clinic_common::{
     client::{DownstreamExt, PeerClient},
     deadline::Deadline,
+    validation::{FieldViolation, Invalid},
 };
 use clinic_proto::{
     patients::v1::{
@@ -15,11 +16,21 @@ use clinic_proto::{
         study_service_client::StudyServiceClient,
     },
 };
+use tonic_types::StatusExt;
 
 use crate::error::Result;
 
 /// Studies shown per patient in the listing: the rest comes with a token.
 const STUDIES_PER_PATIENT: i32 = 20;
+
+/// Which patients a listing asks patients-service for, and in what order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatientQuery {
+    /// ListPatients' `filter`.
+    pub filter: String,
+    /// ListPatients' `order_by`.
+    pub order_by: String,
+}
 
 /// Both downstream services.
 #[derive(Debug, Clone)]
@@ -31,14 +42,21 @@ pub struct Downstream {
 }
 
 impl Downstream {
-    /// One page of patients.
+    /// One page of patients matching `query` (its `filter` and `order_by`).
     pub async fn list_patients(
         &self,
+        query: &PatientQuery,
         page_size: i32,
         page_token: String,
         deadline: Option<Deadline>,
     ) -> Result<ListPatientsResponse> {
-        let request = self.patients.request(ListPatientsRequest { page_size, page_token }, deadline);
+        let message = ListPatientsRequest {
+            page_size,
+            page_token,
+            filter: query.filter.clone(),
+            order_by: query.order_by.clone(),
+        };
+        let request = self.patients.request(message, deadline);
         let answer = clinic_common::bounded!(PatientServiceClient::new(self.patients.channel()))
             .list_patients(request)
             .await;
@@ -54,20 +72,37 @@ impl Downstream {
         Ok(answer.downstream(self.patients.peer(), "reading the patient")?)
     }
 
-    /// The first studies of each of `patient_ids`, in one call, each with a
-    /// token for the rest.
+    /// The first studies of each of `patient_ids` that match `study_filter`
+    /// (all when empty), in one call, each with a token for the rest. A
+    /// study filter studies-service refuses is the caller's `study_filter`.
     pub async fn first_studies_of(
         &self,
         patient_ids: Vec<i64>,
+        study_filter: &str,
         deadline: Option<Deadline>,
     ) -> Result<Vec<PatientStudies>> {
         if patient_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let message = ListStudiesByPatientRequest { patient_ids, studies_per_patient: STUDIES_PER_PATIENT };
+        let message = ListStudiesByPatientRequest {
+            patient_ids,
+            studies_per_patient: STUDIES_PER_PATIENT,
+            filter: study_filter.to_owned(),
+        };
         let answer = clinic_common::bounded!(StudyServiceClient::new(self.studies.channel()))
             .list_studies_by_patient(self.studies.request(message, deadline))
             .await;
+        if let Err(status) = &answer
+            && status.code() == tonic::Code::InvalidArgument
+            && let Some(bad) = status.get_details_bad_request()
+            && bad.field_violations.iter().any(|v| v.field == "filter")
+        {
+            let violations = bad.field_violations.into_iter().map(|v| {
+                let field = if v.field == "filter" { "study_filter".to_owned() } else { v.field };
+                FieldViolation::new(field, v.description)
+            });
+            return Err(Invalid(violations.collect()).into());
+        }
         Ok(answer.downstream(self.studies.peer(), "listing the patients' studies")?.patients)
     }
 
@@ -79,7 +114,8 @@ impl Downstream {
         page_token: String,
         deadline: Option<Deadline>,
     ) -> Result<ListStudiesResponse> {
-        let message = ListStudiesRequest { page_size, page_token, patient_ids: vec![patient_id] };
+        let message =
+            ListStudiesRequest { page_size, page_token, patient_ids: vec![patient_id], ..Default::default() };
         let answer = clinic_common::bounded!(StudyServiceClient::new(self.studies.channel()))
             .list_studies(self.studies.request(message, deadline))
             .await;

@@ -1,11 +1,16 @@
 //! The gRPC adapter: implements `clinic.gateway.v1.GatewayService`.
 //!
 //! For one page it makes one `ListPatients` call and fetches the studies of
-//! the whole page in batched `ListStudies` calls by `patient_ids`, never one
-//! call per patient; then joins them in memory ([`crate::view::join`]).
+//! the whole page in one `ListStudiesByPatient` call, never one call per
+//! patient; then joins them in memory ([`crate::view::join`]). With a
+//! `study_filter` it walks patients-side first, a bounded number of rounds
+//! per page (see `GatewayApi::walk`).
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use clinic_common::{
+    api_error::ApiError,
     deadline::Deadline,
+    filter,
     ids::PatientId,
     paging,
     validation::{Invalid, Text, check_text},
@@ -13,7 +18,60 @@ use clinic_common::{
 use clinic_proto::gateway::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::{downstream::Downstream, error::Result, view};
+use crate::{
+    downstream::{Downstream, PatientQuery},
+    error::{Error, Result},
+    view,
+};
+
+/// Most rounds (a ListPatients and a ListStudiesByPatient each) one page of
+/// a listing with `study_filter` takes.
+const MAX_ROUNDS: u32 = 4;
+
+/// Where a listing with `study_filter` goes on: patients-service's page
+/// token after the last patient examined, and a digest of the filters and
+/// order it belongs to. The inner token is signed by patients-service and
+/// bound to `filter` and `order_by`; the digest binds `study_filter` too.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct WalkToken {
+    patients: String,
+    binding: String,
+}
+
+impl WalkToken {
+    fn binding(filter: &str, study_filter: &str, order_by: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(filter.trim())
+            .chain_update([0])
+            .chain_update(study_filter.trim())
+            .chain_update([0])
+            .chain_update(order_by.trim())
+            .finalize();
+        URL_SAFE_NO_PAD.encode(&digest[..12])
+    }
+
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a token serialises"))
+    }
+
+    /// The patients token where `token` goes on; empty for the first page.
+    fn decode(token: &str, binding: &str) -> Result<String> {
+        if token.is_empty() {
+            return Ok(String::new());
+        }
+        let invalid = || Error::Api(ApiError::InvalidPageToken);
+        if token.len() > 4096 {
+            return Err(invalid());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+        let decoded: WalkToken = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        if decoded.binding != binding || decoded.patients.is_empty() {
+            return Err(invalid());
+        }
+        Ok(decoded.patients)
+    }
+}
 
 /// GatewayService over the two downstream services.
 #[derive(Debug, Clone)]
@@ -32,14 +90,80 @@ impl GatewayApi {
         req: pb::ListPatientsWithStudiesRequest,
         deadline: Option<Deadline>,
     ) -> Result<pb::ListPatientsWithStudiesResponse> {
-        paging::page_size(req.page_size, "page_size").map_err(Invalid::from)?;
-        let page = self.downstream.list_patients(req.page_size, req.page_token, deadline).await?;
-        let ids = page.patients.iter().map(|p| p.id).collect();
-        let studies = self.downstream.first_studies_of(ids, deadline).await?;
-        Ok(pb::ListPatientsWithStudiesResponse {
-            patients: view::join(page.patients, studies),
-            next_page_token: page.next_page_token,
-        })
+        let size = paging::page_size(req.page_size, "page_size").map_err(Invalid::from)?;
+        if let Err(violation) = filter::parse(&req.study_filter) {
+            return Err(Invalid::one("study_filter", violation.description).into());
+        }
+        let query = PatientQuery { filter: req.filter.clone(), order_by: req.order_by.clone() };
+        if req.study_filter.trim().is_empty() {
+            let page = self.downstream.list_patients(&query, req.page_size, req.page_token, deadline).await?;
+            let ids = page.patients.iter().map(|p| p.id).collect();
+            let studies = self.downstream.first_studies_of(ids, "", deadline).await?;
+            return Ok(pb::ListPatientsWithStudiesResponse {
+                patients: view::join(page.patients, studies),
+                next_page_token: page.next_page_token,
+            });
+        }
+        let binding = WalkToken::binding(&req.filter, &req.study_filter, &req.order_by);
+        let start = WalkToken::decode(&req.page_token, &binding)?;
+        let (patients, next) = self.walk(&query, &req.study_filter, size as usize, start, deadline).await?;
+        let next_page_token =
+            next.map(|patients| WalkToken { patients, binding }.encode()).unwrap_or_default();
+        Ok(pb::ListPatientsWithStudiesResponse { patients, next_page_token })
+    }
+
+    /// Fills a page of patients who match `query` and have studies matching
+    /// `study_filter`, in `query`'s order, from patients-service's walk at
+    /// `start`: each round lists patients (more each round, while matches
+    /// are rare) and asks for the matching studies of all of them at once;
+    /// at most [`MAX_ROUNDS`] rounds, so a page may come back short (even
+    /// empty) when matches are rare, with the token to go on. Returns the
+    /// page and patients-service's token after the last patient examined.
+    async fn walk(
+        &self,
+        query: &PatientQuery,
+        study_filter: &str,
+        size: usize,
+        start: String,
+        deadline: Option<Deadline>,
+    ) -> Result<(Vec<pb::PatientWithStudies>, Option<String>)> {
+        let mut found: Vec<pb::PatientWithStudies> = Vec::new();
+        let mut token = start;
+        for round in 0..MAX_ROUNDS {
+            let chunk = (size.max(1) << (2 * round)).min(paging::MAX_PAGE_SIZE as usize);
+            let page = self.downstream.list_patients(query, chunk as i32, token.clone(), deadline).await?;
+            let ids: Vec<i64> = page.patients.iter().map(|p| p.id).collect();
+            let studies = self.downstream.first_studies_of(ids, study_filter, deadline).await?;
+            let matching: Vec<pb::PatientWithStudies> = view::join(page.patients.clone(), studies)
+                .into_iter()
+                .filter(|p| !p.studies.is_empty() || !p.next_studies_page_token.is_empty())
+                .collect();
+            let wanted = size - found.len();
+            if matching.len() > wanted {
+                // The page fills inside this chunk: continue right after its
+                // last patient, which a walk of exactly that many gives.
+                let last = matching[wanted - 1].patient.as_ref().map_or(0, |p| p.id);
+                let upto = page.patients.iter().position(|p| p.id == last).map_or(chunk, |i| i + 1);
+                let exact =
+                    self.downstream.list_patients(query, upto as i32, token.clone(), deadline).await?;
+                if exact.patients.last().map(|p| p.id) == Some(last) {
+                    found.extend(matching.into_iter().take(wanted));
+                    return Ok((found, Some(exact.next_page_token).filter(|t| !t.is_empty())));
+                }
+                // Patients were added in between meanwhile: stop before
+                // this chunk; the next call sees it again.
+                return Ok((found, Some(token)));
+            }
+            found.extend(matching);
+            if page.next_page_token.is_empty() {
+                return Ok((found, None));
+            }
+            token = page.next_page_token;
+            if found.len() == size {
+                break;
+            }
+        }
+        Ok((found, Some(token)))
     }
 
     async fn get(

@@ -9,6 +9,10 @@ pub use clinic_common::{
     ids::PatientId,
     resource::{Etag, RequestId, Stored},
 };
+use clinic_common::{
+    search::{Field, Kind, SortField, SortKind},
+    validation::fold,
+};
 use email_address::{EmailAddress, Options};
 use unicode_normalization::UnicodeNormalization;
 
@@ -204,6 +208,50 @@ pub struct PatientEvent {
     pub kind: PatientEventKind,
     /// When.
     pub create_time: DateTime<Utc>,
+}
+
+/// What ListPatients' `filter` may name: names and emails by their folded
+/// keys (case and accents ignored, `*` for a prefix), dates and times.
+pub const FILTER_FIELDS: &[Field] = &[
+    Field { name: "first_name", sql: "first_name_key", kind: Kind::Folded },
+    Field { name: "last_name", sql: "last_name_key", kind: Kind::Folded },
+    Field { name: "email", sql: "email_key", kind: Kind::Folded },
+    Field { name: "birth_date", sql: "birth_date", kind: Kind::Date },
+    Field { name: "create_time", sql: "create_time", kind: Kind::Timestamp },
+    Field { name: "update_time", sql: "update_time", kind: Kind::Timestamp },
+];
+
+/// What ListPatients' `order_by` may name (names by their folded keys).
+pub const SORT_FIELDS: &[SortField] = &[
+    SortField { name: "last_name", sql: "last_name_key", kind: SortKind::Text },
+    SortField { name: "first_name", sql: "first_name_key", kind: SortKind::Text },
+    SortField { name: "birth_date", sql: "birth_date", kind: SortKind::Date },
+    SortField { name: "create_time", sql: "create_time", kind: SortKind::Time },
+    SortField { name: "update_time", sql: "update_time", kind: SortKind::Time },
+    SortField { name: "id", sql: "id", kind: SortKind::Int },
+];
+
+/// The folded search keys of a patient's names and email, stored with the
+/// patient (see [`fold`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchKeys {
+    /// `fold(first_name)`.
+    pub first_name: String,
+    /// `fold(last_name)`.
+    pub last_name: String,
+    /// `fold(email)`.
+    pub email: String,
+}
+
+impl SearchKeys {
+    /// The keys of `fields`.
+    pub fn of(fields: &PatientFields) -> Self {
+        Self {
+            first_name: fold(fields.first_name.as_str()),
+            last_name: fold(fields.last_name.as_str()),
+            email: fold(fields.email.as_str()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use clinic_common::{
     deadline::Deadline,
     paging::{self, PageTokens},
     resource::{self, timestamp},
+    search::{self, Walk, Where},
     validation::Invalid,
 };
 use clinic_proto::patients::{events::v1 as events_pb, v1 as pb};
@@ -19,13 +20,27 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{
-        BirthDate, Email, Etag, Patient, PatientEvent, PatientEventKind, PatientField, PatientFields,
-        PatientId, PatientPatch, PersonName, RequestId, latest_today,
+        BirthDate, Email, Etag, FILTER_FIELDS, Patient, PatientEvent, PatientEventKind, PatientField,
+        PatientFields, PatientId, PatientPatch, PersonName, RequestId, SORT_FIELDS, latest_today,
     },
     error::{Error, Result},
     storage::PatientStore,
     studies::DeletionGuard,
 };
+
+/// Validates ListPatients' page size, filter and order.
+fn parse_list(req: &pb::ListPatientsRequest) -> Result<(u32, Option<Where>, Walk)> {
+    let mut invalid = Invalid::default();
+    let size = invalid.check(paging::page_size(req.page_size, "page_size"));
+    let filter = invalid.check(search::check_filter(&req.filter, FILTER_FIELDS));
+    let order = invalid.check(search::check_order(&req.order_by, SORT_FIELDS));
+    match (size, filter, order) {
+        (Some(size), Some(filter), Some(order)) => {
+            Ok((size, filter, Walk::new(LIST_SCOPE, &req.filter, order)))
+        }
+        _ => Err(invalid.into()),
+    }
+}
 
 /// Scope page tokens of ListPatients are bound to.
 const LIST_SCOPE: &str = "clinic.patients.v1.PatientService/ListPatients";
@@ -96,13 +111,18 @@ impl pb::patient_service_server::PatientService for PatientApi {
         request: Request<pb::ListPatientsRequest>,
     ) -> Result<Response<pb::ListPatientsResponse>, Status> {
         let req = request.into_inner();
-        let size = paging::page_size(req.page_size, "page_size").map_err(Error::from)?;
-        let after = self.tokens.decode(LIST_SCOPE, &req.page_token).map_err(ApiError::from)?;
-        let mut page = self.store.list(after.unwrap_or(0), size).await?.map(patient_pb);
-        page.cut_to_bytes(paging::MAX_PAGE_BYTES, |p| p.encoded_len());
-        let next_page_token = self.tokens.next_token(LIST_SCOPE, &page, |p| p.id);
-        context::concern(page.items.iter().map(|p| p.id));
-        Ok(Response::new(pb::ListPatientsResponse { patients: page.items, next_page_token }))
+        let (size, filter, walk) = parse_list(&req)?;
+        let after = self.tokens.decode_walk(&walk, &req.page_token).map_err(ApiError::from)?;
+        let mut page = self
+            .store
+            .search(filter.as_ref(), &walk.order, after.as_ref(), size)
+            .await?
+            .map(|(patient, cursor)| (patient_pb(patient), cursor));
+        page.cut_to_bytes(paging::MAX_PAGE_BYTES, |(p, _)| p.encoded_len());
+        let next_page_token = self.tokens.next_walk_token(&walk, &page);
+        let patients: Vec<pb::Patient> = page.items.into_iter().map(|(p, _)| p).collect();
+        context::concern(patients.iter().map(|p| p.id));
+        Ok(Response::new(pb::ListPatientsResponse { patients, next_page_token }))
     }
 
     async fn update_patient(

@@ -65,8 +65,27 @@ impl Process for Application {
     }
 
     async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let reindex = spawn_reindex(self.api.store.clone());
         let routes = Routes::new(clinic_common::bounded!(PatientServiceServer::new(self.api)))
             .add_service(clinic_common::bounded!(PatientEventServiceServer::new(self.events)));
-        service::serve_with_database(self.serving, routes, &self.config.service, Vec::new(), shutdown).await
+        service::serve_with_database(self.serving, routes, &self.config.service, vec![reindex], shutdown)
+            .await
     }
+}
+
+/// Recomputes the search keys of patients stored before search existed, in
+/// the background, retrying until it has done them all.
+fn spawn_reindex(store: PatientStore) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match store.reindex_search_keys().await {
+                Ok(0) => return,
+                Ok(done) => tracing::info!(patients = done, "search keys recomputed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "recomputing search keys failed; retrying in a minute");
+                    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                }
+            }
+        }
+    })
 }

@@ -16,13 +16,17 @@ use clinic_common::{
     paging::{self, Page},
     store::{delete_if_current, durable, fetch_by_id, why_not_written},
 };
-use sqlx::PgPool;
+use clinic_common::{
+    search::{Cursor, Order, Where},
+    validation::fold,
+};
+use sqlx::{FromRow, PgPool, QueryBuilder};
 
 use crate::{
     SCHEMA,
     domain::{
         BirthDate, Email, Etag, Patient, PatientEvent, PatientEventKind, PatientField, PatientFields,
-        PatientId, PatientPatch, PersonName, RequestId,
+        PatientId, PatientPatch, PersonName, RequestId, SearchKeys,
     },
     error::{Error, Result},
 };
@@ -122,18 +126,23 @@ impl PatientStore {
         // detail would quote the email): no row back means EmailTaken.
         static INSERT: LazyLock<String> = LazyLock::new(|| {
             let insert = concat!(
-                "insert into patients.patient (first_name, last_name, birth_date, email) \
-                 values ($1, $2, $3, $4) on conflict ((lower(email))) do nothing returning ",
+                "insert into patients.patient (first_name, last_name, birth_date, email, \
+                 first_name_key, last_name_key, email_key, search_version) \
+                 values ($1, $2, $3, $4, $5, $6, $7, 1) on conflict ((lower(email))) do nothing returning ",
                 patient_columns!()
             );
-            audit::audited(SCHEMA, insert, 4, "changed.id")
+            audit::audited(SCHEMA, insert, 7, "changed.id")
         });
         let [subject, method, request_id] = audit::event_binds();
+        let keys = SearchKeys::of(new);
         sqlx::query_as(INSERT.as_str())
             .bind(new.first_name.as_str().to_owned())
             .bind(new.last_name.as_str().to_owned())
             .bind(new.birth_date.get())
             .bind(new.email.as_str().to_owned())
+            .bind(keys.first_name)
+            .bind(keys.last_name)
+            .bind(keys.email)
             .bind(subject)
             .bind(method)
             .bind(request_id)
@@ -145,25 +154,81 @@ impl PatientStore {
         Ok(fetch_by_id::<PatientRow, _>(&self.pool, SQL, id).await?.into())
     }
 
-    /// The page of up to `size` patients with ids above `after`, in id order.
-    pub async fn list(&self, after: i64, size: u32) -> Result<Page<Patient>> {
-        let rows: Vec<PatientRow> = sqlx::query_as(concat!(
-            "select ",
-            patient_columns!(),
-            " from patients.patient where id > $1 order by id limit $2"
-        ))
-        .bind(after)
-        .bind(paging::overfetch(size))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Page::from_overfetched(rows, size).map(Patient::from))
+    /// The page of up to `size` patients matching `filter`, after `after`
+    /// in `order`, each with where it stands in that order.
+    pub async fn search(
+        &self,
+        filter: Option<&Where>,
+        order: &Order,
+        after: Option<&Cursor>,
+        size: u32,
+    ) -> Result<Page<(Patient, Cursor)>> {
+        let mut query = QueryBuilder::new(concat!("select ", patient_columns!()));
+        order.push_select(&mut query);
+        query.push(" from patients.patient where true");
+        if let Some(filter) = filter {
+            query.push(" and ");
+            filter.push(&mut query);
+        }
+        if let Some(after) = after {
+            query.push(" and ");
+            order.push_after(&mut query, after);
+        }
+        order.push_order_by(&mut query);
+        query.push(" limit ").push_bind(paging::overfetch(size));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(|row| Ok((Patient::from(PatientRow::from_row(row)?), order.cursor(row)?)))
+            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Page::from_overfetched(items, size))
+    }
+
+    /// Recomputes the search keys of rows stored before this version
+    /// computed them (`search_version` 0), a batch of 500 at a time; returns
+    /// how many it updated.
+    pub async fn reindex_search_keys(&self) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+                "select id, first_name, last_name, email from patients.patient \
+                 where search_version = 0 order by id limit 500",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                return Ok(total);
+            }
+            let (mut ids, mut first, mut last, mut email) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (id, f, l, e) in &rows {
+                ids.push(*id);
+                first.push(fold(f));
+                last.push(fold(l));
+                email.push(fold(e));
+            }
+            // Only rows no one changed meanwhile: a write sets its own keys.
+            total += sqlx::query(
+                "update patients.patient p set first_name_key = k.f, last_name_key = k.l, email_key = k.e, \
+                 search_version = 1 from unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) as k(id, f, l, e) \
+                 where p.id = k.id and p.search_version = 0",
+            )
+            .bind(ids)
+            .bind(first)
+            .bind(last)
+            .bind(email)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
     }
 
     /// Applies `patch` if `etag` (when given) is still the current one, in
     /// one statement, so no concurrent write can slip in between.
     pub async fn update(&self, id: PatientId, patch: &PatientPatch, etag: Option<&Etag>) -> Result<Patient> {
         static UPDATE: LazyLock<String> = LazyLock::new(|| {
-            let columns: Vec<_> = PatientField::ALL.iter().map(|f| f.name()).collect();
+            let mut columns: Vec<_> = PatientField::ALL.iter().map(|f| f.name()).collect();
+            // A changed name or email changes its search key with it.
+            columns.extend(["first_name_key", "last_name_key", "email_key"]);
             let update = patch_statement(PatientRow::TABLE, &columns, patient_columns!());
             audit::audited(SCHEMA, &update, columns.len() + 2, "changed.id")
         });
@@ -174,6 +239,9 @@ impl PatientStore {
             .bind(patch.last_name.as_ref().map(|n| n.as_str()))
             .bind(patch.birth_date.map(|d| d.get()))
             .bind(patch.email.as_ref().map(|e| e.as_str()))
+            .bind(patch.first_name.as_ref().map(|n| fold(n.as_str())))
+            .bind(patch.last_name.as_ref().map(|n| fold(n.as_str())))
+            .bind(patch.email.as_ref().map(|e| fold(e.as_str())))
             .bind(etag.map(Etag::as_str))
             .bind(subject)
             .bind(method)

@@ -1,10 +1,13 @@
 //! Imaging studies as the clinic understands them: validated values, the
 //! radiology vocabulary, and the rules they obey. No I/O and no protobuf.
 
-use clinic_common::validation::{FieldViolation, Invalid, Text, check_text};
 pub use clinic_common::{
     ids::{PatientId, StudyId},
     resource::{Etag, RequestId, Stored},
+};
+use clinic_common::{
+    search::{Field, Kind, SortField, SortKind},
+    validation::{FieldViolation, Invalid, Text, check_text},
 };
 
 /// Longest description, in characters, after trimming.
@@ -228,9 +231,52 @@ pub struct EventPage {
     pub last_sequence: i64,
 }
 
+/// What ListStudies' `filter` may name: the patient, the vocabulary (by
+/// name, with or without the proto prefix; urgency compares by rank) and
+/// times.
+pub const FILTER_FIELDS: &[Field] = &[
+    Field { name: "patient_id", sql: "patient_id", kind: Kind::Integer },
+    Field {
+        name: "urgency_level",
+        sql: "urgency_level",
+        kind: Kind::Enum { prefix: "URGENCY_LEVEL_", values: UrgencyLevel::NAMES },
+    },
+    Field {
+        name: "body_part",
+        sql: "body_part",
+        kind: Kind::Enum { prefix: "BODY_PART_", values: BodyPart::NAMES },
+    },
+    Field {
+        name: "study_type",
+        sql: "study_type",
+        kind: Kind::Enum { prefix: "STUDY_TYPE_", values: StudyType::NAMES },
+    },
+    Field { name: "create_time", sql: "create_time", kind: Kind::Timestamp },
+    Field { name: "update_time", sql: "update_time", kind: Kind::Timestamp },
+];
+
+/// What ListStudies' `order_by` may name; urgency sorts by rank (LOW, MID,
+/// HIGH), not alphabetically.
+pub const SORT_FIELDS: &[SortField] = &[
+    SortField { name: "create_time", sql: "create_time", kind: SortKind::Time },
+    SortField { name: "update_time", sql: "update_time", kind: SortKind::Time },
+    SortField { name: "urgency_level", sql: URGENCY_RANK, kind: SortKind::Int },
+    SortField { name: "id", sql: "id", kind: SortKind::Int },
+];
+
+/// A study's urgency as a number, lowest first (matches `UrgencyLevel`'s
+/// declaration order; a test checks).
+pub const URGENCY_RANK: &str = "array_position(array['LOW', 'MID', 'HIGH']::text[], urgency_level)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urgency_ranks_in_declaration_order() {
+        let listed = UrgencyLevel::NAMES.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
+        assert!(URGENCY_RANK.contains(&listed), "{URGENCY_RANK}");
+    }
 
     #[test]
     fn vocabulary_names_round_trip() {

@@ -9,6 +9,7 @@ use clinic_common::{
     deadline::Deadline,
     paging::{self, Page, PageTokens},
     resource::{self, timestamp},
+    search::{self, Walk},
     validation::{FieldViolation, Invalid},
 };
 use clinic_proto::studies::{guard::v1 as guard_pb, v1 as pb};
@@ -17,8 +18,8 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{
-        BodyPart, Description, Etag, PatientFilter, PatientId, RequestId, Study, StudyField, StudyFields,
-        StudyId, StudyPatch, StudyType, UrgencyLevel,
+        BodyPart, Description, Etag, FILTER_FIELDS, PatientFilter, PatientId, RequestId, SORT_FIELDS, Study,
+        StudyField, StudyFields, StudyId, StudyPatch, StudyType, UrgencyLevel,
     },
     error::{Error, Result},
     patients::PatientDirectory,
@@ -69,18 +70,28 @@ impl StudyApi {
     async fn list(&self, req: pb::ListStudiesRequest) -> Result<pb::ListStudiesResponse> {
         let mut invalid = Invalid::default();
         let size = invalid.check(paging::page_size(req.page_size, "page_size"));
-        let filter = PatientFilter::parse(&req.patient_ids, "patient_ids").unwrap_or_else(|e| {
+        let patients = PatientFilter::parse(&req.patient_ids, "patient_ids").unwrap_or_else(|e| {
             invalid.0.extend(e.0);
             PatientFilter::default()
         });
-        let size = invalid.finish(|| size.unwrap_or_default())?;
-        let scope = list_scope(&filter);
-        let after = self.tokens.decode(&scope, &req.page_token)?;
-        let mut page = self.store.list(&filter, after.unwrap_or(0), size).await?.map(study_pb);
-        page.cut_to_bytes(paging::MAX_PAGE_BYTES, |s| s.encoded_len());
-        let next_page_token = self.tokens.next_token(&scope, &page, |s| s.id);
-        context::concern(filter.ids().iter().copied().chain(page.items.iter().map(|s| s.patient_id)));
-        Ok(pb::ListStudiesResponse { studies: page.items, next_page_token })
+        let filter = invalid.check(search::check_filter(&req.filter, FILTER_FIELDS));
+        let order = invalid.check(search::check_order(&req.order_by, SORT_FIELDS));
+        let (Some(size), Some(filter), Some(order), true) = (size, filter, order, invalid.0.is_empty())
+        else {
+            return Err(invalid.into());
+        };
+        let walk = Walk::new(&list_scope(&patients), &req.filter, order);
+        let after = self.tokens.decode_walk(&walk, &req.page_token)?;
+        let mut page = self
+            .store
+            .search(&patients, filter.as_ref(), &walk.order, after.as_ref(), size)
+            .await?
+            .map(|(study, cursor)| (study_pb(study), cursor));
+        page.cut_to_bytes(paging::MAX_PAGE_BYTES, |(s, _)| s.encoded_len());
+        let next_page_token = self.tokens.next_walk_token(&walk, &page);
+        let studies: Vec<pb::Study> = page.items.into_iter().map(|(s, _)| s).collect();
+        context::concern(patients.ids().iter().copied().chain(studies.iter().map(|s| s.patient_id)));
+        Ok(pb::ListStudiesResponse { studies, next_page_token })
     }
 
     async fn list_by_patient(
@@ -92,7 +103,8 @@ impl StudyApi {
         if let Err(e) = PatientFilter::parse(&req.patient_ids, "patient_ids") {
             invalid.0.extend(e.0);
         }
-        let Some(per_patient) = per_patient.filter(|_| invalid.0.is_empty()) else {
+        let filter = invalid.check(search::check_filter(&req.filter, FILTER_FIELDS));
+        let (Some(per_patient), Some(filter), true) = (per_patient, filter, invalid.0.is_empty()) else {
             return Err(invalid.into());
         };
         let mut ids = req.patient_ids;
@@ -100,7 +112,7 @@ impl StudyApi {
         let mut seen = std::collections::HashSet::new();
         ids.retain(|id| seen.insert(*id));
         let mut by_patient: HashMap<i64, Vec<pb::Study>> = HashMap::new();
-        for study in self.store.first_of_patients(&ids, per_patient + 1).await? {
+        for study in self.store.first_of_patients(&ids, per_patient + 1, filter.as_ref()).await? {
             by_patient.entry(study.fields.patient_id.get()).or_default().push(study_pb(study));
         }
         let share = BY_PATIENT_BYTES / ids.len().max(1);
@@ -114,10 +126,16 @@ impl StudyApi {
                     // Not even one study fits this patient's share: a token instead.
                     page.items.clear();
                 }
-                let scope = list_scope(&PatientFilter::one(PatientId::from_stored(patient_id)));
+                // The rest continue as ListStudies of this patient, same filter, by id.
+                let one = PatientFilter::one(PatientId::from_stored(patient_id));
+                let walk = Walk::new(
+                    &list_scope(&one),
+                    &req.filter,
+                    search::check_order("", SORT_FIELDS).expect("by id"),
+                );
                 let next_page_token = match page.items.last() {
-                    Some(last) if page.more => self.tokens.encode(&scope, last.id),
-                    None if page.more => self.tokens.encode(&scope, 0),
+                    Some(last) if page.more => self.tokens.encode(&walk.scope, last.id),
+                    None if page.more => self.tokens.encode(&walk.scope, 0),
                     _ => String::new(),
                 };
                 pb::PatientStudies { patient_id, studies: page.items, next_page_token }

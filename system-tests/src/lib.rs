@@ -237,6 +237,7 @@ impl TestSystem {
                 page_size,
                 page_token: page_token.into(),
                 patient_ids: patient_ids.to_vec(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner())

@@ -35,8 +35,20 @@ const gateway = createClient(
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
 /** Page tokens of the pages seen so far; the last is the current page's. */
-const pages: string[] = [""];
+let pages: string[] = [""];
 let next = "";
+/** The listing's filter: patients whose first or last name starts with
+ * what was typed (case and accents ignored by the server). */
+let filter = "";
+
+/** `text` as a filter string literal. */
+const quoted = (text: string) => `"${text.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
+
+function nameFilter(typed: string): string {
+  const words = typed.trim().split(/\s+/).filter(Boolean);
+  // Every word must start a first or last name: "jos trev" finds José Treviño.
+  return words.map((w) => `(first_name = ${quoted(w + "*")} OR last_name = ${quoted(w + "*")})`).join(" AND ");
+}
 
 function subject(jwt: string): string | null {
   try {
@@ -127,7 +139,7 @@ function render(entries: PatientWithStudies[]) {
   if (entries.length === 0) {
     const empty = document.createElement("li");
     empty.className = "none";
-    empty.textContent = "No patients.";
+    empty.textContent = filter ? "No patients match the search." : "No patients.";
     list.append(empty);
   }
 }
@@ -142,7 +154,7 @@ async function load() {
   document.body.setAttribute("aria-busy", "true");
   try {
     const page = await gateway.listPatientsWithStudies(
-      { pageSize: PAGE_SIZE, pageToken: pages[pages.length - 1] },
+      { pageSize: PAGE_SIZE, pageToken: pages[pages.length - 1], filter },
       { timeoutMs: 15_000 },
     );
     show(null);
@@ -172,6 +184,12 @@ $("back").addEventListener("click", () => {
     pages.pop();
     void load();
   }
+});
+$("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  filter = nameFilter($<HTMLInputElement>("search").value);
+  pages = [""];
+  void load();
 });
 $("token-form").addEventListener("submit", (event) => {
   event.preventDefault();

@@ -32,6 +32,7 @@ try {
     back: !document.getElementById("back").disabled,
     who: document.getElementById("who").textContent,
     search: document.querySelector("input[type=search]") !== null,
+    empty: document.querySelector("#patients .none")?.textContent ?? null,
     overflows: document.documentElement.scrollWidth > window.innerWidth,
     url: location.href,
   }));
@@ -40,9 +41,17 @@ try {
   await settle();
   const first = await seen();
   if (options.screenshot) await page.screenshot({ path: options.screenshot, fullPage: true });
+  let searched = null;
+  if (options.search !== undefined) {
+    await page.fill("#search", options.search);
+    await page.click("#search-form button");
+    await page.waitForFunction(() => document.getElementById("page").textContent === "Page 1" && !document.body.hasAttribute("aria-busy"));
+    await settle();
+    searched = await seen();
+  }
   let next = null;
   let back = null;
-  if (first.next) {
+  if (first.next && options.search === undefined) {
     await page.click("#next");
     await settle();
     next = await seen();
@@ -50,7 +59,7 @@ try {
     await settle();
     back = await seen();
   }
-  console.log(JSON.stringify({ first, next, back, errors }));
+  console.log(JSON.stringify({ first, searched, next, back, errors }));
 } finally {
   await browser.close();
 }

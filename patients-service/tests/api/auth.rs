@@ -17,7 +17,11 @@ async fn spawn_with(auth: &TestAuth, leeway_seconds: u64) -> TestApp {
 
 async fn list(app: &TestApp, token: &str) -> Result<(), tonic::Status> {
     PatientServiceClient::new(authed(app.channel.clone(), token))
-        .list_patients(pb::ListPatientsRequest { page_size: 1, page_token: String::new() })
+        .list_patients(pb::ListPatientsRequest {
+            page_size: 1,
+            page_token: String::new(),
+            ..Default::default()
+        })
         .await
         .map(drop)
 }
@@ -58,7 +62,11 @@ async fn a_token_stops_working_when_it_expires_on_a_channel_that_stays_open() {
         let before = keys::now();
         let outcome = client
             .clone()
-            .list_patients(pb::ListPatientsRequest { page_size: 1, page_token: String::new() })
+            .list_patients(pb::ListPatientsRequest {
+                page_size: 1,
+                page_token: String::new(),
+                ..Default::default()
+            })
             .await;
         let after = keys::now();
         match outcome {

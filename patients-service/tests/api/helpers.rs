@@ -97,7 +97,11 @@ impl TestApp {
     pub async fn list(&self, page_size: i32, page_token: &str) -> Result<pb::ListPatientsResponse, Status> {
         self.client
             .clone()
-            .list_patients(pb::ListPatientsRequest { page_size, page_token: page_token.into() })
+            .list_patients(pb::ListPatientsRequest {
+                page_size,
+                page_token: page_token.into(),
+                ..Default::default()
+            })
             .await
             .map(|r| r.into_inner())
     }

@@ -11,5 +11,6 @@ mod list;
 mod outage;
 mod overload;
 mod read;
+mod search;
 mod server;
 mod update;

@@ -17,9 +17,10 @@ use clinic_common::{
     db::patch_statement,
     idempotency::{self, Claim, Fingerprint},
     paging::{self, Page},
+    search::{Cursor, Order, Where},
     store::{delete_if_current, durable, fetch_by_id, why_not_written},
 };
-use sqlx::{PgConnection, PgPool};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 
 use crate::{
     SCHEMA,
@@ -151,59 +152,76 @@ impl StudyStore {
         fetch_by_id::<StudyRow, _>(&self.pool, SQL, id).await?.try_into()
     }
 
-    /// The page of up to `size` studies with ids above `after`, in id order,
-    /// only of the patients in `filter` when it is not empty.
-    pub async fn list(&self, filter: &PatientFilter, after: i64, size: u32) -> Result<Page<Study>> {
+    /// The page of up to `size` studies of `patients` (all when empty) that
+    /// match `filter`, after `after` in `order`, each with where it stands.
+    pub async fn search(
+        &self,
+        patients: &PatientFilter,
+        filter: Option<&Where>,
+        order: &Order,
+        after: Option<&Cursor>,
+        size: u32,
+    ) -> Result<Page<(Study, Cursor)>> {
         let fetch = paging::overfetch(size);
-        let rows: Vec<StudyRow> = if filter.ids().is_empty() {
-            sqlx::query_as(concat!(
-                "select ",
-                study_columns!(),
-                " from studies.live_study where id > $1 order by id limit $2"
-            ))
-            .bind(after)
-            .bind(fetch)
-            .fetch_all(&self.pool)
-            .await?
+        let conditions = |query: &mut QueryBuilder<Postgres>| {
+            if let Some(filter) = filter {
+                query.push(" and ");
+                filter.push(query);
+            }
+            if let Some(after) = after {
+                query.push(" and ");
+                order.push_after(query, after);
+            }
+        };
+        let mut query = QueryBuilder::new("");
+        if patients.ids().is_empty() {
+            query.push(concat!("select ", study_columns!()));
+            order.push_select(&mut query);
+            query.push(" from studies.live_study where true");
+            conditions(&mut query);
         } else {
             // One index probe per patient on (patient_id, id), each limited,
             // then merged: a plan that stays right as a prepared (generic)
-            // statement. `patient_id = any($3) order by id` does not: its
-            // generic plan walks the primary key and filters every study.
-            sqlx::query_as(concat!(
-                "select s.* from unnest($3::bigint[]) as p(patient_id) \
-                 cross join lateral ( \
-                     select ",
-                study_columns!(),
-                " from studies.live_study t \
-                     where t.patient_id = p.patient_id and t.id > $1 order by t.id limit $2 \
-                 ) s \
-                 order by s.id limit $2"
-            ))
-            .bind(after)
-            .bind(fetch)
-            .bind(filter.ids())
-            .fetch_all(&self.pool)
-            .await?
-        };
-        Page::from_overfetched(rows, size).try_map(Study::try_from)
+            // statement, which `patient_id = any($1) order by id` does not
+            // (its generic plan walks the primary key).
+            query.push("select s.* from unnest(").push_bind(patients.ids().to_vec());
+            query.push("::bigint[]) as p(patient_id) cross join lateral (select ");
+            query.push(study_columns!());
+            order.push_select(&mut query);
+            query.push(" from studies.live_study where patient_id = p.patient_id");
+            conditions(&mut query);
+            order.push_order_by(&mut query);
+            query.push(" limit ").push_bind(fetch);
+            query.push(") s where true");
+        }
+        order.push_order_by(&mut query);
+        query.push(" limit ").push_bind(fetch);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(|row| Ok((Study::try_from(StudyRow::from_row(row)?)?, order.cursor(row)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetched(items, size))
     }
 
-    /// Up to `per_patient` first studies (in id order) of each of `patients`.
-    pub async fn first_of_patients(&self, patients: &[i64], per_patient: u32) -> Result<Vec<Study>> {
-        let rows: Vec<StudyRow> = sqlx::query_as(concat!(
-            "select s.* from unnest($1::bigint[]) as p(patient_id) \
-             cross join lateral ( \
-                 select ",
-            study_columns!(),
-            " from studies.live_study t where t.patient_id = p.patient_id order by t.id limit $2 \
-             ) s"
-        ))
-        .bind(patients)
-        .bind(i64::from(per_patient))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(Study::try_from).collect()
+    /// Up to `per_patient` first studies (in id order) of each of
+    /// `patients` that match `filter`.
+    pub async fn first_of_patients(
+        &self,
+        patients: &[i64],
+        per_patient: u32,
+        filter: Option<&Where>,
+    ) -> Result<Vec<Study>> {
+        let mut query = QueryBuilder::new("select s.* from unnest(");
+        query.push_bind(patients.to_vec()).push("::bigint[]) as p(patient_id) cross join lateral (select ");
+        query.push(study_columns!()).push(" from studies.live_study where patient_id = p.patient_id");
+        if let Some(filter) = filter {
+            query.push(" and ");
+            filter.push(&mut query);
+        }
+        query.push(" order by id limit ").push_bind(i64::from(per_patient)).push(") s");
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(|row| Study::try_from(StudyRow::from_row(row)?)).collect()
     }
 
     /// Applies `patch` if `etag` (when given) is still current, in one

@@ -96,7 +96,7 @@ async fn every_audited_rpc_leaves_one_event_with_caller_method_patients_outcome_
         .unwrap();
     ana.patients
         .list_patients(with_request_id(
-            ppb::ListPatientsRequest { page_size: 10, page_token: String::new() },
+            ppb::ListPatientsRequest { page_size: 10, page_token: String::new(), ..Default::default() },
             "r-list-patients",
         ))
         .await
@@ -123,14 +123,23 @@ async fn every_audited_rpc_leaves_one_event_with_caller_method_patients_outcome_
     ana.studies.get_study(with_request_id(spb::GetStudyRequest { id: s.id }, "r-get-study")).await.unwrap();
     ana.studies
         .list_studies(with_request_id(
-            spb::ListStudiesRequest { page_size: 10, page_token: String::new(), patient_ids: vec![p] },
+            spb::ListStudiesRequest {
+                page_size: 10,
+                page_token: String::new(),
+                patient_ids: vec![p],
+                ..Default::default()
+            },
             "r-list-studies",
         ))
         .await
         .unwrap();
     ana.studies
         .list_studies_by_patient(with_request_id(
-            spb::ListStudiesByPatientRequest { patient_ids: vec![p], studies_per_patient: 3 },
+            spb::ListStudiesByPatientRequest {
+                patient_ids: vec![p],
+                studies_per_patient: 3,
+                ..Default::default()
+            },
             "r-by-patient",
         ))
         .await
@@ -240,7 +249,11 @@ async fn the_listing_view_is_recorded_in_both_services_under_the_end_user() {
     let mut vic = caller(&system, "vic", "viewer");
     vic.gateway
         .list_patients_with_studies(with_request_id(
-            gpb::ListPatientsWithStudiesRequest { page_size: 10, page_token: String::new() },
+            gpb::ListPatientsWithStudiesRequest {
+                page_size: 10,
+                page_token: String::new(),
+                ..Default::default()
+            },
             "r-listing",
         ))
         .await
@@ -414,7 +427,11 @@ async fn nothing_is_read_or_written_without_its_event() {
     assert_eq!((refused.code(), reason(&refused)), (Code::Unavailable, "AUDIT_UNAVAILABLE".into()));
     let listed = ana
         .patients
-        .list_patients(ppb::ListPatientsRequest { page_size: 10, page_token: String::new() })
+        .list_patients(ppb::ListPatientsRequest {
+            page_size: 10,
+            page_token: String::new(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(listed.code(), Code::Unavailable);

@@ -22,6 +22,7 @@ async fn list(
         .list_patients_with_studies(pb::ListPatientsWithStudiesRequest {
             page_size,
             page_token: page_token.into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -133,8 +134,11 @@ async fn with_studies_service_down_the_listing_fails_fast_and_recovers() {
     system.create_study(study(patient.id)).await.unwrap();
     system.stop_studies().await;
 
-    let mut request =
-        tonic::Request::new(pb::ListPatientsWithStudiesRequest { page_size: 10, page_token: String::new() });
+    let mut request = tonic::Request::new(pb::ListPatientsWithStudiesRequest {
+        page_size: 10,
+        page_token: String::new(),
+        ..Default::default()
+    });
     request.set_timeout(Duration::from_secs(5));
     let started = Instant::now();
     let status = system.gateway_client.clone().list_patients_with_studies(request).await.unwrap_err();
