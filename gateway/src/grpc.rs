@@ -25,8 +25,50 @@ use crate::{
 };
 
 /// Most rounds (a ListPatients and a ListStudiesByPatient each) one page of
-/// a listing with `study_filter` takes.
+/// a listing with `study_filter` takes; the chunks they list adapt to the
+/// rate of matches ([`next_chunk`]).
 const MAX_ROUNDS: u32 = 4;
+
+/// How many patients the next round lists, to find `wanted` more matches
+/// after `matched` of `examined` did: as many as the rate seen so far says
+/// (a quarter more, for luck), at least `wanted`, at most four times the
+/// last chunk (none matched: four times), never past a page's maximum.
+fn next_chunk(wanted: usize, examined: usize, matched: usize, last: usize) -> usize {
+    let grown = last.saturating_mul(4);
+    let estimate = if matched == 0 { grown } else { (wanted * examined * 5).div_ceil(matched * 4) };
+    estimate.clamp(wanted, grown).min(paging::MAX_PAGE_SIZE as usize)
+}
+
+/// The share of patients each recent study filter matched, so a walk can
+/// list about as many patients in its first round as it needs: the
+/// selectivity a planner would estimate, learnt from the walks themselves.
+#[derive(Debug, Clone, Default)]
+struct MatchRates(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, f64>>>);
+
+/// Study filters whose match rates are remembered, at most.
+const RATES_KEPT: usize = 256;
+
+impl MatchRates {
+    fn first_chunk(&self, study_filter: &str, size: usize) -> usize {
+        let rate = self.0.lock().expect("rates lock").get(study_filter.trim()).copied();
+        match rate {
+            Some(rate) if rate > 0.0 => ((size as f64 * 1.25 / rate).ceil() as usize).clamp(size, 4 * size),
+            _ => size,
+        }
+        .min(paging::MAX_PAGE_SIZE as usize)
+    }
+
+    fn record(&self, study_filter: &str, examined: usize, matched: usize) {
+        if examined == 0 {
+            return;
+        }
+        let mut rates = self.0.lock().expect("rates lock");
+        if rates.len() >= RATES_KEPT && !rates.contains_key(study_filter.trim()) {
+            rates.clear();
+        }
+        rates.insert(study_filter.trim().to_owned(), matched as f64 / examined as f64);
+    }
+}
 
 /// Where a listing with `study_filter` goes on: patients-service's page
 /// token after the last patient examined, and a digest of the filters and
@@ -77,12 +119,13 @@ impl WalkToken {
 #[derive(Debug, Clone)]
 pub struct GatewayApi {
     downstream: Downstream,
+    rates: MatchRates,
 }
 
 impl GatewayApi {
     /// The service over `downstream`.
     pub fn new(downstream: Downstream) -> Self {
-        Self { downstream }
+        Self { downstream, rates: MatchRates::default() }
     }
 
     async fn list(
@@ -114,8 +157,8 @@ impl GatewayApi {
 
     /// Fills a page of patients who match `query` and have studies matching
     /// `study_filter`, in `query`'s order, from patients-service's walk at
-    /// `start`: each round lists patients (more each round, while matches
-    /// are rare) and asks for the matching studies of all of them at once;
+    /// `start`: each round lists patients (as many as the rate of matches so
+    /// far calls for) and asks for the matching studies of all of them at once;
     /// at most [`MAX_ROUNDS`] rounds, so a page may come back short (even
     /// empty) when matches are rare, with the token to go on. Returns the
     /// page and patients-service's token after the last patient examined.
@@ -129,8 +172,10 @@ impl GatewayApi {
     ) -> Result<(Vec<pb::PatientWithStudies>, Option<String>)> {
         let mut found: Vec<pb::PatientWithStudies> = Vec::new();
         let mut token = start;
-        for round in 0..MAX_ROUNDS {
-            let chunk = (size.max(1) << (2 * round)).min(paging::MAX_PAGE_SIZE as usize);
+        // Start from what this study filter matched last time, if known.
+        let mut chunk = self.rates.first_chunk(study_filter, size.max(1));
+        let (mut examined_total, mut matched_total) = (0, 0);
+        for _ in 0..MAX_ROUNDS {
             let page = self.downstream.list_patients(query, chunk as i32, token.clone(), deadline).await?;
             let ids: Vec<i64> = page.patients.iter().map(|p| p.id).collect();
             let studies = self.downstream.first_studies_of(ids, study_filter, deadline).await?;
@@ -154,6 +199,11 @@ impl GatewayApi {
                 // this chunk; the next call sees it again.
                 return Ok((found, Some(token)));
             }
+            let examined = page.patients.len();
+            let matched = matching.len();
+            examined_total += examined;
+            matched_total += matched;
+            self.rates.record(study_filter, examined_total, matched_total);
             found.extend(matching);
             if page.next_page_token.is_empty() {
                 return Ok((found, None));
@@ -162,6 +212,7 @@ impl GatewayApi {
             if found.len() == size {
                 break;
             }
+            chunk = next_chunk(size - found.len(), examined, matched, chunk);
         }
         Ok((found, Some(token)))
     }
@@ -198,5 +249,29 @@ impl pb::gateway_service_server::GatewayService for GatewayApi {
     ) -> Result<Response<pb::PatientWithStudies>, Status> {
         let deadline = Deadline::of(&request);
         Ok(Response::new(self.get(request.into_inner(), deadline).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_chunk;
+
+    #[test]
+    fn a_known_rate_sizes_the_first_round() {
+        let rates = super::MatchRates::default();
+        assert_eq!(rates.first_chunk("urgency_level = HIGH", 50), 50, "unknown: the page size");
+        rates.record("urgency_level = HIGH", 300, 200);
+        assert_eq!(rates.first_chunk(" urgency_level = HIGH ", 50), 94, "two in three: 50 × 1.25 × 1.5");
+        rates.record("body_part = HEART", 1000, 1);
+        assert_eq!(rates.first_chunk("body_part = HEART", 50), 200, "at most four times the page");
+    }
+
+    #[test]
+    fn chunks_follow_the_rate_of_matches_within_bounds() {
+        assert_eq!(next_chunk(17, 50, 33, 50), 33, "two in three match: about 17 × 1.5 × 1.25");
+        assert_eq!(next_chunk(49, 50, 1, 50), 200, "rare: at most four times the last chunk");
+        assert_eq!(next_chunk(50, 50, 0, 50), 200, "none yet: four times");
+        assert_eq!(next_chunk(10, 10, 10, 10), 13);
+        assert_eq!(next_chunk(900, 1000, 100, 1000), 1000, "never past a page's maximum");
     }
 }

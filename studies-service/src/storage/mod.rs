@@ -196,7 +196,8 @@ impl StudyStore {
         }
         order.push_order_by(&mut query);
         query.push(" limit ").push_bind(fetch);
-        let rows = query.build().fetch_all(&self.pool).await?;
+        // A filter is planned for its values each time (see patients-service's search).
+        let rows = query.build().persistent(filter.is_none()).fetch_all(&self.pool).await?;
         let items = rows
             .iter()
             .map(|row| Ok((Study::try_from(StudyRow::from_row(row)?)?, order.cursor(row)?)))
@@ -220,7 +221,7 @@ impl StudyStore {
             filter.push(&mut query);
         }
         query.push(" order by id limit ").push_bind(i64::from(per_patient)).push(") s");
-        let rows = query.build().fetch_all(&self.pool).await?;
+        let rows = query.build().persistent(filter.is_none()).fetch_all(&self.pool).await?;
         rows.iter().map(|row| Study::try_from(StudyRow::from_row(row)?)).collect()
     }
 
