@@ -20,8 +20,8 @@ BINARIES = {
     "clinic-health": [TARGET / "clinic-health"],
 }
 # Read by the test harness and `make up` to find PostgreSQL's binaries
-# (clinic-testkit), not by a binary's own settings.
-ALSO_READ = {"PG_BIN"}
+# (clinic-testkit), and by the OpenTelemetry SDK, not by a binary's own settings.
+ALSO_READ = {"PG_BIN", "OTEL_EXPORTER_OTLP_ENDPOINT"}
 ENV = re.compile(r"\[env: ([A-Z][A-Z0-9_]*)=?[^\]]*\]\s*(?:\[default: ([^\]]*)\])?")
 
 

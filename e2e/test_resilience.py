@@ -80,10 +80,12 @@ def test_a_service_logs_json_on_request_and_exits_cleanly_on_sigterm(tmp_path):
 
     subprocess.run([str(CLINIC_DEV), "credentials", "--home", str(tmp_path)], check=True, capture_output=True, timeout=30)
     env = dict(os.environ, LOG_FORMAT="json", LISTEN_ADDR=f"127.0.0.1:{free_port()}", JWT_JWKS_FILE=str(tmp_path / "auth" / "jwks.json"),
+               METRICS_ADDR=f"127.0.0.1:{free_port()}",
                PATIENTS_ADDR=f"http://127.0.0.1:{free_port()}", STUDIES_ADDR=f"http://127.0.0.1:{free_port()}")
     process = subprocess.Popen([str(ROOT / "target" / "debug" / "gateway")], env=env, stdout=subprocess.PIPE, text=True)
-    first = json.loads(process.stdout.readline())
-    assert first["message"] == "gateway listening" and first["level"] == "INFO", first
+    started = [json.loads(process.stdout.readline()) for _ in range(2)]
+    assert [l["message"] for l in started] == ["metrics at /metrics", "gateway listening"], started
+    assert all(l["level"] == "INFO" and l["timestamp"] for l in started), started
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0
     lines = [json.loads(line) for line in process.stdout.read().splitlines() if line.startswith("{")]

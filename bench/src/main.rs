@@ -207,7 +207,7 @@ fn print_table(rows: &[Row], pg: &[(&str, f64)]) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    clinic_common::telemetry::init(&args.log);
+    let _telemetry = clinic_common::telemetry::init(&args.log, "clinic-bench");
     let home = std::env::temp_dir().join(format!(
         "clinic-bench-{}-{:08x}",
         std::process::id(),
@@ -222,6 +222,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         patients: free_port()?,
         studies: free_port()?,
         gateway: free_port()?,
+        metrics: [free_port()?, free_port()?, free_port()?],
     };
     let options = UpOptions {
         home: home.clone(),
@@ -234,6 +235,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ready_timeout: Duration::from_secs(120),
         web_root: None,
         cors_origins: Vec::new(),
+        prometheus: None,
     };
     println!("starting a fresh stack ({})...", options.bin_dir.display());
     let running = stack::start(options).await?;

@@ -224,7 +224,11 @@ impl AuditLog {
                 if let Err(e) = &written {
                     // A broken or stuck connection is not reused.
                     conn = None;
+                    metrics::counter!("audit_write_failures_total").increment(1);
                     tracing::error!(error = %e, events = batch.len(), "writing audit events failed");
+                } else {
+                    metrics::counter!("audit_events_written_total").increment(batch.len() as u64);
+                    metrics::counter!("audit_write_batches_total").increment(1);
                 }
                 for (_, ack) in batch.drain(..) {
                     let _ = ack.send(written.is_ok());

@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap,
     path::PathBuf,
+    pin::Pin,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
@@ -114,7 +115,7 @@ impl ServiceToken {
 #[derive(Debug, Clone)]
 pub struct PeerClient {
     peer: Peer,
-    channel: Channel,
+    channel: Observed,
     ceiling: Duration,
     service_token: Option<Arc<ServiceToken>>,
 }
@@ -126,7 +127,12 @@ impl PeerClient {
         uri: &str,
         settings: &DownstreamSettings,
     ) -> Result<Self, tonic::transport::Error> {
-        Ok(Self { peer, channel: channel(uri)?, ceiling: settings.timeout, service_token: None })
+        Ok(Self {
+            peer,
+            channel: Observed { inner: channel(uri)? },
+            ceiling: settings.timeout,
+            service_token: None,
+        })
     }
 
     /// The same client, presenting `token` on calls made outside any rpc.
@@ -139,9 +145,17 @@ impl PeerClient {
         self.peer
     }
 
-    /// The channel, for a generated client.
-    pub fn channel(&self) -> Channel {
+    /// The channel, for a generated client: every call through it carries
+    /// the current trace context and is counted in the `grpc_client_*`
+    /// metrics.
+    pub fn channel(&self) -> Observed {
         self.channel.clone()
+    }
+
+    /// The bare channel, for long-lived streams (health `Watch`) that
+    /// per-call metrics do not fit.
+    pub fn raw_channel(&self) -> Channel {
+        self.channel.inner.clone()
     }
 
     /// A request to the peer carrying what is left of `deadline` (never
@@ -163,6 +177,147 @@ impl PeerClient {
             headers.insert("x-request-id", value);
         }
         request
+    }
+}
+
+/// A channel to a peer that writes the current span's W3C `traceparent` on
+/// every call and records `grpc_client_started_total`,
+/// `grpc_client_handled_total` (with the code, read from the trailers) and
+/// `grpc_client_handling_seconds`.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    inner: Channel,
+}
+
+/// Writes trace context into request headers.
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(key), http::HeaderValue::try_from(value)) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// What a call's outcome is recorded under, once known.
+#[derive(Debug)]
+struct Pending {
+    labels: [(&'static str, String); 3],
+    start: Instant,
+}
+
+impl Pending {
+    fn finish(self, code: Code) {
+        let mut handled = self.labels.to_vec();
+        handled.push(("grpc_code", crate::errors::code_label(code).to_owned()));
+        metrics::counter!("grpc_client_handled_total", &handled).increment(1);
+        metrics::histogram!("grpc_client_handling_seconds", &self.labels)
+            .record(self.start.elapsed().as_secs_f64());
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(Code::from_i32)
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records the call's outcome when its trailers
+    /// (or its end) arrive.
+    pub struct ObservedBody {
+        #[pin]
+        inner: tonic::body::Body,
+        pending: Option<Pending>,
+    }
+
+    impl PinnedDrop for ObservedBody {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(pending) = this.project().pending.take() {
+                pending.finish(Code::Cancelled);
+            }
+        }
+    }
+}
+
+impl http_body::Body for ObservedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) if f.is_trailers() => {
+                if let Some(pending) = this.pending.take() {
+                    pending.finish(f.trailers_ref().and_then(grpc_status).unwrap_or(Code::Unknown));
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(pending) = this.pending.take() {
+                    pending.finish(Code::Unavailable);
+                }
+            }
+            None => {
+                if let Some(pending) = this.pending.take() {
+                    pending.finish(Code::Unknown);
+                }
+            }
+            Some(Ok(_)) => {}
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Observed {
+    type Response = http::Response<ObservedBody>;
+    type Error = tonic::transport::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let context = tracing::Span::current().context();
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(&context, &mut HeaderInjector(request.headers_mut()))
+        });
+        let (service, method) = context::split_path(request.uri().path());
+        let labels = [("grpc_type", "unary".to_owned()), ("grpc_service", service), ("grpc_method", method)];
+        metrics::counter!("grpc_client_started_total", &labels).increment(1);
+        let pending = Pending { labels, start: Instant::now() };
+        let call = tower::Service::call(&mut self.inner, request);
+        Box::pin(async move {
+            match call.await {
+                Ok(response) => match grpc_status(response.headers()) {
+                    Some(code) => {
+                        pending.finish(code);
+                        Ok(response.map(|inner| ObservedBody { inner, pending: None }))
+                    }
+                    None => Ok(response.map(|inner| ObservedBody { inner, pending: Some(pending) })),
+                },
+                Err(e) => {
+                    pending.finish(Code::Unavailable);
+                    Err(e)
+                }
+            }
+        })
     }
 }
 

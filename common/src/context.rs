@@ -155,6 +155,15 @@ pub fn new_request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// `(service, method)` of a gRPC path `/package.Service/Method`.
+pub fn split_path(path: &str) -> (String, String) {
+    let trimmed = path.trim_start_matches('/');
+    match trimmed.rsplit_once('/') {
+        Some((service, method)) => (service.to_owned(), method.to_owned()),
+        None => (trimmed.to_owned(), String::new()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

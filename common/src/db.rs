@@ -291,6 +291,9 @@ fn pool_saturated() -> bool {
 /// DEADLINE_EXCEEDED when a statement ran past its timeout; INTERNAL
 /// (logged, never shown) for anything else.
 pub fn status(error: &sqlx::Error) -> Status {
+    if matches!(error, sqlx::Error::PoolTimedOut) {
+        metrics::counter!("db_pool_acquire_timeouts_total").increment(1);
+    }
     if matches!(error, sqlx::Error::PoolTimedOut) && pool_saturated() {
         tracing::warn!("no database connection came free in time");
         errors::overloaded("every database connection is busy")
@@ -307,6 +310,25 @@ pub fn status(error: &sqlx::Error) -> Status {
     } else {
         errors::internal(error)
     }
+}
+
+/// Reports the pool's connections every second as the gauge
+/// `db_pool_connections{state="in_use"|"idle"}`, with
+/// `db_pool_max_connections`, until aborted. (sqlx does not say how many
+/// callers wait for a connection; waits that time out are counted as
+/// `db_pool_acquire_timeouts_total`.)
+pub fn spawn_pool_gauges(pool: PgPool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let max = f64::from(pool.options().get_max_connections());
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            ticker.tick().await;
+            let (size, idle) = (f64::from(pool.size()), pool.num_idle() as f64);
+            metrics::gauge!("db_pool_connections", "state" => "in_use").set(size - idle);
+            metrics::gauge!("db_pool_connections", "state" => "idle").set(idle);
+            metrics::gauge!("db_pool_max_connections").set(max);
+        }
+    })
 }
 
 /// Runs `prune` every `interval` until aborted: logs what it removed (as

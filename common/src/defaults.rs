@@ -10,6 +10,12 @@ pub const PATIENTS_PORT: u16 = 50051;
 pub const STUDIES_PORT: u16 = 50052;
 /// The gateway's gRPC port.
 pub const GATEWAY_PORT: u16 = 50053;
+/// patients-service's Prometheus metrics port.
+pub const PATIENTS_METRICS_PORT: u16 = 9464;
+/// studies-service's Prometheus metrics port.
+pub const STUDIES_METRICS_PORT: u16 = 9465;
+/// The gateway's Prometheus metrics port.
+pub const GATEWAY_METRICS_PORT: u16 = 9466;
 /// Envoy's plaintext listener (loopback only).
 pub const ENVOY_PORT: u16 = 8080;
 /// Envoy's TLS listener, the front door for everything but local tools.

@@ -1,5 +1,6 @@
-//! Tower layers in front of every rpc: one tracing span per call, and the
-//! caller's deadline enforced as `DEADLINE_EXCEEDED`.
+//! Tower layers in front of every rpc: one span, log line and set of
+//! metrics per call, the caller's deadline enforced as `DEADLINE_EXCEEDED`,
+//! in-flight shedding and the database pool's scope.
 
 use std::{
     pin::Pin,
@@ -20,7 +21,12 @@ use crate::deadline::{self, CallState, Deadline, parse_grpc_timeout};
 /// The boxed future every layer of ours returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// Logs every rpc in its own span with its method, status code and latency.
+/// Observes every rpc: a span (a child of the caller's W3C `traceparent`,
+/// so one request is one trace across processes), one log line at info
+/// with its method, status code and latency (health checks at debug: they
+/// come every second), and the grpc-ecosystem metrics
+/// `grpc_server_started_total`, `grpc_server_handled_total` and
+/// `grpc_server_handling_seconds`, labelled by service, method and code.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RpcTraceLayer;
 
@@ -35,6 +41,18 @@ impl<S> Layer<S> for RpcTraceLayer {
 #[derive(Debug, Clone)]
 pub struct RpcTrace<S> {
     inner: S,
+}
+
+/// Reads W3C trace context from request headers.
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcTrace<S>
@@ -52,37 +70,64 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let span = tracing::info_span!("rpc", method = %req.uri().path());
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let path = req.uri().path().to_owned();
+        let (service, method) = crate::context::split_path(&path);
+        let health = service == crate::health::HEALTH_SERVICE_NAME;
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let parent =
+            opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
+        let _ = span.set_parent(parent);
+        let labels = [("grpc_type", "unary".to_owned()), ("grpc_service", service), ("grpc_method", method)];
+        metrics::counter!("grpc_server_started_total", &labels).increment(1);
         let start = Instant::now();
         let response = self.inner.call(req);
         Box::pin(
             async move {
                 let result = response.await;
-                let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-                match &result {
-                    Ok(res) => {
-                        // Unary errors travel as trailers-only responses, so
-                        // their status is in the headers; no status there
-                        // means the call succeeded.
-                        let code = res
-                            .headers()
-                            .get("grpc-status")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse::<i32>().ok())
-                            .map_or(Code::Ok, Code::from_i32);
-                        match code {
-                            Code::Ok
-                            | Code::NotFound
-                            | Code::InvalidArgument
-                            | Code::AlreadyExists
-                            | Code::Aborted
-                            | Code::FailedPrecondition => {
-                                tracing::info!(code = ?code, latency_ms, "rpc finished")
-                            }
-                            _ => tracing::warn!(code = ?code, latency_ms, "rpc failed"),
-                        }
+                let elapsed = start.elapsed();
+                let latency_ms = elapsed.as_secs_f64() * 1000.0;
+                let code = match &result {
+                    // Unary errors travel as trailers-only responses, so
+                    // their status is in the headers; no status there
+                    // means the call succeeded.
+                    Ok(res) => res
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .map_or(Code::Ok, Code::from_i32),
+                    Err(_) => Code::Unavailable,
+                };
+                let current = tracing::Span::current();
+                current.record("rpc.grpc.status_code", code as i32);
+                let mut handled = labels.to_vec();
+                handled.push(("grpc_code", crate::errors::code_label(code).to_owned()));
+                metrics::counter!("grpc_server_handled_total", &handled).increment(1);
+                metrics::histogram!("grpc_server_handling_seconds", &labels).record(elapsed.as_secs_f64());
+                match code {
+                    _ if health => tracing::debug!(code = ?code, latency_ms, "rpc finished"),
+                    Code::Ok
+                    | Code::NotFound
+                    | Code::InvalidArgument
+                    | Code::AlreadyExists
+                    | Code::Aborted
+                    | Code::FailedPrecondition
+                    | Code::PermissionDenied
+                    | Code::Unauthenticated => tracing::info!(code = ?code, latency_ms, "rpc finished"),
+                    _ => {
+                        current.record("otel.status_code", "ERROR");
+                        tracing::warn!(code = ?code, latency_ms, "rpc failed")
                     }
-                    Err(_) => tracing::warn!(latency_ms, "rpc transport error"),
                 }
                 result
             }

@@ -21,7 +21,7 @@ use crate::{
     layers::{DeadlineLayer, InFlightLimitLayer, PoolScopeLayer, RequestContextLayer, RpcTraceLayer},
     settings::millis,
     site::{Site, WithSite},
-    telemetry::LogSettings,
+    telemetry::{LogSettings, MetricsSettings},
 };
 
 /// The clap id of [`ServerSettings::listen_addr`], for binaries that give
@@ -70,6 +70,9 @@ pub struct ServerSettings {
     /// How the process logs.
     #[command(flatten)]
     pub log: LogSettings,
+    /// Where the process serves Prometheus metrics.
+    #[command(flatten)]
+    pub metrics: MetricsSettings,
 }
 
 /// What stands between a caller and the handlers, besides the layers every

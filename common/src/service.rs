@@ -23,7 +23,7 @@ use crate::{
     idempotency::{self, IdempotencySettings},
     paging::PageTokens,
     server::{self, Guards, ServeError, ServerSettings},
-    telemetry::{self, LogSettings},
+    telemetry,
 };
 
 /// The settings every Clinic service with a database reads the same way.
@@ -142,6 +142,7 @@ pub async fn serve_with_database(
     // The writer outlives the shutdown's start: in-flight rpcs still need it.
     let (audit, writer) = AuditLog::start((*pool.connect_options()).clone(), schema);
     background.push(audit::spawn_pruner(pool.clone(), schema, config.audit.clone()));
+    background.push(db::spawn_pool_gauges(pool.clone()));
     background.push(verifier.clone().watch(JWKS_CHECK_INTERVAL));
     background.push(idempotency::spawn_pruner(pool.clone(), schema, config.idempotency.clone()));
     let probe_health = health.clone();
@@ -172,8 +173,9 @@ pub trait Process: Sized + Send + 'static {
     /// Binds the listener and prepares everything needed to serve.
     fn build(config: Self::Config) -> impl Future<Output = Result<Self, StartupError>> + Send;
 
-    /// How the process logs, from its configuration.
-    fn log_settings(config: &Self::Config) -> &LogSettings;
+    /// How the process serves, logs and reports metrics, from its
+    /// configuration.
+    fn server_settings(config: &Self::Config) -> &ServerSettings;
 
     /// The address actually bound.
     fn local_addr(&self) -> SocketAddr;
@@ -198,17 +200,27 @@ pub fn main<P: Process>() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        telemetry::init(P::log_settings(&config));
+        let settings = P::server_settings(&config);
+        let telemetry = telemetry::init(&settings.log, P::NAME);
+        match telemetry::serve_metrics(&settings.metrics) {
+            Ok(true) => tracing::info!(addr = ?settings.metrics.addr.0, "metrics at /metrics"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "{} could not serve metrics", P::NAME);
+                return ExitCode::FAILURE;
+            }
+        }
         let shutdown = server::shutdown_signal();
         let process = match P::build(config).await {
             Ok(process) => process,
             Err(e) => {
                 tracing::error!(error = %e, "{} could not start", P::NAME);
+                telemetry.shutdown();
                 return ExitCode::FAILURE;
             }
         };
         tracing::info!(addr = %process.local_addr(), "{} listening", P::NAME);
-        match process.run_until(shutdown).await {
+        let code = match process.run_until(shutdown).await {
             Ok(()) => {
                 tracing::info!("{} stopped", P::NAME);
                 ExitCode::SUCCESS
@@ -217,6 +229,8 @@ pub fn main<P: Process>() -> ExitCode {
                 tracing::error!(error = %e, "{} failed", P::NAME);
                 ExitCode::FAILURE
             }
-        }
+        };
+        telemetry.shutdown();
+        code
     })
 }

@@ -49,6 +49,9 @@ pub struct Addresses {
     pub descriptor_file: String,
     /// Origins whose pages may call the API from a browser (CORS).
     pub cors_origins: Vec<String>,
+    /// The OpenTelemetry collector (host, port) Envoy sends its spans to
+    /// over OTLP/gRPC, if any.
+    pub otel_collector: Option<(String, u16)>,
 }
 
 impl Addresses {
@@ -72,6 +75,7 @@ impl Addresses {
             tls_files: (path(credentials.cert_file()), path(credentials.cert_key_file())),
             descriptor_file: path(descriptor_file.to_owned()),
             cors_origins: Vec::new(),
+            otel_collector: None,
         }
     }
 
@@ -94,6 +98,7 @@ impl Addresses {
             tls_files: ("/etc/clinic/tls/server.pem".into(), "/etc/clinic/tls/server-key.pem".into()),
             descriptor_file: COMPOSE_DESCRIPTOR_FILE.into(),
             cors_origins: Vec::new(),
+            otel_collector: None,
         }
     }
 
@@ -120,12 +125,66 @@ impl Addresses {
             ("DESCRIPTOR_FILE", self.descriptor_file.clone()),
             ("PAGE_PREFIX", clinic_common::site::PAGE_PREFIX.to_owned()),
             ("CORS_ORIGINS", cors_matchers(&self.cors_origins)),
+            ("TRACING", self.otel_collector.as_ref().map(|_| TRACING.to_owned()).unwrap_or_default()),
+            (
+                "OTEL_RUNTIME",
+                self.otel_collector.as_ref().map(|_| OTEL_RUNTIME.to_owned()).unwrap_or_default(),
+            ),
+            (
+                "OTEL_CLUSTER",
+                self.otel_collector
+                    .as_ref()
+                    .map(|(host, port)| otel_cluster(host, *port))
+                    .unwrap_or_default(),
+            ),
         ])
     }
 }
 
 /// Where the compose Envoy image holds the API's descriptor set.
 pub const COMPOSE_DESCRIPTOR_FILE: &str = "/etc/envoy/clinic.pb";
+
+/// Envoy's OpenTelemetry tracer, when a collector is configured: every
+/// request gets a span (joining the client's `traceparent`, or starting a
+/// trace and passing it on to the services).
+const TRACING: &str = "                tracing:
+                  provider:
+                    name: envoy.tracers.opentelemetry
+                    typed_config:
+                      \"@type\": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                      grpc_service: { envoy_grpc: { cluster_name: otel_collector }, timeout: 2s }
+                      service_name: envoy";
+
+/// Envoy flushes spans every 5 s by default; once a second is closer to
+/// the services' batches.
+const OTEL_RUNTIME: &str = "layered_runtime:
+  layers:
+    - name: tracing
+      static_layer: { tracing.opentelemetry.flush_interval_ms: 1000 }";
+
+/// The collector's cluster (HTTP/2, as OTLP/gRPC needs).
+fn otel_cluster(host: &str, port: u16) -> String {
+    format!(
+        "    - name: otel_collector
+      type: STRICT_DNS
+      connect_timeout: 1s
+      typed_extension_protocol_options: *h2
+      load_assignment:
+        cluster_name: otel_collector
+        endpoints:
+          - lb_endpoints:
+              - endpoint: {{ address: {{ socket_address: {{ address: {host}, port_value: {port} }} }} }}"
+    )
+}
+
+/// The collector's host and port from an OTLP endpoint URL
+/// (`http://127.0.0.1:4317`).
+pub fn collector_of(endpoint: &str) -> Option<(String, u16)> {
+    let rest = endpoint.trim().split_once("://").map_or(endpoint.trim(), |(_, rest)| rest);
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+}
 
 /// `origins` as Envoy string matchers, in flow style.
 fn cors_matchers(origins: &[String]) -> String {
@@ -268,6 +327,13 @@ pub fn render_compose() -> Result<Vec<(&'static str, String)>, MissingValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_collector_is_read_from_the_otlp_endpoint() {
+        assert_eq!(collector_of("http://127.0.0.1:4317"), Some(("127.0.0.1".into(), 4317)));
+        assert_eq!(collector_of("otel-collector:4317/"), Some(("otel-collector".into(), 4317)));
+        assert_eq!(collector_of("http://collector"), None);
+    }
 
     #[test]
     fn rendering_fills_every_placeholder() {

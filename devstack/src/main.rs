@@ -139,6 +139,19 @@ struct UpArgs {
     /// gateway port.
     #[arg(long, env = "GATEWAY_PORT", default_value_t = defaults::GATEWAY_PORT)]
     gateway_port: u16,
+    /// patients-service's metrics port.
+    #[arg(long, env = "PATIENTS_METRICS_PORT", default_value_t = defaults::PATIENTS_METRICS_PORT)]
+    patients_metrics_port: u16,
+    /// studies-service's metrics port.
+    #[arg(long, env = "STUDIES_METRICS_PORT", default_value_t = defaults::STUDIES_METRICS_PORT)]
+    studies_metrics_port: u16,
+    /// The gateway's metrics port.
+    #[arg(long, env = "GATEWAY_METRICS_PORT", default_value_t = defaults::GATEWAY_METRICS_PORT)]
+    gateway_metrics_port: u16,
+    /// Also run Prometheus (Debian's `prometheus` package) scraping every
+    /// service and Envoy, on 127.0.0.1:9090.
+    #[arg(long, env = "PROMETHEUS", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    prometheus: bool,
     /// Superuser URL of an existing PostgreSQL to use instead of a private one.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
@@ -196,7 +209,7 @@ async fn credentials(home: &Path, shared: bool, watch: bool) -> Result<(), Box<d
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    clinic_common::telemetry::init(&cli.log);
+    let _telemetry = clinic_common::telemetry::init(&cli.log, "clinic-dev");
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Up(args) => {
             let bin_dir = std::env::current_exe()
@@ -212,6 +225,11 @@ async fn main() -> ExitCode {
                     patients: args.patients_port,
                     studies: args.studies_port,
                     gateway: args.gateway_port,
+                    metrics: [
+                        args.patients_metrics_port,
+                        args.studies_metrics_port,
+                        args.gateway_metrics_port,
+                    ],
                 },
                 database_url: args.database_url,
                 bin_dir,
@@ -225,6 +243,7 @@ async fn main() -> ExitCode {
                     .exists()
                     .then(|| std::path::absolute(&args.web_root).unwrap_or(args.web_root.clone())),
                 cors_origins: args.cors_allowed_origins,
+                prometheus: args.prometheus.then(|| PathBuf::from("/usr/bin/prometheus")),
             };
             stack::up(options).await.map_err(Into::into)
         }

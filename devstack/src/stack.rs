@@ -27,6 +27,9 @@ use crate::{
     envoy, import, postgres,
 };
 
+/// Where `make up METRICS=1` serves Prometheus.
+pub const PROMETHEUS_PORT: u16 = 9090;
+
 /// The subject `make up` imports the sample data as.
 const IMPORT_SUBJECT: &str = "clinic-dev-import";
 
@@ -48,6 +51,8 @@ pub struct Ports {
     pub studies: u16,
     /// gateway.
     pub gateway: u16,
+    /// The services' Prometheus endpoints: patients, studies, gateway.
+    pub metrics: [u16; 3],
 }
 
 impl Default for Ports {
@@ -59,6 +64,11 @@ impl Default for Ports {
             patients: defaults::PATIENTS_PORT,
             studies: defaults::STUDIES_PORT,
             gateway: defaults::GATEWAY_PORT,
+            metrics: [
+                defaults::PATIENTS_METRICS_PORT,
+                defaults::STUDIES_METRICS_PORT,
+                defaults::GATEWAY_METRICS_PORT,
+            ],
         }
     }
 }
@@ -86,6 +96,8 @@ pub struct UpOptions {
     pub web_root: Option<PathBuf>,
     /// Origins whose pages may call the API from a browser (CORS).
     pub cors_origins: Vec<String>,
+    /// A Prometheus server binary to run, scraping every service and Envoy.
+    pub prometheus: Option<PathBuf>,
 }
 
 /// Why `up` failed.
@@ -184,6 +196,7 @@ fn processes(
             "patients-service",
             vec![
                 ("LISTEN_ADDR", listen(p.patients)),
+                ("METRICS_ADDR", listen(p.metrics[0])),
                 ("DATABASE_URL", db.url_for(ServiceRole::Patients)),
                 ("STUDIES_ADDR", defaults::uri(p.studies)),
             ],
@@ -192,6 +205,7 @@ fn processes(
             "studies-service",
             vec![
                 ("LISTEN_ADDR", listen(p.studies)),
+                ("METRICS_ADDR", listen(p.metrics[1])),
                 ("DATABASE_URL", db.url_for(ServiceRole::Studies)),
                 ("PATIENTS_ADDR", defaults::uri(p.patients)),
                 ("SERVICE_TOKEN_FILE", credentials.service_token_file().display().to_string()),
@@ -200,6 +214,7 @@ fn processes(
         service("gateway", {
             let mut env = vec![
                 ("LISTEN_ADDR", listen(p.gateway)),
+                ("METRICS_ADDR", listen(p.metrics[2])),
                 ("PATIENTS_ADDR", defaults::uri(p.patients)),
                 ("STUDIES_ADDR", defaults::uri(p.studies)),
             ];
@@ -222,6 +237,42 @@ fn processes(
             pid: None,
         },
     ]
+}
+
+/// Prometheus scraping the three services and Envoy every 5 s, with its
+/// data under `<home>/prometheus`.
+fn prometheus(options: &UpOptions, bin: &Path) -> Result<Proc, UpError> {
+    let p = options.ports;
+    let target = |port: u16| format!("'127.0.0.1:{port}'");
+    let config = format!(
+        "# Written by clinic-dev up: scrapes the services and Envoy.\n\
+         global: {{ scrape_interval: 5s }}\n\
+         scrape_configs:\n\
+         \x20 - job_name: clinic\n\
+         \x20   static_configs: [{{ targets: [{}, {}, {}] }}]\n\
+         \x20 - job_name: envoy\n\
+         \x20   metrics_path: /stats/prometheus\n\
+         \x20   static_configs: [{{ targets: [{}] }}]\n",
+        target(p.metrics[0]),
+        target(p.metrics[1]),
+        target(p.metrics[2]),
+        target(p.envoy_admin)
+    );
+    let dir = options.home.join("prometheus");
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("prometheus.yml");
+    std::fs::write(&file, config)?;
+    Ok(Proc {
+        name: "prometheus",
+        program: bin.to_owned(),
+        args: vec![
+            format!("--config.file={}", file.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"),
+        ],
+        env: Vec::new(),
+        pid: None,
+    })
 }
 
 /// Waits until the system answers SERVING through Envoy, failing early if a
@@ -314,6 +365,16 @@ fn banner(
     println!("  trusted keys (JWKS)           {}", credentials.jwks_file().display());
     println!("  REST/JSON                     http://{front}/v1/patients (with the token)");
     println!("  logs                          {}", options.home.join("logs").display());
+    println!(
+        "  metrics                       http://127.0.0.1:{}/metrics (patients), :{} (studies), :{} (gateway), \
+         Envoy http://127.0.0.1:{}/stats/prometheus",
+        p.metrics[0], p.metrics[1], p.metrics[2], p.envoy_admin
+    );
+    if options.prometheus.is_some() {
+        println!(
+            "  Prometheus                    http://127.0.0.1:{PROMETHEUS_PORT} (scraping all of the above)"
+        );
+    }
     println!();
     println!(
         "Every call but health and reflection needs a token; make one (roles: viewer, clinician, admin):"
@@ -403,13 +464,21 @@ pub async fn start(options: UpOptions) -> Result<Running, UpError> {
     let descriptor_file = options.home.join("clinic.pb");
     std::fs::write(&descriptor_file, envoy::transcoder_descriptor_set())?;
     let envoy_config = options.home.join("envoy.yaml");
+    let otel_collector = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|e| !e.trim().is_empty()))
+        .and_then(|e| envoy::collector_of(&e));
     let addresses = envoy::Addresses {
         cors_origins: options.cors_origins.clone(),
+        otel_collector,
         ..envoy::Addresses::local(&p, &credentials, &descriptor_file)
     };
     std::fs::write(&envoy_config, envoy::render(&addresses)?)?;
     let (exits_tx, exits) = mpsc::unbounded_channel();
-    let procs = processes(&options, &db, &credentials, &envoy_config);
+    let mut procs = processes(&options, &db, &credentials, &envoy_config);
+    if let Some(bin) = &options.prometheus {
+        procs.push(prometheus(&options, bin)?);
+    }
     let mut running = Running { options, db, credentials, procs, exits_tx, exits, startup: Vec::new() };
     match running.spawn_all().await {
         Ok(()) => Ok(running),

@@ -7,12 +7,14 @@ use clinic_common::{
     defaults,
     server::{LISTEN_ADDR_ARG, ServerSettings},
     settings::default_to,
+    telemetry::METRICS_ADDR_ARG,
 };
 
 /// gateway: the listing view of patients with their studies; holds no data.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "gateway", version, about)]
 #[command(mut_arg(LISTEN_ADDR_ARG, default_to(defaults::listen_addr(defaults::GATEWAY_PORT))))]
+#[command(mut_arg(METRICS_ADDR_ARG, default_to(defaults::listen_addr(defaults::GATEWAY_METRICS_PORT))))]
 pub struct Config {
     /// Listening, request ceiling and shutdown drain.
     #[command(flatten)]

@@ -6,9 +6,8 @@ use clinic_common::{
     auth::Verifier,
     client::{Peer, PeerClient},
     health::Health,
-    server::{self, Guards, ServeError},
+    server::{self, Guards, ServeError, ServerSettings},
     service::{self, Process, StartupError},
-    telemetry::LogSettings,
 };
 use clinic_proto::{
     audit::v1::audit_service_server::AuditServiceServer,
@@ -43,8 +42,8 @@ impl Process for Application {
         Ok(Self { listener, downstream, verifier, config })
     }
 
-    fn log_settings(config: &Config) -> &LogSettings {
-        &config.server.log
+    fn server_settings(config: &Config) -> &ServerSettings {
+        &config.server
     }
 
     fn local_addr(&self) -> SocketAddr {
@@ -66,8 +65,8 @@ impl Process for Application {
             own,
             &[clinic_proto::audit::v1::SERVICE_NAME],
             vec![
-                (patients::v1::SERVICE_NAME, self.downstream.patients.channel()),
-                (studies::v1::SERVICE_NAME, self.downstream.studies.channel()),
+                (patients::v1::SERVICE_NAME, self.downstream.patients.raw_channel()),
+                (studies::v1::SERVICE_NAME, self.downstream.studies.raw_channel()),
             ],
         )
         .await;

@@ -4,13 +4,14 @@
 use clap::Parser;
 use clinic_common::{
     client::StudiesPeer, db::DATABASE_URL_ARG, defaults, server::LISTEN_ADDR_ARG, service::ServiceConfig,
-    settings::default_to,
+    settings::default_to, telemetry::METRICS_ADDR_ARG,
 };
 
 /// patients-service: owns the clinic's patients in the Postgres schema `patients`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "patients-service", version, about)]
 #[command(mut_arg(LISTEN_ADDR_ARG, default_to(defaults::listen_addr(defaults::PATIENTS_PORT))))]
+#[command(mut_arg(METRICS_ADDR_ARG, default_to(defaults::listen_addr(defaults::PATIENTS_METRICS_PORT))))]
 #[command(mut_arg(DATABASE_URL_ARG, default_to(defaults::database_url(crate::ROLE))))]
 pub struct Config {
     /// Listening, database and downstream settings shared by every service.

@@ -4,9 +4,8 @@ use std::{net::SocketAddr, sync::Arc};
 
 use clinic_common::{
     client::{Peer, PeerClient},
-    server::ServeError,
+    server::{ServeError, ServerSettings},
     service::{self, Prepared, Process, Serving, StartupError},
-    telemetry::LogSettings,
 };
 use clinic_proto::patients::{
     events::v1::patient_event_service_server::PatientEventServiceServer,
@@ -56,8 +55,8 @@ impl Process for Application {
         Self::build_with(config, Arc::new(GrpcStudies(studies))).await
     }
 
-    fn log_settings(config: &Config) -> &LogSettings {
-        &config.service.server.log
+    fn server_settings(config: &Config) -> &ServerSettings {
+        &config.service.server
     }
 
     fn local_addr(&self) -> SocketAddr {

@@ -11,12 +11,14 @@ use clinic_common::{
     server::LISTEN_ADDR_ARG,
     service::ServiceConfig,
     settings::{default_to, millis},
+    telemetry::METRICS_ADDR_ARG,
 };
 
 /// studies-service: owns the clinic's imaging studies in the Postgres schema `studies`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "studies-service", version, about)]
 #[command(mut_arg(LISTEN_ADDR_ARG, default_to(defaults::listen_addr(defaults::STUDIES_PORT))))]
+#[command(mut_arg(METRICS_ADDR_ARG, default_to(defaults::listen_addr(defaults::STUDIES_METRICS_PORT))))]
 #[command(mut_arg(DATABASE_URL_ARG, default_to(defaults::database_url(crate::ROLE))))]
 pub struct Config {
     /// Listening, database and downstream settings shared by every service.

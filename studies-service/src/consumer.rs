@@ -18,6 +18,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::{error::Result, patients::PatientEvents, storage::StudyStore};
 
@@ -81,6 +82,26 @@ pub async fn reconcile(store: &StudyStore, progress: &Progress, age: Duration) -
     Ok(lifted)
 }
 
+/// Reports how far the cascade is behind: `patient_events_pending`
+/// (events in the outbox not applied yet, and events waiting for a retry),
+/// `patient_events_oldest_pending_age_seconds` (0 when none),
+/// `patient_events_last_applied_sequence` and `deleted_patients_unswept`.
+async fn record_lag(store: &StudyStore, events: &dyn PatientEvents, progress: &Progress) {
+    let (Ok(cursor), Ok(backlog)) = (store.patients_cursor().await, store.backlog().await) else { return };
+    let mut oldest = backlog.oldest_retry;
+    if progress.behind > 0
+        && let Ok(page) = events.events_after(cursor, 1).await
+        && let Some(first) = page.events.first().and_then(|e| e.create_time)
+    {
+        oldest = Some(oldest.map_or(first, |o| o.min(first)));
+    }
+    let age = oldest.map_or(0.0, |t| (chrono::Utc::now() - t).as_seconds_f64().max(0.0));
+    metrics::gauge!("patient_events_pending").set((progress.behind + backlog.retrying) as f64);
+    metrics::gauge!("patient_events_oldest_pending_age_seconds").set(age);
+    metrics::gauge!("patient_events_last_applied_sequence").set(cursor as f64);
+    metrics::gauge!("deleted_patients_unswept").set(backlog.unswept as f64);
+}
+
 /// Runs [`catch_up`] and [`reconcile`] every `interval` until aborted;
 /// logs when it falls behind or fails, and when it is back, not per round.
 pub fn spawn(
@@ -96,8 +117,12 @@ pub fn spawn(
         let mut lagging = false;
         loop {
             ticker.tick().await;
-            match catch_up(&store, events.as_ref()).await {
+            // One span per round, so its calls to patients-service (and
+            // their SQL) form one trace.
+            let round = tracing::info_span!("patient events round", otel.kind = "internal");
+            match catch_up(&store, events.as_ref()).instrument(round.clone()).await {
                 Ok(progress) => {
+                    record_lag(&store, events.as_ref(), &progress).instrument(round.clone()).await;
                     if let Err(e) = reconcile(&store, &progress, reservation_timeout).await {
                         tracing::debug!(error = %e, "deletion reservations: cannot check now");
                     }

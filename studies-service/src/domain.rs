@@ -212,7 +212,7 @@ pub enum PatientEventKind {
 }
 
 /// One event of patients-service's outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatientEvent {
     /// Position in patients-service's outbox.
     pub sequence: i64,
@@ -220,6 +220,8 @@ pub struct PatientEvent {
     pub patient_id: PatientId,
     /// What happened.
     pub kind: PatientEventKind,
+    /// When it happened (in patients-service's clock), if known.
+    pub create_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A batch of outbox events and how far the outbox goes.

@@ -71,6 +71,9 @@ impl PatientEvents for GrpcPatients {
                     PatientEventType::Deleted => PatientEventKind::Deleted,
                     _ => PatientEventKind::Unknown,
                 },
+                create_time: e.create_time.and_then(|t| {
+                    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                }),
             })
             .collect();
         Ok(EventPage { events, last_sequence: page.last_sequence })

@@ -4,9 +4,8 @@ use std::{net::SocketAddr, sync::Arc};
 
 use clinic_common::{
     client::{Peer, PeerClient},
-    server::ServeError,
+    server::{ServeError, ServerSettings},
     service::{self, Prepared, Process, Serving, StartupError},
-    telemetry::LogSettings,
 };
 use clinic_proto::studies::{
     guard::v1::deletion_guard_service_server::DeletionGuardServiceServer,
@@ -64,8 +63,8 @@ impl Process for Application {
         Self::build_with(config, patients.clone(), patients).await
     }
 
-    fn log_settings(config: &Config) -> &LogSettings {
-        &config.service.server.log
+    fn server_settings(config: &Config) -> &ServerSettings {
+        &config.service.server
     }
 
     fn local_addr(&self) -> SocketAddr {

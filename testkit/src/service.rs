@@ -10,7 +10,7 @@ use clinic_common::{
     idempotency::IdempotencySettings,
     server::ServerSettings,
     service::ServiceConfig,
-    telemetry::{LogFormat, LogSettings},
+    telemetry::{LogFormat, LogSettings, MetricsAddr, MetricsSettings},
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -44,6 +44,8 @@ pub fn server_settings() -> ServerSettings {
         max_concurrent_streams: 128,
         auth: crate::auth::shared().settings(),
         log: LogSettings { filter: "info".into(), format: LogFormat::Text },
+        // One process holds many services in tests: no global exporter.
+        metrics: MetricsSettings { addr: MetricsAddr(None) },
     }
 }
 

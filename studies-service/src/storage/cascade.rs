@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use clinic_common::store::durable;
 
 use crate::{
@@ -61,6 +62,8 @@ pub struct Backlog {
     pub retrying: i64,
     /// Deleted patients whose studies are not all removed yet.
     pub unswept: i64,
+    /// When the oldest event waiting for a retry was set aside.
+    pub oldest_retry: Option<DateTime<Utc>>,
 }
 
 impl StudyStore {
@@ -267,13 +270,14 @@ impl StudyStore {
 
     /// How far the cascade is behind.
     pub async fn backlog(&self) -> Result<Backlog> {
-        let (retrying, unswept) = sqlx::query_as(
+        let (retrying, unswept, oldest_retry) = sqlx::query_as(
             "select (select count(*) from studies.event_retry), \
-                    (select count(*) from studies.deleted_patient where not swept and event_sequence is not null)",
+                    (select count(*) from studies.deleted_patient where not swept and event_sequence is not null), \
+                    (select min(create_time) from studies.event_retry)",
         )
         .fetch_one(&self.pool)
         .await?;
-        Ok(Backlog { retrying, unswept })
+        Ok(Backlog { retrying, unswept, oldest_retry })
     }
 }
 

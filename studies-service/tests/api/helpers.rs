@@ -41,7 +41,12 @@ impl Outbox {
     pub fn publish(&self, patient: i64, kind: PatientEventKind) {
         let mut events = self.0.lock().expect("outbox lock");
         let sequence = events.len() as i64 + 1;
-        events.push(PatientEvent { sequence, patient_id: PatientId::from_stored(patient), kind });
+        events.push(PatientEvent {
+            sequence,
+            patient_id: PatientId::from_stored(patient),
+            kind,
+            create_time: None,
+        });
     }
 }
 
@@ -50,7 +55,7 @@ impl PatientEvents for Outbox {
     async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage> {
         let events = self.0.lock().expect("outbox lock");
         Ok(EventPage {
-            events: events.iter().filter(|e| e.sequence > after).take(limit as usize).copied().collect(),
+            events: events.iter().filter(|e| e.sequence > after).take(limit as usize).cloned().collect(),
             last_sequence: events.len() as i64,
         })
     }
