@@ -20,9 +20,9 @@ STUDIES  ?= data/studies.csv
 help: ## List the commands
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-up: postgres-bins tools web ## Build and run the whole system (Postgres, 3 services, Envoy on :8443 TLS and 127.0.0.1:8080) with the sample data; Ctrl-C stops it
+up: postgres-bins tools web ## Build and run the whole system (Postgres, 3 services, Envoy on :8443 TLS and 127.0.0.1:8080) with the sample data; METRICS=1 adds Prometheus; Ctrl-C stops it
 	cargo build --workspace --bins --locked
-	target/debug/clinic-dev up
+	PROMETHEUS=$(if $(METRICS),true,false) target/debug/clinic-dev up
 
 WEB_SOURCES := $(shell find web/src web/public web/test -type f -not -path 'web/src/gen/*' 2>/dev/null) web/package-lock.json web/build.mjs web/buf.gen.yaml $(shell find proto -name '*.proto')
 

@@ -18,7 +18,24 @@ def compose():
 
 
 def test_compose_runs_postgres_the_three_services_envoy_and_the_credentials():
-    assert set(compose()) == {"postgres", *SERVICES, "envoy", "credentials"}
+    services = compose()
+    always = {name for name, service in services.items() if not service.get("profiles")}
+    assert always == {"postgres", *SERVICES, "envoy", "credentials"}
+    optional = {name for name, service in services.items() if "observability" in service.get("profiles", [])}
+    assert optional == {"otel-collector", "jaeger", "prometheus"}
+
+
+def test_the_observability_profile_scrapes_and_collects_what_the_services_serve():
+    services = compose()
+    prometheus = yaml.safe_load((ROOT / "deploy" / "observability" / "prometheus.yml").read_text())
+    targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
+    for name in SERVICES:
+        port = services[name]["environment"]["METRICS_ADDR"].rsplit(":", 1)[1]
+        assert services[name]["environment"]["METRICS_ADDR"].startswith("0.0.0.0:")
+        assert f"{name}:{port}" in targets
+    collector = yaml.safe_load((ROOT / "deploy" / "observability" / "otel-collector.yaml").read_text())
+    assert collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317")
+    assert collector["service"]["pipelines"]["traces"]["exporters"] == ["otlp/jaeger"]
 
 
 def test_each_service_listens_on_its_contract_port_and_finds_its_peers_by_name():

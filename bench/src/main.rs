@@ -7,6 +7,7 @@ mod cpu;
 mod health;
 mod load;
 mod pgbench;
+mod tracing_sink;
 
 use std::{
     path::PathBuf,
@@ -61,6 +62,9 @@ struct Args {
     /// The Envoy binary.
     #[arg(long, env = "ENVOY_BIN", default_value = ".local/venv/bin/envoy")]
     envoy_bin: PathBuf,
+    /// Share of traces sampled in the traced run.
+    #[arg(long, env = "BENCH_TRACE_RATIO", default_value_t = 0.1)]
+    trace_ratio: f64,
 }
 
 fn rss_kib(pid: u32, field: &str) -> Option<u64> {
@@ -236,13 +240,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         web_root: None,
         cors_origins: Vec::new(),
         prometheus: None,
+        extra_env: Vec::new(),
     };
     println!("starting a fresh stack ({})...", options.bin_dir.display());
+    let bin = options.bin_dir.clone();
     let running = stack::start(options).await?;
-    let result = measure(&args, &running, ports, &home).await;
+    let measured = measure(&args, &running, ports, &home).await;
     running.stop().await?;
     let _ = std::fs::remove_dir_all(&home);
-    result
+    let mut measured = measured?;
+    let traced = traced(&args, bin, args.trace_ratio, &measured).await?;
+    measured.report["tracing"] = traced;
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&measured.report)?)?;
+    println!("\nreport: {}", args.out.display());
+    Ok(())
 }
 
 async fn measure(
@@ -250,7 +264,7 @@ async fn measure(
     running: &stack::Running,
     ports: Ports,
     home: &std::path::Path,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<Measured, Box<dyn std::error::Error>> {
     let admin = running.database().admin_url();
     let started = Instant::now();
     preload(&admin, args.patients).await?;
@@ -592,10 +606,117 @@ async fn measure(
         "startup_ms": running.startup_times().iter().map(|(s, t)| (s.to_string(), json!(t.as_millis() as u64))).collect::<serde_json::Map<_, _>>(),
         "settings": {"seconds": args.seconds, "patients": args.patients, "concurrency": args.concurrency, "connections": args.connections},
     });
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent)?;
+    Ok(Measured { report, get_direct_rps, listing_rps: listing.rps })
+}
+
+/// What the main run measured, for the traced run to compare with.
+struct Measured {
+    report: serde_json::Value,
+    get_direct_rps: f64,
+    listing_rps: f64,
+}
+
+/// The same stack with tracing on, exporting to an in-process OTLP sink,
+/// sampling `ratio` of the traces: GetPatient (direct) and the listing
+/// (through Envoy, whose tracer exports too), against the untraced run.
+async fn traced(
+    args: &Args,
+    bin_dir: PathBuf,
+    ratio: f64,
+    untraced: &Measured,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let (sink_port, spans) = tracing_sink::start().await?;
+    let home = std::env::temp_dir().join(format!(
+        "clinic-bench-traced-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&home)?;
+    let ports = Ports {
+        envoy: free_port()?,
+        envoy_tls: free_port()?,
+        envoy_admin: free_port()?,
+        patients: free_port()?,
+        studies: free_port()?,
+        gateway: free_port()?,
+        metrics: [free_port()?, free_port()?, free_port()?],
+    };
+    let options = UpOptions {
+        home: home.clone(),
+        ports,
+        database_url: None,
+        bin_dir,
+        envoy_bin: args.envoy_bin.clone(),
+        sample_data: PathBuf::from("data"),
+        restart_delay: Duration::from_secs(1),
+        ready_timeout: Duration::from_secs(120),
+        web_root: None,
+        cors_origins: Vec::new(),
+        prometheus: None,
+        extra_env: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{sink_port}")),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".into()),
+            ("OTEL_TRACES_SAMPLER_ARG", ratio.to_string()),
+        ],
+    };
+    println!(
+        "\nstarting a traced stack ({:.0}% of traces sampled, exported to an OTLP sink)...",
+        ratio * 100.0
+    );
+    let running = stack::start(options).await?;
+    let result = async {
+        preload(&running.database().admin_url(), args.patients).await?;
+        let load = Load {
+            concurrency: args.concurrency,
+            duration: Duration::from_secs(args.seconds),
+            warmup: Duration::from_secs(1).min(Duration::from_secs(args.seconds)),
+        };
+        let bearer: Arc<str> = running.credentials().token("clinic-bench", &["admin"], Duration::from_secs(4 * 3600))?.into();
+        let direct = load::connect(&format!("http://127.0.0.1:{}", ports.patients), args.connections).await?;
+        let envoy = load::connect(&format!("http://127.0.0.1:{}", ports.envoy), args.connections).await?;
+        let n = args.patients.max(1);
+        let get = {
+            let bearer = bearer.clone();
+            move |channel, worker: usize, seq: u64| {
+                let bearer = bearer.clone();
+                async move {
+                    let id = 1 + (seq.wrapping_mul(2_654_435_761).wrapping_add(worker as u64 * 97)) % n;
+                    PatientServiceClient::new(authed(channel, &bearer))
+                        .get_patient(GetPatientRequest { id: id as i64 })
+                        .await
+                        .map(|_| ())
+                }
+            }
+        };
+        let get_traced = load::run("get_patient_direct_traced", &direct, load, get).await;
+        let listing_bearer = bearer.clone();
+        let listing_traced = load::run("list_patients_with_studies_traced", &envoy, load, move |channel, _, _| {
+            listing_first_page(channel, listing_bearer.clone(), "")
+        })
+        .await;
+        let received = spans.load(std::sync::atomic::Ordering::Relaxed);
+        let get_ratio = get_traced.rps / untraced.get_direct_rps.max(f64::EPSILON);
+        let listing_ratio = listing_traced.rps / untraced.listing_rps.max(f64::EPSILON);
+        println!(
+            "tracing on ({:.0}% sampled): get_patient_direct {:.0} rps = {:.2} of untraced ({} errors); \
+             list_patients_with_studies {:.0} rps = {:.2} of untraced ({} errors); {received} spans received",
+            ratio * 100.0,
+            get_traced.rps,
+            get_ratio,
+            get_traced.error_count(),
+            listing_traced.rps,
+            listing_ratio,
+            listing_traced.error_count(),
+        );
+        Ok::<_, Box<dyn std::error::Error>>(json!({
+            "sampled_ratio": ratio,
+            "get_patient_direct": {"rps": get_traced.rps, "p50_ms": get_traced.p50_ms, "p99_ms": get_traced.p99_ms, "over_untraced": get_ratio},
+            "list_patients_with_studies": {"rps": listing_traced.rps, "p50_ms": listing_traced.p50_ms, "p99_ms": listing_traced.p99_ms, "over_untraced": listing_ratio},
+            "spans_received": received,
+        }))
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
-    println!("\nreport: {}", args.out.display());
-    Ok(())
+    .await;
+    running.stop().await?;
+    let _ = std::fs::remove_dir_all(&home);
+    result
 }

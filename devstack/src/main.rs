@@ -244,6 +244,7 @@ async fn main() -> ExitCode {
                     .then(|| std::path::absolute(&args.web_root).unwrap_or(args.web_root.clone())),
                 cors_origins: args.cors_allowed_origins,
                 prometheus: args.prometheus.then(|| PathBuf::from("/usr/bin/prometheus")),
+                extra_env: Vec::new(),
             };
             stack::up(options).await.map_err(Into::into)
         }

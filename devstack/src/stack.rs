@@ -98,6 +98,9 @@ pub struct UpOptions {
     pub cors_origins: Vec<String>,
     /// A Prometheus server binary to run, scraping every service and Envoy.
     pub prometheus: Option<PathBuf>,
+    /// More environment for every service (and, for `OTEL_*` endpoints,
+    /// Envoy's tracer), on top of this process's own.
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 /// Why `up` failed.
@@ -188,6 +191,7 @@ fn processes(
     // drain traffic away from, so no pre-stop delay.
     let service = |name: &'static str, mut env: Vec<(&'static str, String)>| {
         env.push(("SHUTDOWN_PRE_STOP_DELAY_MS", "0".to_owned()));
+        env.extend(options.extra_env.iter().cloned());
         env.push(("JWT_JWKS_FILE", credentials.jwks_file().display().to_string()));
         Proc { name, program: options.bin_dir.join(name), args: Vec::new(), env, pid: None }
     };
@@ -466,7 +470,10 @@ pub async fn start(options: UpOptions) -> Result<Running, UpError> {
     let envoy_config = options.home.join("envoy.yaml");
     let otel_collector = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
         .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|e| !e.trim().is_empty()))
+        .find_map(|v| {
+            let extra = options.extra_env.iter().find(|(k, _)| k == v).map(|(_, e)| e.clone());
+            extra.or_else(|| std::env::var(v).ok()).filter(|e| !e.trim().is_empty())
+        })
         .and_then(|e| envoy::collector_of(&e));
     let addresses = envoy::Addresses {
         cors_origins: options.cors_origins.clone(),
