@@ -62,12 +62,76 @@ pub struct StudiesPeer {
 /// calls to that peer: connects on first use, reconnects by itself, and fails
 /// fast (UNAVAILABLE) while the peer is down.
 pub fn channel(uri: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(uri.to_owned())?
+    Ok(endpoint(uri.to_owned())?.connect_lazy())
+}
+
+fn endpoint(uri: String) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(uri)?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true))
+}
+
+/// How often a peer's host names are resolved again.
+const RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A channel to every replica of a peer, balancing each call (not each
+/// connection) among them. `addrs` is one or more `http://host:port`,
+/// comma-separated; host names are resolved now and every few seconds, so a
+/// Kubernetes headless Service (one address per ready pod) or a compose
+/// service spreads calls over all replicas and follows them as they come and
+/// go. A single IP address needs no balancing and gets a plain channel.
+pub fn peer_channel(addrs: &str) -> Result<Channel, tonic::transport::Error> {
+    let parts: Vec<&str> = addrs.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    // Every address checked once, so a typo fails at start-up.
+    for part in &parts {
+        endpoint((*part).to_owned())?;
+    }
+    let uris: Vec<http::Uri> = parts.iter().filter_map(|p| p.parse().ok()).collect();
+    let fixed_ip = |u: &http::Uri| {
+        u.host().is_some_and(|h| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok())
+    };
+    if uris.len() == 1 && fixed_ip(&uris[0]) {
+        return channel(&uris[0].to_string());
+    }
+    let (channel, changes) = Channel::balance_channel::<String>(64);
+    tokio::spawn(async move {
+        let mut known = std::collections::HashSet::new();
+        let mut ticker = tokio::time::interval(RESOLVE_INTERVAL);
+        loop {
+            ticker.tick().await;
+            let mut now = std::collections::HashSet::new();
+            for uri in &uris {
+                let (Some(host), port) = (uri.host(), uri.port_u16().unwrap_or(80)) else { continue };
+                match tokio::net::lookup_host((host.trim_matches(['[', ']']), port)).await {
+                    Ok(addrs) => {
+                        now.extend(addrs.map(|a| format!("{}://{a}", uri.scheme_str().unwrap_or("http"))))
+                    }
+                    // Keep what was known for this host: a resolver hiccup
+                    // must not empty the pool.
+                    Err(e) => {
+                        tracing::warn!(error = %e, %host, "resolving a peer failed; keeping its known addresses");
+                        now.extend(known.iter().cloned());
+                    }
+                }
+            }
+            for gone in known.difference(&now) {
+                if changes.send(tonic::transport::channel::Change::Remove(gone.clone())).await.is_err() {
+                    return;
+                }
+            }
+            for new in now.difference(&known) {
+                if let Ok(e) = endpoint(new.clone())
+                    && changes.send(tonic::transport::channel::Change::Insert(new.clone(), e)).await.is_err()
+                {
+                    return;
+                }
+            }
+            known = now;
+        }
+    });
+    Ok(channel)
 }
 
 /// The token a service presents when no person is behind its call (the

@@ -27,6 +27,7 @@
 //!   one mapping of a downstream failure to the caller's error.
 //! - [`api_error`]: the failures every service shares, mapped to statuses once.
 //! - [`search`]: filters and orders as SQL, keyset cursors under any order.
+//! - [`leader`]: background work run by one replica at a time.
 //! - [`idempotency`]: request ids bound to a fingerprint of the request, pruned.
 //!
 //! Hosting:
@@ -57,6 +58,7 @@ pub mod health;
 pub mod idempotency;
 pub mod ids;
 pub mod layers;
+pub mod leader;
 pub mod paging;
 pub mod resource;
 pub mod search;
@@ -86,6 +88,7 @@ mod layering {
         ("client", include_str!("client.rs")),
         ("api_error", include_str!("api_error.rs")),
         ("search", include_str!("search.rs")),
+        ("leader", include_str!("leader.rs")),
         ("idempotency", include_str!("idempotency.rs")),
         ("health", include_str!("health.rs")),
         ("layers", include_str!("layers.rs")),

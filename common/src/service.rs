@@ -21,6 +21,7 @@ use crate::{
     db::{self, DbSettings, DbStartupError},
     health::Health,
     idempotency::{self, IdempotencySettings},
+    leader,
     paging::PageTokens,
     server::{self, Guards, ServeError, ServerSettings},
     telemetry,
@@ -123,16 +124,19 @@ pub async fn prepare(
 }
 
 /// Serves like [`server::serve_with_tasks`], with the service's audit trail
-/// (AuditService, the group-commit writer, pruning) and, for as long as it
-/// serves, `health` in step with Postgres (see [`db::spawn_health_probe`])
-/// and the JWKS watched for changes; closes the pool at the end.
+/// (AuditService, the group-commit writer) and, for as long as it serves,
+/// `health` in step with Postgres (see [`db::spawn_health_probe`]) and the
+/// JWKS watched for changes; closes the pool at the end. The work one
+/// replica does for all (`singleton`, plus pruning request ids and audit
+/// events) runs on whichever replica holds the schema's lock ([`leader`]).
 pub async fn serve_with_database(
     serving: Serving,
     routes: Routes,
     config: &ServiceConfig,
-    mut background: Vec<tokio::task::JoinHandle<()>>,
+    singleton: impl Fn() -> Vec<tokio::task::JoinHandle<()>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let mut background = Vec::new();
     let Serving { listener, pool, health, schema, verifier, tokens } = serving;
     let routes = routes.add_service(crate::bounded!(AuditServiceServer::new(AuditApi::new(
         pool.clone(),
@@ -141,10 +145,16 @@ pub async fn serve_with_database(
     ))));
     // The writer outlives the shutdown's start: in-flight rpcs still need it.
     let (audit, writer) = AuditLog::start((*pool.connect_options()).clone(), schema);
-    background.push(audit::spawn_pruner(pool.clone(), schema, config.audit.clone()));
+    let (prune_pool, audit_settings, idempotency_settings) =
+        (pool.clone(), config.audit.clone(), config.idempotency.clone());
+    background.push(leader::spawn((*pool.connect_options()).clone(), leader::lock_key(schema), move || {
+        let mut tasks = singleton();
+        tasks.push(audit::spawn_pruner(prune_pool.clone(), schema, audit_settings.clone()));
+        tasks.push(idempotency::spawn_pruner(prune_pool.clone(), schema, idempotency_settings.clone()));
+        tasks
+    }));
     background.push(db::spawn_pool_gauges(pool.clone()));
     background.push(verifier.clone().watch(JWKS_CHECK_INTERVAL));
-    background.push(idempotency::spawn_pruner(pool.clone(), schema, config.idempotency.clone()));
     let probe_health = health.clone();
     let options = (*pool.connect_options()).clone();
     background.push(db::spawn_health_probe(options, config.db.health_probe_interval, move |ok| {

@@ -64,11 +64,12 @@ impl Process for Application {
     }
 
     async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let reindex = spawn_reindex(self.api.store.clone());
+        let store = self.api.store.clone();
         let routes = Routes::new(clinic_common::bounded!(PatientServiceServer::new(self.api)))
             .add_service(clinic_common::bounded!(PatientEventServiceServer::new(self.events)));
-        service::serve_with_database(self.serving, routes, &self.config.service, vec![reindex], shutdown)
-            .await
+        // Re-indexing runs on one replica at a time.
+        let singleton = move || vec![spawn_reindex(store.clone())];
+        service::serve_with_database(self.serving, routes, &self.config.service, singleton, shutdown).await
     }
 }
 

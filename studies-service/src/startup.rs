@@ -74,24 +74,18 @@ impl Process for Application {
     /// Serves, and applies patient deletions in the background, until
     /// `shutdown` completes; then drains in-flight rpcs.
     async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let config = &self.config;
-        let consumer = consumer::spawn(
-            self.store.clone(),
-            self.events,
-            config.events_poll_interval,
-            config.reservation_timeout,
-        );
-        let sweeper = consumer::spawn_sweeper(self.store.clone(), config.events_poll_interval);
+        let (store, events) = (self.store.clone(), self.events.clone());
+        let (poll, reservation_timeout) = (self.config.events_poll_interval, self.config.reservation_timeout);
+        // The cascade runs on one replica at a time.
+        let singleton = move || {
+            vec![
+                consumer::spawn(store.clone(), events.clone(), poll, reservation_timeout),
+                consumer::spawn_sweeper(store.clone(), poll),
+            ]
+        };
         let routes = Routes::new(clinic_common::bounded!(StudyServiceServer::new(self.api))).add_service(
             clinic_common::bounded!(DeletionGuardServiceServer::new(GuardApi { store: self.store })),
         );
-        service::serve_with_database(
-            self.serving,
-            routes,
-            &self.config.service,
-            vec![consumer, sweeper],
-            shutdown,
-        )
-        .await
+        service::serve_with_database(self.serving, routes, &self.config.service, singleton, shutdown).await
     }
 }

@@ -148,6 +148,24 @@ impl TestSystem {
 
     /// Starts studies-service (again) on its port.
     pub async fn start_studies(&mut self) {
+        let config = self.studies_config();
+        let app = studies_service::Application::build(config).await.expect("studies-service starts");
+        self.studies = Some(Running::spawn(self.studies_addr, |shutdown| async move {
+            app.run_until(shutdown).await.expect("studies-service runs")
+        }));
+    }
+
+    /// Starts another replica of studies-service (same database, same
+    /// patients-service) on a port of its own; stopped when dropped.
+    pub async fn start_studies_replica(&self) -> Running {
+        let mut config = self.studies_config();
+        let addr = addr();
+        config.service.server.listen_addr = addr;
+        let app = studies_service::Application::build(config).await.expect("studies-service replica starts");
+        Running::spawn(addr, |shutdown| async move { app.run_until(shutdown).await.expect("replica runs") })
+    }
+
+    fn studies_config(&self) -> studies_service::Config {
         let mut config = studies_service::Config {
             service: service_config(self.db.url_for(ServiceRole::Studies)),
             patients: PatientsPeer { patients_addr: format!("http://{}", self.patients_addr) },
@@ -159,10 +177,7 @@ impl TestSystem {
         if let Some(tune) = &self.studies_tuning {
             tune(&mut config);
         }
-        let app = studies_service::Application::build(config).await.expect("studies-service starts");
-        self.studies = Some(Running::spawn(self.studies_addr, |shutdown| async move {
-            app.run_until(shutdown).await.expect("studies-service runs")
-        }));
+        config
     }
 
     /// Stops patients-service and waits until it has stopped.

@@ -196,8 +196,7 @@ impl StudyStore {
         }
         order.push_order_by(&mut query);
         query.push(" limit ").push_bind(fetch);
-        // A filter is planned for its values each time (see patients-service's search).
-        let rows = query.build().persistent(filter.is_none()).fetch_all(&self.pool).await?;
+        let rows = query.build().fetch_all(&self.pool).await?;
         let items = rows
             .iter()
             .map(|row| Ok((Study::try_from(StudyRow::from_row(row)?)?, order.cursor(row)?)))
@@ -221,7 +220,7 @@ impl StudyStore {
             filter.push(&mut query);
         }
         query.push(" order by id limit ").push_bind(i64::from(per_patient)).push(") s");
-        let rows = query.build().persistent(filter.is_none()).fetch_all(&self.pool).await?;
+        let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(|row| Study::try_from(StudyRow::from_row(row)?)).collect()
     }
 
