@@ -227,6 +227,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         studies: free_port()?,
         gateway: free_port()?,
         metrics: [free_port()?, free_port()?, free_port()?],
+        replicas: 1,
     };
     let options = UpOptions {
         home: home.clone(),
@@ -640,6 +641,7 @@ async fn traced(
         studies: free_port()?,
         gateway: free_port()?,
         metrics: [free_port()?, free_port()?, free_port()?],
+        replicas: 1,
     };
     let options = UpOptions {
         home: home.clone(),

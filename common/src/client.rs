@@ -193,7 +193,7 @@ impl PeerClient {
     ) -> Result<Self, tonic::transport::Error> {
         Ok(Self {
             peer,
-            channel: Observed { inner: channel(uri)? },
+            channel: Observed { inner: peer_channel(uri)? },
             ceiling: settings.timeout,
             service_token: None,
         })
@@ -220,6 +220,27 @@ impl PeerClient {
     /// per-call metrics do not fit.
     pub fn raw_channel(&self) -> Channel {
         self.channel.inner.clone()
+    }
+
+    /// Calls `call` with a request of `message` (see [`Self::request`]); as
+    /// a read may be repeated, one that fails UNAVAILABLE (a replica that
+    /// went away between the balancer's pick and the call) is made once
+    /// more, which the balancer sends to another replica.
+    pub async fn read<M, T, F, Fut>(
+        &self,
+        message: M,
+        deadline: Option<Deadline>,
+        call: F,
+    ) -> Result<Response<T>, Status>
+    where
+        M: Clone,
+        F: Fn(Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        match call(self.request(message.clone(), deadline)).await {
+            Err(status) if status.code() == Code::Unavailable => call(self.request(message, deadline)).await,
+            answer => answer,
+        }
     }
 
     /// A request to the peer carrying what is left of `deadline` (never

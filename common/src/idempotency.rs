@@ -79,24 +79,49 @@ pub async fn claim(
     request_id: &RequestId,
     fingerprint: &Fingerprint,
 ) -> Result<Claim, ApiError> {
-    let claimed = sqlx::query(AssertSqlSafe(format!(
+    let statement = format!(
         "insert into {schema}.create_request (request_id, fingerprint) values ($1, $2) \
          on conflict (request_id) do nothing"
+    );
+    // The key can expire and be pruned between the conflict and the look-up
+    // of its owner: it is then free, and the claim is tried again.
+    for _ in 0..CLAIM_ATTEMPTS {
+        let claimed = sqlx::query(AssertSqlSafe(statement.as_str()))
+            .bind(request_id.as_str())
+            .bind(fingerprint.as_bytes())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+            == 1;
+        if claimed {
+            return Ok(Claim::New);
+        }
+        let owner: Option<(Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(AssertSqlSafe(format!(
+            "select resource_id, fingerprint from {schema}.create_request where request_id = $1"
+        )))
+        .bind(request_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        match owner {
+            None => continue,
+            Some((_, Some(stored))) if stored != fingerprint.as_bytes() => {
+                return Err(ApiError::RequestIdReused);
+            }
+            Some((Some(id), _)) => return Ok(Claim::Done(id)),
+            Some((None, _)) => {
+                return Err(ApiError::corrupt(format!(
+                    "{schema}.create_request holds a key without its resource"
+                )));
+            }
+        }
+    }
+    Err(ApiError::corrupt(format!(
+        "{schema}.create_request key vanished {CLAIM_ATTEMPTS} times while claimed"
     )))
-    .bind(request_id.as_str())
-    .bind(fingerprint.as_bytes())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if claimed {
-        return Ok(Claim::New);
-    }
-    match earlier(&mut *conn, schema, request_id, fingerprint).await? {
-        Some(id) => Ok(Claim::Done(id)),
-        None => Err(ApiError::corrupt(format!("{schema}.create_request holds a key without its resource"))),
-    }
 }
+
+/// Claims tried before giving up on a key that keeps being pruned under us.
+const CLAIM_ATTEMPTS: usize = 3;
 
 /// The resource an earlier, committed create with `request_id` made, if
 /// any; `REQUEST_ID_REUSED` if that create was a different request. Keys

@@ -32,12 +32,12 @@ pub struct Addresses {
     pub admin_host: String,
     /// Port of Envoy's admin interface.
     pub admin_port: u16,
-    /// patients-service host and port.
-    pub patients: (String, u16),
-    /// studies-service host and port.
-    pub studies: (String, u16),
-    /// gateway host and port.
-    pub gateway: (String, u16),
+    /// patients-service's replicas: host and port of each.
+    pub patients: Vec<(String, u16)>,
+    /// studies-service's replicas.
+    pub studies: Vec<(String, u16)>,
+    /// The gateway's replicas.
+    pub gateway: Vec<(String, u16)>,
     /// The JWKS whose keys sign accepted tokens.
     pub jwks_file: String,
     /// The `iss` and `aud` accepted tokens carry.
@@ -67,9 +67,9 @@ impl Addresses {
             tls_port: ports.envoy_tls,
             admin_host: lo(),
             admin_port: ports.envoy_admin,
-            patients: (lo(), ports.patients),
-            studies: (lo(), ports.studies),
-            gateway: (lo(), ports.gateway),
+            patients: ports.replicas_of(ports.patients).map(|p| (lo(), p)).collect(),
+            studies: ports.replicas_of(ports.studies).map(|p| (lo(), p)).collect(),
+            gateway: ports.replicas_of(ports.gateway).map(|p| (lo(), p)).collect(),
             jwks_file: path(credentials.jwks_file()),
             issuer_audience: (auth::DEFAULT_ISSUER.into(), auth::DEFAULT_AUDIENCE.into()),
             tls_files: (path(credentials.cert_file()), path(credentials.cert_key_file())),
@@ -90,9 +90,9 @@ impl Addresses {
             tls_port: defaults::ENVOY_TLS_PORT,
             admin_host: defaults::LOCALHOST.into(),
             admin_port: defaults::ENVOY_ADMIN_PORT,
-            patients: ("patients-service".into(), defaults::PATIENTS_PORT),
-            studies: ("studies-service".into(), defaults::STUDIES_PORT),
-            gateway: ("gateway".into(), defaults::GATEWAY_PORT),
+            patients: vec![("patients-service".into(), defaults::PATIENTS_PORT)],
+            studies: vec![("studies-service".into(), defaults::STUDIES_PORT)],
+            gateway: vec![("gateway".into(), defaults::GATEWAY_PORT)],
             jwks_file: "/etc/clinic/auth/jwks.json".into(),
             issuer_audience: (auth::DEFAULT_ISSUER.into(), auth::DEFAULT_AUDIENCE.into()),
             tls_files: ("/etc/clinic/tls/server.pem".into(), "/etc/clinic/tls/server-key.pem".into()),
@@ -110,12 +110,9 @@ impl Addresses {
             ("ENVOY_TLS_PORT", self.tls_port.to_string()),
             ("ENVOY_ADMIN_HOST", self.admin_host.clone()),
             ("ENVOY_ADMIN_PORT", self.admin_port.to_string()),
-            ("PATIENTS_HOST", self.patients.0.clone()),
-            ("PATIENTS_PORT", self.patients.1.to_string()),
-            ("STUDIES_HOST", self.studies.0.clone()),
-            ("STUDIES_PORT", self.studies.1.to_string()),
-            ("GATEWAY_HOST", self.gateway.0.clone()),
-            ("GATEWAY_PORT", self.gateway.1.to_string()),
+            ("PATIENTS_ENDPOINTS", endpoints(&self.patients)),
+            ("STUDIES_ENDPOINTS", endpoints(&self.studies)),
+            ("GATEWAY_ENDPOINTS", endpoints(&self.gateway)),
             ("JWT_JWKS_FILE", self.jwks_file.clone()),
             ("JWT_ISSUER", self.issuer_audience.0.clone()),
             ("JWT_AUDIENCE", self.issuer_audience.1.clone()),
@@ -184,6 +181,20 @@ pub fn collector_of(endpoint: &str) -> Option<(String, u16)> {
     let authority = rest.split('/').next()?;
     let (host, port) = authority.rsplit_once(':')?;
     Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+}
+
+/// A cluster's endpoints, one per line (the first line's indentation is
+/// the template's).
+fn endpoints(hosts: &[(String, u16)]) -> String {
+    let lines: Vec<String> = hosts
+        .iter()
+        .map(|(host, port)| {
+            format!(
+                "- endpoint: {{ address: {{ socket_address: {{ address: {host}, port_value: {port} }} }} }}"
+            )
+        })
+        .collect();
+    lines.join("\n              ")
 }
 
 /// `origins` as Envoy string matchers, in flow style.
@@ -340,6 +351,11 @@ mod tests {
         let yaml = render(&Addresses::compose()).unwrap();
         assert!(!yaml.contains("${"));
         assert!(yaml.contains("port_value: 50052"));
+        let ports = Ports { replicas: 2, ..Ports::default() };
+        let home = std::env::temp_dir().join(format!("clinic-envoy-test-{}", std::process::id()));
+        let credentials = crate::credentials::DevCredentials::ensure(&home, false).unwrap();
+        let two = render(&Addresses::local(&ports, &credentials, std::path::Path::new("/dev/null"))).unwrap();
+        assert!(two.contains("port_value: 50051") && two.contains("port_value: 50151"), "both replicas");
     }
 
     #[test]

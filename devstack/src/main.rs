@@ -148,6 +148,10 @@ struct UpArgs {
     /// The gateway's metrics port.
     #[arg(long, env = "GATEWAY_METRICS_PORT", default_value_t = defaults::GATEWAY_METRICS_PORT)]
     gateway_metrics_port: u16,
+    /// Replicas of each service (their ports: the first's plus 100, 200, …),
+    /// all behind Envoy, calling each other with per-request balancing.
+    #[arg(long, env = "REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
+    replicas: u16,
     /// Also run Prometheus (Debian's `prometheus` package) scraping every
     /// service and Envoy, on 127.0.0.1:9090.
     #[arg(long, env = "PROMETHEUS", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
@@ -230,6 +234,7 @@ async fn main() -> ExitCode {
                         args.studies_metrics_port,
                         args.gateway_metrics_port,
                     ],
+                    replicas: args.replicas,
                 },
                 database_url: args.database_url,
                 bin_dir,

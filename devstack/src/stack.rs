@@ -53,6 +53,17 @@ pub struct Ports {
     pub gateway: u16,
     /// The services' Prometheus endpoints: patients, studies, gateway.
     pub metrics: [u16; 3],
+    /// Replicas of each service; replica `i` (from 0) listens on each of
+    /// the first replica's ports plus `100 × i`.
+    pub replicas: u16,
+}
+
+impl Ports {
+    /// The ports of every replica of the service whose first replica is on
+    /// `port`.
+    pub fn replicas_of(&self, port: u16) -> impl Iterator<Item = u16> {
+        (0..self.replicas.max(1)).map(move |i| port + 100 * i)
+    }
 }
 
 impl Default for Ports {
@@ -69,6 +80,7 @@ impl Default for Ports {
                 defaults::STUDIES_METRICS_PORT,
                 defaults::GATEWAY_METRICS_PORT,
             ],
+            replicas: 1,
         }
     }
 }
@@ -187,60 +199,73 @@ fn processes(
 ) -> Vec<Proc> {
     let p = options.ports;
     let listen = defaults::listen_addr;
-    // One replica each behind an Envoy that is stopped first: nothing to
-    // drain traffic away from, so no pre-stop delay.
-    let service = |name: &'static str, mut env: Vec<(&'static str, String)>| {
-        env.push(("SHUTDOWN_PRE_STOP_DELAY_MS", "0".to_owned()));
-        env.extend(options.extra_env.iter().cloned());
-        env.push(("JWT_JWKS_FILE", credentials.jwks_file().display().to_string()));
-        Proc { name, program: options.bin_dir.join(name), args: Vec::new(), env, pid: None }
-    };
-    vec![
-        service(
+    let all = |port: u16| p.replicas_of(port).map(defaults::uri).collect::<Vec<_>>().join(",");
+    // Envoy is stopped first, so with one replica there is nothing to drain
+    // traffic away from; with several, a replica that stops (a rolling
+    // restart) keeps serving until Envoy's health checks (every second, two
+    // failures) have moved traffic away.
+    let pre_stop = if p.replicas > 1 { "2500" } else { "0" };
+    let mut procs = Vec::new();
+    for replica in 0..p.replicas.max(1) {
+        let offset = 100 * replica;
+        let service = |name: &'static str, mut env: Vec<(&'static str, String)>| {
+            env.push(("SHUTDOWN_PRE_STOP_DELAY_MS", pre_stop.to_owned()));
+            env.extend(options.extra_env.iter().cloned());
+            env.push(("JWT_JWKS_FILE", credentials.jwks_file().display().to_string()));
+            env.push(("OTEL_SERVICE_NAME", name.to_owned()));
+            let proc_name: &'static str = if replica == 0 {
+                name
+            } else {
+                Box::leak(format!("{name}-{}", replica + 1).into_boxed_str())
+            };
+            Proc { name: proc_name, program: options.bin_dir.join(name), args: Vec::new(), env, pid: None }
+        };
+        procs.push(service(
             "patients-service",
             vec![
-                ("LISTEN_ADDR", listen(p.patients)),
-                ("METRICS_ADDR", listen(p.metrics[0])),
+                ("LISTEN_ADDR", listen(p.patients + offset)),
+                ("METRICS_ADDR", listen(p.metrics[0] + offset)),
                 ("DATABASE_URL", db.url_for(ServiceRole::Patients)),
-                ("STUDIES_ADDR", defaults::uri(p.studies)),
+                ("STUDIES_ADDR", all(p.studies)),
             ],
-        ),
-        service(
+        ));
+        procs.push(service(
             "studies-service",
             vec![
-                ("LISTEN_ADDR", listen(p.studies)),
-                ("METRICS_ADDR", listen(p.metrics[1])),
+                ("LISTEN_ADDR", listen(p.studies + offset)),
+                ("METRICS_ADDR", listen(p.metrics[1] + offset)),
                 ("DATABASE_URL", db.url_for(ServiceRole::Studies)),
-                ("PATIENTS_ADDR", defaults::uri(p.patients)),
+                ("PATIENTS_ADDR", all(p.patients)),
                 ("SERVICE_TOKEN_FILE", credentials.service_token_file().display().to_string()),
             ],
-        ),
-        service("gateway", {
+        ));
+        procs.push(service("gateway", {
             let mut env = vec![
-                ("LISTEN_ADDR", listen(p.gateway)),
-                ("METRICS_ADDR", listen(p.metrics[2])),
-                ("PATIENTS_ADDR", defaults::uri(p.patients)),
-                ("STUDIES_ADDR", defaults::uri(p.studies)),
+                ("LISTEN_ADDR", listen(p.gateway + offset)),
+                ("METRICS_ADDR", listen(p.metrics[2] + offset)),
+                ("PATIENTS_ADDR", all(p.patients)),
+                ("STUDIES_ADDR", all(p.studies)),
             ];
             if let Some(root) = &options.web_root {
                 env.push(("WEB_ROOT", root.display().to_string()));
             }
             env
-        }),
-        Proc {
-            name: "envoy",
-            program: options.envoy_bin.clone(),
-            args: vec![
-                "-c".into(),
-                envoy_config.display().to_string(),
-                "--disable-hot-restart".into(),
-                "--log-level".into(),
-                "warn".into(),
-            ],
-            env: Vec::new(),
-            pid: None,
-        },
-    ]
+        }));
+    }
+    procs.push(Proc {
+        name: "envoy",
+        program: options.envoy_bin.clone(),
+        args: vec![
+            "-c".into(),
+            envoy_config.display().to_string(),
+            "--disable-hot-restart".into(),
+            "--log-level".into(),
+            "warn".into(),
+        ],
+        env: Vec::new(),
+        pid: None,
+    });
+    procs
 }
 
 /// Prometheus scraping the three services and Envoy every 5 s, with its
@@ -503,10 +528,16 @@ impl Running {
         for (index, proc) in self.procs.iter_mut().enumerate() {
             let spawned = Instant::now();
             proc.spawn(index, &self.options.home, &self.exits_tx)?;
-            if let Some(port) = match proc.name {
-                "patients-service" => Some(p.patients),
-                "studies-service" => Some(p.studies),
-                "gateway" => Some(p.gateway),
+            let (service, replica) = match proc.name.rsplit_once('-') {
+                Some((service, n)) if n.parse::<u16>().is_ok() => {
+                    (service, n.parse::<u16>().unwrap_or(1) - 1)
+                }
+                _ => (proc.name, 0),
+            };
+            if let Some(port) = match service {
+                "patients-service" => Some(p.patients + 100 * replica),
+                "studies-service" => Some(p.studies + 100 * replica),
+                "gateway" => Some(p.gateway + 100 * replica),
                 _ => None,
             } {
                 let took = serving_since(port, spawned, give_up).await.ok_or_else(|| {

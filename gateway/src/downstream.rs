@@ -56,18 +56,18 @@ impl Downstream {
             filter: query.filter.clone(),
             order_by: query.order_by.clone(),
         };
-        let request = self.patients.request(message, deadline);
-        let answer = clinic_common::bounded!(PatientServiceClient::new(self.patients.channel()))
-            .list_patients(request)
-            .await;
+        let client = clinic_common::bounded!(PatientServiceClient::new(self.patients.channel()));
+        let answer =
+            self.patients.read(message, deadline, |r| async { client.clone().list_patients(r).await }).await;
         Ok(answer.downstream(self.patients.peer(), "listing patients")?)
     }
 
     /// One patient.
     pub async fn get_patient(&self, id: i64, deadline: Option<Deadline>) -> Result<Patient> {
-        let request = self.patients.request(GetPatientRequest { id }, deadline);
-        let answer = clinic_common::bounded!(PatientServiceClient::new(self.patients.channel()))
-            .get_patient(request)
+        let client = clinic_common::bounded!(PatientServiceClient::new(self.patients.channel()));
+        let answer = self
+            .patients
+            .read(GetPatientRequest { id }, deadline, |r| async { client.clone().get_patient(r).await })
             .await;
         Ok(answer.downstream(self.patients.peer(), "reading the patient")?)
     }
@@ -89,8 +89,10 @@ impl Downstream {
             studies_per_patient: STUDIES_PER_PATIENT,
             filter: study_filter.to_owned(),
         };
-        let answer = clinic_common::bounded!(StudyServiceClient::new(self.studies.channel()))
-            .list_studies_by_patient(self.studies.request(message, deadline))
+        let client = clinic_common::bounded!(StudyServiceClient::new(self.studies.channel()));
+        let answer = self
+            .studies
+            .read(message, deadline, |r| async { client.clone().list_studies_by_patient(r).await })
             .await;
         if let Err(status) = &answer
             && status.code() == tonic::Code::InvalidArgument
@@ -116,9 +118,9 @@ impl Downstream {
     ) -> Result<ListStudiesResponse> {
         let message =
             ListStudiesRequest { page_size, page_token, patient_ids: vec![patient_id], ..Default::default() };
-        let answer = clinic_common::bounded!(StudyServiceClient::new(self.studies.channel()))
-            .list_studies(self.studies.request(message, deadline))
-            .await;
+        let client = clinic_common::bounded!(StudyServiceClient::new(self.studies.channel()));
+        let answer =
+            self.studies.read(message, deadline, |r| async { client.clone().list_studies(r).await }).await;
         Ok(answer.downstream(self.studies.peer(), "listing the patient's studies")?)
     }
 }

@@ -40,9 +40,9 @@ pub struct GrpcPatients(pub PeerClient);
 #[tonic::async_trait]
 impl PatientDirectory for GrpcPatients {
     async fn ensure_exists(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()> {
-        let request = self.0.request(GetPatientRequest { id: patient.get() }, deadline);
-        match clinic_common::bounded!(PatientServiceClient::new(self.0.channel())).get_patient(request).await
-        {
+        let client = clinic_common::bounded!(PatientServiceClient::new(self.0.channel()));
+        let message = GetPatientRequest { id: patient.get() };
+        match self.0.read(message, deadline, |r| async { client.clone().get_patient(r).await }).await {
             Err(status) if status.code() == Code::NotFound => Err(Error::not_found(patient)),
             answer => answer
                 .downstream(self.0.peer(), "checking that the study's patient exists")

@@ -1,0 +1,122 @@
+"""Two replicas of every service behind Envoy (`make up REPLICAS=2`): losing
+one under load loses no read, writes succeed or fail retryably and leave
+nothing half done, and a rolling restart fails nothing."""
+
+import os
+import signal
+import threading
+import time
+import uuid
+
+import grpc
+
+from conftest import Stack, port_open
+
+
+class Load:
+    """Threads reading through Envoy (GetPatient and the listing) until
+    stopped; every failure is kept."""
+
+    def __init__(self, stack, pb, threads=6):
+        self.failures, self.calls, self.stopping = [], 0, threading.Event()
+        self.lock = threading.Lock()
+        channel = stack.channel("viewer")
+        self.patients = pb.patients_grpc.PatientServiceStub(channel)
+        self.gateway = pb.gateway_grpc.GatewayServiceStub(channel)
+        self.pb = pb
+        self.threads = [threading.Thread(target=self.run, args=(n,), daemon=True) for n in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def run(self, n):
+        while not self.stopping.is_set():
+            try:
+                if n % 3 == 0:
+                    self.gateway.ListPatientsWithStudies(self.pb.gateway.ListPatientsWithStudiesRequest(page_size=4), timeout=10)
+                else:
+                    self.patients.GetPatient(self.pb.patients.GetPatientRequest(id=1 + n % 4), timeout=10)
+                with self.lock:
+                    self.calls += 1
+            except grpc.RpcError as e:
+                with self.lock:
+                    self.failures.append((e.code(), e.details()))
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(timeout=15)
+        return self.calls, self.failures
+
+
+def wait_until(what, check, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def all_hosts_healthy(stack) -> bool:
+    """Whether Envoy's health checks see every replica of every service."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{stack.ports['ENVOY_ADMIN_PORT']}/clusters", timeout=5).read().decode()
+    flags = [line.rsplit("::", 1)[1] for line in text.splitlines() if "::health_flags::" in line]
+    return len(flags) == 6 and all(f == "healthy" for f in flags)
+
+
+def wait_back(stack, name, old_pid, port, timeout=30):
+    """Until `name` runs again with a new pid and its port answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = stack.pids().get(name)
+        if pid and pid != old_pid and port_open(port):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{name} did not come back")
+
+
+def test_two_replicas_survive_a_kill_and_a_rolling_restart_under_load(tmp_path, pb):
+    stack = Stack(tmp_path, restart_delay_ms=500, env={"REPLICAS": "2"})
+    try:
+        pids = stack.pids()
+        assert {"patients-service", "patients-service-2", "studies-service-2", "gateway-2"} <= set(pids), pids
+
+        # SIGKILL one patients replica mid-load: reads are retried on the other.
+        wait_until("every replica healthy at Envoy", lambda: all_hosts_healthy(stack))
+        load = Load(stack, pb)
+        wait_until("the load running", lambda: load.calls > 50)
+        os.kill(pids["patients-service"], signal.SIGKILL)
+        writes = pb.patients_grpc.PatientServiceStub(stack.channel("clinician"))
+        outcomes = []
+        for n in range(20):
+            request = pb.patients.CreatePatientRequest(patient=pb.patients.Patient(
+                first_name="Fail", last_name="Over", birth_date="1980-01-01", email=f"failover{n}@ejemplo.com"),
+                request_id=str(uuid.uuid4()))
+            try:
+                outcomes.append(("ok", writes.CreatePatient(request, timeout=10).id))
+            except grpc.RpcError as e:
+                assert e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), e
+                # Retryable: the same request id gives the one patient.
+                outcomes.append(("retried", writes.CreatePatient(request, timeout=10).id))
+        wait_back(stack, "patients-service", pids["patients-service"], stack.ports["PATIENTS_PORT"])
+        calls, failures = load.stop()
+        assert calls > 100 and failures == [], f"{len(failures)} of {calls} reads failed: {failures[:5]}"
+        listed = pb.patients_grpc.PatientServiceStub(stack.channel("admin")).ListPatients(
+            pb.patients.ListPatientsRequest(page_size=1000, filter='last_name = "over"'), timeout=10).patients
+        assert len(listed) == 20 and {p.id for p in listed} == {i for _, i in outcomes}, "every write once"
+
+        # A rolling restart (SIGTERM one replica at a time, as Kubernetes does).
+        wait_until("every replica healthy at Envoy", lambda: all_hosts_healthy(stack))
+        load = Load(stack, pb)
+        for name, port in (("patients-service", "PATIENTS_PORT"), ("patients-service-2", None), ("studies-service", "STUDIES_PORT"),
+                           ("studies-service-2", None), ("gateway", "GATEWAY_PORT"), ("gateway-2", None)):
+            pid = stack.pids()[name]
+            base = stack.ports[port] if port else stack.ports[name.rsplit("-", 1)[0].upper().replace("-SERVICE", "") + "_PORT"] + 100
+            os.kill(pid, signal.SIGTERM)
+            wait_back(stack, name, pid, base)
+            # The next replica goes only once Envoy sends this one traffic again.
+            wait_until(f"{name} healthy at Envoy again", lambda: all_hosts_healthy(stack))
+        calls, failures = load.stop()
+        assert calls > 100 and failures == [], f"{len(failures)} of {calls} reads failed during the rolling restart: {failures[:5]}"
+    finally:
+        stack.cleanup()
