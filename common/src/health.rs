@@ -7,6 +7,12 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 /// Name of the standard health service, as reflection lists it.
 pub const HEALTH_SERVICE_NAME: &str = "grpc.health.v1.Health";
 
+/// The health name that answers SERVING while the process answers at all,
+/// whatever its dependencies: a liveness probe asks this one, so an outage
+/// of PostgreSQL or of another service (which a restart would not fix) never
+/// gets pods restarted; readiness asks the empty name.
+pub const LIVENESS: &str = "liveness";
+
 /// The `grpc.health.v1.Health` state of one process: the statuses of its
 /// services and of the empty name (the process as a whole) move together.
 #[derive(Clone)]
@@ -27,6 +33,7 @@ impl Health {
     pub async fn new(services: &[&'static str]) -> Self {
         let health = Self { reporter: HealthReporter::new(), services: services.into() };
         health.set_serving(false).await;
+        health.set_service(LIVENESS, true).await;
         health
     }
 
@@ -49,7 +56,7 @@ impl Health {
     /// [`Health::set_serving`]`(false)`, so they have seen NOT_SERVING.
     pub async fn close(&self) {
         let mut reporter = self.reporter.clone();
-        for name in self.services.iter().copied().chain([""]) {
+        for name in self.services.iter().copied().chain(["", LIVENESS]) {
             reporter.clear_service_status(name).await;
         }
     }

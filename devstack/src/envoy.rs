@@ -319,8 +319,14 @@ pub const KEYCLOAK_FILE: &str = "envoy/envoy.keycloak.yaml";
 /// The issuer of tokens of the example Keycloak realm, as containers see it.
 pub const KEYCLOAK_ISSUER: &str = "http://keycloak:8080/realms/clinic";
 
-/// The compose variants, each with a header saying where it comes from:
-/// (file, contents).
+/// Envoy's config in the Kubernetes base (`deploy/k8s/`), the source of its
+/// ConfigMap: the compose variant, since a headless Service's name resolves
+/// to every ready pod as a compose service's name does to its containers,
+/// and the Secrets are mounted where the compose volume puts those files.
+pub const KUBERNETES_FILE: &str = "deploy/k8s/base/envoy/envoy.yaml";
+
+/// The committed variants (compose, compose with Keycloak, Kubernetes),
+/// each with a header saying where it comes from: (file, contents).
 pub fn render_compose() -> Result<Vec<(&'static str, String)>, MissingValue> {
     let header =
         "# GENERATED from envoy/envoy.yaml.tmpl by `clinic-dev envoy-config --compose`; do not edit.\n";
@@ -332,6 +338,7 @@ pub fn render_compose() -> Result<Vec<(&'static str, String)>, MissingValue> {
     Ok(vec![
         (COMPOSE_FILE, format!("{header}{}", render(&Addresses::compose())?)),
         (KEYCLOAK_FILE, format!("{header}{}", render(&keycloak)?)),
+        (KUBERNETES_FILE, format!("{header}{}", render(&Addresses::compose())?)),
     ])
 }
 

@@ -107,10 +107,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Print Envoy's configuration, or write the compose variants to
-    /// envoy/envoy.compose.yaml and envoy/envoy.keycloak.yaml.
+    /// Print Envoy's configuration, or write the committed variants:
+    /// envoy/envoy.compose.yaml, envoy/envoy.keycloak.yaml and the
+    /// Kubernetes base's deploy/k8s/base/envoy/envoy.yaml.
     EnvoyConfig {
-        /// Render the docker compose variants and write them to their committed files.
+        /// Render the compose and Kubernetes variants and write them to their committed files.
         #[arg(long)]
         compose: bool,
     },

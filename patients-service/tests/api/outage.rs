@@ -37,6 +37,9 @@ async fn postgres_stopped_means_unavailable_fast_and_not_serving_then_recovery_w
     app.wait_health("clinic.patients.v1.PatientService", ServingStatus::NotServing, Duration::from_secs(3))
         .await;
     assert_eq!(app.health("").await.unwrap(), ServingStatus::NotServing);
+    // Not ready, but alive: a liveness probe does not restart it for an
+    // outage a restart cannot fix.
+    assert_eq!(app.health(clinic_common::health::LIVENESS).await.unwrap(), ServingStatus::Serving);
 
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.start_server().expect("restart postgres");

@@ -22,6 +22,34 @@ async fn health_is_serving_for_the_service_and_the_empty_name() {
     assert_eq!(app.health("no.such.Service").await.unwrap_err().code(), Code::NotFound);
 }
 
+/// Kubernetes starts every replica of a new version at once: each runs the
+/// migrations, and they take turns (sqlx holds an advisory lock) instead of
+/// failing on each other's half-applied schema.
+#[tokio::test]
+async fn replicas_starting_at_once_on_a_fresh_database_migrate_it_once_and_all_serve() {
+    let db = TestDb::create().await;
+    let builds = (0..3).map(|_| {
+        let config = crate::helpers::test_config(db.url_for(clinic_testkit::ServiceRole::Patients));
+        patients_service::Application::build_with(
+            config,
+            std::sync::Arc::new(patients_service::studies::NoStudies),
+        )
+    });
+    let apps = futures::future::join_all(builds).await;
+    for app in &apps {
+        assert!(app.is_ok(), "a replica failed to start: {:?}", app.as_ref().err());
+    }
+    let mut admin = db.admin_options().connect().await.unwrap();
+    let (applied, distinct): (i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct version) from patients._sqlx_migrations where success",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(applied, distinct);
+    assert_eq!(applied as usize, patients_service::migrator().iter().count());
+}
+
 async fn list_v1(app: &crate::helpers::TestApp) -> Vec<String> {
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
     let request = v1::ServerReflectionRequest {
