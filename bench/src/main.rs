@@ -4,6 +4,7 @@
 
 mod auth;
 mod cpu;
+mod failover;
 mod health;
 mod load;
 mod pgbench;
@@ -208,29 +209,41 @@ fn print_table(rows: &[Row], pg: &[(&str, f64)]) {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
-    let _telemetry = clinic_common::telemetry::init(&args.log, "clinic-bench");
+/// A fresh stack's options: its own home folder (named after `label`) and
+/// free ports, `replicas` of each service, the release binaries in `bin_dir`.
+fn stack_options(
+    args: &Args,
+    label: &str,
+    bin_dir: PathBuf,
+    replicas: u16,
+    extra_env: Vec<(&'static str, String)>,
+) -> std::io::Result<UpOptions> {
     let home = std::env::temp_dir().join(format!(
-        "clinic-bench-{}-{:08x}",
+        "clinic-bench-{label}-{}-{:08x}",
         std::process::id(),
         rand::random::<u32>()
     ));
     std::fs::create_dir_all(&home)?;
-    let bin_dir = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default();
-    let ports = Ports {
-        envoy: free_port()?,
-        envoy_tls: free_port()?,
-        envoy_admin: free_port()?,
-        patients: free_port()?,
-        studies: free_port()?,
-        gateway: free_port()?,
-        metrics: [free_port()?, free_port()?, free_port()?],
-        replicas: 1,
+    // Replica k listens on the first replica's ports + 100·(k−1): keep
+    // clear of the 16-bit limit.
+    let port = || loop {
+        let port = free_port()?;
+        if port < 60_000 {
+            return Ok::<u16, std::io::Error>(port);
+        }
     };
-    let options = UpOptions {
-        home: home.clone(),
+    let ports = Ports {
+        envoy: port()?,
+        envoy_tls: port()?,
+        envoy_admin: port()?,
+        patients: port()?,
+        studies: port()?,
+        gateway: port()?,
+        metrics: [port()?, port()?, port()?],
+        replicas,
+    };
+    Ok(UpOptions {
+        home,
         ports,
         database_url: None,
         bin_dir,
@@ -241,17 +254,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         web_root: None,
         cors_origins: Vec::new(),
         prometheus: None,
-        extra_env: Vec::new(),
-    };
+        extra_env,
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let _telemetry = clinic_common::telemetry::init(&args.log, "clinic-bench");
+    let bin_dir = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default();
+    let options = stack_options(&args, "main", bin_dir.clone(), 1, Vec::new())?;
+    let (home, ports) = (options.home.clone(), options.ports);
     println!("starting a fresh stack ({})...", options.bin_dir.display());
-    let bin = options.bin_dir.clone();
     let running = stack::start(options).await?;
     let measured = measure(&args, &running, ports, &home).await;
     running.stop().await?;
     let _ = std::fs::remove_dir_all(&home);
     let mut measured = measured?;
-    let traced = traced(&args, bin, args.trace_ratio, &measured).await?;
+    let traced = traced(&args, bin_dir.clone(), args.trace_ratio, &measured).await?;
     measured.report["tracing"] = traced;
+    measured.report["failover"] = failover::run(&args, bin_dir).await?;
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -627,40 +649,13 @@ async fn traced(
     untraced: &Measured,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let (sink_port, spans) = tracing_sink::start().await?;
-    let home = std::env::temp_dir().join(format!(
-        "clinic-bench-traced-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&home)?;
-    let ports = Ports {
-        envoy: free_port()?,
-        envoy_tls: free_port()?,
-        envoy_admin: free_port()?,
-        patients: free_port()?,
-        studies: free_port()?,
-        gateway: free_port()?,
-        metrics: [free_port()?, free_port()?, free_port()?],
-        replicas: 1,
-    };
-    let options = UpOptions {
-        home: home.clone(),
-        ports,
-        database_url: None,
-        bin_dir,
-        envoy_bin: args.envoy_bin.clone(),
-        sample_data: PathBuf::from("data"),
-        restart_delay: Duration::from_secs(1),
-        ready_timeout: Duration::from_secs(120),
-        web_root: None,
-        cors_origins: Vec::new(),
-        prometheus: None,
-        extra_env: vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{sink_port}")),
-            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".into()),
-            ("OTEL_TRACES_SAMPLER_ARG", ratio.to_string()),
-        ],
-    };
+    let extra_env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{sink_port}")),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".into()),
+        ("OTEL_TRACES_SAMPLER_ARG", ratio.to_string()),
+    ];
+    let options = stack_options(args, "traced", bin_dir, 1, extra_env)?;
+    let (home, ports) = (options.home.clone(), options.ports);
     println!(
         "\nstarting a traced stack ({:.0}% of traces sampled, exported to an OTLP sink)...",
         ratio * 100.0

@@ -186,7 +186,11 @@ impl Proc {
 
     fn signal(&self, signal: &str) {
         if let Some(pid) = self.pid {
-            let _ = std::process::Command::new("kill").args([signal, &pid.to_string()]).status();
+            // A child that already exited is no error here.
+            let _ = std::process::Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 }
