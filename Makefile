@@ -20,9 +20,9 @@ STUDIES  ?= data/studies.csv
 help: ## List the commands
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-up: postgres-bins tools web ## Build and run the whole system (Postgres, 3 services, Envoy on :8443 TLS and 127.0.0.1:8080) with the sample data; METRICS=1 adds Prometheus; Ctrl-C stops it
-	cargo build --workspace --bins --locked
-	PROMETHEUS=$(if $(METRICS),true,false) target/debug/clinic-dev up
+up: postgres-bins tools web ## Build (optimised) and run the whole system (Postgres, 3 services, Envoy on :8443 TLS and 127.0.0.1:8080) with the sample data; METRICS=1 adds Prometheus, REPLICAS=n runs n of each service; Ctrl-C stops it
+	cargo build --workspace --bins --locked --release
+	PROMETHEUS=$(if $(METRICS),true,false) target/release/clinic-dev up
 
 WEB_SOURCES := $(shell find web/src web/public web/test -type f -not -path 'web/src/gen/*' 2>/dev/null) web/package-lock.json web/build.mjs web/buf.gen.yaml $(shell find proto -name '*.proto')
 
@@ -45,9 +45,14 @@ test: postgres-bins chromium tools web lint ## The whole suite: lint, unit + int
 	target/debug/clinic-bench --seconds 1 --patients 300 --concurrency 8 --out target/bench/smoke.json
 	$(VENV)/bin/pytest -q e2e
 
-bench: postgres-bins tools ## Benchmark a fresh stack (release build) against pgbench; BENCH_SECONDS, BENCH_PATIENTS=1000000 for the big variant
+bench: postgres-bins tools ## Benchmark a fresh stack (release build) against pgbench; BENCH_SECONDS, BENCH_PATIENTS=1000000 for the big variant; TARGET=localhost:8080 measures a running `make up` instead
+ifdef TARGET
+	cargo build --release --locked -p clinic-bench
+	target/release/clinic-bench --seconds $(BENCH_SECONDS) --target $(TARGET)
+else
 	cargo build --release --locked -p clinic-bench -p patients-service -p studies-service -p gateway
 	target/release/clinic-bench --seconds $(BENCH_SECONDS) --patients $(BENCH_PATIENTS)
+endif
 
 lint: tools ## Check formatting, clippy (-D warnings), rustdoc (-D warnings) and buf lint, changing nothing
 	cargo fmt --all -- --check

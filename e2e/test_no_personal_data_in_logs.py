@@ -44,3 +44,13 @@ def test_logs_of_a_whole_session_hold_no_patient_data(debug_stack):
     for name, text in logs.items():
         for secret in (FIRST, LAST, EMAIL, EMAIL.upper(), BIRTH):
             assert secret.lower() not in text.lower(), f"{name} contains {secret!r}"
+
+
+def test_text_logs_written_to_files_hold_no_terminal_colour_codes(stack):
+    """Log files are read with grep and shipped to collectors: the default
+    text format is plain there, coloured only on a terminal."""
+    stack.grpcurl("clinic.patients.v1.PatientService/ListPatients", data='{"page_size": 1}')
+    logs = {name: text for name, text in stack.logs().items() if name.endswith("-service.log") or name == "gateway.log"}
+    assert len(logs) == 3 and all(logs.values()), logs.keys()
+    for name, text in logs.items():
+        assert "\x1b[" not in text, f"{name} holds terminal escape codes"

@@ -8,6 +8,7 @@ mod failover;
 mod health;
 mod load;
 mod pgbench;
+mod target;
 mod tracing_sink;
 
 use std::{
@@ -63,6 +64,23 @@ struct Args {
     /// The Envoy binary.
     #[arg(long, env = "ENVOY_BIN", default_value = ".local/venv/bin/envoy")]
     envoy_bin: PathBuf,
+    /// Measure this running system (Envoy's host:port, e.g. `make up`'s
+    /// localhost:8080) instead of starting a fresh stack: read scenarios
+    /// only, nothing is written.
+    #[arg(long, env = "BENCH_TARGET")]
+    target: Option<String>,
+    /// With --target: a service's metrics address, where the build profile
+    /// of what runs is read (`clinic_build_info`).
+    #[arg(long, env = "BENCH_TARGET_METRICS", default_value = "127.0.0.1:9464")]
+    target_metrics: String,
+    /// With --target: a PostgreSQL URL of the target's database (as `make up`
+    /// prints it), for pgbench's baseline on the same table.
+    #[arg(long, env = "BENCH_DATABASE_URL")]
+    target_database_url: Option<String>,
+    /// With --target and no TOKEN: the folder of `make up`'s development key,
+    /// to sign an admin token with.
+    #[arg(long, env = "CLINIC_HOME", default_value = ".local")]
+    clinic_home: PathBuf,
     /// Share of traces sampled in the traced run.
     #[arg(long, env = "BENCH_TRACE_RATIO", default_value_t = 0.1)]
     trace_ratio: f64,
@@ -262,6 +280,9 @@ fn stack_options(
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let _telemetry = clinic_common::telemetry::init(&args.log, "clinic-bench");
+    if let Some(target) = &args.target {
+        return target::run(&args, target).await;
+    }
     let bin_dir = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default();
     let options = stack_options(&args, "main", bin_dir.clone(), 1, Vec::new())?;
     let (home, ports) = (options.home.clone(), options.ports);
@@ -628,6 +649,7 @@ async fn measure(
         "rss_mib": services.iter().enumerate().map(|(i, s)| (s.to_string(), json!({"idle": mib(idle[i]), "peak": mib(peak[i])}))).collect::<serde_json::Map<_, _>>(),
         "startup_ms": running.startup_times().iter().map(|(s, t)| (s.to_string(), json!(t.as_millis() as u64))).collect::<serde_json::Map<_, _>>(),
         "settings": {"seconds": args.seconds, "patients": args.patients, "concurrency": args.concurrency, "connections": args.connections},
+        "build": target::build_info(&format!("127.0.0.1:{}", ports.metrics[0])).await,
     });
     Ok(Measured { report, get_direct_rps, listing_rps: listing.rps })
 }

@@ -58,6 +58,10 @@ pub enum ApiError {
     /// (see [`db::status`]).
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database failed one statement that answered several calls
+    /// (see [`crate::coalesce`]).
+    #[error("database: {0}")]
+    SharedDatabase(std::sync::Arc<sqlx::Error>),
 }
 
 impl ApiError {
@@ -115,6 +119,7 @@ impl From<ApiError> for Status {
             ),
             ApiError::Downstream(e) => e.into(),
             ApiError::Database(e) => db::status(&e),
+            ApiError::SharedDatabase(e) => db::status(&e),
         }
     }
 }

@@ -29,6 +29,7 @@
 //! - [`search`]: filters and orders as SQL, keyset cursors under any order.
 //! - [`leader`]: background work run by one replica at a time.
 //! - [`idempotency`]: request ids bound to a fingerprint of the request, pruned.
+//! - [`coalesce`]: point reads by id answered together when they queue.
 //!
 //! Hosting:
 //! - [`health`]: the `grpc.health.v1.Health` state of a process.
@@ -36,8 +37,8 @@
 //! - [`auth`]: JWT verification, the permission of every rpc, its layer.
 //! - [`audit`]: the append-only audit trail, its group-commit writer, its
 //!   layer and AuditService.
-//! - [`store`]: storage steps every service shares (durable writes, reads by
-//!   id, audited conditional deletes).
+//! - [`store`]: storage steps every service shares (durable writes, audited
+//!   conditional deletes).
 //! - [`site`]: public static files (the listing page) next to gRPC.
 //! - [`telemetry`]: the tracing subscriber (text or JSON logs).
 //! - [`server`]: serving with health, reflection, layers, graceful shutdown.
@@ -48,6 +49,7 @@ pub mod api_error;
 pub mod audit;
 pub mod auth;
 pub mod client;
+pub mod coalesce;
 pub mod context;
 pub mod db;
 pub mod deadline;
@@ -90,6 +92,7 @@ mod layering {
         ("search", include_str!("search.rs")),
         ("leader", include_str!("leader.rs")),
         ("idempotency", include_str!("idempotency.rs")),
+        ("coalesce", include_str!("coalesce.rs")),
         ("health", include_str!("health.rs")),
         ("layers", include_str!("layers.rs")),
         ("auth", include_str!("auth.rs")),

@@ -1,5 +1,5 @@
 //! What every service's storage does the same way: make a change durable
-//! without lying about it, read a row by id, delete a row conditioned on its
+//! without lying about it, delete a row conditioned on its
 //! etag (with the audit event in the same statement), and tell why a
 //! conditional write touched nothing.
 
@@ -22,15 +22,6 @@ pub async fn durable<T, E: Into<ApiError>>(write: impl Future<Output = Result<T,
         return Err(ApiError::DeadlineExceeded);
     }
     write.await.map_err(Into::into)
-}
-
-/// Row `id`, read with `sql` (a statement taking the id as `$1`), or NOT_FOUND.
-pub async fn fetch_by_id<R, K>(pool: &PgPool, sql: &'static str, id: Id<K>) -> Result<R, ApiError>
-where
-    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
-    K: Kind,
-{
-    sqlx::query_as(sql).bind(id.get()).fetch_optional(pool).await?.ok_or_else(|| ApiError::not_found(id))
 }
 
 /// Deletes row `id` of `table` if `etag` (when given) is its current

@@ -153,7 +153,11 @@ pub fn init(settings: &LogSettings, name: &'static str) -> Telemetry {
     });
     let lines = match settings.format {
         LogFormat::Json => tracing_subscriber::fmt::layer().event_format(JsonLines).boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+        // Colours only for a terminal: a log file gets plain text.
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
     };
     let _ = Registry::default().with(lines.with_filter(filter)).with(spans).with(sql).try_init();
     Telemetry { exporting: exports.then_some(provider) }
@@ -182,8 +186,14 @@ pub fn serve_metrics(settings: &MetricsSettings) -> Result<bool, String> {
         .map_err(|e| e.to_string())?
         .install()
         .map_err(|e| format!("serving metrics on {addr}: {e}"))?;
+    metrics::gauge!("clinic_build_info", "version" => env!("CARGO_PKG_VERSION"), "profile" => BUILD_PROFILE)
+        .set(1.0);
     Ok(true)
 }
+
+/// How this binary was compiled, as `clinic_build_info` reports it: a
+/// benchmark of a `debug` build says little about what users run.
+pub const BUILD_PROFILE: &str = if cfg!(debug_assertions) { "debug" } else { "optimised" };
 
 /// One JSON object per line: time, level, the event's fields (`message`
 /// among them), the current span's name, and the trace and span ids.

@@ -11,10 +11,11 @@ use std::sync::LazyLock;
 use clinic_common::{
     api_error::ApiError,
     audit,
+    coalesce::PointReads,
     db::{patch_statement, unique_violation},
     idempotency::{self, Claim, Fingerprint},
     paging::{self, Page},
-    store::{delete_if_current, durable, fetch_by_id, why_not_written},
+    store::{delete_if_current, durable, why_not_written},
 };
 use clinic_common::{
     search::{Cursor, Order, Where},
@@ -40,6 +41,7 @@ const EMAIL_UNIQUE_INDEX: &str = "patient_email_lower_key";
 
 clinic_common::table_row!(
     /// A row of `patients.patient`; `patient_columns!()` lists its columns.
+    #[derive(Clone)]
     PatientRow in "patients.patient", patient_columns {
         id: i64, first_name: String, last_name: String, birth_date: NaiveDate, email: String,
         version: i64, create_time: DateTime<Utc>, update_time: DateTime<Utc>,
@@ -75,6 +77,7 @@ fn email_taken_or(e: ApiError) -> Error {
 #[derive(Debug, Clone)]
 pub struct PatientStore {
     pool: PgPool,
+    point_reads: PointReads<PatientRow>,
 }
 
 /// What a create's request id is bound to: the validated patient.
@@ -91,7 +94,8 @@ fn fingerprint(new: &PatientFields) -> Fingerprint {
 impl PatientStore {
     /// A store on `pool`, whose role owns the `patients` schema.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        const SQL: &str = concat!("select ", patient_columns!(), " from patients.patient where id = any($1)");
+        Self { point_reads: PointReads::start(pool.clone(), SQL, |row| row.id), pool }
     }
 
     /// Inserts `new`. With a `request_id` seen before, returns the patient
@@ -149,9 +153,9 @@ impl PatientStore {
     }
 
     /// The patient with `id`.
+    /// Reads arriving together share one statement ([`PointReads`]).
     pub async fn get(&self, id: PatientId) -> Result<Patient> {
-        const SQL: &str = concat!("select ", patient_columns!(), " from patients.patient where id = $1");
-        Ok(fetch_by_id::<PatientRow, _>(&self.pool, SQL, id).await?.into())
+        Ok(self.point_reads.get(id).await?.into())
     }
 
     /// The page of up to `size` patients matching `filter`, after `after`

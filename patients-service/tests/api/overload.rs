@@ -31,7 +31,7 @@ async fn wait_for_blocked(app: &TestApp, n: i64, only_reads: bool) {
         let waiting: i64 = sqlx::query_scalar(
             "select count(*) from pg_stat_activity where datname = current_database() \
              and usename = 'clinic_patients' and wait_event_type = 'Lock' \
-             and (not $1 or query like '%from patients.patient where id = $1')",
+             and (not $1 or query like '%from patients.patient where true%')",
         )
         .bind(only_reads)
         .fetch_one(&mut admin)
@@ -70,7 +70,9 @@ async fn a_saturated_pool_is_overload_not_an_outage_and_health_stays_serving() {
         .map(|_| {
             let client = app.client.clone();
             tokio::spawn(async move {
-                client.clone().get_patient(clinic_proto::patients::v1::GetPatientRequest { id: 1 }).await
+                let list =
+                    clinic_proto::patients::v1::ListPatientsRequest { page_size: 10, ..Default::default() };
+                client.clone().list_patients(list).await.map(drop)
             })
         })
         .collect();
@@ -111,7 +113,9 @@ async fn calls_past_the_in_flight_limit_are_shed_at_once_and_health_still_answer
         .map(|_| {
             let client = app.client.clone();
             tokio::spawn(async move {
-                client.clone().get_patient(clinic_proto::patients::v1::GetPatientRequest { id: 1 }).await
+                let list =
+                    clinic_proto::patients::v1::ListPatientsRequest { page_size: 10, ..Default::default() };
+                client.clone().list_patients(list).await.map(drop)
             })
         })
         .collect();

@@ -32,3 +32,109 @@ async fn get_patient_returns_what_create_returned() {
     let created = app.create_nth(7).await;
     assert_eq!(app.get(created.id).await.unwrap(), created);
 }
+
+/// Many reads at once, more than the pool has connections: each caller
+/// gets exactly its own patient (or NOT_FOUND), never another one answered
+/// by the same statement.
+#[tokio::test]
+async fn concurrent_reads_each_get_their_own_patient() {
+    let app = crate::helpers::spawn_app_with(clinic_testkit::TestDb::create().await, |c| {
+        c.service.db.max_connections = 2;
+        c.service.server.max_in_flight = 1000;
+    })
+    .await;
+    let mut created = Vec::new();
+    for n in 1..=12 {
+        created.push(app.create_nth(n).await);
+    }
+    let asks: Vec<i64> =
+        (0..300).map(|i| if i % 10 == 9 { 900_000 + i } else { created[i as usize % 12].id }).collect();
+    let calls = asks.iter().map(|&id| {
+        let mut client = app.client.clone();
+        async move { (id, client.get_patient(clinic_proto::patients::v1::GetPatientRequest { id }).await) }
+    });
+    for (id, answer) in futures::future::join_all(calls).await {
+        match answer {
+            Ok(found) => {
+                let expected = created.iter().find(|p| p.id == id).expect("only existing ids are found");
+                assert_eq!(&found.into_inner(), expected);
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::NotFound, "{status:?}");
+                assert!(id >= 900_000, "patient {id} exists but was not found");
+                assert!(status.message().contains(&id.to_string()), "{}", status.message());
+            }
+        }
+    }
+}
+
+/// Reads that queue while the pool's one connection is busy are answered
+/// by one statement when it comes free, each with its own row.
+#[tokio::test]
+async fn reads_queued_behind_a_busy_connection_share_one_statement() {
+    use clinic_common::{coalesce::PointReads, ids::Id};
+    use sqlx::{ConnectOptions, postgres::PgPoolOptions};
+
+    #[derive(Clone, Debug, sqlx::FromRow)]
+    struct Row {
+        id: i64,
+        name: String,
+    }
+    let db = clinic_testkit::TestDb::create().await;
+    let mut admin = db.admin_options().connect().await.unwrap();
+    sqlx::raw_sql(
+        "create table public.thing (id bigint primary key, name text not null); \
+                   insert into public.thing select g, 'thing ' || g from generate_series(1, 100) g",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(20))
+        .connect_with(db.admin_options())
+        .await
+        .unwrap();
+    let reads =
+        PointReads::<Row>::start(pool, "select id, name from public.thing where id = any($1)", |r| r.id);
+    let id = Id::<clinic_common::ids::Patient>::from_stored;
+
+    sqlx::raw_sql("begin; lock table public.thing in access exclusive mode")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let first = tokio::spawn({
+        let reads = reads.clone();
+        async move { reads.get(id(1)).await }
+    });
+    let mut watcher = db.admin_options().connect().await.unwrap();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>(
+        "select count(*) from pg_stat_activity where datname = current_database() \
+         and wait_event_type = 'Lock' and query like '%any($1)'",
+    )
+    .fetch_one(&mut watcher)
+    .await
+    .unwrap()
+        == 0
+    {
+        assert!(std::time::Instant::now() < give_up, "the first read never reached the database");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Every read below is queued before the connection comes free.
+    let queued = futures::future::join_all((2..=60).map(|n| reads.get(id(n))));
+    let release = async {
+        tokio::task::yield_now().await;
+        sqlx::raw_sql("rollback").execute(&mut admin).await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(queued, release);
+    assert_eq!(first.await.unwrap().unwrap().name, "thing 1");
+    for (n, answer) in (2..=60).zip(answers) {
+        assert_eq!(answer.unwrap().name, format!("thing {n}"));
+    }
+    assert_eq!(reads.statements(), 2, "the 59 queued reads took one statement");
+    assert!(matches!(
+        reads.get(id(1000)).await,
+        Err(clinic_common::api_error::ApiError::NotFound { id: 1000, .. })
+    ));
+}

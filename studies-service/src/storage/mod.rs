@@ -14,11 +14,12 @@ use std::sync::LazyLock;
 
 use clinic_common::{
     audit,
+    coalesce::PointReads,
     db::patch_statement,
     idempotency::{self, Claim, Fingerprint},
     paging::{self, Page},
     search::{Cursor, Order, Where},
-    store::{delete_if_current, durable, fetch_by_id, why_not_written},
+    store::{delete_if_current, durable, why_not_written},
 };
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 
@@ -33,6 +34,7 @@ use crate::{
 
 clinic_common::table_row!(
     /// A study as clients may see it (`studies.live_study`); `study_columns!()` lists its columns.
+    #[derive(Clone)]
     StudyRow in "studies.live_study", study_columns {
         id: i64, patient_id: i64, urgency_level: String, body_part: String, description: String,
         study_type: String, version: i64, create_time: DateTime<Utc>, update_time: DateTime<Utc>,
@@ -78,6 +80,7 @@ pub(crate) async fn lock_live_patient(conn: &mut PgConnection, patient: PatientI
 #[derive(Debug, Clone)]
 pub struct StudyStore {
     pub(crate) pool: PgPool,
+    point_reads: PointReads<StudyRow>,
 }
 
 /// What a create's request id is bound to: the validated study.
@@ -95,7 +98,8 @@ fn fingerprint(new: &StudyFields) -> Fingerprint {
 impl StudyStore {
     /// A store on `pool`, whose role owns the `studies` schema.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        const SQL: &str = concat!("select ", study_columns!(), " from studies.live_study where id = any($1)");
+        Self { point_reads: PointReads::start(pool.clone(), SQL, |row| row.id), pool }
     }
 
     /// Whether the deletion of `patient` has been applied or reserved here.
@@ -146,10 +150,10 @@ impl StudyStore {
         row.try_into()
     }
 
-    /// The study with `id`.
+    /// The study with `id`; reads arriving together share one statement
+    /// ([`PointReads`]).
     pub async fn get(&self, id: StudyId) -> Result<Study> {
-        const SQL: &str = concat!("select ", study_columns!(), " from studies.live_study where id = $1");
-        fetch_by_id::<StudyRow, _>(&self.pool, SQL, id).await?.try_into()
+        self.point_reads.get(id).await?.try_into()
     }
 
     /// The page of up to `size` studies of `patients` (all when empty) that
