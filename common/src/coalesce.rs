@@ -52,11 +52,15 @@ impl<R> PointReads<R>
 where
     R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Clone + Send + Unpin + 'static,
 {
-    /// Starts the reader on `pool`: `sql` takes the ids as `$1::bigint[]`
-    /// and returns rows whose id `id_of` tells. At most as many statements
-    /// run at once as the pool has connections; a batch that finds none
-    /// free within the pool's acquire timeout fails as the pool would.
-    pub fn start(pool: PgPool, sql: &'static str, id_of: fn(&R) -> i64) -> Self {
+    /// Starts the reader on `pool`: `one` reads the row whose id is `$1`,
+    /// `many` the rows whose ids are in `$1::bigint[]`, and `id_of` tells a
+    /// row's id. A read alone takes `one`, whose generic plan Postgres
+    /// caches; `many` is planned per execution (an array's custom plan
+    /// always looks cheaper), a cost shared by its batch. At most as many
+    /// statements run at once as the pool has connections; a batch that
+    /// finds none free within the pool's acquire timeout fails as the pool
+    /// would.
+    pub fn start(pool: PgPool, (one, many): (&'static str, &'static str), id_of: fn(&R) -> i64) -> Self {
         let (queue, mut incoming) = mpsc::unbounded_channel::<(i64, Reply<R>, tracing::Span)>();
         let slots = Arc::new(Semaphore::new(pool.options().get_max_connections() as usize));
         let wait = pool.options().get_acquire_timeout();
@@ -87,7 +91,10 @@ where
                 tokio::spawn(
                     async move {
                         let ids: Vec<i64> = batch.iter().map(|(id, _, _)| *id).collect();
-                        let rows = sqlx::query_as::<_, R>(sql).bind(&ids).fetch_all(&pool).await;
+                        let rows = match ids.as_slice() {
+                            [id] => sqlx::query_as::<_, R>(one).bind(id).fetch_all(&pool).await,
+                            _ => sqlx::query_as::<_, R>(many).bind(&ids).fetch_all(&pool).await,
+                        };
                         drop(slot);
                         match rows {
                             Ok(rows) => {

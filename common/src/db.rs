@@ -105,15 +105,10 @@ impl DbSettings {
     /// while Postgres is down.
     pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
         let statement_timeout = self.statement_timeout.as_millis().to_string();
-        let options: PgConnectOptions = self.url.parse::<PgConnectOptions>()?.options([
-            ("statement_timeout", statement_timeout.as_str()),
-            ("application_name", "clinic"),
-            // Every statement is prepared once per connection and its
-            // generic plan reused: Postgres would otherwise re-plan the
-            // array look-ups (`id = any($1)`) on every execution, whose
-            // custom plans always look cheaper than the generic one.
-            ("plan_cache_mode", "force_generic_plan"),
-        ]);
+        let options: PgConnectOptions = self
+            .url
+            .parse::<PgConnectOptions>()?
+            .options([("statement_timeout", statement_timeout.as_str()), ("application_name", "clinic")]);
         Ok(PgPoolOptions::new()
             .max_connections(self.max_connections)
             .min_connections(0)

@@ -94,8 +94,10 @@ fn fingerprint(new: &PatientFields) -> Fingerprint {
 impl PatientStore {
     /// A store on `pool`, whose role owns the `patients` schema.
     pub fn new(pool: PgPool) -> Self {
-        const SQL: &str = concat!("select ", patient_columns!(), " from patients.patient where id = any($1)");
-        Self { point_reads: PointReads::start(pool.clone(), SQL, |row| row.id), pool }
+        const ONE: &str = concat!("select ", patient_columns!(), " from patients.patient where id = $1");
+        const MANY: &str =
+            concat!("select ", patient_columns!(), " from patients.patient where id = any($1)");
+        Self { point_reads: PointReads::start(pool.clone(), (ONE, MANY), |row| row.id), pool }
     }
 
     /// Inserts `new`. With a `request_id` seen before, returns the patient

@@ -75,6 +75,8 @@ async fn reads_queued_behind_a_busy_connection_share_one_statement() {
     use clinic_common::{coalesce::PointReads, ids::Id};
     use sqlx::{ConnectOptions, postgres::PgPoolOptions};
 
+    const ONE: &str = "select id, name from public.thing where id = $1";
+    const MANY: &str = "select id, name from public.thing where id = any($1)";
     #[derive(Clone, Debug, sqlx::FromRow)]
     struct Row {
         id: i64,
@@ -95,8 +97,7 @@ async fn reads_queued_behind_a_busy_connection_share_one_statement() {
         .connect_with(db.admin_options())
         .await
         .unwrap();
-    let reads =
-        PointReads::<Row>::start(pool, "select id, name from public.thing where id = any($1)", |r| r.id);
+    let reads = PointReads::<Row>::start(pool, (ONE, MANY), |r| r.id);
     let id = Id::<clinic_common::ids::Patient>::from_stored;
 
     sqlx::raw_sql("begin; lock table public.thing in access exclusive mode")
@@ -111,7 +112,7 @@ async fn reads_queued_behind_a_busy_connection_share_one_statement() {
     let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while sqlx::query_scalar::<_, i64>(
         "select count(*) from pg_stat_activity where datname = current_database() \
-         and wait_event_type = 'Lock' and query like '%any($1)'",
+         and wait_event_type = 'Lock' and query like '%id = $1'",
     )
     .fetch_one(&mut watcher)
     .await

@@ -98,8 +98,10 @@ fn fingerprint(new: &StudyFields) -> Fingerprint {
 impl StudyStore {
     /// A store on `pool`, whose role owns the `studies` schema.
     pub fn new(pool: PgPool) -> Self {
-        const SQL: &str = concat!("select ", study_columns!(), " from studies.live_study where id = any($1)");
-        Self { point_reads: PointReads::start(pool.clone(), SQL, |row| row.id), pool }
+        const ONE: &str = concat!("select ", study_columns!(), " from studies.live_study where id = $1");
+        const MANY: &str =
+            concat!("select ", study_columns!(), " from studies.live_study where id = any($1)");
+        Self { point_reads: PointReads::start(pool.clone(), (ONE, MANY), |row| row.id), pool }
     }
 
     /// Whether the deletion of `patient` has been applied or reserved here.
