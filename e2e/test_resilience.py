@@ -90,3 +90,33 @@ def test_a_service_logs_json_on_request_and_exits_cleanly_on_sigterm(tmp_path):
     assert process.wait(timeout=15) == 0
     lines = [json.loads(line) for line in process.stdout.read().splitlines() if line.startswith("{")]
     assert any(line["message"] == "gateway stopped" for line in lines), lines
+
+
+def test_a_lone_replica_that_missed_its_health_checks_still_gets_calls(own_stack, pb):
+    """One replica (as `make up` runs it) too busy to answer Envoy's health
+    checks for a while is marked unhealthy; calls must still reach it and
+    succeed once it answers, not fail at once with "no healthy upstream"
+    (which a panic threshold of 0 did to a whole 30 s overload run)."""
+    import urllib.request
+
+    stack = own_stack
+    patients = pb.patients_grpc.PatientServiceStub(stack.channel("admin"))
+    created = patients.CreatePatient(pb.patients.CreatePatientRequest(patient=pb.patients.Patient(
+        first_name="Lone", last_name="Replica", birth_date="1970-01-01", email="lone@ejemplo.com")))
+
+    def patients_health():
+        text = urllib.request.urlopen(f"http://127.0.0.1:{stack.ports['ENVOY_ADMIN_PORT']}/clusters", timeout=5).read().decode()
+        return [line.rsplit("::", 1)[1] for line in text.splitlines() if line.startswith("patients::") and "::health_flags::" in line]
+
+    pid = stack.pids()["patients-service"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 20
+        while patients_health() == ["healthy"]:
+            assert time.monotonic() < deadline, f"Envoy never noticed the stopped replica: {patients_health()}"
+            time.sleep(0.1)
+        pending = patients.GetPatient.future(pb.patients.GetPatientRequest(id=created.id), timeout=15)
+        assert not pending.done() or pending.code() == grpc.StatusCode.OK, f"refused at once: {pending.code()} {pending.details()}"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert pending.result().id == created.id

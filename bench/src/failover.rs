@@ -29,6 +29,19 @@ use crate::{
 const RETRYABLE: [Code; 4] =
     [Code::Unavailable, Code::ResourceExhausted, Code::Aborted, Code::DeadlineExceeded];
 
+/// Envoy's counters of the patients cluster the report keeps.
+const ENVOY_STATS: [&str; 9] = [
+    "upstream_rq_retry",
+    "upstream_rq_retry_success",
+    "upstream_rq_retry_overflow",
+    "upstream_rq_retry_limit_exceeded",
+    "upstream_cx_none_healthy",
+    "outlier_detection.ejections_enforced_total",
+    "health_check.failure",
+    "upstream_rq_503",
+    "upstream_cx_connect_fail",
+];
+
 /// A create that failed: its request, to send again, and how it failed.
 struct Failed {
     request: CreatePatientRequest,
@@ -44,7 +57,7 @@ pub async fn run(
     let (home, ports) = (options.home.clone(), options.ports);
     println!("\nstarting a stack with two replicas of each service (failover)...");
     let running = stack::start(options).await?;
-    let result = measure(args, &running, ports.envoy).await;
+    let result = measure(args, &running, ports.envoy, ports.envoy_admin).await;
     running.stop().await?;
     let _ = std::fs::remove_dir_all(&home);
     result
@@ -54,6 +67,7 @@ async fn measure(
     args: &Args,
     running: &stack::Running,
     envoy_port: u16,
+    envoy_admin: u16,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let admin = running.database().admin_url();
     let n = args.patients.clamp(1, 10_000);
@@ -111,6 +125,19 @@ async fn measure(
     });
     let (reads, writes) = tokio::join!(reads, writes);
     let killed_at = killer.await?;
+    // What Envoy did about it: retries, ejections, health-check failures,
+    // requests that found no healthy host.
+    let envoy_stats: serde_json::Map<String, serde_json::Value> =
+        crate::target::http_get(&format!("127.0.0.1:{envoy_admin}"), "/stats?filter=^cluster\\.patients\\.")
+            .await
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split_once(": "))
+            .filter(|(name, _)| ENVOY_STATS.iter().any(|s| name.ends_with(s)))
+            .map(|(name, value)| {
+                (name.trim_start_matches("cluster.patients.").to_owned(), json!(value.trim()))
+            })
+            .collect();
 
     let failed = std::mem::take(&mut *failed.lock().expect("not poisoned"));
     let not_retryable = failed.iter().filter(|f| !RETRYABLE.contains(&f.code)).count();
@@ -136,6 +163,7 @@ async fn measure(
             .fetch_one(&mut conn)
             .await?;
 
+    println!("envoy, cluster patients: {envoy_stats:?}");
     println!(
         "failover (patients-service-2 killed at {:.1} s of {:.1} s): reads {:.0} rps, p99 {:.2} ms, max {:.1} ms, errors {:?}; \
          writes {:.0} rps, errors {:?} ({} not retryable); retried {} of {} failed writes: {} succeeded; \
@@ -169,5 +197,6 @@ async fn measure(
         "failed_writes_retried_ok": retried_ok,
         "failed_writes_stored_after_retry": failed_stored,
         "duplicates": stored - distinct,
+        "envoy_patients_cluster": envoy_stats,
     }))
 }

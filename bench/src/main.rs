@@ -81,6 +81,9 @@ struct Args {
     /// to sign an admin token with.
     #[arg(long, env = "CLINIC_HOME", default_value = ".local")]
     clinic_home: PathBuf,
+    /// Run only the failover scenario (report: failover.json next to --out).
+    #[arg(long, env = "BENCH_ONLY_FAILOVER")]
+    only_failover: bool,
     /// Share of traces sampled in the traced run.
     #[arg(long, env = "BENCH_TRACE_RATIO", default_value_t = 0.1)]
     trace_ratio: f64,
@@ -282,6 +285,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _telemetry = clinic_common::telemetry::init(&args.log, "clinic-bench");
     if let Some(target) = &args.target {
         return target::run(&args, target).await;
+    }
+    if args.only_failover {
+        let bin_dir = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default();
+        let report = failover::run(&args, bin_dir).await?;
+        std::fs::write(args.out.with_file_name("failover.json"), serde_json::to_string_pretty(&report)?)?;
+        return Ok(());
     }
     let bin_dir = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default();
     let options = stack_options(&args, "main", bin_dir.clone(), 1, Vec::new())?;

@@ -40,16 +40,23 @@ async fn patient_ids(
     }
 }
 
-/// The `clinic_build_info` labels a service reports on its metrics
-/// endpoint (`version`, `profile`), if it answers.
-pub async fn build_info(metrics: &str) -> Option<serde_json::Value> {
-    let (host, port) = metrics.rsplit_once(':')?;
-    let mut stream = tokio::net::TcpStream::connect((host, port.parse::<u16>().ok()?)).await.ok()?;
+/// The response (head and body) to a plain HTTP/1.0 GET of `path` at
+/// `addr` (host:port), if it answers.
+pub async fn http_get(addr: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let request = format!("GET /metrics HTTP/1.0\r\nHost: {metrics}\r\n\r\n");
+    let (host, port) = addr.rsplit_once(':')?;
+    let mut stream = tokio::net::TcpStream::connect((host, port.parse::<u16>().ok()?)).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut body = String::new();
     stream.read_to_string(&mut body).await.ok()?;
+    Some(body)
+}
+
+/// The `clinic_build_info` labels a service reports on its metrics
+/// endpoint (`version`, `profile`), if it answers.
+pub async fn build_info(metrics: &str) -> Option<serde_json::Value> {
+    let body = http_get(metrics, "/metrics").await?;
     let line = body.lines().find(|l| l.starts_with("clinic_build_info{"))?;
     let labels = line.split_once('{')?.1.split_once('}')?.0;
     let map: serde_json::Map<String, serde_json::Value> = labels
