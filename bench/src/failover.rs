@@ -128,12 +128,13 @@ async fn measure(
     // What Envoy did about it: retries, ejections, health-check failures,
     // requests that found no healthy host.
     let envoy_stats: serde_json::Map<String, serde_json::Value> =
-        crate::target::http_get(&format!("127.0.0.1:{envoy_admin}"), "/stats?filter=^cluster\\.patients\\.")
+        crate::target::http_get(&format!("127.0.0.1:{envoy_admin}"), "/stats")
             .await
             .unwrap_or_default()
             .lines()
             .filter_map(|line| line.split_once(": "))
-            .filter(|(name, _)| ENVOY_STATS.iter().any(|s| name.ends_with(s)))
+            .filter_map(|(name, value)| Some((name.strip_prefix("cluster.patients.")?, value)))
+            .filter(|(name, _)| ENVOY_STATS.contains(name))
             .map(|(name, value)| {
                 (name.trim_start_matches("cluster.patients.").to_owned(), json!(value.trim()))
             })

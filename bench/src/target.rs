@@ -40,13 +40,13 @@ async fn patient_ids(
     }
 }
 
-/// The response (head and body) to a plain HTTP/1.0 GET of `path` at
+/// The response (head and body) to a plain HTTP/1.1 GET of `path` at
 /// `addr` (host:port), if it answers.
 pub async fn http_get(addr: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (host, port) = addr.rsplit_once(':')?;
     let mut stream = tokio::net::TcpStream::connect((host, port.parse::<u16>().ok()?)).await.ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut body = String::new();
     stream.read_to_string(&mut body).await.ok()?;
