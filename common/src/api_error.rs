@@ -58,6 +58,10 @@ pub enum ApiError {
     /// (see [`db::status`]).
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// Every connection was busy for longer than the pool waits: the
+    /// service is overloaded, not the database unreachable.
+    #[error("no database connection came free in time")]
+    Overloaded,
     /// The database failed one statement that answered several calls
     /// (see [`crate::coalesce`]).
     #[error("database: {0}")]
@@ -120,6 +124,10 @@ impl From<ApiError> for Status {
             ApiError::Downstream(e) => e.into(),
             ApiError::Database(e) => db::status(&e),
             ApiError::SharedDatabase(e) => db::status(&e),
+            ApiError::Overloaded => {
+                metrics::counter!("db_pool_acquire_timeouts_total").increment(1);
+                errors::overloaded("every database connection is busy")
+            }
         }
     }
 }

@@ -28,7 +28,9 @@ use crate::{
 /// The most reads one statement answers.
 pub const MAX_BATCH: usize = 128;
 
-type Reply<R> = oneshot::Sender<Result<Option<R>, Arc<sqlx::Error>>>;
+/// A read's answer: its row (or none), or why not — the statement's error,
+/// or `None` when no connection came free in time.
+type Reply<R> = oneshot::Sender<Result<Option<R>, Option<Arc<sqlx::Error>>>>;
 
 /// Reads of rows by id through one statement per batch; clone to share.
 pub struct PointReads<R> {
@@ -58,8 +60,8 @@ where
     /// caches; `many` is planned per execution (an array's custom plan
     /// always looks cheaper), a cost shared by its batch. At most as many
     /// statements run at once as the pool has connections; a batch that
-    /// finds none free within the pool's acquire timeout fails as the pool
-    /// would.
+    /// finds none free within the pool's acquire timeout fails as overload
+    /// (RESOURCE_EXHAUSTED), never as an unreachable database.
     pub fn start(pool: PgPool, (one, many): (&'static str, &'static str), id_of: fn(&R) -> i64) -> Self {
         let (queue, mut incoming) = mpsc::unbounded_channel::<(i64, Reply<R>, tracing::Span)>();
         let slots = Arc::new(Semaphore::new(pool.options().get_max_connections() as usize));
@@ -77,9 +79,8 @@ where
                     }
                 }
                 let Ok(Ok(slot)) = slot else {
-                    let error = Arc::new(sqlx::Error::PoolTimedOut);
                     for (_, reply, _) in batch {
-                        let _ = reply.send(Err(error.clone()));
+                        let _ = reply.send(Err(None));
                     }
                     continue;
                 };
@@ -107,7 +108,7 @@ where
                             Err(error) => {
                                 let error = Arc::new(error);
                                 for (_, reply, _) in batch {
-                                    let _ = reply.send(Err(error.clone()));
+                                    let _ = reply.send(Err(Some(error.clone())));
                                 }
                             }
                         }
@@ -134,7 +135,8 @@ where
         match answer.await {
             Ok(Ok(Some(row))) => Ok(row),
             Ok(Ok(None)) => Err(ApiError::not_found(id)),
-            Ok(Err(error)) => Err(ApiError::SharedDatabase(error)),
+            Ok(Err(Some(error))) => Err(ApiError::SharedDatabase(error)),
+            Ok(Err(None)) => Err(ApiError::Overloaded),
             Err(_) => Err(ApiError::Database(sqlx::Error::PoolClosed)),
         }
     }

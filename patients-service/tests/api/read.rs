@@ -139,3 +139,65 @@ async fn reads_queued_behind_a_busy_connection_share_one_statement() {
         Err(clinic_common::api_error::ApiError::NotFound { id: 1000, .. })
     ));
 }
+
+/// A read that waits longer than the pool's acquire timeout for a free
+/// connection is overload (RESOURCE_EXHAUSTED, retry later), not an
+/// unreachable database, even while the busy connections are not the
+/// pool's own (here: none is open yet).
+#[tokio::test]
+async fn a_read_that_finds_no_free_slot_in_time_is_overload() {
+    use clinic_common::{api_error::ApiError, coalesce::PointReads, ids::Id};
+    use sqlx::{ConnectOptions, postgres::PgPoolOptions};
+
+    #[derive(Clone, Debug, sqlx::FromRow)]
+    struct Row {
+        id: i64,
+    }
+    let db = clinic_testkit::TestDb::create().await;
+    let mut admin = db.admin_options().connect().await.unwrap();
+    sqlx::raw_sql(
+        "create table public.thing (id bigint primary key); insert into public.thing values (1), (2)",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_millis(300))
+        .connect_with(db.admin_options())
+        .await
+        .unwrap();
+    let statements =
+        ("select id from public.thing where id = $1", "select id from public.thing where id = any($1)");
+    let reads = PointReads::<Row>::start(pool, statements, |r| r.id);
+    let id = Id::<clinic_common::ids::Patient>::from_stored;
+    sqlx::raw_sql("begin; lock table public.thing in access exclusive mode")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let held = tokio::spawn({
+        let reads = reads.clone();
+        async move { reads.get(id(1)).await }
+    });
+    let mut watcher = db.admin_options().connect().await.unwrap();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>(
+        "select count(*) from pg_stat_activity where datname = current_database() \
+         and wait_event_type = 'Lock' and query like '%thing where id = $1'",
+    )
+    .fetch_one(&mut watcher)
+    .await
+    .unwrap()
+        == 0
+    {
+        assert!(std::time::Instant::now() < give_up, "the first read never reached the database");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let refused = reads.get(id(2)).await;
+    assert!(matches!(refused, Err(ApiError::Overloaded)), "{refused:?}");
+    let status = tonic::Status::from(refused.unwrap_err());
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(crate::helpers::reason(&status), "OVERLOADED");
+    sqlx::raw_sql("rollback").execute(&mut admin).await.unwrap();
+    assert_eq!(held.await.unwrap().unwrap().id, 1);
+}
