@@ -223,9 +223,10 @@ impl PeerClient {
     }
 
     /// Calls `call` with a request of `message` (see [`Self::request`]); as
-    /// a read may be repeated, one that fails UNAVAILABLE (a replica that
-    /// went away between the balancer's pick and the call) is made once
-    /// more, which the balancer sends to another replica.
+    /// a read may be repeated, one that found its peer unreachable (a
+    /// replica that went away between the balancer's pick and the call, or
+    /// during it) is made once more, which the balancer sends to another
+    /// replica.
     pub async fn read<M, T, F, Fut>(
         &self,
         message: M,
@@ -238,7 +239,9 @@ impl PeerClient {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         match call(self.request(message.clone(), deadline)).await {
-            Err(status) if status.code() == Code::Unavailable => call(self.request(message, deadline)).await,
+            Err(status) if classify(&status) == Failure::Unavailable => {
+                call(self.request(message, deadline)).await
+            }
             answer => answer,
         }
     }
@@ -453,12 +456,15 @@ pub enum Failure {
 }
 
 /// Classifies a downstream status. tonic reports its own client-side timeout
-/// as CANCELLED "Timeout expired"; that is our deadline passing.
+/// as CANCELLED "Timeout expired"; that is our deadline passing. Any other
+/// CANCELLED is the peer's connection going away under the call (a replica
+/// stopping during a rolling restart): the peer is unreachable, retryable.
 pub fn classify(status: &Status) -> Failure {
     match status.code() {
         Code::Unavailable => Failure::Unavailable,
         Code::DeadlineExceeded => Failure::DeadlineExceeded,
         Code::Cancelled if status.message().contains("Timeout expired") => Failure::DeadlineExceeded,
+        Code::Cancelled => Failure::Unavailable,
         Code::Unknown if status.message().contains("transport error") => Failure::Unavailable,
         code => Failure::Answered(code),
     }
@@ -570,6 +576,9 @@ mod tests {
     fn tonics_own_timeout_counts_as_our_deadline_passing() {
         assert_eq!(classify(&Status::cancelled("Timeout expired")), Failure::DeadlineExceeded);
         assert_eq!(classify(&Status::unavailable("down")), Failure::Unavailable);
+        // The peer's connection closing under the call (seen during rolling
+        // restarts as a gateway INTERNAL before this was classified).
+        assert_eq!(classify(&Status::cancelled("operation was canceled")), Failure::Unavailable);
         assert_eq!(classify(&Status::not_found("x")), Failure::Answered(Code::NotFound));
     }
 
