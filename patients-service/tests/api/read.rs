@@ -68,116 +68,46 @@ async fn concurrent_reads_each_get_their_own_patient() {
     }
 }
 
-/// Reads that queue while the pool's one connection is busy are answered
-/// by one statement when it comes free, each with its own row.
-#[tokio::test]
-async fn reads_queued_behind_a_busy_connection_share_one_statement() {
-    use clinic_common::{coalesce::PointReads, ids::Id};
+/// A table `public.thing` (ids 1..=100, names `thing <id>`) in a fresh
+/// database, a [`PointReads`] over a pool of one connection waiting at most
+/// `acquire` for it, and an admin connection holding an exclusive lock on
+/// the table; returns once a first read (of id 1, spawned) waits for that
+/// lock, so the pool's one connection is busy.
+async fn one_busy_connection(
+    acquire: std::time::Duration,
+) -> (
+    clinic_common::coalesce::PointReads<Thing>,
+    sqlx::PgConnection,
+    tokio::task::JoinHandle<Result<Thing, clinic_common::api_error::ApiError>>,
+) {
     use sqlx::{ConnectOptions, postgres::PgPoolOptions};
-
-    const ONE: &str = "select id, name from public.thing where id = $1";
-    const MANY: &str = "select id, name from public.thing where id = any($1)";
-    #[derive(Clone, Debug, sqlx::FromRow)]
-    struct Row {
-        id: i64,
-        name: String,
-    }
     let db = clinic_testkit::TestDb::create().await;
     let mut admin = db.admin_options().connect().await.unwrap();
     sqlx::raw_sql(
         "create table public.thing (id bigint primary key, name text not null); \
-                   insert into public.thing select g, 'thing ' || g from generate_series(1, 100) g",
+         insert into public.thing select g, 'thing ' || g from generate_series(1, 100) g",
     )
     .execute(&mut admin)
     .await
     .unwrap();
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .acquire_timeout(std::time::Duration::from_secs(20))
+        .acquire_timeout(acquire)
         .connect_with(db.admin_options())
         .await
         .unwrap();
-    let reads = PointReads::<Row>::start(pool, (ONE, MANY), |r| r.id);
-    let id = Id::<clinic_common::ids::Patient>::from_stored;
-
+    let statements = (
+        "select id, name from public.thing where id = $1",
+        "select id, name from public.thing where id = any($1)",
+    );
+    let reads = clinic_common::coalesce::PointReads::<Thing>::start(pool, statements, |r| r.id);
     sqlx::raw_sql("begin; lock table public.thing in access exclusive mode")
         .execute(&mut admin)
         .await
         .unwrap();
     let first = tokio::spawn({
         let reads = reads.clone();
-        async move { reads.get(id(1)).await }
-    });
-    let mut watcher = db.admin_options().connect().await.unwrap();
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while sqlx::query_scalar::<_, i64>(
-        "select count(*) from pg_stat_activity where datname = current_database() \
-         and wait_event_type = 'Lock' and query like '%id = $1'",
-    )
-    .fetch_one(&mut watcher)
-    .await
-    .unwrap()
-        == 0
-    {
-        assert!(std::time::Instant::now() < give_up, "the first read never reached the database");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    // Every read below is queued before the connection comes free.
-    let queued = futures::future::join_all((2..=60).map(|n| reads.get(id(n))));
-    let release = async {
-        tokio::task::yield_now().await;
-        sqlx::raw_sql("rollback").execute(&mut admin).await.unwrap();
-    };
-    let (answers, ()) = tokio::join!(queued, release);
-    assert_eq!(first.await.unwrap().unwrap().name, "thing 1");
-    for (n, answer) in (2..=60).zip(answers) {
-        assert_eq!(answer.unwrap().name, format!("thing {n}"));
-    }
-    assert_eq!(reads.statements(), 2, "the 59 queued reads took one statement");
-    assert!(matches!(
-        reads.get(id(1000)).await,
-        Err(clinic_common::api_error::ApiError::NotFound { id: 1000, .. })
-    ));
-}
-
-/// A read that waits longer than the pool's acquire timeout for a free
-/// connection is overload (RESOURCE_EXHAUSTED, retry later), not an
-/// unreachable database, even while the busy connections are not the
-/// pool's own (here: none is open yet).
-#[tokio::test]
-async fn a_read_that_finds_no_free_slot_in_time_is_overload() {
-    use clinic_common::{api_error::ApiError, coalesce::PointReads, ids::Id};
-    use sqlx::{ConnectOptions, postgres::PgPoolOptions};
-
-    #[derive(Clone, Debug, sqlx::FromRow)]
-    struct Row {
-        id: i64,
-    }
-    let db = clinic_testkit::TestDb::create().await;
-    let mut admin = db.admin_options().connect().await.unwrap();
-    sqlx::raw_sql(
-        "create table public.thing (id bigint primary key); insert into public.thing values (1), (2)",
-    )
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(std::time::Duration::from_millis(300))
-        .connect_with(db.admin_options())
-        .await
-        .unwrap();
-    let statements =
-        ("select id from public.thing where id = $1", "select id from public.thing where id = any($1)");
-    let reads = PointReads::<Row>::start(pool, statements, |r| r.id);
-    let id = Id::<clinic_common::ids::Patient>::from_stored;
-    sqlx::raw_sql("begin; lock table public.thing in access exclusive mode")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let held = tokio::spawn({
-        let reads = reads.clone();
-        async move { reads.get(id(1)).await }
+        async move { reads.get(thing(1)).await }
     });
     let mut watcher = db.admin_options().connect().await.unwrap();
     let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -193,11 +123,54 @@ async fn a_read_that_finds_no_free_slot_in_time_is_overload() {
         assert!(std::time::Instant::now() < give_up, "the first read never reached the database");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let refused = reads.get(id(2)).await;
-    assert!(matches!(refused, Err(ApiError::Overloaded)), "{refused:?}");
+    (reads, admin, first)
+}
+
+/// A row of `public.thing`.
+#[derive(Clone, Debug, sqlx::FromRow)]
+struct Thing {
+    id: i64,
+    name: String,
+}
+
+fn thing(n: i64) -> clinic_common::ids::Id<clinic_common::ids::Patient> {
+    clinic_common::ids::Id::from_stored(n)
+}
+
+/// Reads that queue while the pool's one connection is busy are answered
+/// by one statement when it comes free, each with its own row.
+#[tokio::test]
+async fn reads_queued_behind_a_busy_connection_share_one_statement() {
+    let (reads, mut admin, first) = one_busy_connection(std::time::Duration::from_secs(20)).await;
+    // Every read below is queued before the connection comes free.
+    let queued = futures::future::join_all((2..=60).map(|n| reads.get(thing(n))));
+    let release = async {
+        tokio::task::yield_now().await;
+        sqlx::raw_sql("rollback").execute(&mut admin).await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(queued, release);
+    assert_eq!(first.await.unwrap().unwrap().name, "thing 1");
+    for (n, answer) in (2..=60).zip(answers) {
+        assert_eq!(answer.unwrap().name, format!("thing {n}"));
+    }
+    assert_eq!(reads.statements(), 2, "the 59 queued reads took one statement");
+    assert!(matches!(
+        reads.get(thing(1000)).await,
+        Err(clinic_common::api_error::ApiError::NotFound { id: 1000, .. })
+    ));
+}
+
+/// A read that waits longer than the pool's acquire timeout for a free
+/// connection is overload (RESOURCE_EXHAUSTED, retry later), not an
+/// unreachable database.
+#[tokio::test]
+async fn a_read_that_finds_no_free_slot_in_time_is_overload() {
+    let (reads, mut admin, first) = one_busy_connection(std::time::Duration::from_millis(300)).await;
+    let refused = reads.get(thing(2)).await;
+    assert!(matches!(refused, Err(clinic_common::api_error::ApiError::Overloaded)), "{refused:?}");
     let status = tonic::Status::from(refused.unwrap_err());
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(crate::helpers::reason(&status), "OVERLOADED");
     sqlx::raw_sql("rollback").execute(&mut admin).await.unwrap();
-    assert_eq!(held.await.unwrap().unwrap().id, 1);
+    assert_eq!(first.await.unwrap().unwrap().id, 1);
 }
