@@ -11,7 +11,7 @@ use std::{
 
 use clinic_devstack::stack;
 use clinic_proto::patients::v1::{
-    CreatePatientRequest, GetPatientRequest, Patient, patient_service_client::PatientServiceClient,
+    CreatePatientRequest, Patient, patient_service_client::PatientServiceClient,
 };
 use clinic_testkit::auth::authed;
 use serde_json::json;
@@ -90,15 +90,8 @@ async fn measure(
     });
 
     let read_bearer = bearer.clone();
-    let reads = load::run("failover_reads", &envoy, load, move |channel, worker: usize, seq: u64| {
-        let bearer = read_bearer.clone();
-        async move {
-            let id = 1 + (seq.wrapping_mul(2_654_435_761).wrapping_add(worker as u64 * 97)) % n;
-            PatientServiceClient::new(authed(channel, &bearer))
-                .get_patient(GetPatientRequest { id: id as i64 })
-                .await
-                .map(|_| ())
-        }
+    let reads = load::run("failover_reads", &envoy, load, move |channel, worker, seq| {
+        load::get_patient(channel, read_bearer.clone(), 1 + load::spread(worker, seq, n) as i64)
     });
     let failed = Arc::new(Mutex::new(Vec::<Failed>::new()));
     let run_id = rand::random::<u32>();

@@ -118,3 +118,18 @@ where
         errors,
     }
 }
+
+/// The position a worker asks for on its `seq`-th call, spread over
+/// `0..n` so concurrent workers read different rows.
+pub fn spread(worker: usize, seq: u64, n: u64) -> u64 {
+    seq.wrapping_mul(2_654_435_761).wrapping_add(worker as u64 * 97) % n.max(1)
+}
+
+/// GetPatient `id`, as the holder of `bearer`.
+pub async fn get_patient(channel: Channel, bearer: Arc<str>, id: i64) -> Result<(), tonic::Status> {
+    use clinic_proto::patients::v1::{GetPatientRequest, patient_service_client::PatientServiceClient};
+    PatientServiceClient::new(clinic_testkit::auth::authed(channel, &bearer))
+        .get_patient(GetPatientRequest { id })
+        .await
+        .map(|_| ())
+}

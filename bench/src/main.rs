@@ -23,8 +23,7 @@ use clinic_devstack::stack::{self, Ports, UpOptions};
 use clinic_proto::{
     gateway::v1::{ListPatientsWithStudiesRequest, gateway_service_client::GatewayServiceClient},
     patients::v1::{
-        CreatePatientRequest, GetPatientRequest, ListPatientsRequest, Patient,
-        patient_service_client::PatientServiceClient,
+        CreatePatientRequest, ListPatientsRequest, Patient, patient_service_client::PatientServiceClient,
     },
     studies::v1::{ListStudiesRequest, study_service_client::StudyServiceClient},
 };
@@ -342,15 +341,8 @@ async fn measure(
         running.credentials().token("clinic-bench", &["admin"], Duration::from_secs(4 * 3600))?.into();
     let get = {
         let bearer = bearer.clone();
-        move |channel, worker: usize, seq: u64| {
-            let bearer = bearer.clone();
-            async move {
-                let id = 1 + (seq.wrapping_mul(2_654_435_761).wrapping_add(worker as u64 * 97)) % n;
-                PatientServiceClient::new(authed(channel, &bearer))
-                    .get_patient(GetPatientRequest { id: id as i64 })
-                    .await
-                    .map(|_| ())
-            }
+        move |channel, worker, seq| {
+            load::get_patient(channel, bearer.clone(), 1 + load::spread(worker, seq, n) as i64)
         }
     };
     let list = {
@@ -429,13 +421,7 @@ async fn measure(
         &mut cpu,
         move |channel, worker: usize, seq: u64| {
             let token = fresh_tokens[(seq as usize * 64 + worker) % fresh_tokens.len()].clone();
-            async move {
-                let id = 1 + (seq.wrapping_mul(2_654_435_761).wrapping_add(worker as u64 * 97)) % n;
-                PatientServiceClient::new(authed(channel, &token))
-                    .get_patient(GetPatientRequest { id: id as i64 })
-                    .await
-                    .map(|_| ())
-            }
+            load::get_patient(channel, token, 1 + load::spread(worker, seq, n) as i64)
         },
     )
     .await;
@@ -705,16 +691,7 @@ async fn traced(
         let n = args.patients.max(1);
         let get = {
             let bearer = bearer.clone();
-            move |channel, worker: usize, seq: u64| {
-                let bearer = bearer.clone();
-                async move {
-                    let id = 1 + (seq.wrapping_mul(2_654_435_761).wrapping_add(worker as u64 * 97)) % n;
-                    PatientServiceClient::new(authed(channel, &bearer))
-                        .get_patient(GetPatientRequest { id: id as i64 })
-                        .await
-                        .map(|_| ())
-                }
-            }
+            move |channel, worker, seq| load::get_patient(channel, bearer.clone(), 1 + load::spread(worker, seq, n) as i64)
         };
         let get_traced = load::run("get_patient_direct_traced", &direct, load, get).await;
         let listing_bearer = bearer.clone();

@@ -7,9 +7,7 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clinic_devstack::credentials::DevCredentials;
-use clinic_proto::patients::v1::{
-    GetPatientRequest, ListPatientsRequest, patient_service_client::PatientServiceClient,
-};
+use clinic_proto::patients::v1::{ListPatientsRequest, patient_service_client::PatientServiceClient};
 use clinic_testkit::{auth::authed, cluster::find_bin_dir};
 use serde_json::json;
 
@@ -96,15 +94,9 @@ pub async fn run(args: &Args, target: &str) -> Result<(), Box<dyn std::error::Er
         warmup: Duration::from_secs(1).min(Duration::from_secs(args.seconds)),
     };
     let (get_token, get_ids) = (token.clone(), ids.clone());
-    let get = load::run("get_patient", &channels, load, move |channel, worker: usize, seq: u64| {
-        let (token, ids) = (get_token.clone(), get_ids.clone());
-        async move {
-            let at = (seq.wrapping_mul(2_654_435_761).wrapping_add(worker as u64 * 97)) as usize % ids.len();
-            PatientServiceClient::new(authed(channel, &token))
-                .get_patient(GetPatientRequest { id: ids[at] })
-                .await
-                .map(|_| ())
-        }
+    let get = load::run("get_patient", &channels, load, move |channel, worker, seq| {
+        let id = get_ids[load::spread(worker, seq, get_ids.len() as u64) as usize];
+        load::get_patient(channel, get_token.clone(), id)
     })
     .await;
     let list_token = token.clone();

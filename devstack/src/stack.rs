@@ -139,7 +139,10 @@ pub enum UpError {
 }
 
 struct Proc {
-    name: &'static str,
+    /// The process's name: its program's, with `-k` for replica k ≥ 2.
+    name: String,
+    /// The gRPC port whose health says it has started, for a service.
+    grpc_port: Option<u16>,
     program: PathBuf,
     args: Vec<String>,
     env: Vec<(&'static str, String)>,
@@ -212,22 +215,26 @@ fn processes(
     let mut procs = Vec::new();
     for replica in 0..p.replicas.max(1) {
         let offset = 100 * replica;
-        let service = |name: &'static str, mut env: Vec<(&'static str, String)>| {
+        let service = |name: &'static str, port: u16, mut env: Vec<(&'static str, String)>| {
+            env.push(("LISTEN_ADDR", listen(port + offset)));
             env.push(("SHUTDOWN_PRE_STOP_DELAY_MS", pre_stop.to_owned()));
             env.extend(options.extra_env.iter().cloned());
             env.push(("JWT_JWKS_FILE", credentials.jwks_file().display().to_string()));
             env.push(("OTEL_SERVICE_NAME", name.to_owned()));
-            let proc_name: &'static str = if replica == 0 {
-                name
-            } else {
-                Box::leak(format!("{name}-{}", replica + 1).into_boxed_str())
-            };
-            Proc { name: proc_name, program: options.bin_dir.join(name), args: Vec::new(), env, pid: None }
+            let proc_name = if replica == 0 { name.to_owned() } else { format!("{name}-{}", replica + 1) };
+            Proc {
+                name: proc_name,
+                grpc_port: Some(port + offset),
+                program: options.bin_dir.join(name),
+                args: Vec::new(),
+                env,
+                pid: None,
+            }
         };
         procs.push(service(
             "patients-service",
+            p.patients,
             vec![
-                ("LISTEN_ADDR", listen(p.patients + offset)),
                 ("METRICS_ADDR", listen(p.metrics[0] + offset)),
                 ("DATABASE_URL", db.url_for(ServiceRole::Patients)),
                 ("STUDIES_ADDR", all(p.studies)),
@@ -235,17 +242,16 @@ fn processes(
         ));
         procs.push(service(
             "studies-service",
+            p.studies,
             vec![
-                ("LISTEN_ADDR", listen(p.studies + offset)),
                 ("METRICS_ADDR", listen(p.metrics[1] + offset)),
                 ("DATABASE_URL", db.url_for(ServiceRole::Studies)),
                 ("PATIENTS_ADDR", all(p.patients)),
                 ("SERVICE_TOKEN_FILE", credentials.service_token_file().display().to_string()),
             ],
         ));
-        procs.push(service("gateway", {
+        procs.push(service("gateway", p.gateway, {
             let mut env = vec![
-                ("LISTEN_ADDR", listen(p.gateway + offset)),
                 ("METRICS_ADDR", listen(p.metrics[2] + offset)),
                 ("PATIENTS_ADDR", all(p.patients)),
                 ("STUDIES_ADDR", all(p.studies)),
@@ -257,7 +263,8 @@ fn processes(
         }));
     }
     procs.push(Proc {
-        name: "envoy",
+        name: "envoy".to_owned(),
+        grpc_port: None,
         program: options.envoy_bin.clone(),
         args: vec![
             "-c".into(),
@@ -296,7 +303,8 @@ fn prometheus(options: &UpOptions, bin: &Path) -> Result<Proc, UpError> {
     let file = dir.join("prometheus.yml");
     std::fs::write(&file, config)?;
     Ok(Proc {
-        name: "prometheus",
+        name: "prometheus".to_owned(),
+        grpc_port: None,
         program: bin.to_owned(),
         args: vec![
             format!("--config.file={}", file.display()),
@@ -455,7 +463,7 @@ pub struct Running {
     procs: Vec<Proc>,
     exits_tx: mpsc::UnboundedSender<(usize, String)>,
     exits: mpsc::UnboundedReceiver<(usize, String)>,
-    startup: Vec<(&'static str, Duration)>,
+    startup: Vec<(String, Duration)>,
 }
 
 impl std::fmt::Debug for Running {
@@ -528,22 +536,10 @@ pub async fn start(options: UpOptions) -> Result<Running, UpError> {
 impl Running {
     async fn spawn_all(&mut self) -> Result<(), UpError> {
         let give_up = Instant::now() + self.options.ready_timeout;
-        let p = self.options.ports;
         for (index, proc) in self.procs.iter_mut().enumerate() {
             let spawned = Instant::now();
             proc.spawn(index, &self.options.home, &self.exits_tx)?;
-            let (service, replica) = match proc.name.rsplit_once('-') {
-                Some((service, n)) if n.parse::<u16>().is_ok() => {
-                    (service, n.parse::<u16>().unwrap_or(1) - 1)
-                }
-                _ => (proc.name, 0),
-            };
-            if let Some(port) = match service {
-                "patients-service" => Some(p.patients + 100 * replica),
-                "studies-service" => Some(p.studies + 100 * replica),
-                "gateway" => Some(p.gateway + 100 * replica),
-                _ => None,
-            } {
+            if let Some(port) = proc.grpc_port {
                 let took = serving_since(port, spawned, give_up).await.ok_or_else(|| {
                     UpError::NotReady(format!(
                         "{} was not SERVING within {:?}; see {}",
@@ -552,14 +548,14 @@ impl Running {
                         proc.log_path(&self.options.home).display()
                     ))
                 })?;
-                self.startup.push((proc.name, took));
+                self.startup.push((proc.name.clone(), took));
             }
         }
         wait_ready(&self.options, &self.procs, &mut self.exits).await
     }
 
     /// How long each service took from spawn to SERVING.
-    pub fn startup_times(&self) -> &[(&'static str, Duration)] {
+    pub fn startup_times(&self) -> &[(String, Duration)] {
         &self.startup
     }
 
