@@ -292,6 +292,21 @@ impl TestSystem {
             .map(|_| ())
     }
 
+    /// Stores `count` plain studies of `patient` straight in the database
+    /// (one statement, behind the API), for tests that need many.
+    pub async fn insert_studies(&self, patient: i64, count: i64) {
+        let mut conn = self.db.admin_options().connect().await.unwrap();
+        sqlx::query(
+            "insert into studies.study (patient_id, urgency_level, body_part, description, study_type) \
+             select $1, 'LOW', 'CHEST', 'NO FINDINGS', 'XRAY' from generate_series(1, $2)",
+        )
+        .bind(patient)
+        .bind(count)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+
     /// How far studies-service has applied patients-service's outbox, and
     /// how far the outbox goes.
     pub async fn outbox_progress(&self) -> (i64, i64) {

@@ -127,14 +127,7 @@ async fn a_patient_with_100000_studies_is_deleted_in_chunks_without_holding_up_o
     let big = system.create_patient(1).await;
     let small = system.create_patient(2).await;
     let mut admin = admin(&system).await;
-    sqlx::query(
-        "insert into studies.study (patient_id, urgency_level, body_part, description, study_type) \
-         select $1, 'LOW', 'CHEST', 'NO FINDINGS', 'XRAY' from generate_series(1, 100000)",
-    )
-    .bind(big.id)
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    system.insert_studies(big.id, 100000).await;
     for _ in 0..3 {
         system.create_study(study(small.id)).await.unwrap();
     }

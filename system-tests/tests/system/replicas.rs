@@ -51,14 +51,7 @@ async fn the_cascade_runs_on_one_studies_replica_and_moves_when_it_stops_mid_cas
     }
 
     let patient = system.create_patient(1).await;
-    sqlx::query(
-        "insert into studies.study (patient_id, urgency_level, body_part, description, study_type) \
-         select $1, 'LOW', 'CHEST', 'NO FINDINGS', 'XRAY' from generate_series(1, 60000)",
-    )
-    .bind(patient.id)
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    system.insert_studies(patient.id, 60000).await;
     system.delete_patient(patient.id, true).await.unwrap();
     // The leader starts sweeping; stop it while studies remain.
     eventually(Duration::from_secs(10), "the sweep starts", || {
