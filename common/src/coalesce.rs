@@ -98,6 +98,13 @@ where
                         };
                         drop(slot);
                         match rows {
+                            // The common case, a read alone: its row moves
+                            // to it, no map and no copy.
+                            Ok(mut rows) if batch.len() == 1 => {
+                                if let Some((_, reply, _)) = batch.pop() {
+                                    let _ = reply.send(Ok(rows.pop()));
+                                }
+                            }
                             Ok(rows) => {
                                 let by_id: HashMap<i64, R> =
                                     rows.into_iter().map(|r| (id_of(&r), r)).collect();
