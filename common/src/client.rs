@@ -459,15 +459,38 @@ pub enum Failure {
 /// as CANCELLED "Timeout expired"; that is our deadline passing. Any other
 /// CANCELLED is the peer's connection going away under the call (a replica
 /// stopping during a rolling restart): the peer is unreachable, retryable.
+/// So is every status tonic made from a broken connection rather than read
+/// from the peer's answer (see [`broke_in_transport`]): a replica killed
+/// while its answer's body was on the wire is an outage, never INTERNAL.
 pub fn classify(status: &Status) -> Failure {
     match status.code() {
         Code::Unavailable => Failure::Unavailable,
         Code::DeadlineExceeded => Failure::DeadlineExceeded,
         Code::Cancelled if status.message().contains("Timeout expired") => Failure::DeadlineExceeded,
         Code::Cancelled => Failure::Unavailable,
-        Code::Unknown if status.message().contains("transport error") => Failure::Unavailable,
+        _ if broke_in_transport(status) => Failure::Unavailable,
         code => Failure::Answered(code),
     }
+}
+
+/// Whether tonic made `status` from a transport failure (an HTTP/2 or
+/// hyper error: a reset stream, a connection closed while a body was read,
+/// an I/O error) instead of reading it from the peer's `grpc-status`. A
+/// status the peer sent has no source; one tonic made from such an error
+/// keeps it.
+pub fn broke_in_transport(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<hyper::Error>()
+            || error.is::<h2::Error>()
+            || error.is::<std::io::Error>()
+            || error.is::<tonic::transport::Error>()
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// A call to another Clinic service that did not succeed.
@@ -580,6 +603,66 @@ mod tests {
         // restarts as a gateway INTERNAL before this was classified).
         assert_eq!(classify(&Status::cancelled("operation was canceled")), Failure::Unavailable);
         assert_eq!(classify(&Status::not_found("x")), Failure::Answered(Code::NotFound));
+    }
+
+    /// A peer that sends the headers and the first bytes of an answer, then
+    /// drops the connection: a replica killed mid-answer.
+    async fn peer_dying_mid_answer() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut connection) = h2::server::handshake(socket).await else { return };
+                    let Some(Ok((_, mut respond))) = connection.accept().await else { return };
+                    let head = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(())
+                        .unwrap();
+                    let mut body = respond.send_response(head, false).unwrap();
+                    // A message frame announcing 100 bytes, then only 3 of them.
+                    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 100, 1, 2, 3]), false).unwrap();
+                    // Flush what was sent, then drop the socket without a GOAWAY.
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(200),
+                        std::future::poll_fn(|cx| connection.poll_closed(cx)),
+                    )
+                    .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Seen in a scale-out run: a replica killed while its answer's body was
+    /// on the wire reached the gateway's caller as INTERNAL ("h2 protocol
+    /// error: error reading a body from connection").
+    #[tokio::test]
+    async fn a_peer_dying_while_its_answer_is_read_is_unavailable_never_internal() {
+        use clinic_proto::patients::v1::{GetPatientRequest, patient_service_client::PatientServiceClient};
+        let addr = peer_dying_mid_answer().await;
+        let settings = DownstreamSettings { timeout: Duration::from_secs(5) };
+        let peer = PeerClient::new(Peer::Patients, &format!("http://{addr}"), &settings).unwrap();
+        let client = PatientServiceClient::new(peer.channel());
+        let status = peer
+            .read(GetPatientRequest { id: 1, ..Default::default() }, None, |request| async {
+                client.clone().get_patient(request).await
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(classify(&status), Failure::Unavailable, "{status:?}");
+        let reported: Status = Err::<Response<()>, _>(status)
+            .downstream(Peer::Patients, "reading a patient")
+            .unwrap_err()
+            .into();
+        assert_eq!(reported.code(), Code::Unavailable);
+        assert_eq!(reported.get_details_error_info().unwrap().reason, "PATIENTS_SERVICE_UNAVAILABLE");
+    }
+
+    #[test]
+    fn a_status_the_peer_sent_is_its_answer_even_when_it_reads_like_a_transport_error() {
+        let sent = Status::internal("h2 protocol error: error reading a body from connection");
+        assert_eq!(classify(&sent), Failure::Answered(Code::Internal));
     }
 
     #[test]
