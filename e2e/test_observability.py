@@ -147,3 +147,34 @@ def test_every_service_serves_prometheus_metrics_that_move_with_calls(stack, pb)
 
     envoy = urllib.request.urlopen(f"http://127.0.0.1:{stack.ports['ENVOY_ADMIN_PORT']}/stats/prometheus", timeout=5).read().decode()
     assert "envoy_cluster_upstream_rq_total" in envoy
+
+
+def test_made_up_method_names_cannot_grow_any_process_metrics(stack):
+    """Callers without a token send thousands of made-up paths, straight to
+    every service's port and through Envoy (the health route reaches the
+    gateway unauthenticated): every process keeps the same series, and no
+    made-up name is ever a label."""
+    ports = {name: stack.ports[f"{name.upper()}_METRICS_PORT"] for name in ("patients", "studies", "gateway")}
+    targets = [f"127.0.0.1:{stack.ports[name]}" for name in ("PATIENTS_PORT", "STUDIES_PORT", "GATEWAY_PORT")] + [stack.target]
+
+    def made_up_calls(tag: str, count: int):
+        calls = []
+        for target in targets:
+            channel = grpc.insecure_channel(target)
+            for i in range(count):
+                path = (f"/grpc.health.v1.Health/Made{tag}{i}" if i % 2 else f"/made.up{tag}{i}.Service/M{tag}{i}")
+                call = channel.unary_unary(path, request_serializer=lambda m: m, response_deserializer=lambda m: m)
+                calls.append(call.future(b"", timeout=10))
+        for call in calls:
+            assert call.exception() is not None, "a made-up method answered"
+
+    made_up_calls("warm", 5)  # the one `unknown` series each process may have
+    before = {name: scrape(port) for name, port in ports.items()}
+    made_up_calls("X", 1000)
+    after = {name: scrape(port) for name, port in ports.items()}
+    for name in ports:
+        assert len(after[name]) == len(before[name]), f"{name}: {len(before[name])} series before, {len(after[name])} after"
+        labels = {v for (_, l) in after[name] for _, v in l}
+        assert not [v for v in labels if "MadeX" in v or "made.upX" in v], f"{name} labels a made-up name"
+        unknown = dict(grpc_service="unknown", grpc_method="unknown")
+        assert value(after[name], "grpc_server_started_total", **unknown) - value(before[name], "grpc_server_started_total", **unknown) >= 1000

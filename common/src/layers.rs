@@ -21,19 +21,110 @@ use crate::deadline::{self, CallState, Deadline, parse_grpc_timeout};
 /// The boxed future every layer of ours returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// One rpc a server has, as its metrics, spans and logs name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcName {
+    /// The fully qualified service, `clinic.patients.v1.PatientService`.
+    pub service: &'static str,
+    /// The method, `GetPatient`.
+    pub method: &'static str,
+    /// `unary`, `client_stream`, `server_stream` or `bidi_stream`, as the
+    /// grpc-ecosystem metrics label it.
+    pub kind: &'static str,
+}
+
+/// How a call to a path the server does not have is labelled: one value,
+/// whatever the caller made up, so callers cannot grow the metrics.
+pub const UNKNOWN_RPC: RpcName = RpcName { service: "unknown", method: "unknown", kind: "unknown" };
+
+/// Every rpc of every service this build knows (Clinic's, health,
+/// reflection), by path, decoded once from the descriptor sets.
+static EVERY_RPC: std::sync::LazyLock<Vec<(&'static str, RpcName)>> = std::sync::LazyLock::new(|| {
+    use prost::Message;
+    let sets = [
+        clinic_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    // Leaked once per process: a fixed table of a few dozen names.
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut rpcs = Vec::new();
+    for set in sets {
+        let set = prost_types::FileDescriptorSet::decode(set).expect("a descriptor set the build made");
+        for file in &set.file {
+            for service in &file.service {
+                let full = leak(format!("{}.{}", file.package(), service.name()));
+                for method in &service.method {
+                    let kind = match (method.client_streaming(), method.server_streaming()) {
+                        (false, false) => "unary",
+                        (true, false) => "client_stream",
+                        (false, true) => "server_stream",
+                        (true, true) => "bidi_stream",
+                    };
+                    let name = RpcName { service: full, method: leak(method.name().to_owned()), kind };
+                    rpcs.push((leak(format!("/{full}/{}", method.name())), name));
+                }
+            }
+        }
+    }
+    rpcs
+});
+
+/// The rpcs one server really has: those of the services it serves, health
+/// and reflection. Only these name a call in metrics and spans; any other
+/// path is [`UNKNOWN_RPC`].
+#[derive(Debug, Clone)]
+pub struct KnownRpcs(Arc<std::collections::HashMap<&'static str, RpcName>>);
+
+impl KnownRpcs {
+    /// The rpcs of `services` (fully qualified names), health and reflection.
+    pub fn of(services: &[&str]) -> Self {
+        let open = [
+            crate::health::HEALTH_SERVICE_NAME,
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ];
+        let served = |name: &str| services.contains(&name) || open.contains(&name);
+        Self(Arc::new(
+            EVERY_RPC
+                .iter()
+                .filter(|(_, rpc)| served(rpc.service))
+                .map(|(path, rpc)| (*path, *rpc))
+                .collect(),
+        ))
+    }
+
+    /// How the call to `path` is named.
+    pub fn name(&self, path: &str) -> RpcName {
+        self.0.get(path).copied().unwrap_or(UNKNOWN_RPC)
+    }
+}
+
 /// Observes every rpc: a span (a child of the caller's W3C `traceparent`,
 /// so one request is one trace across processes), one log line at info
 /// with its method, status code and latency (health checks at debug: they
 /// come every second), and the grpc-ecosystem metrics
 /// `grpc_server_started_total`, `grpc_server_handled_total` and
 /// `grpc_server_handling_seconds`, labelled by service, method and code.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RpcTraceLayer;
+/// Names come from the server's [`KnownRpcs`], never from the raw path, so
+/// the number of series is fixed by the API, not by callers.
+#[derive(Debug, Clone)]
+pub struct RpcTraceLayer {
+    known: KnownRpcs,
+}
+
+impl RpcTraceLayer {
+    /// Observes calls, naming those of `known`.
+    pub fn new(known: KnownRpcs) -> Self {
+        Self { known }
+    }
+}
 
 impl<S> Layer<S> for RpcTraceLayer {
     type Service = RpcTrace<S>;
     fn layer(&self, inner: S) -> RpcTrace<S> {
-        RpcTrace { inner }
+        RpcTrace { inner, known: self.known.clone() }
     }
 }
 
@@ -41,6 +132,7 @@ impl<S> Layer<S> for RpcTraceLayer {
 #[derive(Debug, Clone)]
 pub struct RpcTrace<S> {
     inner: S,
+    known: KnownRpcs,
 }
 
 /// Reads W3C trace context from request headers.
@@ -71,23 +163,22 @@ where
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let path = req.uri().path().to_owned();
-        let (service, method) = crate::context::split_path(&path);
-        let health = service == crate::health::HEALTH_SERVICE_NAME;
+        let rpc = self.known.name(req.uri().path());
+        let health = rpc.service == crate::health::HEALTH_SERVICE_NAME;
         let span = tracing::info_span!(
             "rpc",
-            otel.name = %path.trim_start_matches('/'),
+            otel.name = %format_args!("{}/{}", rpc.service, rpc.method),
             otel.kind = "server",
             rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
+            rpc.service = rpc.service,
+            rpc.method = rpc.method,
             rpc.grpc.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
         let parent =
             opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
         let _ = span.set_parent(parent);
-        let labels = [("grpc_type", "unary".to_owned()), ("grpc_service", service), ("grpc_method", method)];
+        let labels = [("grpc_type", rpc.kind), ("grpc_service", rpc.service), ("grpc_method", rpc.method)];
         metrics::counter!("grpc_server_started_total", &labels).increment(1);
         let start = Instant::now();
         let response = self.inner.call(req);
@@ -110,8 +201,8 @@ where
                 };
                 let current = tracing::Span::current();
                 current.record("rpc.grpc.status_code", code as i32);
-                let mut handled = labels.to_vec();
-                handled.push(("grpc_code", crate::errors::code_label(code).to_owned()));
+                let handled =
+                    [labels[0], labels[1], labels[2], ("grpc_code", crate::errors::code_label(code))];
                 metrics::counter!("grpc_server_handled_total", &handled).increment(1);
                 metrics::histogram!("grpc_server_handling_seconds", &labels).record(elapsed.as_secs_f64());
                 match code {
@@ -383,5 +474,33 @@ where
             }
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_rpcs_a_server_has_are_named_everything_else_is_one_unknown() {
+        let known = KnownRpcs::of(&["clinic.patients.v1.PatientService"]);
+        assert_eq!(
+            known.name("/clinic.patients.v1.PatientService/GetPatient"),
+            RpcName { service: "clinic.patients.v1.PatientService", method: "GetPatient", kind: "unary" }
+        );
+        assert_eq!(known.name("/grpc.health.v1.Health/Watch").kind, "server_stream");
+        assert_eq!(
+            known.name("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo").kind,
+            "bidi_stream"
+        );
+        for made_up in [
+            "/clinic.patients.v1.PatientService/Nope",
+            "/grpc.health.v1.Health/Made1",
+            "/clinic.studies.v1.StudyService/GetStudy",
+            "/x",
+            "",
+        ] {
+            assert_eq!(known.name(made_up), UNKNOWN_RPC, "{made_up}");
+        }
     }
 }

@@ -18,7 +18,9 @@ use crate::{
     audit::{AuditLayer, AuditLog},
     auth::{AuthLayer, AuthSettings, Verifier},
     health::{HEALTH_SERVICE_NAME, Health},
-    layers::{DeadlineLayer, InFlightLimitLayer, PoolScopeLayer, RequestContextLayer, RpcTraceLayer},
+    layers::{
+        DeadlineLayer, InFlightLimitLayer, KnownRpcs, PoolScopeLayer, RequestContextLayer, RpcTraceLayer,
+    },
     settings::millis,
     site::{Site, WithSite},
     telemetry::{LogSettings, MetricsSettings},
@@ -88,6 +90,9 @@ pub struct Guards {
     pub audit: Option<AuditLog>,
     /// Public static files (the listing page), answered before any layer.
     pub site: Option<Site>,
+    /// The gRPC services of the routes (fully qualified names; health and
+    /// reflection are added): only their rpcs are named in metrics.
+    pub served: Vec<&'static str>,
 }
 
 /// Why serving stopped with an error.
@@ -144,7 +149,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .prepare();
     let service = ServiceBuilder::new()
-        .layer(RpcTraceLayer)
+        .layer(RpcTraceLayer::new(KnownRpcs::of(&guards.served)))
         .layer(RequestContextLayer)
         .layer(AuditLayer::new(guards.audit))
         .layer(AuthLayer::new(guards.verifier))

@@ -132,6 +132,7 @@ pub async fn prepare(
 pub async fn serve_with_database(
     serving: Serving,
     routes: Routes,
+    served: &[&'static str],
     config: &ServiceConfig,
     singleton: impl Fn() -> Vec<tokio::task::JoinHandle<()>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send,
@@ -161,7 +162,9 @@ pub async fn serve_with_database(
         let health = probe_health.clone();
         async move { health.set_serving(ok).await }
     }));
-    let guards = Guards { verifier, pool: Some(pool.clone()), audit: Some(audit), site: None };
+    let mut served = served.to_vec();
+    served.push(clinic_proto::audit::v1::SERVICE_NAME);
+    let guards = Guards { verifier, pool: Some(pool.clone()), audit: Some(audit), site: None, served };
     let result =
         server::serve_with_tasks(listener, routes, health, &config.server, guards, background, shutdown)
             .await;

@@ -77,7 +77,8 @@ impl Process for Application {
         ))))
         .add_service(clinic_common::bounded!(AuditServiceServer::new(AuditAggregate::new(self.downstream))));
         let site = self.config.web_root.as_ref().map(clinic_common::site::Site::new);
-        let guards = Guards { verifier: self.verifier, pool: None, audit: None, site };
+        let served = vec![own, clinic_proto::audit::v1::SERVICE_NAME];
+        let guards = Guards { verifier: self.verifier, pool: None, audit: None, site, served };
         server::serve_with_tasks(
             self.listener,
             routes,

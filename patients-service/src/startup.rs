@@ -69,7 +69,9 @@ impl Process for Application {
             .add_service(clinic_common::bounded!(PatientEventServiceServer::new(self.events)));
         // Re-indexing runs on one replica at a time.
         let singleton = move || vec![spawn_reindex(store.clone())];
-        service::serve_with_database(self.serving, routes, &self.config.service, singleton, shutdown).await
+        let served = [SERVICE_NAME, clinic_proto::patients::events::v1::SERVICE_NAME];
+        service::serve_with_database(self.serving, routes, &served, &self.config.service, singleton, shutdown)
+            .await
     }
 }
 

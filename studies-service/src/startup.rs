@@ -86,6 +86,8 @@ impl Process for Application {
         let routes = Routes::new(clinic_common::bounded!(StudyServiceServer::new(self.api))).add_service(
             clinic_common::bounded!(DeletionGuardServiceServer::new(GuardApi { store: self.store })),
         );
-        service::serve_with_database(self.serving, routes, &self.config.service, singleton, shutdown).await
+        let served = [SERVICE_NAME, clinic_proto::studies::guard::v1::SERVICE_NAME];
+        service::serve_with_database(self.serving, routes, &served, &self.config.service, singleton, shutdown)
+            .await
     }
 }
