@@ -645,7 +645,7 @@ mod tests {
         let peer = PeerClient::new(Peer::Patients, &format!("http://{addr}"), &settings).unwrap();
         let client = PatientServiceClient::new(peer.channel());
         let status = peer
-            .read(GetPatientRequest { id: 1, ..Default::default() }, None, |request| async {
+            .read(GetPatientRequest { id: 1 }, None, |request| async {
                 client.clone().get_patient(request).await
             })
             .await
