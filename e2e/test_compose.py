@@ -20,7 +20,7 @@ def compose():
 def test_compose_runs_postgres_the_three_services_envoy_and_the_credentials():
     services = compose()
     always = {name for name, service in services.items() if not service.get("profiles")}
-    assert always == {"postgres", *SERVICES, "envoy", "credentials"}
+    assert always == {"postgres", *SERVICES, "envoy", "credentials", "patients-migrate", "studies-migrate"}
     optional = {name for name, service in services.items() if "observability" in service.get("profiles", [])}
     assert optional == {"otel-collector", "jaeger", "prometheus"}
 
@@ -52,13 +52,22 @@ def test_each_service_listens_on_its_contract_port_and_finds_its_peers_by_name()
 
 
 def test_each_service_connects_as_its_own_role_which_provisioning_creates():
+    """Each schema belongs to an owner role that only its migrate one-shot
+    uses; the service connects as a runtime role that owns nothing."""
     services = compose()
     script = (ROOT / "deploy" / "postgres" / "init-roles.sh").read_text()
     for name, (role, schema) in ROLES.items():
         url = services[name]["environment"]["DATABASE_URL"]
         assert re.match(rf"postgres://{role}:[^@]+@postgres:5432/clinic$", url), url
-        assert f"create role {role} login" in script
-        assert f"create schema {schema} authorization {role}" in script
+        assert f"create role {role} login" in script and f"create role {role}_owner login" in script
+        assert f"create schema {schema} authorization {role}_owner" in script
+        job = services[name.replace("-service", "-migrate")]
+        assert job["command"] == ["migrate"] and job["build"]["args"]["SERVICE"] == name
+        assert re.match(rf"postgres://{role}_owner:[^@]+@postgres:5432/clinic$", job["environment"]["DATABASE_URL"])
+        assert job["environment"]["DATABASE_RUNTIME_ROLE"] == role
+        assert services[name]["depends_on"][name.replace("-service", "-migrate")]["condition"] == "service_completed_successfully"
+        owners = [n for n, s in services.items() if "_owner" in str(s.get("environment", {}).get("DATABASE_URL", ""))]
+        assert set(owners) == {"patients-migrate", "studies-migrate"}, "only the migrate step sees an owner's password"
     assert services["postgres"]["environment"]["POSTGRES_DB"] == "clinic"
     assert "pgdata:/var/lib/postgresql/data" in services["postgres"]["volumes"]
 
@@ -67,7 +76,7 @@ def test_services_start_in_order_of_health():
     services = compose()
     for name in SERVICES:
         for dependency in services[name]["depends_on"].values():
-            assert dependency["condition"] == "service_healthy"
+            assert dependency["condition"] in ("service_healthy", "service_completed_successfully")
     assert services["envoy"]["depends_on"]["gateway"]["condition"] == "service_healthy"
 
 
@@ -165,7 +174,8 @@ def test_the_container_healthcheck_probe_answers_for_serving_and_dead_services(s
 def test_compose_restarts_services_waits_out_their_drain_and_pins_images():
     services = compose()
     for name, service in services.items():
-        assert service["restart"] == "unless-stopped", name
+        one_shot = name.endswith("-migrate")
+        assert service["restart"] == ("on-failure" if one_shot else "unless-stopped"), name
         if "image" in service:
             assert ":" in service["image"] and "latest" not in service["image"], service["image"]
     for name in SERVICES:
@@ -175,7 +185,7 @@ def test_compose_restarts_services_waits_out_their_drain_and_pins_images():
 
 def test_compose_secrets_have_no_silent_defaults():
     text = (ROOT / "docker-compose.yml").read_text()
-    for secret in ("POSTGRES_PASSWORD", "PATIENTS_DB_PASSWORD", "STUDIES_DB_PASSWORD"):
+    for secret in ("POSTGRES_PASSWORD", "PATIENTS_DB_PASSWORD", "STUDIES_DB_PASSWORD", "PATIENTS_DB_OWNER_PASSWORD", "STUDIES_DB_OWNER_PASSWORD"):
         assert f"${{{secret}:-" not in text, secret
         assert f"${{{secret}:?" in text, secret
     assert ".env" in (ROOT / ".dockerignore").read_text().split()

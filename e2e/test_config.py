@@ -16,6 +16,8 @@ BINARIES = {
     "patients-service": [TARGET / "patients-service"],
     "studies-service": [TARGET / "studies-service"],
     "gateway": [TARGET / "gateway"],
+    "patients-service migrate": [TARGET / "patients-service", "migrate"],
+    "studies-service migrate": [TARGET / "studies-service", "migrate"],
     "clinic-dev up": [TARGET / "clinic-dev", "up"],
     "clinic-health": [TARGET / "clinic-health"],
 }
@@ -84,6 +86,9 @@ def test_compose_sets_only_variables_its_service_knows():
     for service in ("patients-service", "studies-service", "gateway"):
         unknown = set(compose[service]["environment"]) - set(code[service]) - ALSO_READ
         assert unknown == set(), (service, unknown)
+    for job, binary in (("patients-migrate", "patients-service migrate"), ("studies-migrate", "studies-service migrate")):
+        unknown = set(compose[job]["environment"]) - set(code[binary])
+        assert unknown == set(), (job, unknown)
 
 
 def test_compose_services_listen_on_the_codes_default_ports():

@@ -268,14 +268,66 @@ def test_the_cloudnative_pg_cluster_makes_the_roles_and_schemas_the_services_use
     assert cluster["spec"]["bootstrap"]["initdb"]["database"] == "clinic"
     secrets = by_kind(objects, "Secret")
     roles = {r["name"]: r for r in cluster["spec"]["managed"]["roles"]}
+    tls = "sslmode=verify-full&sslrootcert=/etc/clinic/db-ca/ca.crt"
     for name, (role, schema) in DATABASE_OWNERS.items():
-        assert f"create role {role} login" in sql and f"create schema {schema} authorization {role}" in sql
-        password_secret = roles[role]["passwordSecret"]["name"]
-        assert password_secret in secrets, "CloudNativePG names the role's Secret literally: it must keep its name"
-        assert secrets[password_secret]["type"] == "kubernetes.io/basic-auth"
-        url = base64.b64decode(next(s for n, s in secrets.items() if n.startswith(f"clinic-{schema}-db"))["data"]["DATABASE_URL"]).decode()
-        password = base64.b64decode(secrets[password_secret]["data"]["password"]).decode()
-        assert url == f"postgres://{role}:{password}@{cluster['metadata']['name']}-rw:5432/clinic"
+        owner = f"{role}_owner"
+        assert f"create role {role} login" in sql and f"create role {owner} login" in sql
+        assert f"create schema {schema} authorization {owner}" in sql, "the owner role owns the schema, the service's role nothing"
+        for login, secret_prefix in ((role, f"clinic-{schema}-db-"), (owner, f"clinic-{schema}-db-owner-")):
+            password_secret = roles[login]["passwordSecret"]["name"]
+            assert password_secret in secrets, "CloudNativePG names the role's Secret literally: it must keep its name"
+            assert secrets[password_secret]["type"] == "kubernetes.io/basic-auth"
+            url_secret = next(s for n, s in secrets.items() if n.startswith(secret_prefix) and (login == owner or "owner" not in n))
+            url = base64.b64decode(url_secret["data"]["DATABASE_URL"]).decode()
+            password = base64.b64decode(secrets[password_secret]["data"]["password"]).decode()
+            assert url == f"postgres://{login}:{password}@{cluster['metadata']['name']}-rw:5432/clinic?{tls}"
+
+
+def test_every_database_url_verifies_the_servers_certificate_against_a_mounted_ca(rendered):
+    """Services and migrate Jobs connect with sslmode=verify-full and the
+    CA file their pod mounts; the owners' URLs reach only the Jobs."""
+    objects = rendered["overlays/local"]
+    secrets = by_kind(objects, "Secret")
+    pods = {n: d["spec"]["template"]["spec"] for n, d in by_kind(objects, "Deployment").items()}
+    pods |= {n: j["spec"]["template"]["spec"] for n, j in by_kind(objects, "Job").items()}
+    users = {}
+    for name, pod in pods.items():
+        for c in pod["containers"]:
+            url_ref = env_of(c).get("DATABASE_URL")
+            if not url_ref:
+                continue
+            secret_name = url_ref["secretKeyRef"]["name"]
+            users.setdefault(secret_name, set()).add(name)
+            url = base64.b64decode(secrets[secret_name]["data"]["DATABASE_URL"]).decode()
+            assert "sslmode=verify-full" in url, (name, "sslmode")
+            ca = re.search(r"sslrootcert=([^&]+)", url).group(1)
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            volume = next(v for v in pod["volumes"] if v["name"] == mounts[os.path.dirname(ca)])
+            assert volume["secret"]["secretName"] == "clinic-db-ca", name
+            assert {i["path"] for i in volume["secret"]["items"]} == {os.path.basename(ca)}
+    owners = {n: u for n, u in users.items() if "-owner" in n}
+    assert owners and all(u <= {"patients-migrate", "studies-migrate"} for u in owners.values()), users
+
+
+def test_each_schema_is_migrated_by_a_job_as_its_owner_before_its_service(rendered):
+    objects = rendered["overlays/local"]
+    jobs = by_kind(objects, "Job")
+    assert set(jobs) == {"patients-migrate", "studies-migrate"}
+    for name, (role, _) in DATABASE_OWNERS.items():
+        job = jobs[name.replace("-service", "-migrate")]
+        pod = job["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["image"] == f"clinic/{name}:dev" and c["args"] == ["migrate"]
+        env = env_of(c)
+        assert env["DATABASE_RUNTIME_ROLE"] == role
+        assert env["DATABASE_URL"]["secretKeyRef"]["name"].startswith(f"clinic-{name.split('-')[0]}-db-owner")
+        config = next(cm for n, cm in by_kind(objects, "ConfigMap").items() if n.startswith("clinic-migrate-config"))["data"]
+        assert set(env) | set(config) <= set(settings(f"{name} migrate")), "only variables `migrate --help` lists"
+        assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["runAsNonRoot"] is True
+        assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+        assert job["spec"]["ttlSecondsAfterFinished"] > 0, "a finished Job goes, so the next release's apply runs it again"
+    policies = by_kind(objects, "NetworkPolicy")
+    assert reachable(policies, {"cnpg.io/cluster": "clinic-db"}, 5432, {"app.kubernetes.io/component": "migrate"})
 
 
 def grpc_health(port, service):

@@ -36,13 +36,10 @@ use crate::{
     validation::{Invalid, Text, check_text},
 };
 
-/// How long events are kept, and how often older ones are pruned.
+/// How often events past the retention are pruned. (The retention itself
+/// is the owner's to set: `AUDIT_RETENTION_DAYS` of the migrate step.)
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuditSettings {
-    /// How long audit events are kept, in days (at least 30; HIPAA asks for
-    /// six years of records, hence the default).
-    #[arg(long = "audit-retention-days", env = "AUDIT_RETENTION_DAYS", value_name = "DAYS", default_value_t = 2190, value_parser = clap::value_parser!(u32).range(30..))]
-    pub retention_days: u32,
     /// How often events past the retention are pruned, in milliseconds.
     #[arg(id = "audit_prune_interval", long = "audit-prune-interval-ms", env = "AUDIT_PRUNE_INTERVAL_MS", value_name = "MS", default_value = "3600000", value_parser = millis)]
     pub prune_interval: Duration,
@@ -249,39 +246,24 @@ impl AuditLog {
     }
 }
 
-/// Deletes events past `retention` in batches, and records that it did, as
-/// an event of its own (subject `clinic:<schema>`).
-pub async fn prune(pool: &PgPool, schema: &'static str, retention: Duration) -> Result<u64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("set local clinic.audit_pruning = 'on'").execute(&mut *tx).await?;
-    let statement = format!(
-        "delete from {schema}.audit_event where id in (select id from {schema}.audit_event \
-         where time < now() - make_interval(secs => $1) order by id limit 1000)"
-    );
+/// Events pruned per call of the pruning function.
+const PRUNE_BATCH: i32 = 1000;
+
+/// Deletes events past the retention the schema's owner set, in batches,
+/// through the owner's function `<schema>.prune_audit_events` (the service's
+/// role has no DELETE on its trail), which records an event of its own
+/// (subject `clinic:<schema>`) for each batch it pruned.
+pub async fn prune(pool: &PgPool, schema: &'static str) -> Result<u64, sqlx::Error> {
+    let statement = format!("select {schema}.prune_audit_events($1)");
     let mut pruned = 0;
     loop {
-        let batch = sqlx::query(AssertSqlSafe(statement.as_str()))
-            .bind(retention.as_secs_f64())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        pruned += batch;
-        if batch < 1000 {
-            break;
+        let batch: i64 =
+            sqlx::query_scalar(AssertSqlSafe(statement.as_str())).bind(PRUNE_BATCH).fetch_one(pool).await?;
+        pruned += u64::try_from(batch).unwrap_or(0);
+        if batch < i64::from(PRUNE_BATCH) {
+            return Ok(pruned);
         }
     }
-    if pruned > 0 {
-        let event = Event {
-            subject: format!("clinic:{schema}"),
-            method: format!("prune {pruned} audit events older than {} days", retention.as_secs() / 86_400),
-            patient_ids: Vec::new(),
-            code: "OK",
-            request_id: context::new_request_id(),
-        };
-        insert(&mut tx, schema, &[&event]).await?;
-    }
-    tx.commit().await?;
-    Ok(pruned)
 }
 
 /// Prunes `schema`'s events every `settings.prune_interval`.
@@ -290,10 +272,9 @@ pub fn spawn_pruner(
     schema: &'static str,
     settings: AuditSettings,
 ) -> tokio::task::JoinHandle<()> {
-    let retention = Duration::from_secs(u64::from(settings.retention_days) * 86_400);
     crate::db::spawn_pruner("audit events past their retention", settings.prune_interval, move || {
         let pool = pool.clone();
-        async move { prune(&pool, schema, retention).await }
+        async move { prune(&pool, schema).await }
     })
 }
 

@@ -1,11 +1,10 @@
 //! Postgres plumbing shared by the services: pool settings, error
-//! classification, migrations at start-up and the health probe.
+//! classification and the health probe. Migrations are [`crate::schema`]'s.
 
 use std::time::Duration;
 
 use sqlx::{
     PgPool,
-    migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 use tonic::{Code, Status};
@@ -81,7 +80,8 @@ pub struct DbSettings {
     /// Longest a single SQL statement may run, in milliseconds.
     #[arg(long = "db-statement-timeout-ms", env = "DB_STATEMENT_TIMEOUT_MS", value_name = "MS", default_value = "5000", value_parser = millis)]
     pub statement_timeout: Duration,
-    /// How long start-up keeps retrying to reach Postgres and migrate, in milliseconds.
+    /// How long start-up keeps retrying to reach Postgres and waits for its
+    /// schema to hold every migration this build needs, in milliseconds.
     #[arg(long = "db-startup-timeout-ms", env = "DB_STARTUP_TIMEOUT_MS", value_name = "MS", default_value = "30000", value_parser = millis)]
     pub startup_timeout: Duration,
     /// How often health checks that Postgres answers, in milliseconds.
@@ -163,52 +163,12 @@ pub fn unique_violation(error: &sqlx::Error) -> Option<&str> {
     }
 }
 
-/// Runs `migrator` with its history in `schema`, retrying while Postgres is
-/// unreachable until `settings.startup_timeout` has passed.
-pub async fn migrate(
-    pool: &PgPool,
-    migrator: &mut Migrator,
-    schema: &'static str,
-    settings: &DbSettings,
-) -> Result<(), sqlx::migrate::MigrateError> {
-    migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
-    let give_up = tokio::time::Instant::now() + settings.startup_timeout;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match migrator.run(pool).await {
-            Err(sqlx::migrate::MigrateError::Execute(e))
-                if is_unavailable(&e) && tokio::time::Instant::now() < give_up =>
-            {
-                tracing::warn!(error = %e, "postgres not reachable yet; retrying migrations");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Why a service's database could not be made ready at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum DbStartupError {
     /// The connection settings are invalid.
     #[error("database settings: {0}")]
     Settings(#[from] sqlx::Error),
-    /// The migrations failed, or Postgres stayed unreachable too long.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-}
-
-/// A pool for `settings` with the service's migrations applied, their history
-/// kept in `schema`.
-pub async fn connect_and_migrate(
-    settings: &DbSettings,
-    mut migrator: Migrator,
-    schema: &'static str,
-) -> Result<PgPool, DbStartupError> {
-    let pool = settings.pool()?;
-    migrate(&pool, &mut migrator, schema, settings).await?;
-    Ok(pool)
 }
 
 /// The key that signs a service's page tokens, generated once by its first

@@ -23,6 +23,8 @@
 //! Support for I/O:
 //! - [`db`]: Postgres settings, pool, error classification, migrations, the
 //!   health probe.
+//! - [`schema`]: a schema migrated by its owner role and used by a runtime
+//!   role that owns nothing; the service's start-up check.
 //! - [`client`]: channels to other services, deadline propagation, and the
 //!   one mapping of a downstream failure to the caller's error.
 //! - [`api_error`]: the failures every service shares, mapped to statuses once.
@@ -63,6 +65,7 @@ pub mod layers;
 pub mod leader;
 pub mod paging;
 pub mod resource;
+pub mod schema;
 pub mod search;
 pub mod server;
 pub mod service;
@@ -87,6 +90,7 @@ mod layering {
         ("filter", include_str!("filter.rs")),
         ("context", include_str!("context.rs")),
         ("db", include_str!("db.rs")),
+        ("schema", include_str!("schema.rs")),
         ("client", include_str!("client.rs")),
         ("api_error", include_str!("api_error.rs")),
         ("search", include_str!("search.rs")),

@@ -10,7 +10,6 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use clinic_proto::audit::v1::audit_service_server::AuditServiceServer;
 
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
@@ -23,6 +22,7 @@ use crate::{
     idempotency::{self, IdempotencySettings},
     leader,
     paging::PageTokens,
+    schema::{self, MigrateSettings, OwnedSchema, RUNTIME_ROLE_ARG, SchemaError},
     server::{self, Guards, ServeError, ServerSettings},
     telemetry,
 };
@@ -56,6 +56,9 @@ pub enum StartupError {
     /// Postgres could not be reached or migrated.
     #[error(transparent)]
     Database(#[from] DbStartupError),
+    /// The schema does not hold the migrations this build needs.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
     /// The address of another service is not a valid URI.
     #[error("the address of another service: {0}")]
     PeerAddress(#[from] tonic::transport::Error),
@@ -101,17 +104,20 @@ pub struct Prepared {
     pub tokens: PageTokens,
 }
 
-/// Binds `config`'s listen address, connects to Postgres, runs `migrator`
-/// with its history in `schema`, and loads the page-token key kept there.
+/// Binds `config`'s listen address, connects to Postgres as the runtime
+/// role, waits until `schema` holds every migration of this build (the
+/// migrate step runs them, as the owner: see [`crate::schema`]), and loads
+/// the page-token key kept there.
 pub async fn prepare(
     config: &ServiceConfig,
-    migrator: Migrator,
-    schema: &'static str,
+    schema: &OwnedSchema,
     services: &[&'static str],
 ) -> Result<Prepared, StartupError> {
     let verifier = Verifier::load(config.server.auth.clone())?;
     let listener = TcpListener::bind(config.server.listen_addr).await?;
-    let pool = db::connect_and_migrate(&config.db, migrator, schema).await?;
+    let pool = config.db.pool().map_err(DbStartupError::Settings)?;
+    schema::wait_until_migrated(&pool, &(schema.migrator)(), schema.name, config.db.startup_timeout).await?;
+    let schema = schema.name;
     let key = db::page_token_key(&pool, schema).await.map_err(StartupError::PageTokenKey)?;
     let mut services = services.to_vec();
     services.push(clinic_proto::audit::v1::SERVICE_NAME);
@@ -182,6 +188,9 @@ pub trait Process: Sized + Send + 'static {
     type Config: clap::Parser + Send + 'static;
     /// Its name in logs.
     const NAME: &'static str;
+    /// The schema it owns, which `<binary> migrate` migrates; none for a
+    /// process without a database.
+    const SCHEMA: Option<OwnedSchema> = None;
 
     /// Binds the listener and prepares everything needed to serve.
     fn build(config: Self::Config) -> impl Future<Output = Result<Self, StartupError>> + Send;
@@ -203,7 +212,15 @@ pub trait Process: Sized + Send + 'static {
 /// The `main` of every Clinic server: reads the configuration (exiting with
 /// clap's message on a bad flag or variable, or printing `--help`), starts
 /// telemetry, builds the process and serves until SIGINT or SIGTERM.
+///
+/// A process that owns a schema also answers `<binary> migrate`: run its
+/// migrations as the schema's owner, then exit ([`migrate_main`]).
 pub fn main<P: Process>() -> ExitCode {
+    if let Some(schema) = P::SCHEMA
+        && std::env::args().nth(1).as_deref() == Some("migrate")
+    {
+        return migrate_main(P::NAME, &schema);
+    }
     let config = <P::Config as clap::Parser>::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -240,6 +257,59 @@ pub fn main<P: Process>() -> ExitCode {
             }
             Err(e) => {
                 tracing::error!(error = %e, "{} failed", P::NAME);
+                ExitCode::FAILURE
+            }
+        };
+        telemetry.shutdown();
+        code
+    })
+}
+
+/// The command line of `<binary> migrate`.
+#[derive(Debug, clap::Parser)]
+struct MigrateCommand {
+    #[command(flatten)]
+    settings: MigrateSettings,
+    #[command(flatten)]
+    log: telemetry::LogSettings,
+}
+
+/// `<binary> migrate`: reads [`MigrateSettings`] (DATABASE_URL is the
+/// schema owner's), runs `schema`'s migrations as the owner, granting the
+/// runtime role what the service needs, and exits: 0 when the schema is
+/// current.
+pub fn migrate_main(name: &'static str, schema: &OwnedSchema) -> ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = MigrateCommand::command()
+        .name(format!("{name} migrate"))
+        .bin_name(format!("{name} migrate"))
+        .about(format!("Migrates the `{}` schema as its owner role, then exits.", schema.name))
+        .mut_arg(
+            crate::db::DATABASE_URL_ARG,
+            crate::settings::default_to(crate::defaults::database_url(schema.owner_role)),
+        )
+        .mut_arg(RUNTIME_ROLE_ARG, crate::settings::default_to(schema.runtime_role.to_owned()));
+    let matches = command.get_matches_from(std::env::args().skip(1));
+    let (settings, log) = match MigrateCommand::from_arg_matches(&matches) {
+        Ok(command) => (command.settings, command.log),
+        Err(e) => e.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name} migrate: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let telemetry = telemetry::init(&log, name);
+        let code = match schema::migrate(&settings, schema).await {
+            Ok(applied) => {
+                tracing::info!(schema = schema.name, applied, "schema migrated");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, schema = schema.name, "migrating failed");
                 ExitCode::FAILURE
             }
         };

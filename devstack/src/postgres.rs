@@ -6,6 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use clinic_common::schema::MigrateSettings;
 use clinic_testkit::{PgCluster, ServiceRole, cluster::free_port, provision};
 use sqlx::{AssertSqlSafe, ConnectOptions, postgres::PgConnectOptions};
 
@@ -32,12 +33,20 @@ pub struct LocalDatabase {
 }
 
 impl LocalDatabase {
-    /// The URL `service` connects with.
+    /// The URL `service` connects with (its runtime role).
     pub fn url_for(&self, service: ServiceRole) -> String {
+        self.url_as(service.role())
+    }
+
+    /// The URL of the role that owns `service`'s schema and migrates it.
+    pub fn owner_url_for(&self, service: ServiceRole) -> String {
+        self.url_as(service.owner_role())
+    }
+
+    fn url_as(&self, role: &str) -> String {
         format!(
             "postgres://{role}:{password}@{host}:{port}/{db}",
-            role = service.role(),
-            password = service.dev_password(),
+            password = ServiceRole::dev_password(role),
             host = self.admin.get_host(),
             port = self.admin.get_port(),
             db = self.admin.get_database().unwrap_or(DATABASE),
@@ -131,34 +140,22 @@ pub async fn prepare(home: &Path, database_url: Option<&str>) -> Result<LocalDat
 /// Why the migrations could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    /// A `DB_*` setting in the environment is invalid.
-    #[error("database settings: {0}")]
-    Settings(#[from] clap::Error),
     /// Connecting or migrating failed.
     #[error(transparent)]
-    Database(#[from] clinic_common::db::DbStartupError),
-    /// Counting the applied migrations failed.
-    #[error("reading the migration history: {0}")]
-    Sql(#[from] sqlx::Error),
+    Schema(#[from] clinic_common::schema::SchemaError),
 }
 
-/// Runs both services' migrations on `db`, each as its own role, as the
-/// services themselves do at start-up.
+/// Runs both services' migrations on `db`, each as its schema's owner role,
+/// as `<service> migrate` does.
 pub async fn migrate(db: &LocalDatabase) -> Result<(), MigrateError> {
     let services = [
-        (ServiceRole::Patients, patients_service::migrator(), patients_service::SCHEMA),
-        (ServiceRole::Studies, studies_service::migrator(), studies_service::SCHEMA),
+        (ServiceRole::Patients, patients_service::OWNED_SCHEMA),
+        (ServiceRole::Studies, studies_service::OWNED_SCHEMA),
     ];
-    for (role, migrator, schema) in services {
-        let settings = clinic_common::db::DbSettings::for_url(&db.url_for(role))?;
-        let pool = clinic_common::db::connect_and_migrate(&settings, migrator, schema).await?;
-        let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "select count(*) from {schema}._sqlx_migrations"
-        )))
-        .fetch_one(&pool)
-        .await?;
-        println!("{schema}: {applied} migrations applied");
-        pool.close().await;
+    for (role, schema) in services {
+        let settings = MigrateSettings::new(db.owner_url_for(role), role.role());
+        let applied = clinic_common::schema::migrate(&settings, &schema).await?;
+        println!("{}: {applied} migrations applied", schema.name);
     }
     Ok(())
 }

@@ -136,6 +136,9 @@ pub enum UpError {
     /// The development keys and certificates.
     #[error("credentials: {0}")]
     Credentials(#[from] credentials::CredentialsError),
+    /// A service's migrate step failed.
+    #[error("{0}")]
+    Migrate(String),
 }
 
 struct Proc {
@@ -491,6 +494,33 @@ async fn serving_since(port: u16, since: Instant, give_up: Instant) -> Option<Du
     }
 }
 
+/// The migrate step, as a deployment runs it: `<service> migrate` of each
+/// service's binary, as its schema's owner, before any replica starts.
+async fn migrate(options: &UpOptions, db: &postgres::LocalDatabase) -> Result<(), UpError> {
+    for (name, role) in
+        [("patients-service", ServiceRole::Patients), ("studies-service", ServiceRole::Studies)]
+    {
+        let log_path = options.home.join("logs").join(format!("{name}-migrate.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let status = Command::new(options.bin_dir.join(name))
+            .arg("migrate")
+            .env("DATABASE_URL", db.owner_url_for(role))
+            .env("DATABASE_RUNTIME_ROLE", role.role())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .await?;
+        if !status.success() {
+            return Err(UpError::Migrate(format!(
+                "{name} migrate failed ({status}); see {}",
+                log_path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Starts the database, the services and Envoy, and waits until the system
 /// is SERVING through Envoy. Records how long each service took from spawn
 /// to SERVING.
@@ -501,6 +531,7 @@ pub async fn start(options: UpOptions) -> Result<Running, UpError> {
     let credentials = DevCredentials::ensure(&options.home, false)?;
     credentials.refresh_service_token(false)?;
     let db = postgres::prepare(&options.home, options.database_url.as_deref()).await?;
+    migrate(&options, &db).await?;
     let p = options.ports;
     let descriptor_file = options.home.join("clinic.pb");
     std::fs::write(&descriptor_file, envoy::transcoder_descriptor_set())?;

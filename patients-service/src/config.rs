@@ -10,6 +10,9 @@ use clinic_common::{
 /// patients-service: owns the clinic's patients in the Postgres schema `patients`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "patients-service", version, about)]
+#[command(
+    after_help = "Before the first start and on every upgrade, run `patients-service migrate` as the schema's owner role (`patients-service migrate --help`)."
+)]
 #[command(mut_arg(LISTEN_ADDR_ARG, default_to(defaults::listen_addr(defaults::PATIENTS_PORT))))]
 #[command(mut_arg(METRICS_ADDR_ARG, default_to(defaults::listen_addr(defaults::PATIENTS_METRICS_PORT))))]
 #[command(mut_arg(DATABASE_URL_ARG, default_to(defaults::database_url(crate::ROLE))))]

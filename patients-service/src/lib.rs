@@ -13,7 +13,8 @@
 //! - [`grpc`]: the PatientService and PatientEventService adapters.
 //! - [`error`]: the service's error type and its one mapping to gRPC statuses.
 //! - [`studies`]: asking studies-service whether a patient has studies.
-//! - `migrations/`: the schema, embedded and run at start-up.
+//! - `migrations/`: the schema, embedded; run by `patients-service migrate` as the
+//!   schema's owner role, checked at start-up.
 
 pub mod config;
 pub mod domain;
@@ -28,11 +29,18 @@ pub use startup::Application;
 
 /// The Postgres schema this service owns.
 pub const SCHEMA: &str = "patients";
-/// The login role this service connects as; it owns [`SCHEMA`].
+/// The login role this service connects as; it owns nothing and has the
+/// rights its migrations grant it.
 pub const ROLE: &str = "clinic_patients";
+/// The login role that owns [`SCHEMA`] and runs its migrations.
+pub const OWNER_ROLE: &str = "clinic_patients_owner";
 
 /// The service's migrations, embedded at build time; the history lives in
-/// its own schema. Run at start-up, and by `clinic-dev migrate`.
+/// its own schema. Run as [`OWNER_ROLE`] by `patients-service migrate`.
 pub fn migrator() -> sqlx::migrate::Migrator {
     sqlx::migrate!("./migrations")
 }
+
+/// The schema, its roles and its migrations.
+pub const OWNED_SCHEMA: clinic_common::schema::OwnedSchema =
+    clinic_common::schema::OwnedSchema { name: SCHEMA, owner_role: OWNER_ROLE, runtime_role: ROLE, migrator };

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use clinic_common::{
     client::{Peer, PeerClient},
+    schema::OwnedSchema,
     server::{ServeError, ServerSettings},
     service::{self, Prepared, Process, Serving, StartupError},
 };
@@ -14,10 +15,9 @@ use clinic_proto::patients::{
 use tonic::service::Routes;
 
 use crate::{
-    SCHEMA,
+    OWNED_SCHEMA,
     config::Config,
     grpc::{PatientApi, PatientEventApi},
-    migrator,
     storage::PatientStore,
     studies::{DeletionGuard, GrpcStudies},
 };
@@ -32,12 +32,12 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds the listener, connects to Postgres, runs the migrations and
+    /// Binds the listener, connects to Postgres, waits for the migrations and
     /// loads the page-token key; `studies` answers has-studies questions
     /// (tests pass their own).
     pub async fn build_with(config: Config, studies: Arc<dyn DeletionGuard>) -> Result<Self, StartupError> {
         let Prepared { serving, tokens } =
-            service::prepare(&config.service, migrator(), SCHEMA, &[SERVICE_NAME]).await?;
+            service::prepare(&config.service, &OWNED_SCHEMA, &[SERVICE_NAME]).await?;
         let store = PatientStore::new(serving.pool.clone());
         let events = PatientEventApi::new(store.clone());
         Ok(Self { serving, api: PatientApi { store, tokens, studies }, events, config })
@@ -47,6 +47,7 @@ impl Application {
 impl Process for Application {
     type Config = Config;
     const NAME: &'static str = "patients-service";
+    const SCHEMA: Option<OwnedSchema> = Some(OWNED_SCHEMA);
 
     /// Builds the service, asking studies-service at `config.studies` about studies.
     async fn build(config: Config) -> Result<Self, StartupError> {

@@ -17,6 +17,9 @@ use clinic_common::{
 /// studies-service: owns the clinic's imaging studies in the Postgres schema `studies`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "studies-service", version, about)]
+#[command(
+    after_help = "Before the first start and on every upgrade, run `studies-service migrate` as the schema's owner role (`studies-service migrate --help`)."
+)]
 #[command(mut_arg(LISTEN_ADDR_ARG, default_to(defaults::listen_addr(defaults::STUDIES_PORT))))]
 #[command(mut_arg(METRICS_ADDR_ARG, default_to(defaults::listen_addr(defaults::STUDIES_METRICS_PORT))))]
 #[command(mut_arg(DATABASE_URL_ARG, default_to(defaults::database_url(crate::ROLE))))]

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use clinic_common::{
     client::{Peer, PeerClient},
+    schema::OwnedSchema,
     server::{ServeError, ServerSettings},
     service::{self, Prepared, Process, Serving, StartupError},
 };
@@ -14,11 +15,10 @@ use clinic_proto::studies::{
 use tonic::service::Routes;
 
 use crate::{
-    SCHEMA,
+    OWNED_SCHEMA,
     config::Config,
     consumer,
     grpc::{GuardApi, StudyApi},
-    migrator,
     patients::{GrpcPatients, PatientDirectory, PatientEvents},
     storage::StudyStore,
 };
@@ -34,7 +34,7 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds the listener, connects to Postgres, runs the migrations and
+    /// Binds the listener, connects to Postgres, waits for the migrations and
     /// loads the page-token key; `patients` answers whether a patient exists
     /// and `events` supplies the deletions to apply (tests pass their own).
     pub async fn build_with(
@@ -43,7 +43,7 @@ impl Application {
         events: Arc<dyn PatientEvents>,
     ) -> Result<Self, StartupError> {
         let Prepared { serving, tokens } =
-            service::prepare(&config.service, migrator(), SCHEMA, &[SERVICE_NAME]).await?;
+            service::prepare(&config.service, &OWNED_SCHEMA, &[SERVICE_NAME]).await?;
         let store = StudyStore::new(serving.pool.clone());
         let api = StudyApi { store: store.clone(), tokens, patients };
         Ok(Self { serving, api, store, events, config })
@@ -53,6 +53,7 @@ impl Application {
 impl Process for Application {
     type Config = Config;
     const NAME: &'static str = "studies-service";
+    const SCHEMA: Option<OwnedSchema> = Some(OWNED_SCHEMA);
 
     /// Builds the service; patients-service is reached lazily at `config.patients`.
     async fn build(config: Config) -> Result<Self, StartupError> {

@@ -94,6 +94,8 @@ pub async fn spawn_system_tuned(
 async fn spawn_system_with(studies_tuning: Option<Tuning>) -> TestSystem {
     clinic_common::telemetry::init_for_tests();
     let db = TestDb::create().await;
+    db.migrate(ServiceRole::Patients, &patients_service::OWNED_SCHEMA).await;
+    db.migrate(ServiceRole::Studies, &studies_service::OWNED_SCHEMA).await;
     let (patients_addr, studies_addr, gateway_addr) = (addr(), addr(), addr());
     let channel = |a: SocketAddr| clinic_common::client::channel(&format!("http://{a}")).unwrap();
     let mut system = TestSystem {

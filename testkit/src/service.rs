@@ -29,7 +29,7 @@ pub fn service_config(database_url: String) -> ServiceConfig {
         },
         downstream: DownstreamSettings { timeout: Duration::from_secs(2) },
         idempotency: IdempotencySettings { retention_hours: 24, prune_interval: Duration::from_millis(200) },
-        audit: AuditSettings { retention_days: 2190, prune_interval: Duration::from_secs(3600) },
+        audit: AuditSettings { prune_interval: Duration::from_secs(3600) },
     }
 }
 

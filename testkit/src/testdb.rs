@@ -9,6 +9,7 @@ use std::sync::{
     atomic::{AtomicU32, Ordering},
 };
 
+use clinic_common::schema::{MigrateSettings, OwnedSchema};
 use sqlx::{AssertSqlSafe, ConnectOptions, postgres::PgConnectOptions};
 use tokio::sync::Mutex;
 
@@ -72,16 +73,32 @@ impl TestDb {
         Self { host: admin.get_host().to_owned(), port: admin.get_port(), name, admin }
     }
 
-    /// The URL `service` connects with.
+    /// The URL `service` connects with (its runtime role).
     pub fn url_for(&self, service: ServiceRole) -> String {
+        self.url_as(service.role())
+    }
+
+    /// The URL of the role that owns `service`'s schema, which migrates it.
+    pub fn owner_url_for(&self, service: ServiceRole) -> String {
+        self.url_as(service.owner_role())
+    }
+
+    fn url_as(&self, role: &str) -> String {
         format!(
             "postgres://{role}:{password}@{host}:{port}/{db}",
-            role = service.role(),
-            password = service.dev_password(),
+            password = ServiceRole::dev_password(role),
             host = self.host,
             port = self.port,
             db = self.name
         )
+    }
+
+    /// Runs `schema`'s migrations as `service`'s owner role, as the migrate
+    /// step of a deployment does before the service starts (again on a
+    /// database that has them: nothing to do).
+    pub async fn migrate(&self, service: ServiceRole, schema: &OwnedSchema) {
+        let settings = MigrateSettings::new(self.owner_url_for(service), service.role());
+        clinic_common::schema::migrate(&settings, schema).await.expect("migrating as the schema's owner");
     }
 
     /// Superuser connection options for this database, for assertions that

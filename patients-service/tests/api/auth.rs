@@ -114,10 +114,17 @@ async fn keys_rotate_through_the_jwks_without_a_restart() {
 async fn events_past_the_retention_are_pruned_and_the_pruning_is_recorded() {
     let db = TestDb::create().await;
     let app = spawn_app_with(db, |config| {
-        config.service.audit.retention_days = 30;
         config.service.audit.prune_interval = Duration::from_millis(100);
     })
     .await;
+    // The owner sets the retention, as the migrate step does with
+    // AUDIT_RETENTION_DAYS=30.
+    let mut settings = clinic_common::schema::MigrateSettings::new(
+        app.db.owner_url_for(clinic_testkit::ServiceRole::Patients),
+        patients_service::ROLE,
+    );
+    settings.audit_retention_days = 30;
+    clinic_common::schema::migrate(&settings, &patients_service::OWNED_SCHEMA).await.unwrap();
     let mut admin = app.db.admin_options().connect().await.unwrap();
     // One statement, so the pruner (every 100 ms) sees all three or none.
     sqlx::query(

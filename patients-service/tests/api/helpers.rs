@@ -46,6 +46,7 @@ pub async fn spawn_app_on(db: TestDb) -> TestApp {
 /// Starts the service on `db` with `adjust` applied to the test configuration.
 pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestApp {
     clinic_common::telemetry::init_for_tests();
+    db.migrate(ServiceRole::Patients, &patients_service::OWNED_SCHEMA).await;
     let mut config = test_config(db.url_for(ServiceRole::Patients));
     adjust(&mut config);
     // studies-service is not part of these tests: no patient has studies.

@@ -22,11 +22,12 @@ async fn health_is_serving_for_the_service_and_the_empty_name() {
     assert_eq!(app.health("no.such.Service").await.unwrap_err().code(), Code::NotFound);
 }
 
-/// Kubernetes starts every replica of a new version at once: each runs the
-/// migrations, and they take turns (sqlx holds an advisory lock) instead of
-/// failing on each other's half-applied schema.
+/// Kubernetes starts every replica of a new version at once, while the
+/// migrate Job runs (perhaps twice, after a retry): replicas wait for the
+/// schema instead of failing, the migrations are applied once, and every
+/// replica serves.
 #[tokio::test]
-async fn replicas_starting_at_once_on_a_fresh_database_migrate_it_once_and_all_serve() {
+async fn replicas_starting_while_the_schema_is_migrated_wait_for_it_and_all_serve() {
     let db = TestDb::create().await;
     let builds = (0..3).map(|_| {
         let config = crate::helpers::test_config(db.url_for(clinic_testkit::ServiceRole::Patients));
@@ -35,7 +36,9 @@ async fn replicas_starting_at_once_on_a_fresh_database_migrate_it_once_and_all_s
             std::sync::Arc::new(patients_service::studies::NoStudies),
         )
     });
-    let apps = futures::future::join_all(builds).await;
+    let migrations =
+        (0..2).map(|_| db.migrate(clinic_testkit::ServiceRole::Patients, &patients_service::OWNED_SCHEMA));
+    let (apps, _) = tokio::join!(futures::future::join_all(builds), futures::future::join_all(migrations));
     for app in &apps {
         assert!(app.is_ok(), "a replica failed to start: {:?}", app.as_ref().err());
     }

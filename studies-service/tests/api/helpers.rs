@@ -72,6 +72,7 @@ pub struct TestApp {
 pub async fn spawn_app(known: &[i64]) -> TestApp {
     clinic_common::telemetry::init_for_tests();
     let db = TestDb::create().await;
+    db.migrate(ServiceRole::Studies, &studies_service::OWNED_SCHEMA).await;
     let config = Config {
         service: service_config(db.url_for(ServiceRole::Studies)),
         patients: PatientsPeer { patients_addr: defaults::uri(defaults::PATIENTS_PORT) },

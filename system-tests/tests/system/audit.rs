@@ -282,40 +282,93 @@ async fn the_listing_view_is_recorded_in_both_services_under_the_end_user() {
     assert!(!studies.is_empty() && studies.iter().all(|e| e.0 == "vic" && e.2 == [first]), "{studies:?}");
 }
 
-/// The services' own database roles can add events but not change or
-/// remove them, not even while pruning, unless they are past retention.
+/// The services' own database roles can add and read events, and nothing
+/// else: no update, delete or truncate, no disabling the append-only
+/// trigger, no granting themselves more, no pruning switch, no shorter
+/// retention; pruning through the owner's function removes only events past
+/// the retention the owner set.
 #[tokio::test]
 async fn audit_events_cannot_be_changed_or_removed_by_the_services_own_roles() {
     let system = spawn_system().await;
     let patient = system.create_patient(1).await;
     system.create_study(study(patient.id)).await.unwrap();
+    let mut admin = system.db.admin_options().connect().await.unwrap();
     for (schema, role) in [
         ("patients", clinic_testkit::ServiceRole::Patients),
         ("studies", clinic_testkit::ServiceRole::Studies),
     ] {
+        // An event from 45 days ago: past the old code's 30-day floor, well
+        // inside the configured retention (2190 days).
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "insert into {schema}.audit_event (time, subject, method, patient_ids, code, request_id) \
+             values (now() - interval '45 days', 'old', 'm', '{{}}', 'OK', 'r')"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
         let options: sqlx::postgres::PgConnectOptions = system.db.url_for(role).parse().unwrap();
         let mut conn = options.connect().await.unwrap();
         let count = format!("select count(*) from {schema}.audit_event");
         let before: i64 =
             sqlx::query_scalar(sqlx::AssertSqlSafe(count.clone())).fetch_one(&mut conn).await.unwrap();
-        assert!(before > 0, "{schema} has events");
-        for attempt in [
+        assert!(before > 1, "{schema} has events, and the role may read them");
+        // Granting itself more does nothing (Postgres only warns: the role
+        // holds no grant option); what follows is refused all the same.
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "grant update, delete, truncate, trigger on {schema}.audit_event to current_user"
+        )))
+        .execute(&mut conn)
+        .await;
+        let (update, delete, truncate, trigger): (bool, bool, bool, bool) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select has_table_privilege('{schema}.audit_event', 'UPDATE'), has_table_privilege('{schema}.audit_event', 'DELETE'), \
+                    has_table_privilege('{schema}.audit_event', 'TRUNCATE'), has_table_privilege('{schema}.audit_event', 'TRIGGER')"
+        )))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            (update, delete, truncate, trigger),
+            (false, false, false, false),
+            "{schema}: granted itself more"
+        );
+        let attempts = [
             format!("update {schema}.audit_event set subject = 'someone-else'"),
             format!("delete from {schema}.audit_event"),
             format!("truncate {schema}.audit_event"),
-        ] {
-            let refused = sqlx::query(sqlx::AssertSqlSafe(attempt.clone())).execute(&mut conn).await;
-            assert!(refused.is_err(), "{attempt} as the {schema} role must fail");
+            format!("alter table {schema}.audit_event disable trigger audit_event_append_only"),
+            format!("alter table {schema}.audit_event disable trigger all"),
+            format!("drop trigger audit_event_append_only on {schema}.audit_event"),
+            format!("drop table {schema}.audit_event"),
+            format!("update {schema}.audit_retention set days = 30"),
+            format!(
+                "create or replace function {schema}.audit_event_append_only() returns trigger language plpgsql as $$ begin return old; end $$"
+            ),
+            // The old pruning switch, then a delete of the 45-day-old event.
+            format!(
+                "begin; set local clinic.audit_pruning = 'on'; \
+                 delete from {schema}.audit_event where subject = 'old'; commit"
+            ),
+        ];
+        for attempt in attempts {
+            let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(attempt.clone())).execute(&mut conn).await;
+            assert!(refused.is_err(), "`{attempt}` as the {schema} role must be refused");
+            let _ = sqlx::raw_sql("rollback").execute(&mut conn).await;
         }
-        let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
-        sqlx::query("set local clinic.audit_pruning = 'on'").execute(&mut *tx).await.unwrap();
-        let pruned = sqlx::query(sqlx::AssertSqlSafe(format!("delete from {schema}.audit_event")))
-            .execute(&mut *tx)
-            .await;
-        assert!(pruned.is_err(), "recent events cannot be pruned");
-        drop(tx);
+        let pruned: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select {schema}.prune_audit_events(1000)")))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(pruned, 0, "nothing in {schema} is past the owner's retention");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "insert into {schema}.audit_event (subject, method, patient_ids, code, request_id) \
+             values ('mine', 'm', '{{}}', 'OK', 'r')"
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("the role may append");
         let after: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count)).fetch_one(&mut conn).await.unwrap();
-        assert_eq!(after, before, "{schema} lost no event");
+        assert_eq!(after, before + 1, "{schema} lost no event");
     }
 }
 
