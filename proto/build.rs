@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "clinic/studies/guard/v1/guard.proto",
     "clinic/gateway/v1/gateway.proto",
     "clinic/audit/v1/audit.proto",
+    "clinic/audit/intake/v1/intake.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -6,11 +6,15 @@
 //!
 //! - A write records its event in its own transaction ([`record_in`]): the
 //!   change and its trace commit together or not at all.
-//! - Every other audited rpc (reads, and writes that failed) is recorded by
-//!   [`AuditLayer`] once the rpc has its outcome, through [`AuditLog`]: group
-//!   commit, one multi-row insert for every event queued meanwhile. The
+//! - Every other audited rpc (reads, writes that failed, calls refused for
+//!   want of a role) is recorded by [`AuditLayer`] once the rpc has its
+//!   outcome, through an [`AuditSink`]: in a service, [`AuditLog`] (group
+//!   commit, one multi-row insert for every event queued meanwhile); in the
+//!   gateway, which holds no data, patients-service's [`AuditIntakeApi`]. The
 //!   reply waits for its event to be committed; if it cannot be, the caller
-//!   gets UNAVAILABLE instead of the data, so no read goes unrecorded.
+//!   gets UNAVAILABLE instead of the data, so no read goes unrecorded. A
+//!   write whose own event rolled back with it (its commit failed) is
+//!   recorded here too, with its failure.
 
 use std::{
     sync::Arc,
@@ -19,7 +23,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use clinic_proto::audit::v1 as pb;
+use clinic_proto::audit::{intake::v1 as intake, v1 as pb};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, postgres::PgConnectOptions};
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Code, Request, Response, Status};
@@ -246,6 +250,22 @@ impl AuditLog {
     }
 }
 
+/// Where [`AuditLayer`] records events: a service's own trail
+/// ([`AuditLog`]), or, for a process that holds no data, another service's
+/// (the gateway's remote sink).
+pub trait AuditSink: std::fmt::Debug + Send + Sync {
+    /// Appends `event` of the rpc `call`; resolves once it is committed, or
+    /// to false if it could not be.
+    fn append(&self, event: Event, call: Arc<CallContext>) -> BoxFuture<bool>;
+}
+
+impl AuditSink for AuditLog {
+    fn append(&self, event: Event, _call: Arc<CallContext>) -> BoxFuture<bool> {
+        let log = self.clone();
+        Box::pin(async move { AuditLog::append(&log, event).await })
+    }
+}
+
 /// Events pruned per call of the pruning function.
 const PRUNE_BATCH: i32 = 1000;
 
@@ -281,24 +301,24 @@ pub fn spawn_pruner(
 use crate::layers::BoxFuture;
 
 /// Records the event of every audited rpc that did not record it with its
-/// change, once the rpc has its outcome (also when it was refused for want
-/// of a role); the reply waits for the event.
+/// change, once the rpc has its outcome (also when it failed, or was refused
+/// for want of a role); the reply waits for the event.
 #[derive(Debug, Clone)]
 pub struct AuditLayer {
-    log: Option<AuditLog>,
+    sink: Option<Arc<dyn AuditSink>>,
 }
 
 impl AuditLayer {
-    /// Records through `log`; `None` for a process without a database.
-    pub fn new(log: Option<AuditLog>) -> Self {
-        Self { log }
+    /// Records through `sink`; `None` for a process that records nothing.
+    pub fn new(sink: Option<Arc<dyn AuditSink>>) -> Self {
+        Self { sink }
     }
 }
 
 impl<S> Layer<S> for AuditLayer {
     type Service = Audit<S>;
     fn layer(&self, inner: S) -> Audit<S> {
-        Audit { inner, log: self.log.clone() }
+        Audit { inner, sink: self.sink.clone() }
     }
 }
 
@@ -306,7 +326,7 @@ impl<S> Layer<S> for AuditLayer {
 #[derive(Debug, Clone)]
 pub struct Audit<S> {
     inner: S,
-    log: Option<AuditLog>,
+    sink: Option<Arc<dyn AuditSink>>,
 }
 
 /// The gRPC status of a response: in its headers when the call failed
@@ -339,20 +359,20 @@ where
         let audited = permission(req.uri().path()).is_some_and(|p| p.audited);
         let call = req.extensions().get::<Arc<CallContext>>().cloned();
         let response = self.inner.call(req);
-        let (Some(log), Some(call), true) = (self.log.clone(), call, audited) else {
+        let (Some(sink), Some(call), true) = (self.sink.clone(), call, audited) else {
             return Box::pin(response);
         };
         Box::pin(async move {
             let response = response.await?;
             let code = response_code(&response);
-            // Not recorded: what the change recorded itself; calls of no
-            // verified caller (anyone could fill the trail with those; the
-            // log has them); calls shed for overload, which touched nothing
-            // and whose recording would add to the load.
-            if call.audited() || call.identity().is_none() || code == Code::ResourceExhausted {
+            // Not recorded: a change whose event committed with it; calls of
+            // no verified caller (anyone could fill the trail with those;
+            // the log has them). A change whose commit failed took its event
+            // with it, so its failure is recorded here.
+            if (call.audited() && code == Code::Ok) || call.identity().is_none() {
                 return Ok(response);
             }
-            if log.append(Event::of(&call, code)).await || code != Code::Ok {
+            if sink.append(Event::of(&call, code), call.clone()).await || code != Code::Ok {
                 // A failed call disclosed nothing: its own error says more
                 // than the audit trail's.
                 Ok(response)
@@ -365,6 +385,87 @@ where
                 .into_http())
             }
         })
+    }
+}
+
+/// AuditIntakeService: records the audit events of rpcs served by a process
+/// that holds no data (the gateway's listing), in this service's trail,
+/// under the caller's own identity.
+#[derive(Debug, Clone)]
+pub struct AuditIntakeApi {
+    log: AuditLog,
+}
+
+impl AuditIntakeApi {
+    /// Takes events into `log`.
+    pub fn new(log: AuditLog) -> Self {
+        Self { log }
+    }
+}
+
+/// The service whose rpcs' events the intake takes: the one that holds no
+/// data of its own.
+const RECORDED_THROUGH_INTAKE: &str = "clinic.gateway.v1.GatewayService/";
+
+/// Patients one event names, at most: a listing page's largest.
+const MAX_EVENT_PATIENTS: usize = paging::MAX_PAGE_SIZE as usize;
+
+/// The event `req` asks to record, validated: an audited method of the
+/// gateway, a status code's name, positive patient ids.
+fn intake_event(
+    req: intake::AppendAuditEventRequest,
+    subject: &str,
+    request_id: &str,
+) -> Result<Event, Invalid> {
+    let mut invalid = Invalid::default();
+    let recordable = req.method.starts_with(RECORDED_THROUGH_INTAKE)
+        && permission(&format!("/{}", req.method)).is_some_and(|p| p.audited);
+    if !recordable {
+        invalid.push("method", "must be an audited rpc of clinic.gateway.v1.GatewayService");
+    }
+    let code = (0..=16).map(Code::from_i32).map(code_name).find(|name| *name == req.code);
+    if code.is_none() {
+        invalid.push("code", "must be the name of a gRPC status code, such as OK");
+    }
+    if req.patient_ids.len() > MAX_EVENT_PATIENTS {
+        invalid.push("patient_ids", format!("must name at most {MAX_EVENT_PATIENTS} patients"));
+    } else if req.patient_ids.iter().any(|id| *id <= 0) {
+        invalid.push("patient_ids", "must be positive patient ids");
+    }
+    let mut patient_ids = req.patient_ids;
+    let mut seen = std::collections::HashSet::new();
+    patient_ids.retain(|id| seen.insert(*id));
+    invalid.finish(|| Event {
+        subject: subject.to_owned(),
+        method: req.method,
+        patient_ids,
+        code: code.unwrap_or("UNKNOWN"),
+        request_id: request_id.to_owned(),
+    })
+}
+
+#[tonic::async_trait]
+impl intake::audit_intake_service_server::AuditIntakeService for AuditIntakeApi {
+    async fn append_audit_event(
+        &self,
+        request: Request<intake::AppendAuditEventRequest>,
+    ) -> Result<Response<()>, Status> {
+        let call = request.extensions().get::<Arc<CallContext>>().cloned();
+        let Some(identity) = call.as_ref().and_then(|c| c.identity().cloned()) else {
+            return Err(crate::auth::unauthenticated(crate::auth::Rejection::Missing));
+        };
+        let request_id = call.map(|c| c.request_id.clone()).unwrap_or_default();
+        let event =
+            intake_event(request.into_inner(), &identity.subject, &request_id).map_err(ApiError::from)?;
+        if self.log.append(event).await {
+            Ok(Response::new(()))
+        } else {
+            Err(errors::with_reason(
+                Code::Unavailable,
+                "the event could not be recorded in the audit trail; retry later",
+                AUDIT_UNAVAILABLE,
+            ))
+        }
     }
 }
 
@@ -437,6 +538,17 @@ impl AuditFilter {
     }
 }
 
+/// Where a page of events stopped: the last event's time (microseconds) and id.
+fn encode_position(time: DateTime<Utc>, id: i64) -> Vec<u8> {
+    [time.timestamp_micros().to_be_bytes(), id.to_be_bytes()].concat()
+}
+
+fn decode_position(bytes: &[u8]) -> Option<(DateTime<Utc>, i64)> {
+    let (time, id) = bytes.split_at_checked(8)?;
+    let time = DateTime::from_timestamp_micros(i64::from_be_bytes(time.try_into().ok()?))?;
+    Some((time, i64::from_be_bytes(id.try_into().ok()?)))
+}
+
 #[tonic::async_trait]
 impl pb::audit_service_server::AuditService for AuditApi {
     async fn list_audit_events(
@@ -446,29 +558,39 @@ impl pb::audit_service_server::AuditService for AuditApi {
         let req = request.into_inner();
         let filter = AuditFilter::parse(&req).map_err(ApiError::from)?;
         let scope = filter.scope();
-        let before = self.tokens.decode(&scope, &req.page_token).map_err(ApiError::from)?;
-        let rows: Vec<(i64, DateTime<Utc>, String, String, Vec<i64>, String, String)> =
-            sqlx::query_as(AssertSqlSafe(format!(
-                "select id, time, subject, method, patient_ids, code, request_id from {}.audit_event \
-                 where ($1::bigint is null or id < $1) \
-                   and ($2::bigint is null or patient_ids @> array[$2::bigint]) \
-                   and ($3::text is null or subject = $3) \
-                   and ($4::timestamptz is null or time >= $4) \
-                   and ($5::timestamptz is null or time < $5) \
-                 order by id desc limit $6",
-                self.schema
-            )))
-            .bind(before)
-            .bind(filter.patient_id)
-            .bind(filter.subject.as_deref())
-            .bind(filter.start)
-            .bind(filter.end)
-            .bind(paging::overfetch(filter.size))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(ApiError::from)?;
+        let before = match self.tokens.decode_bytes(&scope, &req.page_token).map_err(ApiError::from)? {
+            Some(bytes) => Some(decode_position(&bytes).ok_or(ApiError::InvalidPageToken)?),
+            None => None,
+        };
+        type Row = (i64, DateTime<Utc>, String, String, Vec<i64>, String, String);
+        // Newest first by time, then id: ids follow insertion, not time
+        // (each replica's clock stamps its own events), so paging by id
+        // alone could skip events a merge by time then shows.
+        let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(format!(
+            "select id, time, subject, method, patient_ids, code, request_id from {}.audit_event \
+             where ($1::timestamptz is null or (time, id) < ($1, $2)) \
+               and ($3::bigint is null or patient_ids @> array[$3::bigint]) \
+               and ($4::text is null or subject = $4) \
+               and ($5::timestamptz is null or time >= $5) \
+               and ($6::timestamptz is null or time < $6) \
+             order by time desc, id desc limit $7",
+            self.schema
+        )))
+        .bind(before.map(|(time, _)| time))
+        .bind(before.map_or(0, |(_, id)| id))
+        .bind(filter.patient_id)
+        .bind(filter.subject.as_deref())
+        .bind(filter.start)
+        .bind(filter.end)
+        .bind(paging::overfetch(filter.size))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ApiError::from)?;
         let page = Page::from_overfetched(rows, filter.size);
-        let next_page_token = self.tokens.next_token(&scope, &page, |row| row.0);
+        let next_page_token = match (page.more, page.items.last()) {
+            (true, Some(last)) => self.tokens.encode_bytes(&scope, &encode_position(last.1, last.0)),
+            _ => String::new(),
+        };
         let events = page
             .items
             .into_iter()

@@ -100,9 +100,11 @@ pub const PERMISSIONS: &[Permission] = &[
     rpc("/clinic.studies.v1.StudyService/DeleteStudy", &[Clinician], true),
     rpc("/clinic.studies.guard.v1.DeletionGuardService/ReservePatientDeletion", &[Admin], false),
     rpc("/clinic.studies.guard.v1.DeletionGuardService/CancelPatientDeletion", &[Admin], false),
-    rpc("/clinic.gateway.v1.GatewayService/ListPatientsWithStudies", &[Viewer], false),
-    rpc("/clinic.gateway.v1.GatewayService/GetPatientWithStudies", &[Viewer], false),
+    rpc("/clinic.gateway.v1.GatewayService/ListPatientsWithStudies", &[Viewer], true),
+    rpc("/clinic.gateway.v1.GatewayService/GetPatientWithStudies", &[Viewer], true),
     rpc("/clinic.audit.v1.AuditService/ListAuditEvents", &[Admin], false),
+    // The gateway records its rpcs' events under the caller's own token.
+    rpc("/clinic.audit.intake.v1.AuditIntakeService/AppendAuditEvent", &[Viewer], false),
 ];
 
 /// Paths anyone may call: health and server reflection.

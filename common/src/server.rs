@@ -15,7 +15,7 @@ use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 use tower::ServiceBuilder;
 
 use crate::{
-    audit::{AuditLayer, AuditLog},
+    audit::{AuditLayer, AuditSink},
     auth::{AuthLayer, AuthSettings, Verifier},
     health::{HEALTH_SERVICE_NAME, Health},
     layers::{
@@ -87,7 +87,7 @@ pub struct Guards {
     /// The pool database errors are judged against.
     pub pool: Option<PgPool>,
     /// Where the audit events of audited rpcs go.
-    pub audit: Option<AuditLog>,
+    pub audit: Option<Arc<dyn AuditSink>>,
     /// Public static files (the listing page), answered before any layer.
     pub site: Option<Site>,
     /// The gRPC services of the routes (fully qualified names; health and

@@ -8,13 +8,16 @@
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
-use clinic_proto::audit::v1::audit_service_server::AuditServiceServer;
+use clinic_proto::audit::{
+    intake::v1::audit_intake_service_server::AuditIntakeServiceServer,
+    v1::audit_service_server::AuditServiceServer,
+};
 
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
 use crate::{
-    audit::{self, AuditApi, AuditLog, AuditSettings},
+    audit::{self, AuditApi, AuditIntakeApi, AuditLog, AuditSettings},
     auth::{JwksError, Verifier},
     client::DownstreamSettings,
     db::{self, DbSettings, DbStartupError},
@@ -145,13 +148,11 @@ pub async fn serve_with_database(
 ) -> Result<(), ServeError> {
     let mut background = Vec::new();
     let Serving { listener, pool, health, schema, verifier, tokens } = serving;
-    let routes = routes.add_service(crate::bounded!(AuditServiceServer::new(AuditApi::new(
-        pool.clone(),
-        schema,
-        tokens
-    ))));
     // The writer outlives the shutdown's start: in-flight rpcs still need it.
     let (audit, writer) = AuditLog::start((*pool.connect_options()).clone(), schema);
+    let routes = routes
+        .add_service(crate::bounded!(AuditServiceServer::new(AuditApi::new(pool.clone(), schema, tokens))))
+        .add_service(crate::bounded!(AuditIntakeServiceServer::new(AuditIntakeApi::new(audit.clone()))));
     let (prune_pool, audit_settings, idempotency_settings) =
         (pool.clone(), config.audit.clone(), config.idempotency.clone());
     background.push(leader::spawn((*pool.connect_options()).clone(), leader::lock_key(schema), move || {
@@ -169,8 +170,9 @@ pub async fn serve_with_database(
         async move { health.set_serving(ok).await }
     }));
     let mut served = served.to_vec();
-    served.push(clinic_proto::audit::v1::SERVICE_NAME);
-    let guards = Guards { verifier, pool: Some(pool.clone()), audit: Some(audit), site: None, served };
+    served.extend([clinic_proto::audit::v1::SERVICE_NAME, clinic_proto::audit::intake::v1::SERVICE_NAME]);
+    let guards =
+        Guards { verifier, pool: Some(pool.clone()), audit: Some(Arc::new(audit)), site: None, served };
     let result =
         server::serve_with_tasks(listener, routes, health, &config.server, guards, background, shutdown)
             .await;

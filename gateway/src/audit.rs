@@ -1,4 +1,6 @@
-//! One audit trail through Envoy: AuditService answered for both services.
+//! One audit trail through Envoy: AuditService answered for both services;
+//! and the gateway's own rpcs recorded in patients-service's trail
+//! ([`IntakeSink`]), since the gateway holds no data of its own.
 //!
 //! Each service keeps the events of its own data. For a page the gateway
 //! asks both for a page with the same filters, merges them newest first, and
@@ -8,13 +10,17 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
+use clinic_common::audit::{AuditSink, Event};
 use clinic_common::{
     api_error::ApiError,
     audit::AuditFilter,
     client::{DownstreamExt, PeerClient},
     resource::timestamp,
 };
-use clinic_proto::audit::v1::{self as pb, audit_service_client::AuditServiceClient};
+use clinic_proto::audit::{
+    intake::v1 as intake,
+    v1::{self as pb, audit_service_client::AuditServiceClient},
+};
 use tonic::{Request, Response, Status};
 
 use crate::{downstream::Downstream, error::Error};
@@ -134,5 +140,49 @@ impl pb::audit_service_server::AuditService for AuditAggregate {
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+}
+
+/// Records the gateway's own audited rpcs (the listing: the method the user
+/// called, with every patient it showed) in patients-service's trail,
+/// through its AuditIntakeService, under the caller's own token.
+#[derive(Debug, Clone)]
+pub struct IntakeSink {
+    patients: PeerClient,
+}
+
+impl IntakeSink {
+    /// Records through `patients`.
+    pub fn new(patients: PeerClient) -> Self {
+        Self { patients }
+    }
+}
+
+impl AuditSink for IntakeSink {
+    fn append(
+        &self,
+        event: Event,
+        _call: std::sync::Arc<clinic_common::context::CallContext>,
+    ) -> clinic_common::layers::BoxFuture<bool> {
+        let peer = self.patients.clone();
+        Box::pin(async move {
+            let message = intake::AppendAuditEventRequest {
+                method: event.method.clone(),
+                patient_ids: event.patient_ids.clone(),
+                code: event.code.to_owned(),
+            };
+            let client = clinic_common::bounded!(
+                intake::audit_intake_service_client::AuditIntakeServiceClient::new(peer.channel())
+            );
+            let answer = client.clone().append_audit_event(peer.request(message, None)).await;
+            match answer.downstream(peer.peer(), "recording the audit event") {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, method = %event.method, code = event.code, "recording the gateway's audit event failed");
+                    metrics::counter!("audit_write_failures_total").increment(1);
+                    false
+                }
+            }
+        })
     }
 }

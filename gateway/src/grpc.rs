@@ -240,7 +240,12 @@ impl pb::gateway_service_server::GatewayService for GatewayApi {
         request: Request<pb::ListPatientsWithStudiesRequest>,
     ) -> Result<Response<pb::ListPatientsWithStudiesResponse>, Status> {
         let deadline = Deadline::of(&request);
-        Ok(Response::new(self.list(request.into_inner(), deadline).await?))
+        let page = self.list(request.into_inner(), deadline).await?;
+        // The listing's audit event names every patient it shows.
+        clinic_common::context::concern(
+            page.patients.iter().filter_map(|p| p.patient.as_ref().map(|p| p.id)),
+        );
+        Ok(Response::new(page))
     }
 
     async fn get_patient_with_studies(
@@ -248,7 +253,11 @@ impl pb::gateway_service_server::GatewayService for GatewayApi {
         request: Request<pb::GetPatientWithStudiesRequest>,
     ) -> Result<Response<pb::PatientWithStudies>, Status> {
         let deadline = Deadline::of(&request);
-        Ok(Response::new(self.get(request.into_inner(), deadline).await?))
+        let request = request.into_inner();
+        if request.id > 0 {
+            clinic_common::context::concern([request.id]);
+        }
+        Ok(Response::new(self.get(request, deadline).await?))
     }
 }
 

@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use clinic_common::{
+    audit::AuditSink,
     auth::Verifier,
     client::{Peer, PeerClient},
     health::Health,
@@ -16,7 +17,13 @@ use clinic_proto::{
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
-use crate::{audit::AuditAggregate, config::Config, downstream::Downstream, grpc::GatewayApi, health};
+use crate::{
+    audit::{AuditAggregate, IntakeSink},
+    config::Config,
+    downstream::Downstream,
+    grpc::GatewayApi,
+    health,
+};
 
 /// A built gateway, listening and ready to serve.
 #[derive(Debug)]
@@ -72,13 +79,14 @@ impl Process for Application {
         .await;
         let mut background = mirrors;
         background.push(self.verifier.clone().watch(service::JWKS_CHECK_INTERVAL));
+        let audit: Arc<dyn AuditSink> = Arc::new(IntakeSink::new(self.downstream.patients.clone()));
         let routes = Routes::new(clinic_common::bounded!(GatewayServiceServer::new(GatewayApi::new(
             self.downstream.clone()
         ))))
         .add_service(clinic_common::bounded!(AuditServiceServer::new(AuditAggregate::new(self.downstream))));
         let site = self.config.web_root.as_ref().map(clinic_common::site::Site::new);
         let served = vec![own, clinic_proto::audit::v1::SERVICE_NAME];
-        let guards = Guards { verifier: self.verifier, pool: None, audit: None, site, served };
+        let guards = Guards { verifier: self.verifier, pool: None, audit: Some(audit), site, served };
         server::serve_with_tasks(
             self.listener,
             routes,

@@ -114,6 +114,9 @@ impl PatientStore {
         let mut tx = self.pool.begin().await?;
         if let Claim::Done(id) = idempotency::claim(&mut tx, SCHEMA, request_id, &fingerprint(new)).await? {
             tx.rollback().await?;
+            // The replay reads the patient the first create made: its event
+            // names them.
+            clinic_common::context::concern([id]);
             return self.get(PatientId::from_stored(id)).await;
         }
         let row = Self::insert(new).fetch_optional(&mut *tx).await?.ok_or(Error::EmailTaken)?;

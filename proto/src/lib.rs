@@ -10,8 +10,8 @@
 //! - [`studies::v1`] — `clinic.studies.v1` (StudyService)
 //! - [`gateway::v1`] — `clinic.gateway.v1` (GatewayService)
 //! - [`audit::v1`] — `clinic.audit.v1` (AuditService)
-//! - [`patients::events::v1`], [`studies::guard::v1`] — internal services
-//!   between patients-service and studies-service, not routed by Envoy
+//! - [`patients::events::v1`], [`studies::guard::v1`], [`audit::intake::v1`]
+//!   — internal services between Clinic's own processes, not routed by Envoy
 
 /// The encoded `FileDescriptorSet` of every Clinic package and its imports,
 /// for registration with a reflection server.
@@ -65,6 +65,18 @@ pub mod studies {
 
 /// Package `clinic.audit`.
 pub mod audit {
+    /// Package `clinic.audit.intake`.
+    pub mod intake {
+        /// Package `clinic.audit.intake.v1`: how the gateway records its own
+        /// rpcs' audit events in patients-service's trail; not routed by Envoy.
+        #[allow(missing_docs, clippy::all)]
+        pub mod v1 {
+            tonic::include_proto!("clinic.audit.intake.v1");
+            /// Fully qualified name of AuditIntakeService.
+            pub const SERVICE_NAME: &str = "clinic.audit.intake.v1.AuditIntakeService";
+        }
+    }
+
     /// Package `clinic.audit.v1`: the audit trail (AuditService).
     #[allow(missing_docs, clippy::all)]
     pub mod v1 {

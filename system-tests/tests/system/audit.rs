@@ -65,6 +65,7 @@ fn new_patient(email: &str) -> ppb::Patient {
 
 const P: &str = "clinic.patients.v1.PatientService/";
 const S: &str = "clinic.studies.v1.StudyService/";
+const G: &str = "clinic.gateway.v1.GatewayService/";
 
 /// Every audited rpc, as a clinician (and an admin for DeletePatient): one
 /// event each in the owning schema, with the caller, the method, the
@@ -237,12 +238,15 @@ async fn refused_calls_of_known_callers_are_recorded_and_anonymous_ones_are_not(
     assert!(events(&system, "patients", "r-anonymous").await.is_empty());
 }
 
-/// The listing view is recorded by the services that hold the data, under
-/// the end user who asked the gateway (never the gateway), with the
-/// request id the user sent on every hop.
+/// The listing view is recorded as the method the user called, with every
+/// patient it showed (in patients-service's trail, since the gateway holds
+/// no data), and by the services that hold the data for their own calls,
+/// always under the end user who asked (never the gateway), with the
+/// request id the user sent on every hop. A listing that fails is recorded
+/// with its failure.
 #[tokio::test]
-async fn the_listing_view_is_recorded_in_both_services_under_the_end_user() {
-    let system = spawn_system().await;
+async fn the_listing_is_recorded_as_the_method_the_user_called_with_every_patient_it_showed() {
+    let mut system = spawn_system().await;
     let first = system.create_patient(1).await.id;
     let second = system.create_patient(2).await.id;
     system.create_study(study(first)).await.unwrap();
@@ -258,13 +262,37 @@ async fn the_listing_view_is_recorded_in_both_services_under_the_end_user() {
         ))
         .await
         .unwrap();
-    assert_eq!(
-        events(&system, "patients", "r-listing").await,
-        vec![event("vic", &format!("{P}ListPatients"), &[first, second], "OK")]
+    let listing = events(&system, "patients", "r-listing").await;
+    assert!(
+        listing.contains(&event("vic", &format!("{G}ListPatientsWithStudies"), &[first, second], "OK")),
+        "{listing:?}"
     );
+    assert!(
+        listing.contains(&event("vic", &format!("{P}ListPatients"), &[first, second], "OK")),
+        "{listing:?}"
+    );
+    assert_eq!(listing.len(), 2, "{listing:?}");
     assert_eq!(
         events(&system, "studies", "r-listing").await,
         vec![event("vic", &format!("{S}ListStudiesByPatient"), &[first, second], "OK")]
+    );
+
+    // With a study filter, only the patients shown.
+    vic.gateway
+        .list_patients_with_studies(with_request_id(
+            gpb::ListPatientsWithStudiesRequest {
+                page_size: 10,
+                study_filter: "urgency_level = HIGH".into(),
+                ..Default::default()
+            },
+            "r-filtered",
+        ))
+        .await
+        .unwrap();
+    let filtered = events(&system, "patients", "r-filtered").await;
+    assert!(
+        filtered.contains(&event("vic", &format!("{G}ListPatientsWithStudies"), &[first], "OK")),
+        "{filtered:?}"
     );
 
     vic.gateway
@@ -274,12 +302,211 @@ async fn the_listing_view_is_recorded_in_both_services_under_the_end_user() {
         ))
         .await
         .unwrap();
-    assert_eq!(
-        events(&system, "patients", "r-one").await,
-        vec![event("vic", &format!("{P}GetPatient"), &[first], "OK")]
-    );
+    let one = events(&system, "patients", "r-one").await;
+    assert!(one.contains(&event("vic", &format!("{G}GetPatientWithStudies"), &[first], "OK")), "{one:?}");
+    assert!(one.contains(&event("vic", &format!("{P}GetPatient"), &[first], "OK")), "{one:?}");
     let studies = events(&system, "studies", "r-one").await;
     assert!(!studies.is_empty() && studies.iter().all(|e| e.0 == "vic" && e.2 == [first]), "{studies:?}");
+
+    system.stop_studies().await;
+    let failed = vic
+        .gateway
+        .list_patients_with_studies(with_request_id(
+            gpb::ListPatientsWithStudiesRequest { page_size: 10, ..Default::default() },
+            "r-listing-down",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), Code::Unavailable);
+    let down = events(&system, "patients", "r-listing-down").await;
+    assert!(
+        down.iter()
+            .any(|e| e.1 == format!("{G}ListPatientsWithStudies") && e.3 == "UNAVAILABLE" && e.0 == "vic"),
+        "{down:?}"
+    );
+}
+
+/// The gateway's events come through patients-service's intake, which takes
+/// only the gateway's audited methods, and always under the caller's own
+/// token: nobody can record an access in someone else's name.
+#[tokio::test]
+async fn the_intake_records_only_gateway_methods_under_the_callers_own_name() {
+    use clinic_proto::audit::intake::v1::{
+        AppendAuditEventRequest, audit_intake_service_client::AuditIntakeServiceClient,
+    };
+    let system = spawn_system().await;
+    let token = shared().token("vic", &["viewer"]);
+    let channel =
+        authed(clinic_common::client::channel(&format!("http://{}", system.patients_addr)).unwrap(), &token);
+    let mut intake = AuditIntakeServiceClient::new(channel);
+    let append = |method: &str, code: &str| AppendAuditEventRequest {
+        method: method.into(),
+        patient_ids: vec![7],
+        code: code.into(),
+    };
+    intake
+        .append_audit_event(with_request_id(append(&format!("{G}ListPatientsWithStudies"), "OK"), "r-intake"))
+        .await
+        .unwrap();
+    assert_eq!(
+        events(&system, "patients", "r-intake").await,
+        vec![event("vic", &format!("{G}ListPatientsWithStudies"), &[7], "OK")]
+    );
+    for (method, code) in [
+        (format!("{P}GetPatient"), "OK"),
+        (format!("{G}Nope"), "OK"),
+        ("clinic.audit.v1.AuditService/ListAuditEvents".to_owned(), "OK"),
+        (format!("{G}ListPatientsWithStudies"), "FINE"),
+    ] {
+        let refused = intake
+            .append_audit_event(with_request_id(append(&method, code), "r-intake-bad"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{method} {code}");
+    }
+    assert!(events(&system, "patients", "r-intake-bad").await.is_empty());
+    let anonymous = AuditIntakeServiceClient::new(
+        clinic_common::client::channel(&format!("http://{}", system.patients_addr)).unwrap(),
+    )
+    .append_audit_event(append(&format!("{G}ListPatientsWithStudies"), "OK"))
+    .await
+    .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+}
+
+/// A write's event is written in its transaction; when the commit then fails
+/// the event rolls back with it, and the failure is recorded instead (before,
+/// nothing at all was).
+#[tokio::test]
+async fn a_write_whose_commit_fails_after_its_event_was_written_leaves_an_event_with_its_failure() {
+    let system = spawn_system().await;
+    let p = system.create_patient(1).await.id;
+    let mut admin = system.db.admin_options().connect().await.unwrap();
+    // A check that runs at commit, after the write and its event: refuses a
+    // patient named "Refused" and a study described "REFUSED".
+    sqlx::raw_sql(
+        "create function public.refuse_at_commit() returns trigger language plpgsql as $$ \
+         begin raise exception 'refused at commit' using errcode = 'check_violation'; end $$; \
+         create constraint trigger refuse_at_commit after insert on patients.patient deferrable initially deferred \
+         for each row when (new.first_name = 'Refused') execute function public.refuse_at_commit(); \
+         create constraint trigger refuse_at_commit after insert on studies.study deferrable initially deferred \
+         for each row when (new.description = 'REFUSED') execute function public.refuse_at_commit();",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let mut ana = caller(&system, "dr-ana", "clinician");
+    let refused = ana
+        .patients
+        .create_patient(with_request_id(
+            ppb::CreatePatientRequest {
+                patient: Some(ppb::Patient {
+                    first_name: "Refused".into(),
+                    ..new_patient("refused@audit.test")
+                }),
+                request_id: "key-1".into(),
+            },
+            "r-commit-fails",
+        ))
+        .await
+        .unwrap_err();
+    let got = events(&system, "patients", "r-commit-fails").await;
+    assert_eq!(got.len(), 1, "{refused:?}: {got:?}");
+    assert_eq!((got[0].0.as_str(), got[0].1.as_str()), ("dr-ana", format!("{P}CreatePatient").as_str()));
+    assert_ne!(got[0].3, "OK");
+
+    let refused = ana
+        .studies
+        .create_study(with_request_id(
+            spb::CreateStudyRequest {
+                study: Some(spb::Study { description: "REFUSED".into(), ..study(p) }),
+                request_id: String::new(),
+            },
+            "r-study-commit-fails",
+        ))
+        .await
+        .unwrap_err();
+    let got = events(&system, "studies", "r-study-commit-fails").await;
+    assert_eq!(got.len(), 1, "{refused:?}: {got:?}");
+    assert_eq!((got[0].1.as_str(), got[0].2.as_slice()), (format!("{S}CreateStudy").as_str(), &[p][..]));
+    assert_ne!(got[0].3, "OK");
+}
+
+/// A create repeated with its request id returns the first create's
+/// patient, and its event names that patient.
+#[tokio::test]
+async fn a_replayed_create_is_recorded_with_the_patient_it_returned() {
+    let system = spawn_system().await;
+    let mut ana = caller(&system, "dr-ana", "clinician");
+    let create = |request_id: &str| {
+        with_request_id(
+            ppb::CreatePatientRequest {
+                patient: Some(new_patient("again@audit.test")),
+                request_id: "key-again".into(),
+            },
+            request_id,
+        )
+    };
+    let first = ana.patients.create_patient(create("r-first")).await.unwrap().into_inner();
+    let replay = ana.patients.create_patient(create("r-replay")).await.unwrap().into_inner();
+    assert_eq!(first.id, replay.id);
+    assert_eq!(
+        events(&system, "patients", "r-replay").await,
+        vec![event("dr-ana", &format!("{P}CreatePatient"), &[first.id], "OK")]
+    );
+}
+
+/// Events whose ids and times disagree (replicas stamp their own clocks;
+/// ids follow insertion) across both services: walking ListAuditEvents
+/// through the gateway page by page, at every page size, shows each event
+/// exactly once, newest first.
+#[tokio::test]
+async fn audit_pages_never_skip_or_repeat_an_event_when_times_and_ids_disagree() {
+    let system = spawn_system().await;
+    let mut admin = system.db.admin_options().connect().await.unwrap();
+    // Inserted in this order (ids ascending), with times out of order.
+    for (schema, offsets) in [("patients", [5, 1, 3, 6, 2]), ("studies", [4, 7, 1, 2, 8])] {
+        for (i, seconds) in offsets.iter().enumerate() {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "insert into {schema}.audit_event (time, subject, method, patient_ids, code, request_id) \
+                 values (timestamptz '2026-01-01 10:00:00+00' + make_interval(secs => $1), 'clock', 'm', '{{99}}', 'OK', $2)"
+            )))
+            .bind(f64::from(*seconds))
+            .bind(format!("{schema}-{i}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        }
+    }
+    let mut root = caller(&system, "root", "admin");
+    for page_size in 1..=4 {
+        let (mut seen, mut token) = (Vec::new(), String::new());
+        loop {
+            let page = root
+                .audit
+                .list_audit_events(apb::ListAuditEventsRequest {
+                    subject: "clock".into(),
+                    page_size,
+                    page_token: token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            seen.extend(page.events);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let ids: Vec<&str> = seen.iter().map(|e| e.request_id.as_str()).collect();
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!((ids.len(), unique.len()), (10, 10), "page size {page_size}: {ids:?}");
+        let times: Vec<i64> = seen.iter().map(|e| e.time.unwrap().seconds).collect();
+        assert!(times.windows(2).all(|w| w[0] >= w[1]), "page size {page_size}: newest first: {ids:?}");
+    }
 }
 
 /// The services' own database roles can add and read events, and nothing
