@@ -127,6 +127,12 @@ pub fn current() -> Option<Arc<CallContext>> {
     CALL.try_with(Arc::clone).ok()
 }
 
+/// The `sub` of the current rpc's verified caller; empty outside an rpc
+/// (background work) or before authentication.
+pub fn current_subject() -> String {
+    current().and_then(|call| call.identity().map(|i| i.subject.clone())).unwrap_or_default()
+}
+
 /// Records that the current rpc concerns `patients` (for its audit event).
 pub fn concern(patients: impl IntoIterator<Item = i64>) {
     if let Some(call) = current() {

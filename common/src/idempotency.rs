@@ -1,7 +1,9 @@
 //! Idempotent creates, bound to the request.
 //!
 //! A create that carries a `request_id` claims the key in
-//! `<schema>.create_request` inside the creating transaction, together with
+//! `<schema>.create_request` inside the creating transaction. Keys are the
+//! caller's own: the pair (token subject, request id), so one user can
+//! neither squat nor replay another's keys. The claim is stored together with
 //! a fingerprint of the request (SHA-256 of its validated fields). A repeat
 //! of the same request gets the resource the first one created; the same key
 //! with a different request is refused (ALREADY_EXISTS, `REQUEST_ID_REUSED`)
@@ -76,12 +78,13 @@ pub enum Claim {
 pub async fn claim(
     conn: &mut PgConnection,
     schema: &'static str,
+    subject: &str,
     request_id: &RequestId,
     fingerprint: &Fingerprint,
 ) -> Result<Claim, ApiError> {
     let statement = format!(
-        "insert into {schema}.create_request (request_id, fingerprint) values ($1, $2) \
-         on conflict (request_id) do nothing"
+        "insert into {schema}.create_request (subject, request_id, fingerprint) values ($3, $1, $2) \
+         on conflict (subject, request_id) do nothing"
     );
     // The key can expire and be pruned between the conflict and the look-up
     // of its owner: it is then free, and the claim is tried again.
@@ -89,6 +92,7 @@ pub async fn claim(
         let claimed = sqlx::query(AssertSqlSafe(statement.as_str()))
             .bind(request_id.as_str())
             .bind(fingerprint.as_bytes())
+            .bind(subject)
             .execute(&mut *conn)
             .await?
             .rows_affected()
@@ -97,9 +101,10 @@ pub async fn claim(
             return Ok(Claim::New);
         }
         let owner: Option<(Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(AssertSqlSafe(format!(
-            "select resource_id, fingerprint from {schema}.create_request where request_id = $1"
+            "select resource_id, fingerprint from {schema}.create_request where subject = $2 and request_id = $1"
         )))
         .bind(request_id.as_str())
+        .bind(subject)
         .fetch_optional(&mut *conn)
         .await?;
         match owner {
@@ -129,13 +134,15 @@ const CLAIM_ATTEMPTS: usize = 3;
 pub async fn earlier(
     conn: &mut PgConnection,
     schema: &'static str,
+    subject: &str,
     request_id: &RequestId,
     fingerprint: &Fingerprint,
 ) -> Result<Option<i64>, ApiError> {
     let row: Option<(Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(AssertSqlSafe(format!(
-        "select resource_id, fingerprint from {schema}.create_request where request_id = $1"
+        "select resource_id, fingerprint from {schema}.create_request where subject = $2 and request_id = $1"
     )))
     .bind(request_id.as_str())
+    .bind(subject)
     .fetch_optional(&mut *conn)
     .await?;
     match row {
@@ -150,14 +157,16 @@ pub async fn earlier(
 pub async fn record(
     conn: &mut PgConnection,
     schema: &'static str,
+    subject: &str,
     request_id: &RequestId,
     id: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(AssertSqlSafe(format!(
-        "update {schema}.create_request set resource_id = $2 where request_id = $1"
+        "update {schema}.create_request set resource_id = $2 where subject = $3 and request_id = $1"
     )))
     .bind(request_id.as_str())
     .bind(id)
+    .bind(subject)
     .execute(conn)
     .await
     .map(drop)
@@ -167,8 +176,8 @@ pub async fn record(
 /// its own short statement; returns how many went.
 pub async fn prune(pool: &PgPool, schema: &'static str, retention: Duration) -> Result<u64, sqlx::Error> {
     let statement = format!(
-        "delete from {schema}.create_request where request_id in ( \
-             select request_id from {schema}.create_request \
+        "delete from {schema}.create_request where (subject, request_id) in ( \
+             select subject, request_id from {schema}.create_request \
              where create_time < now() - make_interval(secs => $1) \
              order by create_time limit $2 for update skip locked)"
     );

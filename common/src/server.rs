@@ -95,6 +95,13 @@ pub struct Guards {
     pub served: Vec<&'static str>,
 }
 
+/// Largest header list (every header of one request, decoded) a server
+/// takes: above what Envoy forwards (its own limit is 32 KiB, plus the
+/// headers it adds), so nothing Envoy accepts is refused here (hyper's
+/// default of 16 KiB did), and small enough that no caller makes a service
+/// hold more than that per stream.
+pub const MAX_HEADER_LIST_BYTES: u32 = 64 << 10;
+
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -162,6 +169,7 @@ pub async fn serve(
     http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.max_concurrent_streams)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
     let connections = GracefulShutdown::new();

@@ -111,8 +111,11 @@ impl PatientStore {
             audit::mark_audited(1);
             return Ok(row.into());
         };
+        let subject = clinic_common::context::current_subject();
         let mut tx = self.pool.begin().await?;
-        if let Claim::Done(id) = idempotency::claim(&mut tx, SCHEMA, request_id, &fingerprint(new)).await? {
+        if let Claim::Done(id) =
+            idempotency::claim(&mut tx, SCHEMA, &subject, request_id, &fingerprint(new)).await?
+        {
             tx.rollback().await?;
             // The replay reads the patient the first create made: its event
             // names them.
@@ -121,7 +124,7 @@ impl PatientStore {
         }
         let row = Self::insert(new).fetch_optional(&mut *tx).await?.ok_or(Error::EmailTaken)?;
         audit::mark_audited(1);
-        idempotency::record(&mut tx, SCHEMA, request_id, row.id).await?;
+        idempotency::record(&mut tx, SCHEMA, &subject, request_id, row.id).await?;
         durable(tx.commit()).await?;
         Ok(row.into())
     }

@@ -275,3 +275,37 @@ async fn request_ids_are_forgotten_after_their_retention_and_kept_before() {
         .unwrap();
     assert_eq!(repeat.id, fresh.id);
 }
+
+/// Request ids are the caller's own: another user's create with the same key
+/// is a create of its own. Before, it was refused REQUEST_ID_REUSED (a key
+/// squatted by someone else) or, for the same fields, answered with the
+/// first user's patient.
+#[tokio::test]
+async fn a_request_id_is_scoped_to_the_caller() {
+    use clinic_proto::patients::v1::{CreatePatientRequest, patient_service_client::PatientServiceClient};
+    use clinic_testkit::auth::{authed, shared};
+    let app = spawn_app().await;
+    let as_user = |subject: &str| {
+        PatientServiceClient::new(authed(app.channel.clone(), &shared().token(subject, &["clinician"])))
+    };
+    let create = |p, key: &str| CreatePatientRequest { patient: Some(p), request_id: key.into() };
+    let ana =
+        as_user("ana").create_patient(create(patient("Ana", "Uno", "1970-01-01", "ana@k.test"), "k")).await;
+    let ana = ana.unwrap().into_inner();
+    let bob =
+        as_user("bob").create_patient(create(patient("Bob", "Dos", "1971-01-01", "bob@k.test"), "k")).await;
+    let bob = bob.expect("another caller's key does not stand in the way").into_inner();
+    assert_ne!(bob.id, ana.id);
+    // The same fields and key as ana's: not a replay of her create (it
+    // would return her patient), but a create of its own.
+    let copy =
+        as_user("eve").create_patient(create(patient("Ana", "Uno", "1970-01-01", "ana@k.test"), "k")).await;
+    assert_eq!(
+        copy.unwrap_err().code(),
+        Code::AlreadyExists,
+        "the email is taken; ana's patient is not returned"
+    );
+    let again =
+        as_user("ana").create_patient(create(patient("Ana", "Uno", "1970-01-01", "ana@k.test"), "k")).await;
+    assert_eq!(again.unwrap().into_inner().id, ana.id, "the caller's own repeat is a replay");
+}

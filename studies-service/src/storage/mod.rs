@@ -116,17 +116,19 @@ impl StudyStore {
     /// `REQUEST_ID_REUSED` if that create was a different request.
     pub async fn created_by(&self, request_id: &RequestId, new: &StudyFields) -> Result<Option<StudyId>> {
         let mut conn = self.pool.acquire().await?;
-        let id = idempotency::earlier(&mut conn, SCHEMA, request_id, &fingerprint(new)).await?;
+        let subject = clinic_common::context::current_subject();
+        let id = idempotency::earlier(&mut conn, SCHEMA, &subject, request_id, &fingerprint(new)).await?;
         Ok(id.map(StudyId::from_stored))
     }
 
     /// Inserts `new` unless its patient is known to be deleted. With a
     /// `request_id` seen before, returns the study that request created.
     pub async fn create(&self, new: &StudyFields, request_id: Option<&RequestId>) -> Result<Study> {
+        let subject = clinic_common::context::current_subject();
         let mut tx = self.pool.begin().await?;
         if let Some(request_id) = request_id
             && let Claim::Done(id) =
-                idempotency::claim(&mut tx, SCHEMA, request_id, &fingerprint(new)).await?
+                idempotency::claim(&mut tx, SCHEMA, &subject, request_id, &fingerprint(new)).await?
         {
             tx.rollback().await?;
             return self.get(StudyId::from_stored(id)).await;
@@ -145,7 +147,7 @@ impl StudyStore {
         .fetch_one(&mut *tx)
         .await?;
         if let Some(request_id) = request_id {
-            idempotency::record(&mut tx, SCHEMA, request_id, row.id).await?;
+            idempotency::record(&mut tx, SCHEMA, &subject, request_id, row.id).await?;
         }
         audit::record_in(&mut tx, SCHEMA, [row.patient_id]).await?;
         durable(tx.commit()).await?;
