@@ -7,6 +7,10 @@
 //! write end only this process holds: when this process ends for any reason,
 //! panics and kills included, the watchdog stops the cluster and removes its
 //! folder.
+//!
+//! Every cluster also serves TLS, with a certificate for `localhost` and
+//! `127.0.0.1` from a CA of its own (kept in its folder), so clients can be
+//! tested with `sslmode=verify-full` as production connects.
 
 use std::{
     io::{self, Write},
@@ -100,6 +104,11 @@ pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The server's TLS files, in its data folder.
+const TLS_CA: &str = "clinic-tls-ca.pem";
+const TLS_CERT: &str = "clinic-tls-server.pem";
+const TLS_KEY: &str = "clinic-tls-server-key.pem";
+
 /// A running private PostgreSQL cluster; stopped and removed on drop, and by
 /// its watchdog if this process dies first.
 #[derive(Debug)]
@@ -141,7 +150,9 @@ impl PgCluster {
         let cluster = Self { bin, data, port, as_postgres, keep, watchdog: Mutex::new(None) };
         if !cluster.data.join("PG_VERSION").exists() {
             cluster.initdb()?;
-        } else if cluster.is_running() {
+        }
+        cluster.ensure_tls()?;
+        if cluster.is_running() {
             // Left running by an owner that died without stopping it.
             cluster.stop()?;
         }
@@ -158,6 +169,37 @@ impl PgCluster {
     /// The cluster's folder (data and log).
     pub fn data_dir(&self) -> &Path {
         &self.data
+    }
+
+    /// The CA that signed the server's certificate (PEM), for clients that
+    /// verify it (`sslrootcert`).
+    pub fn tls_ca_file(&self) -> PathBuf {
+        self.data.join(TLS_CA)
+    }
+
+    /// Writes the server's certificate and key (and their CA) into the data
+    /// folder if they are not there yet: owned by the server's user, the key
+    /// readable by it alone, as PostgreSQL requires.
+    fn ensure_tls(&self) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if self.data.join(TLS_KEY).exists() {
+            return Ok(());
+        }
+        let certs = crate::keys::certificates(&[]).map_err(|e| io::Error::other(e.0))?;
+        for (name, contents, mode) in [
+            (TLS_CA, &certs.ca_pem, 0o644),
+            (TLS_CERT, &certs.cert_pem, 0o644),
+            (TLS_KEY, &certs.key_pem, 0o600),
+        ] {
+            let path = self.data.join(name);
+            std::fs::write(&path, contents)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            if self.as_postgres {
+                let (uid, gid) = postgres_ids()?;
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+            }
+        }
+        Ok(())
     }
 
     /// A superuser connection URL for `database`.
@@ -211,7 +253,8 @@ impl PgCluster {
     pub fn start_server(&self) -> io::Result<()> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=400 -c shared_buffers=128MB",
+             -c full_page_writes=off -c max_connections=400 -c shared_buffers=128MB \
+             -c ssl=on -c ssl_cert_file={TLS_CERT} -c ssl_key_file={TLS_KEY}",
             self.port,
             self.data.display()
         );

@@ -19,6 +19,12 @@ static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
 static PROVISIONING: Mutex<()> = Mutex::const_new(());
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The CA of the tests' own cluster's TLS certificate; none on a server of
+/// `DATABASE_URL`.
+pub fn tls_ca_file() -> Option<std::path::PathBuf> {
+    CLUSTER.get().map(PgCluster::tls_ca_file)
+}
+
 /// The admin connection options of the server tests use.
 fn admin_options() -> PgConnectOptions {
     match std::env::var("DATABASE_URL") {

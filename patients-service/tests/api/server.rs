@@ -225,3 +225,45 @@ async fn a_request_whose_headers_exceed_the_bound_never_reaches_a_handler() {
     }
     assert_eq!(app.client.clone().get_patient(normal).await.unwrap().into_inner().id, created.id);
 }
+
+/// The service reaches PostgreSQL over TLS and checks its certificate
+/// against the CA it is given (`sslmode=verify-full`, as the Kubernetes
+/// manifests connect); a server whose certificate that CA did not sign is
+/// refused.
+#[tokio::test]
+async fn the_service_connects_to_postgres_over_tls_verifying_the_servers_certificate() {
+    use clinic_testkit::ServiceRole;
+    let db = TestDb::create().await;
+    let ca = clinic_testkit::testdb::tls_ca_file()
+        .expect("the tests' own cluster serves TLS (a DATABASE_URL server is not checked here)");
+    let verified =
+        format!("{}?sslmode=verify-full&sslrootcert={}", db.url_for(ServiceRole::Patients), ca.display());
+    let app = spawn_app_with(db.clone(), |config| config.service.db.url = verified).await;
+    let created = app.create_nth(1).await;
+    assert_eq!(app.get(created.id).await.unwrap().id, created.id);
+    let mut admin = db.admin_options().connect().await.unwrap();
+    let (connections, encrypted): (i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where s.ssl) from pg_stat_activity a join pg_stat_ssl s using (pid) \
+         where a.usename = 'clinic_patients' and a.datname = current_database()",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(connections > 0 && encrypted == connections, "{encrypted} of {connections} connections use TLS");
+
+    let other_ca = std::env::temp_dir().join(format!("clinic-other-ca-{}.pem", std::process::id()));
+    std::fs::write(&other_ca, clinic_testkit::keys::certificates(&[]).unwrap().ca_pem).unwrap();
+    let mut config = crate::helpers::test_config(format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        db.url_for(ServiceRole::Patients),
+        other_ca.display()
+    ));
+    config.service.db.startup_timeout = Duration::from_millis(500);
+    let refused = patients_service::Application::build_with(
+        config,
+        std::sync::Arc::new(patients_service::studies::NoStudies),
+    )
+    .await;
+    assert!(refused.is_err(), "a certificate of another CA is refused");
+    let _ = std::fs::remove_file(other_ca);
+}
