@@ -12,18 +12,59 @@ use std::{
 
 use tonic::{
     Code, Request, Response, Status,
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 use crate::{context, deadline::Deadline, defaults, errors, settings::millis};
 
-/// How long any downstream call may wait, whatever the caller's deadline.
+/// How long any downstream call may wait, whatever the caller's deadline,
+/// and how other services are reached.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DownstreamSettings {
     /// Longest wait for another service, in milliseconds, whatever the
     /// caller's deadline.
     #[arg(long = "downstream-timeout-ms", env = "DOWNSTREAM_TIMEOUT_MS", value_name = "MS", default_value = "5000", value_parser = millis)]
     pub timeout: Duration,
+    /// The CA that signed the other services' certificates: peers at an
+    /// `https://` address are called over TLS and must present a certificate
+    /// it signed for their host name. Unset: `https://` peers are refused.
+    #[arg(long = "peer-tls-ca-file", env = "PEER_TLS_CA_FILE", value_name = "PATH")]
+    pub peer_tls_ca_file: Option<PathBuf>,
+    /// This service's own certificate (PEM), presented to peers that require
+    /// one (mutual TLS, their TLS_CLIENT_CA_FILE).
+    #[arg(long = "peer-tls-cert-file", env = "PEER_TLS_CERT_FILE", value_name = "PATH", requires_all = ["peer_tls_key_file", "peer_tls_ca_file"])]
+    pub peer_tls_cert_file: Option<PathBuf>,
+    /// The private key of PEER_TLS_CERT_FILE (PEM).
+    #[arg(
+        long = "peer-tls-key-file",
+        env = "PEER_TLS_KEY_FILE",
+        value_name = "PATH",
+        requires = "peer_tls_cert_file"
+    )]
+    pub peer_tls_key_file: Option<PathBuf>,
+}
+
+impl DownstreamSettings {
+    /// Settings with `timeout` and plaintext peers.
+    pub fn plaintext(timeout: Duration) -> Self {
+        Self { timeout, peer_tls_ca_file: None, peer_tls_cert_file: None, peer_tls_key_file: None }
+    }
+
+    /// The TLS of calls to `https://` peers, if configured.
+    pub fn tls(&self) -> Result<Option<ClientTlsConfig>, crate::tls::TlsError> {
+        let Some(ca) = &self.peer_tls_ca_file else { return Ok(None) };
+        let read = |path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|error| crate::tls::TlsError::Read { path: path.display().to_string(), error })
+        };
+        crate::tls::certificates(ca)?;
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&self.peer_tls_cert_file, &self.peer_tls_key_file) {
+            crate::tls::certificates(cert)?;
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(Some(config))
+    }
 }
 
 /// The service's own token, for calls no person is behind.
@@ -62,67 +103,86 @@ pub struct StudiesPeer {
 /// calls to that peer: connects on first use, reconnects by itself, and fails
 /// fast (UNAVAILABLE) while the peer is down.
 pub fn channel(uri: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(endpoint(uri.to_owned())?.connect_lazy())
+    Ok(endpoint(uri.to_owned(), None, None)?.connect_lazy())
 }
 
-fn endpoint(uri: String) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(uri)?
+/// The endpoint at `uri`; over TLS (verified for `host`, the name the
+/// address was given by) when `uri` is `https://` and `tls` is set.
+fn endpoint(
+    uri: String,
+    tls: Option<&ClientTlsConfig>,
+    host: Option<&str>,
+) -> Result<Endpoint, tonic::transport::Error> {
+    let secure = uri.starts_with("https://");
+    let mut endpoint = Endpoint::from_shared(uri)?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true);
+    if let (true, Some(tls)) = (secure, tls) {
+        let mut tls = tls.clone();
+        if let Some(host) = host {
+            tls = tls.domain_name(host.trim_matches(['[', ']']));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint)
 }
 
 /// How often a peer's host names are resolved again.
 const RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A channel to every replica of a peer, balancing each call (not each
-/// connection) among them. `addrs` is one or more `http://host:port`,
-/// comma-separated; host names are resolved now and every few seconds, so a
-/// Kubernetes headless Service (one address per ready pod) or a compose
-/// service spreads calls over all replicas and follows them as they come and
-/// go. A single IP address needs no balancing and gets a plain channel.
-pub fn peer_channel(addrs: &str) -> Result<Channel, tonic::transport::Error> {
+/// connection) among them. `addrs` is one or more `http://host:port` (or
+/// `https://`, with `tls`), comma-separated; host names are resolved now and
+/// every few seconds, so a Kubernetes headless Service (one address per
+/// ready pod) or a compose service spreads calls over all replicas and
+/// follows them as they come and go. A single IP address needs no balancing
+/// and gets a plain channel.
+pub fn peer_channel(addrs: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, tonic::transport::Error> {
     let parts: Vec<&str> = addrs.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
     // Every address checked once, so a typo fails at start-up.
     for part in &parts {
-        endpoint((*part).to_owned())?;
+        endpoint((*part).to_owned(), tls, None)?;
     }
     let uris: Vec<http::Uri> = parts.iter().filter_map(|p| p.parse().ok()).collect();
     let fixed_ip = |u: &http::Uri| {
         u.host().is_some_and(|h| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok())
     };
     if uris.len() == 1 && fixed_ip(&uris[0]) {
-        return channel(&uris[0].to_string());
+        return Ok(endpoint(uris[0].to_string(), tls, uris[0].host())?.connect_lazy());
     }
+    let tls = tls.cloned();
     let (channel, changes) = Channel::balance_channel::<String>(64);
     tokio::spawn(async move {
-        let mut known = std::collections::HashSet::new();
+        let mut known = std::collections::HashMap::new();
         let mut ticker = tokio::time::interval(RESOLVE_INTERVAL);
         loop {
             ticker.tick().await;
-            let mut now = std::collections::HashSet::new();
+            let mut now = std::collections::HashMap::new();
             for uri in &uris {
                 let (Some(host), port) = (uri.host(), uri.port_u16().unwrap_or(80)) else { continue };
                 match tokio::net::lookup_host((host.trim_matches(['[', ']']), port)).await {
                     Ok(addrs) => {
-                        now.extend(addrs.map(|a| format!("{}://{a}", uri.scheme_str().unwrap_or("http"))))
+                        now.extend(addrs.map(|a| {
+                            (format!("{}://{a}", uri.scheme_str().unwrap_or("http")), host.to_owned())
+                        }))
                     }
                     // Keep what was known for this host: a resolver hiccup
                     // must not empty the pool.
                     Err(e) => {
                         tracing::warn!(error = %e, %host, "resolving a peer failed; keeping its known addresses");
-                        now.extend(known.iter().cloned());
+                        now.extend(known.iter().map(|(a, h): (&String, &String)| (a.clone(), h.clone())));
                     }
                 }
             }
-            for gone in known.difference(&now) {
+            for gone in known.keys().filter(|a| !now.contains_key(*a)) {
                 if changes.send(tonic::transport::channel::Change::Remove(gone.clone())).await.is_err() {
                     return;
                 }
             }
-            for new in now.difference(&known) {
-                if let Ok(e) = endpoint(new.clone())
+            for (new, host) in now.iter().filter(|(a, _)| !known.contains_key(*a)) {
+                if let Ok(e) = endpoint(new.clone(), tls.as_ref(), Some(host))
                     && changes.send(tonic::transport::channel::Change::Insert(new.clone(), e)).await.is_err()
                 {
                     return;
@@ -172,6 +232,17 @@ impl ServiceToken {
     }
 }
 
+/// Why a client of another service could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Its address is not a valid URI.
+    #[error("the address of another service: {0}")]
+    Address(#[from] tonic::transport::Error),
+    /// The TLS settings of calls to other services cannot be used.
+    #[error("TLS of calls to other services: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
 /// One peer service: its lazily connecting channel and the ceiling on every
 /// call to it. Every call between services is made through one, and carries
 /// the caller's token and request id (or the service's own token when no
@@ -186,14 +257,11 @@ pub struct PeerClient {
 
 impl PeerClient {
     /// A client of `peer` at `uri`, waiting at most `settings.timeout` per call.
-    pub fn new(
-        peer: Peer,
-        uri: &str,
-        settings: &DownstreamSettings,
-    ) -> Result<Self, tonic::transport::Error> {
+    pub fn new(peer: Peer, uri: &str, settings: &DownstreamSettings) -> Result<Self, PeerError> {
+        let tls = settings.tls()?;
         Ok(Self {
             peer,
-            channel: Observed { inner: peer_channel(uri)? },
+            channel: Observed { inner: peer_channel(uri, tls.as_ref())? },
             ceiling: settings.timeout,
             service_token: None,
         })
@@ -641,7 +709,7 @@ mod tests {
     async fn a_peer_dying_while_its_answer_is_read_is_unavailable_never_internal() {
         use clinic_proto::patients::v1::{GetPatientRequest, patient_service_client::PatientServiceClient};
         let addr = peer_dying_mid_answer().await;
-        let settings = DownstreamSettings { timeout: Duration::from_secs(5) };
+        let settings = DownstreamSettings::plaintext(Duration::from_secs(5));
         let peer = PeerClient::new(Peer::Patients, &format!("http://{addr}"), &settings).unwrap();
         let client = PatientServiceClient::new(peer.channel());
         let status = peer

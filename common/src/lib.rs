@@ -25,6 +25,7 @@
 //!   health probe.
 //! - [`schema`]: a schema migrated by its owner role and used by a runtime
 //!   role that owns nothing; the service's start-up check.
+//! - [`tls`]: TLS between Clinic's own processes (mutual, optional).
 //! - [`client`]: channels to other services, deadline propagation, and the
 //!   one mapping of a downstream failure to the caller's error.
 //! - [`api_error`]: the failures every service shares, mapped to statuses once.
@@ -73,6 +74,7 @@ pub mod settings;
 pub mod site;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod validation;
 
 #[cfg(test)]
@@ -91,6 +93,7 @@ mod layering {
         ("context", include_str!("context.rs")),
         ("db", include_str!("db.rs")),
         ("schema", include_str!("schema.rs")),
+        ("tls", include_str!("tls.rs")),
         ("client", include_str!("client.rs")),
         ("api_error", include_str!("api_error.rs")),
         ("search", include_str!("search.rs")),

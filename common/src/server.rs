@@ -24,6 +24,7 @@ use crate::{
     settings::millis,
     site::{Site, WithSite},
     telemetry::{LogSettings, MetricsSettings},
+    tls::{ServerTls, TlsSettings},
 };
 
 /// The clap id of [`ServerSettings::listen_addr`], for binaries that give
@@ -75,6 +76,9 @@ pub struct ServerSettings {
     /// Where the process serves Prometheus metrics.
     #[command(flatten)]
     pub metrics: MetricsSettings,
+    /// Whether it serves TLS, and asks callers for certificates.
+    #[command(flatten)]
+    pub tls: TlsSettings,
 }
 
 /// What stands between a caller and the handlers, besides the layers every
@@ -102,9 +106,24 @@ pub struct Guards {
 /// hold more than that per stream.
 pub const MAX_HEADER_LIST_BYTES: u32 = 64 << 10;
 
+/// Longest a client may take to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The server's TLS settings cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The reflection descriptors could not be loaded (a build problem).
     #[error("building the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -173,6 +192,8 @@ pub async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
     let connections = GracefulShutdown::new();
+    let tls = ServerTls::from_settings(&settings.tls)?;
+    let _cert_watch = tls.as_ref().map(|tls| AbortOnDrop(tls.watch()));
 
     tokio::pin!(shutdown);
     let stop_accepting = async {
@@ -200,10 +221,25 @@ pub async fn serve(
                 // the client's delayed ACK: a flat 40 ms on every
                 // multi-segment answer.
                 let _ = stream.set_nodelay(true);
-                let connection = http2.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()));
-                let connection = connections.watch(connection);
+                let (http2, service, watcher) = (http2.clone(), TowerToHyperService::new(service.clone()), connections.watcher());
+                let Some(tls) = tls.clone() else {
+                    let connection = watcher.watch(http2.serve_connection(TokioIo::new(stream), service));
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                    continue;
+                };
+                // The handshake runs in the connection's own task, bounded,
+                // so a client that never finishes it holds nothing else up.
                 tokio::spawn(async move {
-                    if let Err(e) = connection.await {
+                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake refused"),
+                        Err(_) => return tracing::debug!("TLS handshake timed out"),
+                    };
+                    if let Err(e) = watcher.watch(http2.serve_connection(TokioIo::new(stream), service)).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });

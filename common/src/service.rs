@@ -62,9 +62,12 @@ pub enum StartupError {
     /// The schema does not hold the migrations this build needs.
     #[error(transparent)]
     Schema(#[from] SchemaError),
-    /// The address of another service is not a valid URI.
-    #[error("the address of another service: {0}")]
-    PeerAddress(#[from] tonic::transport::Error),
+    /// Another service cannot be called as configured.
+    #[error(transparent)]
+    Peer(#[from] crate::client::PeerError),
+    /// The server's own TLS cannot be set up.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The key that signs page tokens could not be read.
     #[error("loading the page token key: {0}")]
     PageTokenKey(sqlx::Error),

@@ -56,6 +56,64 @@ pub struct TestSystem {
     pub guard_client: DeletionGuardServiceClient<Authed>,
     /// Applied to studies-service's configuration at each start.
     studies_tuning: Option<Tuning>,
+    /// Mutual TLS between every process, when the system runs with it.
+    pub mtls: Option<Mtls>,
+}
+
+/// The files of a system that runs mutual TLS between its processes: one
+/// CA, and a certificate for `127.0.0.1` it signed that every process
+/// presents as a server and as a client.
+#[derive(Debug, Clone)]
+pub struct Mtls {
+    /// The CA's certificate.
+    pub ca: std::path::PathBuf,
+    /// The processes' certificate.
+    pub cert: std::path::PathBuf,
+    /// Its private key.
+    pub key: std::path::PathBuf,
+}
+
+impl Mtls {
+    /// A new CA and certificate, written to a fresh temporary folder.
+    pub fn generate() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("clinic-mtls-{}-{:08x}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).expect("a folder for the certificates");
+        let certs = clinic_testkit::keys::certificates(&[]).expect("certificates");
+        let files = Self { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+        std::fs::write(&files.ca, certs.ca_pem).unwrap();
+        std::fs::write(&files.cert, certs.cert_pem).unwrap();
+        std::fs::write(&files.key, certs.key_pem).unwrap();
+        files
+    }
+
+    /// What a server of the system serves with: TLS, callers' certificates required.
+    pub fn server(&self) -> clinic_common::tls::TlsSettings {
+        clinic_common::tls::TlsSettings {
+            tls_cert_file: Some(self.cert.clone()),
+            tls_key_file: Some(self.key.clone()),
+            tls_client_ca_file: Some(self.ca.clone()),
+        }
+    }
+
+    /// How a process of the system calls the others.
+    pub fn downstream(&self) -> DownstreamSettings {
+        DownstreamSettings {
+            peer_tls_ca_file: Some(self.ca.clone()),
+            peer_tls_cert_file: Some(self.cert.clone()),
+            peer_tls_key_file: Some(self.key.clone()),
+            ..DownstreamSettings::plaintext(Duration::from_secs(2))
+        }
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
+    hasher.finish() as u32
 }
 
 /// A change to studies-service's test configuration.
@@ -80,7 +138,13 @@ pub fn service_token_file() -> std::path::PathBuf {
 
 /// Starts patients-service, studies-service and the gateway on a fresh database.
 pub async fn spawn_system() -> TestSystem {
-    spawn_system_with(None).await
+    spawn_system_with(None, None).await
+}
+
+/// Like [`spawn_system`], with mutual TLS between every process (and the
+/// test's clients presenting the processes' certificate).
+pub async fn spawn_system_with_mtls() -> TestSystem {
+    spawn_system_with(None, Some(Mtls::generate())).await
 }
 
 /// Like [`spawn_system`], with `tuning` applied to studies-service's
@@ -88,16 +152,22 @@ pub async fn spawn_system() -> TestSystem {
 pub async fn spawn_system_tuned(
     tuning: impl Fn(&mut studies_service::Config) + Send + Sync + 'static,
 ) -> TestSystem {
-    spawn_system_with(Some(Box::new(tuning))).await
+    spawn_system_with(Some(Box::new(tuning)), None).await
 }
 
-async fn spawn_system_with(studies_tuning: Option<Tuning>) -> TestSystem {
+async fn spawn_system_with(studies_tuning: Option<Tuning>, mtls: Option<Mtls>) -> TestSystem {
     clinic_common::telemetry::init_for_tests();
     let db = TestDb::create().await;
     db.migrate(ServiceRole::Patients, &patients_service::OWNED_SCHEMA).await;
     db.migrate(ServiceRole::Studies, &studies_service::OWNED_SCHEMA).await;
     let (patients_addr, studies_addr, gateway_addr) = (addr(), addr(), addr());
-    let channel = |a: SocketAddr| clinic_common::client::channel(&format!("http://{a}")).unwrap();
+    let channel = |a: SocketAddr| match &mtls {
+        None => clinic_common::client::channel(&format!("http://{a}")).unwrap(),
+        Some(mtls) => {
+            let tls = mtls.downstream().tls().unwrap();
+            clinic_common::client::peer_channel(&format!("https://{a}"), tls.as_ref()).unwrap()
+        }
+    };
     let mut system = TestSystem {
         patient_client: PatientServiceClient::new(admin(channel(patients_addr))),
         study_client: StudyServiceClient::new(admin(channel(studies_addr))),
@@ -105,6 +175,7 @@ async fn spawn_system_with(studies_tuning: Option<Tuning>) -> TestSystem {
         gateway_channel: channel(gateway_addr),
         guard_client: DeletionGuardServiceClient::new(admin(channel(studies_addr))),
         studies_tuning,
+        mtls,
         db,
         patients_addr,
         studies_addr,
@@ -120,13 +191,32 @@ async fn spawn_system_with(studies_tuning: Option<Tuning>) -> TestSystem {
 }
 
 impl TestSystem {
+    /// `addr` as the system's processes call it: `https://` under mutual TLS.
+    fn peer_uri(&self, addr: SocketAddr) -> String {
+        match self.mtls {
+            Some(_) => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        }
+    }
+
+    /// The server settings of a process on `addr`.
+    fn server_on(&self, addr: SocketAddr) -> ServerSettings {
+        let tls = self.mtls.as_ref().map(Mtls::server).unwrap_or_default();
+        ServerSettings { listen_addr: addr, tls, ..server_settings() }
+    }
+
+    /// How a process of the system calls the others.
+    fn downstream(&self) -> DownstreamSettings {
+        self.mtls.as_ref().map_or(DownstreamSettings::plaintext(Duration::from_secs(2)), Mtls::downstream)
+    }
+
     /// Starts the gateway (again) on its port.
     pub async fn start_gateway(&mut self) {
         let config = gateway::Config {
-            server: ServerSettings { listen_addr: self.gateway_addr, ..server_settings() },
-            downstream: DownstreamSettings { timeout: Duration::from_secs(2) },
-            patients: PatientsPeer { patients_addr: format!("http://{}", self.patients_addr) },
-            studies: StudiesPeer { studies_addr: format!("http://{}", self.studies_addr) },
+            server: self.server_on(self.gateway_addr),
+            downstream: self.downstream(),
+            patients: PatientsPeer { patients_addr: self.peer_uri(self.patients_addr) },
+            studies: StudiesPeer { studies_addr: self.peer_uri(self.studies_addr) },
             web_root: None,
         };
         let app = gateway::Application::build(config).await.expect("gateway starts");
@@ -139,9 +229,10 @@ impl TestSystem {
     pub async fn start_patients(&mut self) {
         let mut config = patients_service::Config {
             service: service_config(self.db.url_for(ServiceRole::Patients)),
-            studies: StudiesPeer { studies_addr: format!("http://{}", self.studies_addr) },
+            studies: StudiesPeer { studies_addr: self.peer_uri(self.studies_addr) },
         };
-        config.service.server.listen_addr = self.patients_addr;
+        config.service.server = self.server_on(self.patients_addr);
+        config.service.downstream = self.downstream();
         let app = patients_service::Application::build(config).await.expect("patients-service starts");
         self.patients = Some(Running::spawn(self.patients_addr, |shutdown| async move {
             app.run_until(shutdown).await.expect("patients-service runs")
@@ -170,12 +261,13 @@ impl TestSystem {
     fn studies_config(&self) -> studies_service::Config {
         let mut config = studies_service::Config {
             service: service_config(self.db.url_for(ServiceRole::Studies)),
-            patients: PatientsPeer { patients_addr: format!("http://{}", self.patients_addr) },
+            patients: PatientsPeer { patients_addr: self.peer_uri(self.patients_addr) },
             events_poll_interval: Duration::from_millis(100),
             reservation_timeout: Duration::from_secs(2),
             service_token: ServiceTokenSettings { service_token_file: Some(service_token_file()) },
         };
-        config.service.server.listen_addr = self.studies_addr;
+        config.service.server = self.server_on(self.studies_addr);
+        config.service.downstream = self.downstream();
         if let Some(tune) = &self.studies_tuning {
             tune(&mut config);
         }

@@ -126,7 +126,9 @@ pub fn certificates(names: &[&str]) -> Result<Certificates, KeyError> {
     let mut leaf = CertificateParams::new(dns).map_err(error)?;
     leaf.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
     leaf.distinguished_name.push(DnType::CommonName, "localhost");
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    // Also a client certificate: the processes of a system under mutual TLS
+    // present the same one both ways.
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     let cert = leaf.signed_by(&key, &issuer).map_err(error)?;
     Ok(Certificates { ca_pem: ca_cert.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }

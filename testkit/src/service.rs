@@ -27,7 +27,7 @@ pub fn service_config(database_url: String) -> ServiceConfig {
             startup_timeout: Duration::from_secs(10),
             health_probe_interval: Duration::from_millis(200),
         },
-        downstream: DownstreamSettings { timeout: Duration::from_secs(2) },
+        downstream: DownstreamSettings::plaintext(Duration::from_secs(2)),
         idempotency: IdempotencySettings { retention_hours: 24, prune_interval: Duration::from_millis(200) },
         audit: AuditSettings { prune_interval: Duration::from_secs(3600) },
     }
@@ -46,6 +46,7 @@ pub fn server_settings() -> ServerSettings {
         log: LogSettings { filter: "info".into(), format: LogFormat::Text },
         // One process holds many services in tests: no global exporter.
         metrics: MetricsSettings { addr: MetricsAddr(None) },
+        tls: Default::default(),
     }
 }
 

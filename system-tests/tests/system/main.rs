@@ -7,6 +7,7 @@ mod big_data;
 mod cascade;
 mod cascade_hardening;
 mod gateway;
+mod mtls;
 mod replicas;
 mod search;
 mod security;
