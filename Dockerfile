@@ -34,6 +34,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM envoyproxy/envoy:v1.40.0 AS envoy
 COPY --from=build /out/clinic.pb /etc/envoy/clinic.pb
 COPY envoy/envoy.compose.yaml /etc/envoy/envoy.yaml
+COPY envoy/tls-sds.yaml /etc/envoy/tls-sds.yaml
 
 FROM debian:bookworm-slim AS runtime
 ARG SERVICE

@@ -97,19 +97,48 @@ def test_envoy_publishes_tls_only_and_binds_plaintext_and_admin_to_loopback():
         assert (address["address"], address["port_value"]) == (service, SERVICES[service])
 
 
-def test_every_container_trusts_the_same_keys_and_certificate_files():
-    services = compose()
-    config = yaml.safe_load((ROOT / "envoy" / "envoy.compose.yaml").read_text())
+def mounts(service) -> dict:
+    """{volume or file: mount path} of a compose service."""
+    return {v.split(":")[0]: v.split(":")[1] for v in service.get("volumes", [])}
+
+
+def jwt_provider(config_file: str) -> dict:
+    config = yaml.safe_load((ROOT / "envoy" / config_file).read_text())
     filters = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
-    provider = next(f for f in filters if f["name"] == "envoy.filters.http.jwt_authn")["typed_config"]["providers"]["clinic"]
+    return next(f for f in filters if f["name"] == "envoy.filters.http.jwt_authn")["typed_config"]["providers"]["clinic"]
+
+
+def test_each_secret_is_mounted_only_where_it_is_read():
+    """The signing key stays with what mints tokens; the services get the
+    public JWKS only (Envoy fetches it from the gateway), studies-service its
+    own token, Envoy its TLS key, each private file owned by its reader."""
+    services = compose()
+    holders = {}
+    for name, service in services.items():
+        for volume in mounts(service):
+            if not volume.startswith("."):
+                holders.setdefault(volume, set()).add(name)
+    assert holders["signing"] == {"credentials"}
+    assert holders["envoy-tls"] == {"credentials", "envoy"}
+    assert holders["service-token"] == {"credentials", "studies-service"}
+    assert holders["jwks"] == {"credentials", *SERVICES}
     for name in SERVICES:
         env = services[name]["environment"]
-        assert env["JWT_JWKS_FILE"] == provider["local_jwks"]["filename"], name
-        assert "credentials:/etc/clinic:ro" in services[name]["volumes"], name
+        assert env["JWT_JWKS_FILE"] == "/etc/clinic/jwks/jwks.json", name
+        assert mounts(services[name])["jwks"] == "/etc/clinic/jwks", name
         assert services[name]["depends_on"]["credentials"]["condition"] == "service_healthy"
-    assert services["studies-service"]["environment"]["SERVICE_TOKEN_FILE"] == "/etc/clinic/auth/service-token"
-    assert "credentials:/etc/clinic:ro" in services["envoy"]["volumes"]
-    assert services["credentials"]["command"][:3] == ["credentials", "--home", "/etc/clinic"]
+    assert services["studies-service"]["environment"]["SERVICE_TOKEN_FILE"] == "/etc/clinic/service/token"
+    command = services["credentials"]["command"]
+    assert command[:3] == ["credentials", "--home", "/etc/clinic"]
+    assert command[command.index("--tls-owner") + 1] == "101:101", "Envoy's image runs as uid 101"
+    uid = re.search(r"useradd [^\n]*--uid (\d+)", (ROOT / "Dockerfile").read_text()).group(1)
+    assert command[command.index("--token-owner") + 1] == f"{uid}:{uid}", "the services' user"
+    provider = jwt_provider("envoy.compose.yaml")
+    assert "local_jwks" not in provider
+    assert provider["remote_jwks"]["http_uri"]["cluster"] == "gateway"
+    assert provider["remote_jwks"]["http_uri"]["uri"].endswith("/.well-known/jwks.json")
+    sds = yaml.safe_load((ROOT / "envoy" / "tls-sds.yaml").read_text())["resources"][0]["tls_certificate"]
+    assert sds["private_key"]["filename"].startswith(mounts(services["envoy"])["envoy-tls"])
 
 
 def test_the_images_carry_what_envoy_and_the_gateway_read():
@@ -128,8 +157,10 @@ def test_the_images_carry_what_envoy_and_the_gateway_read():
 
 def test_the_keycloak_variant_only_swaps_the_identity_provider():
     """deploy/keycloak's override names only services of the base file (or
-    its own), mounts files that exist, and points every verifier at the
-    JWKS its sync container writes."""
+    its own), mounts files that exist, points every verifier at the JWKS its
+    sync container writes, keeps studies-service's token to it alone, and
+    hardens Keycloak: loopback only, brute-force protection, no password
+    grant for the public client."""
     base = compose()
     override = yaml.safe_load((ROOT / "deploy" / "keycloak" / "docker-compose.keycloak.yml").read_text())["services"]
     assert set(override) - set(base) == {"keycloak", "idp-sync"}
@@ -138,15 +169,19 @@ def test_the_keycloak_variant_only_swaps_the_identity_provider():
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (ROOT / source).exists(), source
-    envoy = yaml.safe_load((ROOT / "envoy" / "envoy.keycloak.yaml").read_text())
-    filters = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
-    provider = next(f for f in filters if f["name"] == "envoy.filters.http.jwt_authn")["typed_config"]["providers"]["clinic"]
+    provider = jwt_provider("envoy.keycloak.yaml")
     for name in SERVICES:
         env = override[name]["environment"]
-        assert env["JWT_JWKS_FILE"] == provider["local_jwks"]["filename"]
+        assert env["JWT_JWKS_FILE"] == "/etc/clinic/idp/jwks.json"
         assert env["JWT_ISSUER"] == provider["issuer"]
+    token_holders = {n for n, s in override.items() if "idp-token" in mounts(s)}
+    assert token_holders == {"idp-sync", "studies-service"}
+    assert all(p.startswith("127.0.0.1:") for p in override["keycloak"]["ports"]), override["keycloak"]["ports"]
     realm = __import__("json").loads((ROOT / "deploy" / "keycloak" / "clinic-realm.json").read_text())
     assert {r["name"] for r in realm["roles"]["realm"]} == {"viewer", "clinician", "admin", "service"}
+    assert realm["bruteForceProtected"] is True
+    public = next(c for c in realm["clients"] if c["clientId"] == "clinic")
+    assert public["directAccessGrantsEnabled"] is False, "no password grant"
 
 
 def test_the_dockerfile_builds_every_binary_compose_runs():

@@ -76,17 +76,17 @@ def test_health_through_envoy_names_each_service(stack):
 
 
 def test_every_envoy_config_passes_envoy_validation(stack, tmp_path):
-    """The local config, and the compose ones with the containers' credential
-    folder (/etc/clinic) pointed at this stack's credentials."""
+    """The local config, and the compose ones with the containers' folders
+    (/etc/clinic, /etc/envoy) pointed at this stack's files."""
     import shutil
 
-    for folder in ("auth", "tls"):
-        shutil.copytree(stack.home / folder, tmp_path / folder)
-    (tmp_path / "idp").mkdir()
-    shutil.copy(stack.home / "auth" / "jwks.json", tmp_path / "idp" / "jwks.json")
+    shutil.copytree(stack.home / "tls", tmp_path / "tls")
+    sds = (ROOT / "envoy" / "tls-sds.yaml").read_text().replace("/etc/clinic/", f"{tmp_path}/")
+    (tmp_path / "tls-sds.yaml").write_text(sds)
     configs = [stack.home / "envoy.yaml"]
     for name in ("envoy.compose.yaml", "envoy.keycloak.yaml"):
-        text = (ROOT / "envoy" / name).read_text().replace("/etc/clinic/", f"{tmp_path}/").replace("/etc/envoy/clinic.pb", str(stack.home / "clinic.pb"))
+        text = (ROOT / "envoy" / name).read_text().replace("/etc/envoy/clinic.pb", str(stack.home / "clinic.pb"))
+        text = text.replace("/etc/envoy/tls-sds.yaml", str(tmp_path / "tls-sds.yaml"))
         (tmp_path / name).write_text(text)
         configs.append(tmp_path / name)
     for config in configs:

@@ -233,18 +233,23 @@ def test_envoys_config_is_the_templates_and_finds_what_its_pod_mounts(rendered):
     envoy = by_kind(objects, "Deployment")["envoy"]
     c = container(envoy)
     assert c["args"][:2] == ["-c", "/etc/envoy/config/envoy.yaml"]
-    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in envoy["spec"]["template"]["spec"]["volumes"]}
     files = set()
-    for name, path in mounts.items():
-        volume = volumes[name]
-        if "secret" in volume and "items" in volume["secret"]:
+    for mount in c["volumeMounts"]:
+        volume, path = volumes[mount["name"]], mount["mountPath"]
+        if "subPath" in mount:
+            files.add(path)
+        elif "secret" in volume and "items" in volume["secret"]:
             files |= {f"{path}/{item['path']}" for item in volume["secret"]["items"]}
-        elif "secret" in volume:
-            files |= {f"{path}/jwks.json"}
+    assert not any("secret" in v and v["secret"]["secretName"] == "clinic-jwks" for v in volumes.values()), \
+        "Envoy fetches the trusted keys from the gateway; it mounts no JWKS"
     text = json.dumps(config)
-    for referenced in ("/etc/clinic/auth/jwks.json", "/etc/clinic/tls/server.pem", "/etc/clinic/tls/server-key.pem"):
-        assert referenced in text and referenced in files, referenced
+    sds_path = "/etc/envoy/tls-sds.yaml"
+    assert sds_path in text and sds_path in files
+    sds = (K8S / "base" / "envoy" / "tls-sds.yaml").read_text()
+    assert config_map["data"]["tls-sds.yaml"] == sds
+    for referenced in ("/etc/clinic/tls/server.pem", "/etc/clinic/tls/server-key.pem"):
+        assert referenced in sds and referenced in files, referenced
     assert "COPY --from=build /out/clinic.pb /etc/envoy/clinic.pb" in (ROOT / "Dockerfile").read_text()
     assert "/etc/envoy/clinic.pb" in text
     listeners = {l["name"]: l for l in config["static_resources"]["listeners"]}

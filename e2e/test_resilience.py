@@ -79,7 +79,7 @@ def test_a_service_logs_json_on_request_and_exits_cleanly_on_sigterm(tmp_path):
     from conftest import CLINIC_DEV
 
     subprocess.run([str(CLINIC_DEV), "credentials", "--home", str(tmp_path)], check=True, capture_output=True, timeout=30)
-    env = dict(os.environ, LOG_FORMAT="json", LISTEN_ADDR=f"127.0.0.1:{free_port()}", JWT_JWKS_FILE=str(tmp_path / "auth" / "jwks.json"),
+    env = dict(os.environ, LOG_FORMAT="json", LISTEN_ADDR=f"127.0.0.1:{free_port()}", JWT_JWKS_FILE=str(tmp_path / "jwks" / "jwks.json"),
                METRICS_ADDR=f"127.0.0.1:{free_port()}",
                PATIENTS_ADDR=f"http://127.0.0.1:{free_port()}", STUDIES_ADDR=f"http://127.0.0.1:{free_port()}")
     process = subprocess.Popen([str(ROOT / "target" / "debug" / "gateway")], env=env, stdout=subprocess.PIPE, text=True)

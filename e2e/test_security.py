@@ -72,8 +72,8 @@ def hs256(claims: dict, kid: str, secret: bytes) -> str:
 
 
 def forged_tokens(stack) -> dict:
-    key = (stack.home / "auth" / "signing-key.pem").read_text()
-    jwks = (stack.home / "auth" / "jwks.json").read_text()
+    key = (stack.home / "signing" / "signing-key.pem").read_text()
+    jwks = (stack.home / "jwks" / "jwks.json").read_text()
     kid = json.loads(jwks)["keys"][0]["kid"]
     other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -147,8 +147,9 @@ def test_tls_on_its_own_port_with_the_local_ca_and_never_in_plaintext(stack):
 
 def test_the_audit_trail_through_envoy_names_the_end_user_and_the_request_id_on_every_hop(stack, pb):
     """The listing view, asked through Envoy with a request id: one
-    ListAuditEvents answers with the events of both services, under the end
-    user, with that id. Without an id Envoy makes one, and says which."""
+    ListAuditEvents answers with its event (the method the user called) and
+    those of both services, under the end user, with that id. Without an id
+    Envoy makes one, and says which."""
     viewer = stack.channel(token=stack.token("viewer", "e2e-auditor-viewer"))
     gateway = pb.gateway_grpc.GatewayServiceStub(viewer)
     request_id = f"e2e-{uuid.uuid4()}"
@@ -159,7 +160,8 @@ def test_the_audit_trail_through_envoy_names_the_end_user_and_the_request_id_on_
     audit = pb.audit_grpc.AuditServiceStub(stack.channel("admin"))
     events = audit.ListAuditEvents(pb.audit.ListAuditEventsRequest(patient_id=patient, subject="e2e-auditor-viewer", page_size=50), timeout=10).events
     ours = [e for e in events if e.request_id == request_id]
-    assert {e.method for e in ours} == {"clinic.patients.v1.PatientService/ListPatients", "clinic.studies.v1.StudyService/ListStudiesByPatient"}, events
+    assert {e.method for e in ours} == {"clinic.gateway.v1.GatewayService/ListPatientsWithStudies", "clinic.patients.v1.PatientService/ListPatients",
+                                        "clinic.studies.v1.StudyService/ListStudiesByPatient"}, events
     assert all(e.subject == "e2e-auditor-viewer" and e.code == "OK" and patient in e.patient_ids for e in ours)
 
     patients = pb.patients_grpc.PatientServiceStub(viewer)

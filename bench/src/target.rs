@@ -69,7 +69,7 @@ pub async fn build_info(metrics: &str) -> Option<serde_json::Value> {
 pub async fn run(args: &Args, target: &str) -> Result<(), Box<dyn std::error::Error>> {
     let token: Arc<str> = match std::env::var("TOKEN").ok().filter(|t| !t.is_empty()) {
         Some(token) => token.into(),
-        None => DevCredentials::ensure(&args.clinic_home, false)?
+        None => DevCredentials::ensure(&args.clinic_home, clinic_devstack::credentials::Owners::default())?
             .token("clinic-bench", &["admin"], Duration::from_secs(3600))?
             .into(),
     };

@@ -8,6 +8,8 @@
 //! `sub`. Verified tokens are cached until they expire, so the check costs a
 //! hash lookup instead of a signature verification; the cache is emptied
 //! whenever the JWKS file changes, so a removed key stops working at once.
+//! A JWKS version that is empty or does not parse is refused and the last
+//! good keys kept; a malformed key is left out and the others used.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -160,10 +162,23 @@ struct Claims {
 /// The trusted keys by `kid`.
 type Keys = HashMap<String, (Algorithm, DecodingKey)>;
 
+/// When a file was last changed, and its length: what tells a new version.
+type Stamp = Option<(SystemTime, u64)>;
+
+/// A JWKS as far as it can be used: its usable keys, and those keys alone
+/// as a JWKS document (what this process republishes, [`Verifier::jwks_json`]).
+struct Trusted {
+    keys: Keys,
+    published: bytes::Bytes,
+}
+
 /// Verifies bearer tokens against the JWKS file, with a cache.
 pub struct Verifier {
     settings: AuthSettings,
-    keys: RwLock<(Keys, Option<(SystemTime, u64)>)>,
+    trusted: RwLock<Trusted>,
+    /// The stamp of the last version of the file looked at, usable or not,
+    /// so an unusable one is reported once, not every second.
+    seen: std::sync::Mutex<Stamp>,
     cache: quick_cache::sync::Cache<String, (Arc<Identity>, u64)>,
 }
 
@@ -177,17 +192,20 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+fn file_stamp(path: &std::path::Path) -> Stamp {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
 
 /// The usable keys of a JWKS: EC P-256 (ES256) and RSA (RS256) signing keys
-/// with a `kid`; symmetric keys, encryption keys and other curves are
-/// ignored.
-fn parse_jwks(bytes: &[u8]) -> Result<Keys, String> {
+/// with a `kid`; symmetric keys, encryption keys, other curves and keys
+/// that do not parse are left out (one malformed key must not make the
+/// others unusable). A set with no usable key at all is refused: it would
+/// lock everyone out.
+fn parse_jwks(bytes: &[u8]) -> Result<(Keys, bytes::Bytes), String> {
     let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS: {e}"))?;
     let mut keys = HashMap::new();
+    let mut published = Vec::new();
     for jwk in &set.keys {
         let Some(kid) = jwk.common.key_id.clone() else { continue };
         if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
@@ -202,10 +220,19 @@ fn parse_jwks(bytes: &[u8]) -> Result<Keys, String> {
             (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
             _ => continue,
         };
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
-        keys.insert(kid, (algorithm, key));
+        match DecodingKey::from_jwk(jwk) {
+            Ok(key) => {
+                keys.insert(kid, (algorithm, key));
+                published.push(jwk.clone());
+            }
+            Err(e) => tracing::warn!(%kid, error = %e, "a JWKS key cannot be used; leaving it out"),
+        }
     }
-    Ok(keys)
+    if keys.is_empty() {
+        return Err("no usable ES256 or RS256 signing key with a kid".into());
+    }
+    let published = serde_json::to_vec(&JwkSet { keys: published }).map_err(|e| e.to_string())?;
+    Ok((keys, published.into()))
 }
 
 impl Verifier {
@@ -214,35 +241,44 @@ impl Verifier {
         let error = |reason: String| JwksError { path: settings.jwks_file.display().to_string(), reason };
         let stamp = file_stamp(&settings.jwks_file);
         let bytes = std::fs::read(&settings.jwks_file).map_err(|e| error(e.to_string()))?;
-        let keys = parse_jwks(&bytes).map_err(error)?;
-        if keys.is_empty() {
-            return Err(error("no ES256 or RS256 key with a kid".into()));
-        }
+        let (keys, published) = parse_jwks(&bytes).map_err(error)?;
         Ok(Arc::new(Self {
             settings,
-            keys: RwLock::new((keys, stamp)),
+            trusted: RwLock::new(Trusted { keys, published }),
+            seen: std::sync::Mutex::new(stamp),
             cache: quick_cache::sync::Cache::new(CACHE_ENTRIES),
         }))
     }
 
-    /// Reads the JWKS again if the file changed; a file that cannot be read
-    /// or parsed leaves the current keys in place.
+    /// Reads the JWKS again if the file changed. A version that cannot be
+    /// read or parsed, or holds no usable key (empty), is refused and the
+    /// last good keys stay in place; the next change is read as usual.
     pub fn refresh(&self) {
         let stamp = file_stamp(&self.settings.jwks_file);
-        if self.keys.read().expect("keys lock").1 == stamp {
-            return;
+        {
+            let mut seen = self.seen.lock().expect("seen lock");
+            if *seen == stamp {
+                return;
+            }
+            *seen = stamp;
         }
         match std::fs::read(&self.settings.jwks_file).map_err(|e| e.to_string()).and_then(|b| parse_jwks(&b))
         {
-            Ok(keys) => {
+            Ok((keys, published)) => {
                 tracing::info!(keys = keys.len(), "JWKS changed: keys reloaded");
-                *self.keys.write().expect("keys lock") = (keys, stamp);
+                *self.trusted.write().expect("keys lock") = Trusted { keys, published };
                 self.cache.clear();
             }
             Err(reason) => {
-                tracing::warn!(%reason, "JWKS changed but cannot be used; keeping the current keys")
+                tracing::warn!(%reason, "JWKS changed but cannot be used; keeping the last good keys")
             }
         }
+    }
+
+    /// The keys trusted now, as a JWKS document: the last good version of
+    /// the file, usable keys only. The gateway publishes it for Envoy.
+    pub fn jwks_json(&self) -> bytes::Bytes {
+        self.trusted.read().expect("keys lock").published.clone()
     }
 
     /// Re-reads the JWKS when it changes, every `interval`, until aborted.
@@ -272,8 +308,8 @@ impl Verifier {
             return Err(Rejection::Invalid);
         }
         let kid = header.kid.ok_or(Rejection::Invalid)?;
-        let keys = self.keys.read().expect("keys lock");
-        let (algorithm, key) = keys.0.get(&kid).ok_or(Rejection::Invalid)?;
+        let trusted = self.trusted.read().expect("keys lock");
+        let (algorithm, key) = trusted.keys.get(&kid).ok_or(Rejection::Invalid)?;
         if *algorithm != header.alg {
             return Err(Rejection::Invalid);
         }
@@ -475,9 +511,77 @@ mod tests {
             { "kid": "enc-2", "kty": "RSA", "use": "enc", "n": n, "e": "AQAB" },
             { "kid": "hmac-1", "kty": "oct", "alg": "HS256", "k": "c2VjcmV0" },
         ]});
-        let keys = parse_jwks(jwks.to_string().as_bytes()).unwrap();
+        let (keys, published) = parse_jwks(jwks.to_string().as_bytes()).unwrap();
         assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["sig-1"]);
         assert_eq!(keys["sig-1"].0, Algorithm::RS256);
+        let published: JwkSet = serde_json::from_slice(&published).unwrap();
+        assert_eq!(published.keys.len(), 1, "only the usable key is republished");
+    }
+
+    fn ec_key(kid: &str, x: &str, y: &str) -> serde_json::Value {
+        serde_json::json!({ "kid": kid, "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "x": x, "y": y })
+    }
+
+    fn published_kids(verifier: &Verifier) -> Vec<String> {
+        let set: JwkSet = serde_json::from_slice(&verifier.jwks_json()).unwrap();
+        let mut kids: Vec<String> = set.keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
+        kids.sort();
+        kids
+    }
+
+    /// Rotation through the file: an empty or unparsable version is refused
+    /// and the last good keys kept; a malformed key is left out while the
+    /// others are taken (before, it made the whole set unusable, so every
+    /// later version carrying it was refused too); a good version after a
+    /// refused one is read.
+    #[test]
+    fn a_jwks_that_is_empty_or_unparsable_is_refused_and_a_malformed_key_is_left_out() {
+        let a = ec_key(
+            "a",
+            "gQo4bemat6_cOIeB-9aL08cWAxSU_loqwbF2zFXLFMk",
+            "MT0agXcahIKnZDVxw1D5nHvtqJjP7wIQBbr_3P5iZR0",
+        );
+        let b = ec_key(
+            "b",
+            "6I53gIZEwiaVPlFB43IDFZ8Mpy0wHr5g8gQEG_Y2yJs",
+            "oOh27LMjR3LRgH1YXEjcTYPGnFn0KQyXNpPyYshKUr0",
+        );
+        let broken = serde_json::json!({ "kid": "broken", "kty": "RSA", "alg": "RS256", "use": "sig", "n": "%%%", "e": "AQAB" });
+        let dir = std::env::temp_dir().join(format!("clinic-jwks-{:x}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("jwks-{}.json", rand_suffix()));
+        let mut version = 0;
+        let write = |version: &mut u32, contents: String| {
+            // A length that differs each time, so the change is seen even
+            // within the file system's timestamp resolution.
+            *version += 1;
+            std::fs::write(&file, format!("{contents}{}", " ".repeat(*version as usize))).unwrap();
+        };
+        write(&mut version, serde_json::json!({ "keys": [a] }).to_string());
+        let settings = AuthSettings {
+            jwks_file: file.clone(),
+            issuer: DEFAULT_ISSUER.into(),
+            audience: DEFAULT_AUDIENCE.into(),
+            leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+        };
+        let verifier = Verifier::load(settings).unwrap();
+        assert_eq!(published_kids(&verifier), ["a"]);
+        for refused in [serde_json::json!({ "keys": [] }).to_string(), "{ not json".to_owned()] {
+            write(&mut version, refused);
+            verifier.refresh();
+            assert_eq!(published_kids(&verifier), ["a"], "the last good keys stay");
+        }
+        write(&mut version, serde_json::json!({ "keys": [b, broken] }).to_string());
+        verifier.refresh();
+        assert_eq!(published_kids(&verifier), ["b"], "the malformed key is left out, the good one taken");
+        write(&mut version, serde_json::json!({ "keys": [a, b] }).to_string());
+        verifier.refresh();
+        assert_eq!(published_kids(&verifier), ["a", "b"]);
+        std::fs::remove_file(file).unwrap();
+    }
+
+    fn rand_suffix() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     }
 
     #[test]

@@ -178,12 +178,12 @@ pub async fn serve(
         .layer(RpcTraceLayer::new(KnownRpcs::of(&guards.served)))
         .layer(RequestContextLayer)
         .layer(AuditLayer::new(guards.audit))
-        .layer(AuthLayer::new(guards.verifier))
+        .layer(AuthLayer::new(guards.verifier.clone()))
         .layer(InFlightLimitLayer::new(settings.max_in_flight))
         .layer(DeadlineLayer::new(settings.request_timeout))
         .layer(PoolScopeLayer::new(guards.pool))
         .service(routes);
-    let service = WithSite::new(service, guards.site.as_ref());
+    let service = WithSite::new(service, guards.site.as_ref(), guards.verifier);
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())

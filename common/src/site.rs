@@ -1,4 +1,5 @@
-//! Static files served next to gRPC on the same port: the listing page.
+//! What a port serves besides gRPC: the listing page's static files, and
+//! the JWKS the process trusts.
 //!
 //! The page's files hold no data (every call the page makes carries the
 //! user's token), so they are public: `GET /`, `/index.html` and `/web/…`
@@ -6,10 +7,16 @@
 //! goes to the gRPC stack and its authentication as usual. The answers carry
 //! a strict Content-Security-Policy: the page may load and call only its own
 //! origin.
+//!
+//! `GET /.well-known/jwks.json` answers the keys the process trusts now
+//! (the last good version of its JWKS file, usable keys only): Envoy fetches
+//! it from the gateway every few seconds, so a key added to or removed from
+//! the file reaches the edge without a restart, and a broken file never does.
 
 use std::{
     convert::Infallible,
     path::{Path, PathBuf},
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -17,10 +24,32 @@ use http::{HeaderValue, Method, header};
 use tower::{Service, ServiceExt};
 use tower_http::services::ServeDir;
 
-use crate::layers::BoxFuture;
+use crate::{auth::Verifier, layers::BoxFuture};
+
+/// A body that yields its bytes in one frame.
+struct Full(Option<bytes::Bytes>);
+
+impl http_body::Body for Full {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+}
 
 /// The path prefix of the page's scripts and styles.
 pub const PAGE_PREFIX: &str = "/web/";
+
+/// Where the trusted JWKS is published.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// What the page may do in a browser: only talk to, and load from, its own
 /// origin; no frames, no inline scripts.
@@ -52,17 +81,24 @@ impl Site {
     }
 }
 
-/// Answers the site's paths from a [`Site`] and everything else from `grpc`.
+/// Answers the site's paths from a [`Site`], the JWKS path from the
+/// verifier's trusted keys, and everything else from `grpc`.
 #[derive(Debug, Clone)]
 pub struct WithSite<S> {
     grpc: S,
     site: Option<ServeDir>,
+    jwks: Arc<Verifier>,
 }
 
 impl<S> WithSite<S> {
-    /// `grpc`, with `site`'s files in front of it if any.
-    pub fn new(grpc: S, site: Option<&Site>) -> Self {
-        Self { grpc, site: site.map(|s| ServeDir::new(s.root()).append_index_html_on_directories(true)) }
+    /// `grpc`, with `site`'s files in front of it if any, and the keys of
+    /// `jwks` published.
+    pub fn new(grpc: S, site: Option<&Site>, jwks: Arc<Verifier>) -> Self {
+        Self {
+            grpc,
+            site: site.map(|s| ServeDir::new(s.root()).append_index_html_on_directories(true)),
+            jwks,
+        }
     }
 }
 
@@ -85,6 +121,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        if request.method() == Method::GET && request.uri().path() == JWKS_PATH {
+            let body = self.jwks.jwks_json();
+            let response = http::Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CACHE_CONTROL, "no-cache")
+                .body(tonic::body::Body::new(Full(Some(body))))
+                .expect("a static response");
+            return Box::pin(std::future::ready(Ok(response)));
+        }
         match &self.site {
             Some(site) if Site::serves(&request) => {
                 let site = site.clone();

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use clinic_common::{auth, context::Role, defaults};
 
-use crate::{credentials::DevCredentials, stack::Ports};
+use crate::stack::Ports;
 
 /// `envoy/envoy.yaml.tmpl`, the single source of Envoy's configuration.
 pub const TEMPLATE: &str = include_str!("../../envoy/envoy.yaml.tmpl");
@@ -38,12 +38,11 @@ pub struct Addresses {
     pub studies: Vec<(String, u16)>,
     /// The gateway's replicas.
     pub gateway: Vec<(String, u16)>,
-    /// The JWKS whose keys sign accepted tokens.
-    pub jwks_file: String,
     /// The `iss` and `aud` accepted tokens carry.
     pub issuer_audience: (String, String),
-    /// The certificate the TLS listener serves, and its key.
-    pub tls_files: (String, String),
+    /// The SDS resource file naming the certificate the TLS listener serves
+    /// ([`tls_sds`]).
+    pub tls_sds_file: String,
     /// The descriptor set of the API (with its HTTP routes) for the JSON
     /// transcoder.
     pub descriptor_file: String,
@@ -57,7 +56,7 @@ pub struct Addresses {
 impl Addresses {
     /// Everything on this machine's loopback, as `make up` runs it, with the
     /// development credentials and the descriptor set at `descriptor_file`.
-    pub fn local(ports: &Ports, credentials: &DevCredentials, descriptor_file: &std::path::Path) -> Self {
+    pub fn local(ports: &Ports, tls_sds_file: &std::path::Path, descriptor_file: &std::path::Path) -> Self {
         let lo = || defaults::LOCALHOST.to_owned();
         let path = |p: std::path::PathBuf| p.display().to_string();
         Self {
@@ -70,9 +69,8 @@ impl Addresses {
             patients: ports.replicas_of(ports.patients).map(|p| (lo(), p)).collect(),
             studies: ports.replicas_of(ports.studies).map(|p| (lo(), p)).collect(),
             gateway: ports.replicas_of(ports.gateway).map(|p| (lo(), p)).collect(),
-            jwks_file: path(credentials.jwks_file()),
             issuer_audience: (auth::DEFAULT_ISSUER.into(), auth::DEFAULT_AUDIENCE.into()),
-            tls_files: (path(credentials.cert_file()), path(credentials.cert_key_file())),
+            tls_sds_file: path(tls_sds_file.to_owned()),
             descriptor_file: path(descriptor_file.to_owned()),
             cors_origins: Vec::new(),
             otel_collector: None,
@@ -81,7 +79,7 @@ impl Addresses {
 
     /// Inside docker compose: TLS on every interface of Envoy's container
     /// (the port compose publishes), plaintext on its loopback only, the
-    /// services by their compose names, credentials from the shared volume.
+    /// services by their compose names, the certificate from its volume.
     pub fn compose() -> Self {
         Self {
             listen_host: defaults::LOCALHOST.into(),
@@ -93,9 +91,8 @@ impl Addresses {
             patients: vec![("patients-service".into(), defaults::PATIENTS_PORT)],
             studies: vec![("studies-service".into(), defaults::STUDIES_PORT)],
             gateway: vec![("gateway".into(), defaults::GATEWAY_PORT)],
-            jwks_file: "/etc/clinic/auth/jwks.json".into(),
             issuer_audience: (auth::DEFAULT_ISSUER.into(), auth::DEFAULT_AUDIENCE.into()),
-            tls_files: ("/etc/clinic/tls/server.pem".into(), "/etc/clinic/tls/server-key.pem".into()),
+            tls_sds_file: COMPOSE_TLS_SDS_FILE.into(),
             descriptor_file: COMPOSE_DESCRIPTOR_FILE.into(),
             cors_origins: Vec::new(),
             otel_collector: None,
@@ -113,11 +110,10 @@ impl Addresses {
             ("PATIENTS_ENDPOINTS", endpoints(&self.patients)),
             ("STUDIES_ENDPOINTS", endpoints(&self.studies)),
             ("GATEWAY_ENDPOINTS", endpoints(&self.gateway)),
-            ("JWT_JWKS_FILE", self.jwks_file.clone()),
+            ("JWKS_PATH", clinic_common::site::JWKS_PATH.to_owned()),
             ("JWT_ISSUER", self.issuer_audience.0.clone()),
             ("JWT_AUDIENCE", self.issuer_audience.1.clone()),
-            ("TLS_CERT_FILE", self.tls_files.0.clone()),
-            ("TLS_KEY_FILE", self.tls_files.1.clone()),
+            ("TLS_SDS_FILE", self.tls_sds_file.clone()),
             ("RBAC_POLICIES", rbac_policies(26)),
             ("DESCRIPTOR_FILE", self.descriptor_file.clone()),
             ("PAGE_PREFIX", clinic_common::site::PAGE_PREFIX.to_owned()),
@@ -140,6 +136,39 @@ impl Addresses {
 
 /// Where the compose Envoy image holds the API's descriptor set.
 pub const COMPOSE_DESCRIPTOR_FILE: &str = "/etc/envoy/clinic.pb";
+
+/// Where the compose (and Kubernetes) Envoy reads its certificate's SDS
+/// resource.
+pub const COMPOSE_TLS_SDS_FILE: &str = "/etc/envoy/tls-sds.yaml";
+
+/// The committed SDS resource of compose and Kubernetes,
+/// `envoy/tls-sds.yaml`: the certificate and key their volumes mount.
+pub const TLS_SDS_FILE: &str = "envoy/tls-sds.yaml";
+
+/// The Kubernetes base's copy of [`TLS_SDS_FILE`], in its ConfigMap.
+pub const KUBERNETES_TLS_SDS_FILE: &str = "deploy/k8s/base/envoy/tls-sds.yaml";
+
+/// The folder compose and Kubernetes mount Envoy's certificate in.
+pub const COMPOSE_TLS_DIR: &str = "/etc/clinic/tls";
+
+/// The SDS resource (a file Envoy watches) naming the TLS listener's
+/// certificate `cert` and key `key`: Envoy reloads them when a file is
+/// moved into their folder (a renewal written to a temporary file and
+/// renamed, or a Kubernetes Secret's atomic swap).
+pub fn tls_sds(cert: &str, key: &str) -> String {
+    let dir =
+        std::path::Path::new(cert).parent().map(|d| d.display().to_string()).unwrap_or_else(|| ".".into());
+    format!(
+        "# The certificate Envoy's TLS listener serves (SDS from a file, watched).\n\
+         resources:\n\
+         \x20 - \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n\
+         \x20   name: server_cert\n\
+         \x20   tls_certificate:\n\
+         \x20     certificate_chain: {{ filename: {cert} }}\n\
+         \x20     private_key: {{ filename: {key} }}\n\
+         \x20     watched_directory: {{ path: {dir} }}\n"
+    )
+}
 
 /// Envoy's OpenTelemetry tracer, when a collector is configured: every
 /// request gets a span (joining the client's `traceparent`, or starting a
@@ -332,13 +361,15 @@ pub fn render_compose() -> Result<Vec<(&'static str, String)>, MissingValue> {
         "# GENERATED from envoy/envoy.yaml.tmpl by `clinic-dev envoy-config --compose`; do not edit.\n";
     let keycloak = Addresses {
         issuer_audience: (KEYCLOAK_ISSUER.into(), auth::DEFAULT_AUDIENCE.into()),
-        jwks_file: "/etc/clinic/idp/jwks.json".into(),
         ..Addresses::compose()
     };
+    let sds = tls_sds(&format!("{COMPOSE_TLS_DIR}/server.pem"), &format!("{COMPOSE_TLS_DIR}/server-key.pem"));
     Ok(vec![
         (COMPOSE_FILE, format!("{header}{}", render(&Addresses::compose())?)),
         (KEYCLOAK_FILE, format!("{header}{}", render(&keycloak)?)),
         (KUBERNETES_FILE, format!("{header}{}", render(&Addresses::compose())?)),
+        (TLS_SDS_FILE, format!("{header}{sds}")),
+        (KUBERNETES_TLS_SDS_FILE, format!("{header}{sds}")),
     ])
 }
 
@@ -359,9 +390,8 @@ mod tests {
         assert!(!yaml.contains("${"));
         assert!(yaml.contains("port_value: 50052"));
         let ports = Ports { replicas: 2, ..Ports::default() };
-        let home = std::env::temp_dir().join(format!("clinic-envoy-test-{}", std::process::id()));
-        let credentials = crate::credentials::DevCredentials::ensure(&home, false).unwrap();
-        let two = render(&Addresses::local(&ports, &credentials, std::path::Path::new("/dev/null"))).unwrap();
+        let sds = std::path::Path::new("/tmp/sds.yaml");
+        let two = render(&Addresses::local(&ports, sds, std::path::Path::new("/dev/null"))).unwrap();
         assert!(two.contains("port_value: 50051") && two.contains("port_value: 50151"), "both replicas");
     }
 

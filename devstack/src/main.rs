@@ -15,7 +15,7 @@ use clinic_common::{
     telemetry::{LOG_FILTER_ARG, LogSettings},
 };
 use clinic_devstack::{
-    credentials::{self, DevCredentials},
+    credentials::{self, DevCredentials, Owners},
     envoy, import, postgres, stack,
 };
 
@@ -89,13 +89,15 @@ enum Command {
     /// --home if missing, and keep a fresh service token there (what the
     /// compose file's `credentials` container does).
     Credentials {
-        /// Folder to write `auth/` and `tls/` into.
+        /// Folder to write `signing/`, `jwks/`, `service/` and `tls/` into.
         #[arg(long, env = "CLINIC_HOME", default_value = ".local")]
         home: PathBuf,
-        /// Make private keys readable by other users (containers running as
-        /// different users share the folder).
-        #[arg(long)]
-        shared: bool,
+        /// Owner (uid[:gid]) of the TLS key: the user Envoy runs as.
+        #[arg(long, value_parser = credentials::parse_owner)]
+        tls_owner: Option<credentials::Owner>,
+        /// Owner (uid[:gid]) of the service token: the user studies-service runs as.
+        #[arg(long, value_parser = credentials::parse_owner)]
+        token_owner: Option<credentials::Owner>,
         /// Keep running, renewing the service token every half hour.
         #[arg(long)]
         watch: bool,
@@ -192,9 +194,9 @@ fn role_name(name: &str) -> Result<String, String> {
     })
 }
 
-async fn credentials(home: &Path, shared: bool, watch: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let credentials = DevCredentials::ensure(home, shared)?;
-    credentials.refresh_service_token(shared)?;
+async fn credentials(home: &Path, owners: Owners, watch: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let credentials = DevCredentials::ensure(home, owners)?;
+    credentials.refresh_service_token()?;
     println!("credentials ready in {}", home.display());
     if watch {
         let mut renew = tokio::time::interval(credentials::DEFAULT_TTL / 2);
@@ -204,7 +206,7 @@ async fn credentials(home: &Path, shared: bool, watch: bool) -> Result<(), Box<d
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = renew.tick() => credentials.refresh_service_token(shared)?,
+                _ = renew.tick() => credentials.refresh_service_token()?,
             }
         }
     }
@@ -258,7 +260,7 @@ async fn main() -> ExitCode {
             async {
                 let token = match token {
                     Some(token) => token,
-                    None => DevCredentials::ensure(&home, false)?.token(
+                    None => DevCredentials::ensure(&home, Owners::default())?.token(
                         "clinic-dev-import",
                         &["admin"],
                         Duration::from_secs(3600),
@@ -280,20 +282,30 @@ async fn main() -> ExitCode {
             }
             .await
         }
-        Command::Token { home, roles, subject, ttl } => DevCredentials::ensure(&home, false)
+        Command::Token { home, roles, subject, ttl } => DevCredentials::ensure(&home, Owners::default())
             .and_then(|c| c.token(&subject, &roles.iter().map(String::as_str).collect::<Vec<_>>(), ttl))
             .map(|token| println!("{token}"))
             .map_err(Into::into),
-        Command::Credentials { home, shared, watch } => credentials(&home, shared, watch).await,
-        Command::EnvoyConfig { compose: false } => DevCredentials::ensure(Path::new(".local"), false)
-            .map_err(Into::into)
-            .and_then(|c| {
-                let descriptor = Path::new(".local/clinic.pb");
-                std::fs::write(descriptor, envoy::transcoder_descriptor_set())?;
-                envoy::render(&envoy::Addresses::local(&stack::Ports::default(), &c, descriptor))
-                    .map_err(Into::into)
-            })
-            .map(|yaml| print!("{yaml}")),
+        Command::Credentials { home, tls_owner, token_owner, watch } => {
+            credentials(&home, Owners { tls: tls_owner, service_token: token_owner }, watch).await
+        }
+        Command::EnvoyConfig { compose: false } => {
+            DevCredentials::ensure(Path::new(".local"), Owners::default())
+                .map_err(Into::into)
+                .and_then(|c| {
+                    let descriptor = Path::new(".local/clinic.pb");
+                    std::fs::write(descriptor, envoy::transcoder_descriptor_set())?;
+                    let sds = Path::new(".local/envoy-tls-sds.yaml");
+                    let (cert, key) = (c.cert_file(), c.cert_key_file());
+                    std::fs::write(
+                        sds,
+                        envoy::tls_sds(&cert.display().to_string(), &key.display().to_string()),
+                    )?;
+                    envoy::render(&envoy::Addresses::local(&stack::Ports::default(), sds, descriptor))
+                        .map_err(Into::into)
+                })
+                .map(|yaml| print!("{yaml}"))
+        }
         Command::Descriptor { out } => {
             std::fs::write(&out, envoy::transcoder_descriptor_set()).map_err(Into::into)
         }

@@ -23,7 +23,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    credentials::{self, DevCredentials},
+    credentials::{self, DevCredentials, Owners},
     envoy, import, postgres,
 };
 
@@ -528,14 +528,20 @@ pub async fn start(options: UpOptions) -> Result<Running, UpError> {
     for folder in ["logs", "run"] {
         std::fs::create_dir_all(options.home.join(folder))?;
     }
-    let credentials = DevCredentials::ensure(&options.home, false)?;
-    credentials.refresh_service_token(false)?;
+    let credentials = DevCredentials::ensure(&options.home, Owners::default())?;
+    credentials.refresh_service_token()?;
     let db = postgres::prepare(&options.home, options.database_url.as_deref()).await?;
     migrate(&options, &db).await?;
     let p = options.ports;
     let descriptor_file = options.home.join("clinic.pb");
     std::fs::write(&descriptor_file, envoy::transcoder_descriptor_set())?;
     let envoy_config = options.home.join("envoy.yaml");
+    let tls_sds_file = options.home.join("envoy-tls-sds.yaml");
+    let sds = envoy::tls_sds(
+        &credentials.cert_file().display().to_string(),
+        &credentials.cert_key_file().display().to_string(),
+    );
+    std::fs::write(&tls_sds_file, sds)?;
     let otel_collector = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
         .iter()
         .find_map(|v| {
@@ -546,7 +552,7 @@ pub async fn start(options: UpOptions) -> Result<Running, UpError> {
     let addresses = envoy::Addresses {
         cors_origins: options.cors_origins.clone(),
         otel_collector,
-        ..envoy::Addresses::local(&p, &credentials, &descriptor_file)
+        ..envoy::Addresses::local(&p, &tls_sds_file, &descriptor_file)
     };
     std::fs::write(&envoy_config, envoy::render(&addresses)?)?;
     let (exits_tx, exits) = mpsc::unbounded_channel();
@@ -668,7 +674,7 @@ async fn supervise(
     loop {
         tokio::select! {
             () = shutdown.as_mut() => return Ok(()),
-            _ = renew.tick() => credentials.refresh_service_token(false)?,
+            _ = renew.tick() => credentials.refresh_service_token()?,
             Some((index, status)) = exits.recv() => {
                 procs[index].pid = None;
                 println!(

@@ -174,7 +174,10 @@ impl AuditSink for IntakeSink {
             let client = clinic_common::bounded!(
                 intake::audit_intake_service_client::AuditIntakeServiceClient::new(peer.channel())
             );
-            let answer = client.clone().append_audit_event(peer.request(message, None)).await;
+            // Retried once on another replica if the first is gone: at worst
+            // the event is recorded twice, never the access refused for it.
+            let answer =
+                peer.read(message, None, |r| async { client.clone().append_audit_event(r).await }).await;
             match answer.downstream(peer.peer(), "recording the audit event") {
                 Ok(()) => true,
                 Err(e) => {

@@ -183,10 +183,12 @@ async fn a_create_that_passed_its_patient_check_before_the_cascade_is_refused_af
     let system = spawn_system().await;
     let patient = system.create_patient(1).await;
     let mut holder = system.db.admin_options().connect().await.unwrap();
-    sqlx::raw_sql("begin; insert into studies.create_request (request_id) values ('held')")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    sqlx::raw_sql(
+        "begin; insert into studies.create_request (subject, request_id) values ('test-admin', 'held')",
+    )
+    .execute(&mut holder)
+    .await
+    .unwrap();
 
     let create = {
         let client = system.study_client.clone();

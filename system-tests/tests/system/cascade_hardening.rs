@@ -60,10 +60,12 @@ async fn a_study_created_during_a_non_forced_delete_cannot_survive_as_an_orphan(
     let system = spawn_system().await;
     let patient = system.create_patient(1).await;
     let mut holder = admin(&system).await;
-    sqlx::raw_sql("begin; insert into studies.create_request (request_id) values ('held')")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    sqlx::raw_sql(
+        "begin; insert into studies.create_request (subject, request_id) values ('test-admin', 'held')",
+    )
+    .execute(&mut holder)
+    .await
+    .unwrap();
     let create = {
         let client = system.study_client.clone();
         let input = study(patient.id);
