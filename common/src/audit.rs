@@ -538,6 +538,14 @@ impl AuditFilter {
     }
 }
 
+/// What one event is counted as when a page's bytes are bounded in SQL.
+const EVENT_BYTES: &str = "(octet_length(subject) + octet_length(method) + octet_length(request_id) + 8 * cardinality(patient_ids) + 64)";
+
+/// [`EVENT_BYTES`] of a fetched event.
+fn event_bytes(row: &(i64, DateTime<Utc>, String, String, Vec<i64>, String, String)) -> usize {
+    row.2.len() + row.3.len() + row.6.len() + 8 * row.4.len() + 64
+}
+
 /// Where a page of events stopped: the last event's time (microseconds) and id.
 fn encode_position(time: DateTime<Utc>, id: i64) -> Vec<u8> {
     [time.timestamp_micros().to_be_bytes(), id.to_be_bytes()].concat()
@@ -566,14 +574,20 @@ impl pb::audit_service_server::AuditService for AuditApi {
         // Newest first by time, then id: ids follow insertion, not time
         // (each replica's clock stamps its own events), so paging by id
         // alone could skip events a merge by time then shows.
+        // The page's bytes are bounded in SQL too (a listing's event names
+        // up to 1,000 patients): at most MAX_PAGE_BYTES is read.
         let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(format!(
-            "select id, time, subject, method, patient_ids, code, request_id from {}.audit_event \
-             where ($1::timestamptz is null or (time, id) < ($1, $2)) \
-               and ($3::bigint is null or patient_ids @> array[$3::bigint]) \
-               and ($4::text is null or subject = $4) \
-               and ($5::timestamptz is null or time >= $5) \
-               and ($6::timestamptz is null or time < $6) \
-             order by time desc, id desc limit $7",
+            "select id, time, subject, method, patient_ids, code, request_id from ( \
+               select *, sum({EVENT_BYTES}) over (order by time desc, id desc rows between unbounded preceding and current row) as running \
+               from {}.audit_event \
+               where ($1::timestamptz is null or (time, id) < ($1, $2)) \
+                 and ($3::bigint is null or patient_ids @> array[$3::bigint]) \
+                 and ($4::text is null or subject = $4) \
+                 and ($5::timestamptz is null or time >= $5) \
+                 and ($6::timestamptz is null or time < $6) \
+               order by time desc, id desc limit $7) bounded \
+             where running - {EVENT_BYTES} < $8 \
+             order by time desc, id desc",
             self.schema
         )))
         .bind(before.map(|(time, _)| time))
@@ -583,10 +597,14 @@ impl pb::audit_service_server::AuditService for AuditApi {
         .bind(filter.start)
         .bind(filter.end)
         .bind(paging::overfetch(filter.size))
+        .bind(paging::MAX_PAGE_BYTES as i64)
         .fetch_all(&self.pool)
         .await
         .map_err(ApiError::from)?;
-        let page = Page::from_overfetched(rows, filter.size);
+        // The SQL keeps the event that crosses the bound, so the cut here
+        // (the same count) sees it and says more follow.
+        let mut page = Page::from_overfetched(rows, filter.size);
+        page.cut_to_bytes(paging::MAX_PAGE_BYTES, event_bytes);
         let next_page_token = match (page.more, page.items.last()) {
             (true, Some(last)) => self.tokens.encode_bytes(&scope, &encode_position(last.1, last.0)),
             _ => String::new(),

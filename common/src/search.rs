@@ -377,6 +377,19 @@ impl Order {
         }
     }
 
+    /// Writes ` order by …` over the sort keys' selected columns (`sort_0`,
+    /// … of [`Self::push_select`]), for a query that wraps the one that
+    /// selected them.
+    pub fn push_order_by_selected(&self, qb: &mut QueryBuilder<Postgres>) {
+        qb.push(" order by ");
+        for (i, key) in self.keys.iter().enumerate() {
+            if i > 0 {
+                qb.push(", ");
+            }
+            qb.push(format!("sort_{i}")).push(if key.desc { " desc" } else { " asc" });
+        }
+    }
+
     /// Writes the condition "strictly after `cursor`" in this order: a row
     /// comparison when every key goes the same way (which an index on the
     /// keys serves directly), else its expansion.

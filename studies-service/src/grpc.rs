@@ -2,12 +2,12 @@
 //! requests into domain values, checking patients with patients-service,
 //! calling storage, and turning results back into protobuf.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use clinic_common::{
     context,
     deadline::Deadline,
-    paging::{self, Page, PageTokens},
+    paging::{self, PageTokens},
     resource::{self, timestamp},
     search::{self, Walk},
     validation::{FieldViolation, Invalid},
@@ -111,21 +111,12 @@ impl StudyApi {
         context::concern(ids.iter().copied());
         let mut seen = std::collections::HashSet::new();
         ids.retain(|id| seen.insert(*id));
-        let mut by_patient: HashMap<i64, Vec<pb::Study>> = HashMap::new();
-        for study in self.store.first_of_patients(&ids, per_patient + 1, filter.as_ref()).await? {
-            by_patient.entry(study.fields.patient_id.get()).or_default().push(study_pb(study));
-        }
         let share = BY_PATIENT_BYTES / ids.len().max(1);
-        let patients = ids
+        let pages = self.store.first_of_patients(&ids, per_patient, share, filter.as_ref()).await?;
+        let patients = pages
             .into_iter()
-            .map(|patient_id| {
-                let studies = by_patient.remove(&patient_id).unwrap_or_default();
-                let mut page = Page::from_overfetched(studies, per_patient);
-                page.cut_to_bytes(share, |s| s.encoded_len());
-                if page.items.len() == 1 && page.items[0].encoded_len() > share {
-                    // Not even one study fits this patient's share: a token instead.
-                    page.items.clear();
-                }
+            .map(|(patient_id, page)| {
+                let page = page.map(study_pb);
                 // The rest continue as ListStudies of this patient, same filter, by id.
                 let one = PatientFilter::one(PatientId::from_stored(patient_id));
                 let walk = Walk::new(

@@ -21,7 +21,7 @@ use clinic_common::{
     search::{Cursor, Order, Where},
     store::{delete_if_current, durable, why_not_written},
 };
-use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder, Row, postgres::PgRow};
 
 use crate::{
     SCHEMA,
@@ -62,6 +62,24 @@ impl TryFrom<StudyRow> for Study {
             etag: Etag::of_version(row.version),
         })
     }
+}
+
+/// What one study is counted as when a page's bytes are bounded in SQL: its
+/// description's bytes and a generous allowance for the rest (more than its
+/// protobuf encoding takes), so a bound in these units bounds the answer.
+const ROW_BYTES: &str = "(octet_length(description) + 128)";
+
+/// The rows of `rows` (in walk order, each with its `running_bytes`) that
+/// fit in `budget` bytes, and whether any did not.
+fn within_bytes(rows: &[PgRow], budget: i64) -> Result<(Vec<&PgRow>, bool)> {
+    let mut kept = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.try_get::<i64, _>("running_bytes")? > budget && !kept.is_empty() {
+            return Ok((kept, true));
+        }
+        kept.push(row);
+    }
+    Ok((kept, false))
 }
 
 /// Takes the per-patient lock and fails with NOT_FOUND if the patient's
@@ -162,6 +180,10 @@ impl StudyStore {
 
     /// The page of up to `size` studies of `patients` (all when empty) that
     /// match `filter`, after `after` in `order`, each with where it stands.
+    /// The page's bytes are bounded in SQL too (by [`ROW_BYTES`] per study,
+    /// at most [`paging::MAX_PAGE_BYTES`]): no more than that is read into
+    /// memory, whatever the descriptions hold; a page cut short by bytes has
+    /// more to follow.
     pub async fn search(
         &self,
         patients: &PatientFilter,
@@ -181,10 +203,16 @@ impl StudyStore {
                 order.push_after(query, after);
             }
         };
-        let mut query = QueryBuilder::new("");
+        let running = |query: &mut QueryBuilder<Postgres>| {
+            query.push(format!(", sum({ROW_BYTES}) over ("));
+            order.push_order_by(query);
+            query.push(" rows between unbounded preceding and current row) as running_bytes");
+        };
+        let mut query = QueryBuilder::new("select * from (");
         if patients.ids().is_empty() {
             query.push(concat!("select ", study_columns!()));
             order.push_select(&mut query);
+            running(&mut query);
             query.push(" from studies.live_study where true");
             conditions(&mut query);
         } else {
@@ -192,7 +220,9 @@ impl StudyStore {
             // then merged: a plan that stays right as a prepared (generic)
             // statement, which `patient_id = any($1) order by id` does not
             // (its generic plan walks the primary key).
-            query.push("select s.* from unnest(").push_bind(patients.ids().to_vec());
+            query.push("select s.*");
+            running(&mut query);
+            query.push(" from unnest(").push_bind(patients.ids().to_vec());
             query.push("::bigint[]) as p(patient_id) cross join lateral (select ");
             query.push(study_columns!());
             order.push_select(&mut query);
@@ -204,32 +234,73 @@ impl StudyStore {
         }
         order.push_order_by(&mut query);
         query.push(" limit ").push_bind(fetch);
+        query
+            .push(format!(") bounded where running_bytes - {ROW_BYTES} < "))
+            .push_bind(paging::MAX_PAGE_BYTES as i64);
+        order.push_order_by_selected(&mut query);
         let rows = query.build().fetch_all(&self.pool).await?;
+        let (rows, cut) = within_bytes(&rows, paging::MAX_PAGE_BYTES as i64)?;
         let items = rows
             .iter()
-            .map(|row| Ok((Study::try_from(StudyRow::from_row(row)?)?, order.cursor(row)?)))
+            .map(|row| Ok((Study::try_from(StudyRow::from_row(*row)?)?, order.cursor(row)?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_overfetched(items, size))
+        let mut page = Page::from_overfetched(items, size);
+        page.more |= cut;
+        Ok(page)
     }
 
-    /// Up to `per_patient` first studies (in id order) of each of
-    /// `patients` that match `filter`.
+    /// The first studies (in id order) of each of `patients` that match
+    /// `filter`: up to `per_patient` each, and no more than `share` bytes
+    /// each (by [`ROW_BYTES`]), both bounded in SQL, so a request for 1,000
+    /// patients reads a bounded amount whatever their studies hold. For each
+    /// patient (in `patients`' order), the page and whether more follow.
     pub async fn first_of_patients(
         &self,
         patients: &[i64],
         per_patient: u32,
+        share: usize,
         filter: Option<&Where>,
-    ) -> Result<Vec<Study>> {
+    ) -> Result<Vec<(i64, Page<Study>)>> {
         let mut query = QueryBuilder::new("select s.* from unnest(");
-        query.push_bind(patients.to_vec()).push("::bigint[]) as p(patient_id) cross join lateral (select ");
-        query.push(study_columns!()).push(" from studies.live_study where patient_id = p.patient_id");
+        query
+            .push_bind(patients.to_vec())
+            .push("::bigint[]) as p(patient_id) cross join lateral (select * from (select ");
+        query.push(study_columns!());
+        query.push(format!(
+            ", sum({ROW_BYTES}) over (order by id rows between unbounded preceding and current row) as running_bytes"
+        ));
+        query.push(" from studies.live_study where patient_id = p.patient_id");
         if let Some(filter) = filter {
             query.push(" and ");
             filter.push(&mut query);
         }
-        query.push(" order by id limit ").push_bind(i64::from(per_patient)).push(") s");
+        query.push(" order by id limit ").push_bind(i64::from(per_patient) + 1);
+        query.push(format!(") bounded where running_bytes - {ROW_BYTES} < ")).push_bind(share as i64);
+        query.push(" order by id) s");
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|row| Study::try_from(StudyRow::from_row(row)?)).collect()
+        let mut by_patient: std::collections::HashMap<i64, Vec<&PgRow>> = std::collections::HashMap::new();
+        for row in &rows {
+            by_patient.entry(row.try_get("patient_id")?).or_default().push(row);
+        }
+        patients
+            .iter()
+            .map(|patient| {
+                let rows = by_patient.remove(patient).unwrap_or_default();
+                let fetched = rows.len();
+                let kept: Vec<&PgRow> = rows
+                    .into_iter()
+                    .take_while(|row| row.try_get::<i64, _>("running_bytes").is_ok_and(|b| b <= share as i64))
+                    .collect();
+                let cut = kept.len() < fetched;
+                let studies = kept
+                    .into_iter()
+                    .map(|row| Study::try_from(StudyRow::from_row(row)?))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut page = Page::from_overfetched(studies, per_patient);
+                page.more |= cut;
+                Ok((*patient, page))
+            })
+            .collect()
     }
 
     /// Applies `patch` if `etag` (when given) is still current, in one

@@ -66,6 +66,8 @@ impl PatientEvents for Outbox {
 pub struct TestApp {
     pub client: StudyServiceClient<Authed>,
     pub outbox: Arc<Outbox>,
+    /// The service's database, for set-ups that look behind the API.
+    pub db: TestDb,
     _server: Running,
 }
 
@@ -83,11 +85,12 @@ pub async fn spawn_app(known: &[i64]) -> TestApp {
     let outbox = Arc::new(Outbox::default());
     let directory = Arc::new(KnownPatients(known.iter().copied().collect()));
     let app = Application::build_with(config, directory, outbox.clone()).await.expect("service starts");
+    let db_handle = db.clone();
     let server = Running::spawn(app.local_addr(), |shutdown| async move {
         app.run_until(shutdown).await.expect("service runs")
     });
     let channel = Channel::from_shared(server.uri()).unwrap().connect().await.expect("connects");
-    TestApp { client: StudyServiceClient::new(admin(channel)), outbox, _server: server }
+    TestApp { client: StudyServiceClient::new(admin(channel)), outbox, db: db_handle, _server: server }
 }
 
 /// A valid study of `patient_id`.
