@@ -66,7 +66,9 @@ impl PatientEvents for Outbox {
 pub struct TestApp {
     pub client: StudyServiceClient<Authed>,
     pub outbox: Arc<Outbox>,
-    /// The service's database, for set-ups that look behind the API.
+    /// The service's database, for set-ups that look behind the API
+    /// (tests/memory.rs).
+    #[allow(dead_code)]
     pub db: TestDb,
     _server: Running,
 }
