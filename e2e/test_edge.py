@@ -41,6 +41,9 @@ def test_the_edge_is_configured_with_limits_timeouts_and_safe_retries(stack):
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["use_remote_address"] is True and hcm["xff_num_trusted_hops"] == 0
     assert hcm["request_headers_timeout"] and hcm["stream_idle_timeout"]
+    seconds = lambda d: float(d.rstrip("s"))
+    assert seconds(hcm["request_timeout"]) <= 15, "a request body must arrive in time"
+    assert seconds(hcm["stream_idle_timeout"]) <= 60, "an idle stream is cut"
     assert hcm["http2_protocol_options"]["max_concurrent_streams"] <= 128
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     for route in routes:
@@ -61,3 +64,20 @@ def test_envoys_access_log_is_json_without_query_strings(stack):
     entry = json.loads(lines[-1])
     assert entry["path"].startswith("/") and "?" not in entry["path"]
     assert set(entry) <= {"time", "method", "path", "status", "grpc_status", "flags", "duration_ms", "upstream", "request_id"}
+
+
+def test_a_request_whose_body_never_finishes_is_cut_off_at_the_edge(stack):
+    """A slow-body caller holds nothing for long: Envoy answers 408 once its
+    request timeout (10 s) passes without the whole body."""
+    import socket
+    import time
+
+    token = stack.token("clinician")
+    with socket.create_connection(("127.0.0.1", stack.ports["ENVOY_PORT"]), timeout=30) as s:
+        s.sendall((f"POST /v1/patients HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                   f"Authorization: Bearer {token}\r\nContent-Length: 1000\r\n\r\n{{").encode())
+        started = time.monotonic()
+        answer = s.recv(4096).decode(errors="replace")
+        took = time.monotonic() - started
+    assert answer.startswith("HTTP/1.1 408"), answer[:200]
+    assert 5 < took < 15, f"cut off after {took:.1f} s"

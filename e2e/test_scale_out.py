@@ -15,14 +15,15 @@ from conftest import Stack, port_open
 
 class Load:
     """Threads reading through Envoy (GetPatient and the listing) until
-    stopped; every failure is kept."""
+    stopped, each as a user of its own (a user's share of a replica is
+    MAX_IN_FLIGHT_PER_CALLER calls); every failure is kept."""
 
     def __init__(self, stack, pb, threads=6):
         self.failures, self.calls, self.stopping = [], 0, threading.Event()
         self.lock = threading.Lock()
-        channel = stack.channel("viewer")
-        self.patients = pb.patients_grpc.PatientServiceStub(channel)
-        self.gateway = pb.gateway_grpc.GatewayServiceStub(channel)
+        channels = [stack.channel(token=stack.token("viewer", f"e2e-load-{n}")) for n in range(threads)]
+        self.patients = [pb.patients_grpc.PatientServiceStub(c) for c in channels]
+        self.gateway = [pb.gateway_grpc.GatewayServiceStub(c) for c in channels]
         self.pb = pb
         self.threads = [threading.Thread(target=self.run, args=(n,), daemon=True) for n in range(threads)]
         for t in self.threads:
@@ -32,9 +33,9 @@ class Load:
         while not self.stopping.is_set():
             try:
                 if n % 3 == 0:
-                    self.gateway.ListPatientsWithStudies(self.pb.gateway.ListPatientsWithStudiesRequest(page_size=4), timeout=10)
+                    self.gateway[n].ListPatientsWithStudies(self.pb.gateway.ListPatientsWithStudiesRequest(page_size=4), timeout=10)
                 else:
-                    self.patients.GetPatient(self.pb.patients.GetPatientRequest(id=1 + n % 4), timeout=10)
+                    self.patients[n].GetPatient(self.pb.patients.GetPatientRequest(id=1 + n % 4), timeout=10)
                 with self.lock:
                     self.calls += 1
             except grpc.RpcError as e:

@@ -31,6 +31,24 @@ pub fn token_pool(
         .collect()
 }
 
+/// Tokens of distinct admin identities, one per load worker: a service
+/// gives each caller a share (MAX_IN_FLIGHT_PER_CALLER calls at once), and a
+/// benchmark stands for many users.
+#[derive(Debug, Clone)]
+pub struct Bearers(Arc<Vec<Arc<str>>>);
+
+impl Bearers {
+    /// `n` tokens signed with the development key.
+    pub fn mint(credentials: &DevCredentials, n: usize) -> Result<Self, Box<dyn std::error::Error>> {
+        Ok(Self(Arc::new(token_pool(credentials, n.max(1))?)))
+    }
+
+    /// The token of `worker`.
+    pub fn of(&self, worker: usize) -> Arc<str> {
+        self.0[worker % self.0.len()].clone()
+    }
+}
+
 /// Times the services' own verifier on the stack's JWKS: 2,000 distinct
 /// tokens once each, then one token 200,000 times.
 pub fn verification_cost(

@@ -72,8 +72,7 @@ async fn measure(
     let admin = running.database().admin_url();
     let n = args.patients.clamp(1, 10_000);
     preload(&admin, n).await?;
-    let bearer: Arc<str> =
-        running.credentials().token("clinic-bench", &["admin"], Duration::from_secs(3600))?.into();
+    let bearers = crate::auth::Bearers::mint(running.credentials(), args.concurrency)?;
     let envoy = load::connect(&format!("http://127.0.0.1:{envoy_port}"), args.connections).await?;
     let load = Load {
         concurrency: (args.concurrency / 2).max(1),
@@ -89,15 +88,15 @@ async fn measure(
         started.elapsed()
     });
 
-    let read_bearer = bearer.clone();
+    let read_bearers = bearers.clone();
     let reads = load::run("failover_reads", &envoy, load, move |channel, worker, seq| {
-        load::get_patient(channel, read_bearer.clone(), 1 + load::spread(worker, seq, n) as i64)
+        load::get_patient(channel, read_bearers.of(worker), 1 + load::spread(worker, seq, n) as i64)
     });
     let failed = Arc::new(Mutex::new(Vec::<Failed>::new()));
     let run_id = rand::random::<u32>();
-    let (write_bearer, write_failed) = (bearer.clone(), failed.clone());
+    let (write_bearers, write_failed) = (bearers.clone(), failed.clone());
     let writes = load::run("failover_writes", &envoy, load, move |channel, worker: usize, seq: u64| {
-        let (bearer, failed) = (write_bearer.clone(), write_failed.clone());
+        let (bearer, failed) = (write_bearers.of(worker), write_failed.clone());
         async move {
             let request = CreatePatientRequest {
                 patient: Some(Patient {
@@ -135,7 +134,7 @@ async fn measure(
 
     let failed = std::mem::take(&mut *failed.lock().expect("not poisoned"));
     let not_retryable = failed.iter().filter(|f| !RETRYABLE.contains(&f.code)).count();
-    let mut client = PatientServiceClient::new(authed(envoy[0].clone(), &bearer));
+    let mut client = PatientServiceClient::new(authed(envoy[0].clone(), &bearers.of(0)));
     let mut retried_ok = 0;
     for f in &failed {
         if client.create_patient(f.request.clone()).await.is_ok() {

@@ -337,18 +337,20 @@ async fn measure(
     let direct = load::connect(&format!("http://127.0.0.1:{}", ports.patients), args.connections).await?;
     let envoy = load::connect(&format!("http://127.0.0.1:{}", ports.envoy), args.connections).await?;
     let n = args.patients.max(1);
-    let bearer: Arc<str> =
-        running.credentials().token("clinic-bench", &["admin"], Duration::from_secs(4 * 3600))?.into();
+    // One identity per worker, as many users call a clinic: a caller's share
+    // of a service is MAX_IN_FLIGHT_PER_CALLER calls at once.
+    let bearers = auth::Bearers::mint(running.credentials(), args.concurrency * 4)?;
+    let bearer = bearers.of(0);
     let get = {
-        let bearer = bearer.clone();
+        let bearers = bearers.clone();
         move |channel, worker, seq| {
-            load::get_patient(channel, bearer.clone(), 1 + load::spread(worker, seq, n) as i64)
+            load::get_patient(channel, bearers.of(worker), 1 + load::spread(worker, seq, n) as i64)
         }
     };
     let list = {
-        let bearer = bearer.clone();
-        move |channel, _, _| {
-            let bearer = bearer.clone();
+        let bearers = bearers.clone();
+        move |channel, worker, _| {
+            let bearer = bearers.of(worker);
             async move {
                 PatientServiceClient::new(authed(channel, &bearer))
                     .list_patients(ListPatientsRequest {
@@ -362,13 +364,13 @@ async fn measure(
         }
     };
     let listing_page = {
-        let bearer = bearer.clone();
-        move |channel, _, _| listing_first_page(channel, bearer.clone(), "")
+        let bearers = bearers.clone();
+        move |channel, worker, _| listing_first_page(channel, bearers.of(worker), "")
     };
     let search = |filter: &'static str, order_by: &'static str| {
-        let bearer = bearer.clone();
-        move |channel, _, _| {
-            let bearer = bearer.clone();
+        let bearers = bearers.clone();
+        move |channel, worker, _| {
+            let bearer = bearers.of(worker);
             async move {
                 PatientServiceClient::new(authed(channel, &bearer))
                     .list_patients(ListPatientsRequest {
@@ -436,19 +438,25 @@ async fn measure(
     let overload = measured("overload", &envoy, overload_load, &processes, &mut cpu, get).await;
     let not_serving = watchers.stop().await;
     let list_first = measured("list_patients", &direct, load, &processes, &mut cpu, list).await;
-    let deep_bearer = bearer.clone();
-    let deep =
-        measured("list_patients_deep_page", &direct, load, &processes, &mut cpu, move |channel, _, _| {
+    let deep_bearers = bearers.clone();
+    let deep = measured(
+        "list_patients_deep_page",
+        &direct,
+        load,
+        &processes,
+        &mut cpu,
+        move |channel, worker, _| {
             let page_token = token.clone();
-            let bearer = deep_bearer.clone();
+            let bearer = deep_bearers.of(worker);
             async move {
                 PatientServiceClient::new(authed(channel, &bearer))
                     .list_patients(ListPatientsRequest { page_size: 50, page_token, ..Default::default() })
                     .await
                     .map(|_| ())
             }
-        })
-        .await;
+        },
+    )
+    .await;
     let listing =
         measured("list_patients_with_studies", &envoy, load, &processes, &mut cpu, listing_page.clone())
             .await;
@@ -471,10 +479,15 @@ async fn measure(
     )
     .await;
     let listing_high = {
-        let bearer = bearer.clone();
-        measured("listing_study_filter_high", &envoy, load, &processes, &mut cpu, move |channel, _, _| {
-            listing_first_page(channel, bearer.clone(), "urgency_level = HIGH")
-        })
+        let bearers = bearers.clone();
+        measured(
+            "listing_study_filter_high",
+            &envoy,
+            load,
+            &processes,
+            &mut cpu,
+            move |channel, worker, _| listing_first_page(channel, bearers.of(worker), "urgency_level = HIGH"),
+        )
         .await
     };
     let gateway_direct =
@@ -491,16 +504,16 @@ async fn measure(
     let studies_direct =
         load::connect(&format!("http://127.0.0.1:{}", ports.studies), args.connections).await?;
     let page_ids: Vec<i64> = (1..=50).collect();
-    let studies_bearer = bearer.clone();
+    let studies_bearers = bearers.clone();
     let studies_batch = measured(
         "list_studies_50_patients",
         &studies_direct,
         load,
         &processes,
         &mut cpu,
-        move |channel, _, _| {
+        move |channel, worker, _| {
             let patient_ids = page_ids.clone();
-            let bearer = studies_bearer.clone();
+            let bearer = studies_bearers.of(worker);
             async move {
                 StudyServiceClient::new(authed(channel, &bearer))
                     .list_studies(ListStudiesRequest {
@@ -515,10 +528,10 @@ async fn measure(
         },
     )
     .await;
-    let create_bearer = bearer.clone();
+    let create_bearers = bearers.clone();
     let create =
         measured("create_patient", &direct, load, &processes, &mut cpu, move |channel, worker, seq| {
-            let bearer = create_bearer.clone();
+            let bearer = create_bearers.of(worker);
             async move {
                 let patient = Patient {
                     first_name: "Load".into(),
@@ -685,18 +698,18 @@ async fn traced(
             duration: Duration::from_secs(args.seconds),
             warmup: Duration::from_secs(1).min(Duration::from_secs(args.seconds)),
         };
-        let bearer: Arc<str> = running.credentials().token("clinic-bench", &["admin"], Duration::from_secs(4 * 3600))?.into();
+        let bearers = auth::Bearers::mint(running.credentials(), args.concurrency)?;
         let direct = load::connect(&format!("http://127.0.0.1:{}", ports.patients), args.connections).await?;
         let envoy = load::connect(&format!("http://127.0.0.1:{}", ports.envoy), args.connections).await?;
         let n = args.patients.max(1);
         let get = {
-            let bearer = bearer.clone();
-            move |channel, worker, seq| load::get_patient(channel, bearer.clone(), 1 + load::spread(worker, seq, n) as i64)
+            let bearers = bearers.clone();
+            move |channel, worker, seq| load::get_patient(channel, bearers.of(worker), 1 + load::spread(worker, seq, n) as i64)
         };
         let get_traced = load::run("get_patient_direct_traced", &direct, load, get).await;
-        let listing_bearer = bearer.clone();
-        let listing_traced = load::run("list_patients_with_studies_traced", &envoy, load, move |channel, _, _| {
-            listing_first_page(channel, listing_bearer.clone(), "")
+        let listing_bearers = bearers.clone();
+        let listing_traced = load::run("list_patients_with_studies_traced", &envoy, load, move |channel, worker, _| {
+            listing_first_page(channel, listing_bearers.of(worker), "")
         })
         .await;
         let received = spans.load(std::sync::atomic::Ordering::Relaxed);

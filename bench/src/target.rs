@@ -67,12 +67,20 @@ pub async fn build_info(metrics: &str) -> Option<serde_json::Value> {
 
 /// Runs the read scenarios against `target` and reports them.
 pub async fn run(args: &Args, target: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let token: Arc<str> = match std::env::var("TOKEN").ok().filter(|t| !t.is_empty()) {
-        Some(token) => token.into(),
-        None => DevCredentials::ensure(&args.clinic_home, clinic_devstack::credentials::Owners::default())?
-            .token("clinic-bench", &["admin"], Duration::from_secs(3600))?
-            .into(),
+    // One identity per worker (a caller's share of a replica is
+    // MAX_IN_FLIGHT_PER_CALLER calls), minted with `make up`'s key; a TOKEN
+    // given is one identity, so keep the concurrency within its share.
+    let tokens: Vec<Arc<str>> = match std::env::var("TOKEN").ok().filter(|t| !t.is_empty()) {
+        Some(token) => vec![token.into()],
+        None => {
+            let credentials =
+                DevCredentials::ensure(&args.clinic_home, clinic_devstack::credentials::Owners::default())?;
+            crate::auth::token_pool(&credentials, args.concurrency.max(1))?
+        }
     };
+    let tokens: Arc<[Arc<str>]> = tokens.into();
+    let token_of = move |worker: usize| tokens[worker % tokens.len()].clone();
+    let token = token_of(0);
     let uri = if target.contains("://") { target.to_owned() } else { format!("http://{target}") };
     let channels = load::connect(&uri, args.connections).await?;
     let ids: Arc<[i64]> = patient_ids(channels[0].clone(), &token, 10_000).await?.into();
@@ -93,15 +101,15 @@ pub async fn run(args: &Args, target: &str) -> Result<(), Box<dyn std::error::Er
         duration: Duration::from_secs(args.seconds),
         warmup: Duration::from_secs(1).min(Duration::from_secs(args.seconds)),
     };
-    let (get_token, get_ids) = (token.clone(), ids.clone());
+    let (get_token, get_ids) = (token_of.clone(), ids.clone());
     let get = load::run("get_patient", &channels, load, move |channel, worker, seq| {
         let id = get_ids[load::spread(worker, seq, get_ids.len() as u64) as usize];
-        load::get_patient(channel, get_token.clone(), id)
+        load::get_patient(channel, get_token(worker), id)
     })
     .await;
-    let list_token = token.clone();
-    let list = load::run("list_patients", &channels, load, move |channel, _, _| {
-        let token = list_token.clone();
+    let list_token = token_of.clone();
+    let list = load::run("list_patients", &channels, load, move |channel, worker, _| {
+        let token = list_token(worker);
         async move {
             PatientServiceClient::new(authed(channel, &token))
                 .list_patients(ListPatientsRequest { page_size: 50, ..Default::default() })
@@ -110,9 +118,9 @@ pub async fn run(args: &Args, target: &str) -> Result<(), Box<dyn std::error::Er
         }
     })
     .await;
-    let listing_token = token.clone();
-    let listing = load::run("list_patients_with_studies", &channels, load, move |channel, _, _| {
-        listing_first_page(channel, listing_token.clone(), "")
+    let listing_token = token_of.clone();
+    let listing = load::run("list_patients_with_studies", &channels, load, move |channel, worker, _| {
+        listing_first_page(channel, listing_token(worker), "")
     })
     .await;
     let max_id = ids.iter().copied().max().unwrap_or(1) as u64;

@@ -66,6 +66,17 @@ pub enum ApiError {
     /// (see [`crate::coalesce`]).
     #[error("database: {0}")]
     SharedDatabase(std::sync::Arc<sqlx::Error>),
+    /// As many searches that scan as the service runs at once (or this
+    /// caller's one) are running ([`crate::search::ScanBound`]).
+    #[error("too many scans in flight")]
+    ScansBusy,
+    /// A filter no index can narrow ran past its shorter statement timeout
+    /// ([`crate::search::ScanBound`]).
+    #[error("filter ran past {timeout_ms} ms")]
+    FilterTooCostly {
+        /// The timeout it ran into.
+        timeout_ms: u128,
+    },
 }
 
 impl ApiError {
@@ -103,6 +114,13 @@ impl From<ApiError> for Status {
         match error {
             ApiError::Invalid(invalid) => errors::invalid_fields(&invalid),
             ApiError::InvalidPageToken => errors::invalid_page_token(),
+            ApiError::FilterTooCostly { timeout_ms } => errors::filter_too_costly(timeout_ms),
+            ApiError::ScansBusy => errors::with_reason(
+                Code::ResourceExhausted,
+                "as many searches that no index can narrow as this service runs at once are running \
+                 (one per caller); retry later, or add a condition on an indexed field",
+                errors::SCANS_BUSY,
+            ),
             ApiError::NotFound { noun, id } => errors::with_reason_and_metadata(
                 Code::NotFound,
                 format!("{noun} {id} not found"),

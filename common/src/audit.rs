@@ -367,8 +367,14 @@ where
             let code = response_code(&response);
             // Not recorded: a change whose event committed with it; calls of
             // no verified caller (anyone could fill the trail with those;
-            // the log has them). A change whose commit failed took its event
-            // with it, so its failure is recorded here.
+            // the log has them); calls shed for overload, which touched no
+            // data and whose recording would add to the load a caller at full
+            // blast makes (they are counted). A change whose commit failed
+            // took its event with it, so its failure is recorded here.
+            if code == Code::ResourceExhausted {
+                metrics::counter!("audit_unrecorded_shed_total").increment(1);
+                return Ok(response);
+            }
             if (call.audited() && code == Code::Ok) || call.identity().is_none() {
                 return Ok(response);
             }

@@ -84,6 +84,12 @@ pub struct DbSettings {
     /// schema to hold every migration this build needs, in milliseconds.
     #[arg(long = "db-startup-timeout-ms", env = "DB_STARTUP_TIMEOUT_MS", value_name = "MS", default_value = "30000", value_parser = millis)]
     pub startup_timeout: Duration,
+    /// Statement timeout of a search whose filter no index can narrow (`!=`,
+    /// NOT, only unindexed fields), in milliseconds; past it the call fails
+    /// INVALID_ARGUMENT (FILTER_TOO_COSTLY), so no caller holds a connection
+    /// with a long scan.
+    #[arg(long = "filter-scan-timeout-ms", env = "FILTER_SCAN_TIMEOUT_MS", value_name = "MS", default_value = "1000", value_parser = millis)]
+    pub filter_scan_timeout: Duration,
     /// How often health checks that Postgres answers, in milliseconds.
     #[arg(long = "health-probe-interval-ms", env = "HEALTH_PROBE_INTERVAL_MS", value_name = "MS", default_value = "1000", value_parser = millis)]
     pub health_probe_interval: Duration,

@@ -68,6 +68,25 @@ pub fn invalid_fields(invalid: &Invalid) -> Status {
     Status::with_error_details(Code::InvalidArgument, message, details)
 }
 
+/// Reason of RESOURCE_EXHAUSTED when as many scanning searches run as allowed.
+pub const SCANS_BUSY: &str = "SCANS_BUSY";
+
+/// Reason of INVALID_ARGUMENT for a filter that scans too much.
+pub const FILTER_TOO_COSTLY: &str = "FILTER_TOO_COSTLY";
+
+/// `INVALID_ARGUMENT` for a filter no index can narrow that took longer
+/// than `timeout_ms` to run: a field violation on `filter` saying how to
+/// make it cheap.
+pub fn filter_too_costly(timeout_ms: u128) -> Status {
+    let description = format!(
+        "no index can narrow this filter (it has no positive comparison on an indexed field; != and NOT \
+         never use one) and it read rows for longer than {timeout_ms} ms; add such a condition"
+    );
+    let mut details = ErrorDetails::with_bad_request_violation("filter", description.clone());
+    details.set_error_info(FILTER_TOO_COSTLY, DOMAIN, HashMap::new());
+    Status::with_error_details(Code::InvalidArgument, format!("filter: {description}"), details)
+}
+
 /// `INVALID_ARGUMENT` for a page token the method did not issue.
 pub fn invalid_page_token() -> Status {
     let mut details = ErrorDetails::with_bad_request_violation(

@@ -207,6 +207,10 @@ where
                 metrics::histogram!("grpc_server_handling_seconds", &labels).record(elapsed.as_secs_f64());
                 match code {
                     _ if health => tracing::debug!(code = ?code, latency_ms, "rpc finished"),
+                    // Shed at once: a caller at full blast would otherwise
+                    // flood the log (and spend the cores on it); the
+                    // grpc_server_handled_total counts them.
+                    Code::ResourceExhausted => tracing::debug!(code = ?code, latency_ms, "rpc shed"),
                     Code::Ok
                     | Code::NotFound
                     | Code::InvalidArgument
@@ -303,26 +307,78 @@ where
     }
 }
 
-/// Sheds load early: at most `limit` rpcs are in flight at once; one more
-/// is refused at once with RESOURCE_EXHAUSTED (`OVERLOADED`) instead of
-/// queueing until everything is slow. Health checks are never refused, so a
-/// busy service is not mistaken for a dead one.
+/// Sheds load early, and fairly: at most `limit` rpcs are in flight at
+/// once, and at most `per_caller` of them for one caller (token subject);
+/// one more is refused at once with RESOURCE_EXHAUSTED (`OVERLOADED`, or
+/// `CALLER_OVERLOADED` for a caller over its share) instead of queueing
+/// until everything is slow. So one caller at full blast, or holding
+/// requests whose bodies never finish, takes its share and no more: the
+/// others keep theirs (and the database connections they need). Health
+/// checks are never refused, so a busy service is not mistaken for a dead
+/// one. Runs after authentication, which names the caller.
 #[derive(Debug, Clone)]
 pub struct InFlightLimitLayer {
     permits: Arc<Semaphore>,
+    callers: Arc<Callers>,
+}
+
+/// How many rpcs each caller has in flight; a caller with none has no entry,
+/// so the map holds at most the in-flight limit's worth of entries.
+#[derive(Debug)]
+struct Callers {
+    per_caller: usize,
+    in_flight: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
+}
+
+/// One of a caller's in-flight rpcs; its slot is given back on drop.
+struct CallerSlot {
+    callers: Arc<Callers>,
+    subject: Arc<str>,
+}
+
+impl Callers {
+    fn take(self: &Arc<Self>, subject: &str) -> Option<CallerSlot> {
+        let mut in_flight = self.in_flight.lock().expect("callers lock");
+        let count = in_flight.entry(Arc::from(subject)).or_insert(0);
+        if *count >= self.per_caller {
+            return None;
+        }
+        *count += 1;
+        let subject = in_flight.get_key_value(subject).map(|(k, _)| k.clone()).expect("just inserted");
+        Some(CallerSlot { callers: self.clone(), subject })
+    }
+}
+
+impl Drop for CallerSlot {
+    fn drop(&mut self) {
+        let mut in_flight = self.callers.in_flight.lock().expect("callers lock");
+        if let Some(count) = in_flight.get_mut(&self.subject) {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.remove(&self.subject);
+            }
+        }
+    }
 }
 
 impl InFlightLimitLayer {
-    /// At most `limit` rpcs in flight, shared by every connection.
-    pub fn new(limit: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(limit)) }
+    /// At most `limit` rpcs in flight, shared by every connection, and at
+    /// most `per_caller` of one caller.
+    pub fn new(limit: usize, per_caller: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limit)),
+            callers: Arc::new(Callers {
+                per_caller: per_caller.max(1),
+                in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
+            }),
+        }
     }
 }
 
 impl<S> Layer<S> for InFlightLimitLayer {
     type Service = InFlightLimit<S>;
     fn layer(&self, inner: S) -> InFlightLimit<S> {
-        InFlightLimit { inner, permits: self.permits.clone() }
+        InFlightLimit { inner, permits: self.permits.clone(), callers: self.callers.clone() }
     }
 }
 
@@ -331,7 +387,11 @@ impl<S> Layer<S> for InFlightLimitLayer {
 pub struct InFlightLimit<S> {
     inner: S,
     permits: Arc<Semaphore>,
+    callers: Arc<Callers>,
 }
+
+/// Reason of RESOURCE_EXHAUSTED for a caller over its share of the rpcs in flight.
+pub const CALLER_OVERLOADED: &str = "CALLER_OVERLOADED";
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for InFlightLimit<S>
 where
@@ -352,19 +412,36 @@ where
         if req.uri().path().starts_with(HEALTH_PATH) {
             return Box::pin(self.inner.call(req));
         }
+        let refuse =
+            |status: tonic::Status| -> Self::Future { Box::pin(std::future::ready(Ok(status.into_http()))) };
+        let caller = req.extensions().get::<Arc<crate::context::Identity>>().map(|i| i.subject.clone());
+        let slot = match caller {
+            Some(subject) => match self.callers.take(&subject) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics::counter!("grpc_server_caller_shed_total").increment(1);
+                    return refuse(crate::errors::with_reason(
+                        Code::ResourceExhausted,
+                        format!(
+                            "this caller already has {} calls in flight here, its share; retry with backoff",
+                            self.callers.per_caller
+                        ),
+                        CALLER_OVERLOADED,
+                    ));
+                }
+            },
+            None => None,
+        };
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let call = self.inner.call(req);
                 Box::pin(async move {
                     let result = call.await;
-                    drop(permit);
+                    drop((permit, slot));
                     result
                 })
             }
-            Err(_) => Box::pin(std::future::ready(Ok(crate::errors::overloaded(
-                "too many requests in flight",
-            )
-            .into_http()))),
+            Err(_) => refuse(crate::errors::overloaded("too many requests in flight")),
         }
     }
 }

@@ -105,6 +105,111 @@ pub enum Where {
     Not(Box<Where>),
 }
 
+impl Where {
+    /// Whether an index on one of `indexed` (SQL expressions) can narrow the
+    /// rows this filter reads: a comparison (`=`, `<`, `<=`, `>`, `>=`) or a
+    /// prefix on one of them among the conditions of a conjunction, and so
+    /// in every branch of a disjunction. `!=` and `NOT` never can.
+    pub fn can_use_index(&self, indexed: &[&str]) -> bool {
+        match self {
+            Where::Cmp { lhs, op, .. } => *op != "<>" && indexed.contains(&lhs.as_str()),
+            Where::Prefix { lhs, negated, .. } => !negated && indexed.contains(&lhs.as_str()),
+            Where::And(all) => all.iter().any(|w| w.can_use_index(indexed)),
+            Where::Or(any) => !any.is_empty() && any.iter().all(|w| w.can_use_index(indexed)),
+            Where::Not(_) => false,
+        }
+    }
+}
+
+/// The cost rule of filters: one that no index can narrow
+/// ([`Where::can_use_index`]) makes a search that scans. Such searches run
+/// under a statement timeout of their own, shorter than the service's, and
+/// fail with INVALID_ARGUMENT (`FILTER_TOO_COSTLY`) past it; and only a few
+/// run at once - [`SCANS_AT_ONCE`] in all, one per caller - others are
+/// refused at once with RESOURCE_EXHAUSTED (`SCANS_BUSY`). So no caller
+/// holds database connections or the database's cores with scans.
+#[derive(Debug, Clone)]
+pub struct ScanBound {
+    indexed: &'static [&'static str],
+    timeout: std::time::Duration,
+    running: std::sync::Arc<tokio::sync::Semaphore>,
+    callers: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Searches that scan running at once in one service process.
+pub const SCANS_AT_ONCE: usize = 2;
+
+/// A caller's one scan in flight; ends it on drop.
+struct ScanSlot {
+    callers: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    caller: String,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for ScanSlot {
+    fn drop(&mut self) {
+        self.callers.lock().expect("scan callers lock").remove(&self.caller);
+    }
+}
+
+impl ScanBound {
+    /// Scans of searches whose filter narrows none of `indexed` (SQL
+    /// expressions with an index) are bounded to `timeout` each.
+    pub fn new(indexed: &'static [&'static str], timeout: std::time::Duration) -> Self {
+        Self {
+            indexed,
+            timeout,
+            running: std::sync::Arc::new(tokio::sync::Semaphore::new(SCANS_AT_ONCE)),
+            callers: Default::default(),
+        }
+    }
+
+    /// The statement timeout a query with `filter` must run under, if it
+    /// needs a shorter one than the service's.
+    pub fn timeout_for(&self, filter: Option<&Where>) -> Option<std::time::Duration> {
+        filter.filter(|f| !f.can_use_index(self.indexed)).map(|_| self.timeout)
+    }
+
+    fn slot(&self, caller: String) -> Option<ScanSlot> {
+        let permit = self.running.clone().try_acquire_owned().ok()?;
+        if !self.callers.lock().expect("scan callers lock").insert(caller.clone()) {
+            return None;
+        }
+        Some(ScanSlot { callers: self.callers.clone(), caller, _permit: permit })
+    }
+
+    /// Runs `query` on `pool` as `caller`; if `filter` makes it a scan,
+    /// under the shorter timeout (in a transaction of its own, `set local`)
+    /// and only with a free scan slot. A statement timeout there is
+    /// [`crate::api_error::ApiError::FilterTooCostly`].
+    pub async fn fetch_all(
+        &self,
+        pool: &sqlx::PgPool,
+        filter: Option<&Where>,
+        caller: String,
+        mut query: QueryBuilder<Postgres>,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, crate::api_error::ApiError> {
+        let Some(timeout) = self.timeout_for(filter) else {
+            return Ok(query.build().fetch_all(pool).await?);
+        };
+        let _slot = self.slot(caller).ok_or(crate::api_error::ApiError::ScansBusy)?;
+        let mut tx = pool.begin().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("set local statement_timeout = {}", timeout.as_millis())))
+            .execute(&mut *tx)
+            .await?;
+        match query.build().fetch_all(&mut *tx).await {
+            Ok(rows) => {
+                tx.commit().await?;
+                Ok(rows)
+            }
+            Err(e) if crate::db::is_statement_timeout(&e) => {
+                Err(crate::api_error::ApiError::FilterTooCostly { timeout_ms: timeout.as_millis() })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 fn rank_sql(sql: &str, values: &[&str]) -> String {
     let list: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
     format!("array_position(array[{}]::text[], {sql})", list.join(", "))
@@ -628,5 +733,23 @@ mod tests {
         let filtered = Walk::new("List", " a = 1 ", check_order("", SORT).unwrap());
         assert_eq!(filtered.scope, "List?filter=a = 1&order_by=id");
         assert!(tokens.decode_walk(&filtered, &old).is_err(), "a token is bound to its filter");
+    }
+
+    /// The cost rule: a filter is narrowed by an index when a conjunction
+    /// holds a positive comparison or prefix on an indexed field, in every
+    /// branch of a disjunction; `!=` and NOT never narrow.
+    #[test]
+    fn a_filter_uses_an_index_only_through_a_positive_condition_on_an_indexed_field() {
+        let indexed = &["last_name_key", "birth_date", "patient_id"];
+        let uses = |text: &str| check_filter(text, FIELDS).unwrap().unwrap().can_use_index(indexed);
+        assert!(uses(r#"last_name = "gar*""#));
+        assert!(uses(r#"birth_date < "1950-01-01""#));
+        assert!(uses(r#"last_name = "a*" AND urgency_level = HIGH"#));
+        assert!(uses(r#"last_name = "a*" OR birth_date > "2000-01-01""#));
+        assert!(!uses(r#"last_name != "a*""#));
+        assert!(!uses(r#"NOT last_name = "a*""#));
+        assert!(!uses("urgency_level = HIGH"));
+        assert!(!uses(r#"last_name = "a*" OR urgency_level = HIGH"#), "one branch scans");
+        assert!(!uses(r#"birth_date != "1950-01-01""#));
     }
 }

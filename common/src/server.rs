@@ -59,6 +59,17 @@ pub struct ServerSettings {
         default_value_t = 64
     )]
     pub max_in_flight: usize,
+    /// Most rpcs one caller (token subject) has in flight at once, its fair
+    /// share; more are refused at once with RESOURCE_EXHAUSTED
+    /// (CALLER_OVERLOADED). Below the database pool, so no caller can hold
+    /// every connection.
+    #[arg(
+        long = "max-in-flight-per-caller",
+        env = "MAX_IN_FLIGHT_PER_CALLER",
+        value_name = "N",
+        default_value_t = 2
+    )]
+    pub max_in_flight_per_caller: usize,
     /// Most concurrent HTTP/2 streams per client connection.
     #[arg(
         long = "max-concurrent-streams",
@@ -179,7 +190,7 @@ pub async fn serve(
         .layer(RequestContextLayer)
         .layer(AuditLayer::new(guards.audit))
         .layer(AuthLayer::new(guards.verifier.clone()))
-        .layer(InFlightLimitLayer::new(settings.max_in_flight))
+        .layer(InFlightLimitLayer::new(settings.max_in_flight, settings.max_in_flight_per_caller))
         .layer(DeadlineLayer::new(settings.request_timeout))
         .layer(PoolScopeLayer::new(guards.pool))
         .service(routes);

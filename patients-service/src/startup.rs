@@ -38,7 +38,7 @@ impl Application {
     pub async fn build_with(config: Config, studies: Arc<dyn DeletionGuard>) -> Result<Self, StartupError> {
         let Prepared { serving, tokens } =
             service::prepare(&config.service, &OWNED_SCHEMA, &[SERVICE_NAME]).await?;
-        let store = PatientStore::new(serving.pool.clone());
+        let store = PatientStore::new(serving.pool.clone(), config.service.db.filter_scan_timeout);
         let events = PatientEventApi::new(store.clone());
         Ok(Self { serving, api: PatientApi { store, tokens, studies }, events, config })
     }

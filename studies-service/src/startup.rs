@@ -44,7 +44,7 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let Prepared { serving, tokens } =
             service::prepare(&config.service, &OWNED_SCHEMA, &[SERVICE_NAME]).await?;
-        let store = StudyStore::new(serving.pool.clone());
+        let store = StudyStore::new(serving.pool.clone(), config.service.db.filter_scan_timeout);
         let api = StudyApi { store: store.clone(), tokens, patients };
         Ok(Self { serving, api, store, events, config })
     }

@@ -25,6 +25,7 @@ pub fn service_config(database_url: String) -> ServiceConfig {
             acquire_timeout: Duration::from_millis(800),
             statement_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(10),
+            filter_scan_timeout: Duration::from_secs(1),
             health_probe_interval: Duration::from_millis(200),
         },
         downstream: DownstreamSettings::plaintext(Duration::from_secs(2)),
@@ -41,6 +42,10 @@ pub fn server_settings() -> ServerSettings {
         drain_timeout: Duration::from_secs(2),
         pre_stop_delay: Duration::ZERO,
         max_in_flight: 64,
+        // The race tests drive many calls from one identity at once; the
+        // per-caller share is tested with its default on its own
+        // (patients-service/tests/fairness.rs).
+        max_in_flight_per_caller: 64,
         max_concurrent_streams: 128,
         auth: crate::auth::shared().settings(),
         log: LogSettings { filter: "info".into(), format: LogFormat::Text },

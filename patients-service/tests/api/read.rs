@@ -41,6 +41,7 @@ async fn concurrent_reads_each_get_their_own_patient() {
     let app = crate::helpers::spawn_app_with(clinic_testkit::TestDb::create().await, |c| {
         c.service.db.max_connections = 2;
         c.service.server.max_in_flight = 1000;
+        c.service.server.max_in_flight_per_caller = 1000;
     })
     .await;
     let mut created = Vec::new();

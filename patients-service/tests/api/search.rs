@@ -301,3 +301,39 @@ async fn patients_stored_without_search_keys_become_searchable() {
     }
     assert_eq!(app.found(r#"first_name = "asa""#, "").await, ["Åsa Ångström"]);
 }
+
+/// The cost rule: a filter no index can narrow (here `!=` on an email
+/// prefix, which matches nothing and so reads every row) runs under its own
+/// short statement timeout and, past it, is INVALID_ARGUMENT
+/// (FILTER_TOO_COSTLY) naming the filter; one an index narrows answers.
+#[tokio::test]
+async fn a_filter_no_index_can_narrow_is_bounded_and_refused_past_its_timeout() {
+    let app = crate::helpers::spawn_app_with(clinic_testkit::TestDb::create().await, |config| {
+        config.service.db.filter_scan_timeout = std::time::Duration::from_millis(1);
+    })
+    .await;
+    let mut admin = app.db.admin_options().connect().await.unwrap();
+    sqlx::query(
+        "insert into patients.patient (first_name, last_name, birth_date, email, first_name_key, last_name_key, email_key) \
+         select 'Ana', 'Lopez', date '1980-01-01', 'p' || i || '@cost.test', 'ana', 'lopez', 'p' || i || '@cost.test' \
+         from generate_series(1, 100000) as i",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let list = |filter: &str| {
+        let mut client = app.client.clone();
+        let request = pb::ListPatientsRequest { page_size: 10, filter: filter.into(), ..Default::default() };
+        async move { client.list_patients(request).await }
+    };
+    let refused = list(r#"email != "*""#).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(reason(&refused), "FILTER_TOO_COSTLY");
+    use tonic_types::StatusExt;
+    let bad = refused.get_details_bad_request().expect("a BadRequest");
+    assert_eq!(bad.field_violations.len(), 1);
+    assert_eq!(bad.field_violations[0].field, "filter");
+    clinic_testkit::assert::assert_no_internals(&refused);
+    let narrowed = list(r#"last_name = "lop*" AND email != "*""#).await.unwrap().into_inner();
+    assert!(narrowed.patients.is_empty(), "an index narrows it, it answers");
+}

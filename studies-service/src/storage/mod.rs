@@ -18,7 +18,7 @@ use clinic_common::{
     db::patch_statement,
     idempotency::{self, Claim, Fingerprint},
     paging::{self, Page},
-    search::{Cursor, Order, Where},
+    search::{Cursor, Order, ScanBound, Where},
     store::{delete_if_current, durable, why_not_written},
 };
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder, Row, postgres::PgRow};
@@ -99,7 +99,13 @@ pub(crate) async fn lock_live_patient(conn: &mut PgConnection, patient: PatientI
 pub struct StudyStore {
     pub(crate) pool: PgPool,
     point_reads: PointReads<StudyRow>,
+    scans: ScanBound,
 }
+
+/// The columns with an index (migration 0001): a search over every study
+/// whose filter narrows neither is bounded by [`ScanBound`]; one by patients
+/// probes each patient's studies through the index.
+const INDEXED: &[&str] = &["patient_id", "id"];
 
 /// What a create's request id is bound to: the validated study.
 fn fingerprint(new: &StudyFields) -> Fingerprint {
@@ -114,12 +120,17 @@ fn fingerprint(new: &StudyFields) -> Fingerprint {
 }
 
 impl StudyStore {
-    /// A store on `pool`, whose role owns the `studies` schema.
-    pub fn new(pool: PgPool) -> Self {
+    /// A store on `pool`; searches over every study whose filter no index
+    /// narrows run under `scan_timeout`.
+    pub fn new(pool: PgPool, scan_timeout: std::time::Duration) -> Self {
         const ONE: &str = concat!("select ", study_columns!(), " from studies.live_study where id = $1");
         const MANY: &str =
             concat!("select ", study_columns!(), " from studies.live_study where id = any($1)");
-        Self { point_reads: PointReads::start(pool.clone(), (ONE, MANY), |row| row.id), pool }
+        Self {
+            point_reads: PointReads::start(pool.clone(), (ONE, MANY), |row| row.id),
+            pool,
+            scans: ScanBound::new(INDEXED, scan_timeout),
+        }
     }
 
     /// Whether the deletion of `patient` has been applied or reserved here.
@@ -238,7 +249,11 @@ impl StudyStore {
             .push(format!(") bounded where running_bytes - {ROW_BYTES} < "))
             .push_bind(paging::MAX_PAGE_BYTES as i64);
         order.push_order_by_selected(&mut query);
-        let rows = query.build().fetch_all(&self.pool).await?;
+        let scanned = if patients.ids().is_empty() { filter } else { None };
+        let rows = self
+            .scans
+            .fetch_all(&self.pool, scanned, clinic_common::context::current_subject(), query)
+            .await?;
         let (rows, cut) = within_bytes(&rows, paging::MAX_PAGE_BYTES as i64)?;
         let items = rows
             .iter()
