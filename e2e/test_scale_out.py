@@ -49,6 +49,15 @@ class Load:
         return self.calls, self.failures
 
 
+def edge_failures(stack) -> str:
+    """Envoy's access-log lines of calls that did not end well: what to read
+    when a read failed."""
+    log = stack.logs().get("envoy.log", "")
+    bad = [line for line in log.splitlines() if '"flags":"-"' not in line and '"flags"' in line]
+    bad += [line for line in log.splitlines() if '"grpc_status":"0"' not in line and '"grpc_status":"' in line and "Health" not in line]
+    return "\n".join(bad[-20:])
+
+
 def wait_until(what, check, timeout=30):
     deadline = time.monotonic() + timeout
     while not check():
@@ -101,7 +110,7 @@ def test_two_replicas_survive_a_kill_and_a_rolling_restart_under_load(tmp_path, 
                 outcomes.append(("retried", writes.CreatePatient(request, timeout=10).id))
         wait_back(stack, "patients-service", pids["patients-service"], stack.ports["PATIENTS_PORT"])
         calls, failures = load.stop()
-        assert calls > 100 and failures == [], f"{len(failures)} of {calls} reads failed: {failures[:5]}"
+        assert calls > 100 and failures == [], f"{len(failures)} of {calls} reads failed: {failures[:5]}\n{edge_failures(stack)}"
         listed = pb.patients_grpc.PatientServiceStub(stack.channel("admin")).ListPatients(
             pb.patients.ListPatientsRequest(page_size=1000, filter='last_name = "over"'), timeout=10).patients
         assert len(listed) == 20 and {p.id for p in listed} == {i for _, i in outcomes}, "every write once"
@@ -118,6 +127,6 @@ def test_two_replicas_survive_a_kill_and_a_rolling_restart_under_load(tmp_path, 
             # The next replica goes only once Envoy sends this one traffic again.
             wait_until(f"{name} healthy at Envoy again", lambda: all_hosts_healthy(stack))
         calls, failures = load.stop()
-        assert calls > 100 and failures == [], f"{len(failures)} of {calls} reads failed during the rolling restart: {failures[:5]}"
+        assert calls > 100 and failures == [], f"{len(failures)} of {calls} reads failed during the rolling restart: {failures[:5]}\n{edge_failures(stack)}"
     finally:
         stack.cleanup()

@@ -232,6 +232,9 @@ impl ServiceToken {
     }
 }
 
+/// Tries a read makes of a peer that was unreachable, at most.
+pub const READ_ATTEMPTS: u32 = 3;
+
 /// Why a client of another service could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -293,8 +296,10 @@ impl PeerClient {
     /// Calls `call` with a request of `message` (see [`Self::request`]); as
     /// a read may be repeated, one that found its peer unreachable (a
     /// replica that went away between the balancer's pick and the call, or
-    /// during it) is made once more, which the balancer sends to another
-    /// replica.
+    /// during it) is made again, up to [`READ_ATTEMPTS`] times in all with a
+    /// short pause between, within the caller's deadline: the balancer sends
+    /// each try to a replica that is up (during a rolling restart one may go
+    /// down right after another came back).
     pub async fn read<M, T, F, Fut>(
         &self,
         message: M,
@@ -306,11 +311,21 @@ impl PeerClient {
         F: Fn(Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        match call(self.request(message.clone(), deadline)).await {
-            Err(status) if classify(&status) == Failure::Unavailable => {
-                call(self.request(message, deadline)).await
+        let mut pause = Duration::from_millis(20);
+        let mut attempt = 1;
+        loop {
+            match call(self.request(message.clone(), deadline)).await {
+                Err(status)
+                    if classify(&status) == Failure::Unavailable
+                        && attempt < READ_ATTEMPTS
+                        && deadline.is_none_or(|d| d.remaining() > pause * 2) =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                    attempt += 1;
+                }
+                answer => return answer,
             }
-            answer => answer,
         }
     }
 
