@@ -92,10 +92,10 @@ enum Command {
         /// Folder to write `signing/`, `jwks/`, `service/` and `tls/` into.
         #[arg(long, env = "CLINIC_HOME", default_value = ".local")]
         home: PathBuf,
-        /// Owner (uid[:gid]) of the TLS key: the user Envoy runs as.
+        /// Owner (`uid` or `uid:gid`) of the TLS key: the user Envoy runs as.
         #[arg(long, value_parser = credentials::parse_owner)]
         tls_owner: Option<credentials::Owner>,
-        /// Owner (uid[:gid]) of the service token: the user studies-service runs as.
+        /// Owner (`uid` or `uid:gid`) of the service token: the user studies-service runs as.
         #[arg(long, value_parser = credentials::parse_owner)]
         token_owner: Option<credentials::Owner>,
         /// Keep running, renewing the service token every half hour.

@@ -191,7 +191,7 @@ impl StudyStore {
 
     /// The page of up to `size` studies of `patients` (all when empty) that
     /// match `filter`, after `after` in `order`, each with where it stands.
-    /// The page's bytes are bounded in SQL too (by [`ROW_BYTES`] per study,
+    /// The page's bytes are bounded in SQL too (by `ROW_BYTES` per study,
     /// at most [`paging::MAX_PAGE_BYTES`]): no more than that is read into
     /// memory, whatever the descriptions hold; a page cut short by bytes has
     /// more to follow.
@@ -266,7 +266,7 @@ impl StudyStore {
 
     /// The first studies (in id order) of each of `patients` that match
     /// `filter`: up to `per_patient` each, and no more than `share` bytes
-    /// each (by [`ROW_BYTES`]), both bounded in SQL, so a request for 1,000
+    /// each (by `ROW_BYTES`), both bounded in SQL, so a request for 1,000
     /// patients reads a bounded amount whatever their studies hold. For each
     /// patient (in `patients`' order), the page and whether more follow.
     pub async fn first_of_patients(
