@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use clinic_common::auth::{AuthSettings, DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY_SECONDS, Verifier};
+use clinic_auth::{AuthSettings, DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY_SECONDS, Verifier};
 use clinic_devstack::credentials::DevCredentials;
 use sqlx::ConnectOptions;
 

@@ -25,8 +25,8 @@ pub fn watch(ports: &[u16]) -> Watchers {
         .map(|port| {
             let (port, not_serving) = (*port, not_serving.clone());
             tokio::spawn(async move {
-                let uri = clinic_common::defaults::uri(port);
-                let Ok(channel) = clinic_common::client::channel(&uri) else { return };
+                let uri = clinic_core::defaults::uri(port);
+                let Ok(channel) = clinic_client::channel(&uri) else { return };
                 let Ok(stream) =
                     HealthClient::new(channel).watch(HealthCheckRequest { service: String::new() }).await
                 else {

@@ -18,7 +18,6 @@ use std::{
 };
 
 use clap::Parser;
-use clinic_common::telemetry::{LOG_FILTER_ARG, LogSettings};
 use clinic_devstack::stack::{self, Ports, UpOptions};
 use clinic_proto::{
     gateway::v1::{ListPatientsWithStudiesRequest, gateway_service_client::GatewayServiceClient},
@@ -27,6 +26,7 @@ use clinic_proto::{
     },
     studies::v1::{ListStudiesRequest, study_service_client::StudyServiceClient},
 };
+use clinic_telemetry::{LOG_FILTER_ARG, LogSettings};
 use clinic_testkit::{
     auth::authed,
     cluster::{find_bin_dir, free_port},
@@ -281,7 +281,7 @@ fn stack_options(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let _telemetry = clinic_common::telemetry::init(&args.log, "clinic-bench");
+    let _telemetry = clinic_telemetry::init(&args.log, "clinic-bench");
     if let Some(target) = &args.target {
         return target::run(&args, target).await;
     }

@@ -25,9 +25,9 @@ use std::{
 use clinic_testkit::keys::{self, SigningKey};
 
 /// The issuer of development tokens (the services' default `JWT_ISSUER`).
-pub const ISSUER: &str = clinic_common::auth::DEFAULT_ISSUER;
+pub const ISSUER: &str = clinic_auth::DEFAULT_ISSUER;
 /// The audience of development tokens (the services' default `JWT_AUDIENCE`).
-pub const AUDIENCE: &str = clinic_common::auth::DEFAULT_AUDIENCE;
+pub const AUDIENCE: &str = clinic_auth::DEFAULT_AUDIENCE;
 /// The key id of the development signing key.
 pub const KID: &str = "clinic-dev-1";
 /// The subject of studies-service's own token.

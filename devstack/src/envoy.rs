@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use clinic_common::{auth, context::Role, defaults};
+use clinic_auth as auth;
+use clinic_core::{context::Role, defaults};
 
 use crate::stack::Ports;
 
@@ -110,13 +111,13 @@ impl Addresses {
             ("PATIENTS_ENDPOINTS", endpoints(&self.patients)),
             ("STUDIES_ENDPOINTS", endpoints(&self.studies)),
             ("GATEWAY_ENDPOINTS", endpoints(&self.gateway)),
-            ("JWKS_PATH", clinic_common::site::JWKS_PATH.to_owned()),
+            ("JWKS_PATH", clinic_host::public::JWKS_PATH.to_owned()),
             ("JWT_ISSUER", self.issuer_audience.0.clone()),
             ("JWT_AUDIENCE", self.issuer_audience.1.clone()),
             ("TLS_SDS_FILE", self.tls_sds_file.clone()),
             ("RBAC_POLICIES", rbac_policies(26)),
             ("DESCRIPTOR_FILE", self.descriptor_file.clone()),
-            ("PAGE_PREFIX", clinic_common::site::PAGE_PREFIX.to_owned()),
+            ("PAGE_PREFIX", gateway::site::PAGE_PREFIX.to_owned()),
             ("CORS_ORIGINS", cors_matchers(&self.cors_origins)),
             ("TRACING", self.otel_collector.as_ref().map(|_| TRACING.to_owned()).unwrap_or_default()),
             (
@@ -301,7 +302,7 @@ pub fn rbac_policies(indent: usize) -> String {
     open.extend([
         "exact: /".into(),
         "exact: /index.html".into(),
-        format!("prefix: {}", clinic_common::site::PAGE_PREFIX),
+        format!("prefix: {}", gateway::site::PAGE_PREFIX),
     ]);
     policy("open", open, vec!["any: true".to_owned()]);
     for (callers, methods) in groups {

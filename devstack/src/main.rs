@@ -9,15 +9,12 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use clinic_common::{
-    context::Role,
-    defaults,
-    telemetry::{LOG_FILTER_ARG, LogSettings},
-};
+use clinic_core::{context::Role, defaults};
 use clinic_devstack::{
     credentials::{self, DevCredentials, Owners},
     envoy, import, postgres, stack,
 };
+use clinic_telemetry::{LOG_FILTER_ARG, LogSettings};
 
 /// Runs Clinic locally and the chores around it.
 #[derive(Debug, Parser)]
@@ -201,7 +198,7 @@ async fn credentials(home: &Path, owners: Owners, watch: bool) -> Result<(), Box
     if watch {
         let mut renew = tokio::time::interval(credentials::DEFAULT_TTL / 2);
         renew.tick().await;
-        let shutdown = clinic_common::server::shutdown_signal();
+        let shutdown = clinic_host::server::shutdown_signal();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -216,7 +213,7 @@ async fn credentials(home: &Path, owners: Owners, watch: bool) -> Result<(), Box
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _telemetry = clinic_common::telemetry::init(&cli.log, "clinic-dev");
+    let _telemetry = clinic_telemetry::init(&cli.log, "clinic-dev");
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Up(args) => {
             let bin_dir = std::env::current_exe()
@@ -266,7 +263,7 @@ async fn main() -> ExitCode {
                         Duration::from_secs(3600),
                     )?,
                 };
-                let channel = clinic_testkit::auth::authed(clinic_common::client::channel(&addr)?, &token);
+                let channel = clinic_testkit::auth::authed(clinic_client::channel(&addr)?, &token);
                 let summary = import::import(channel, patients.as_deref(), studies.as_deref()).await?;
                 println!("imported {} patients and {} studies", summary.patients, summary.studies);
                 Ok(())

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use clinic_common::schema::MigrateSettings;
+use clinic_pg::schema::MigrateSettings;
 use clinic_testkit::{PgCluster, ServiceRole, cluster::free_port, provision};
 use sqlx::{AssertSqlSafe, ConnectOptions, postgres::PgConnectOptions};
 
@@ -142,7 +142,7 @@ pub async fn prepare(home: &Path, database_url: Option<&str>) -> Result<LocalDat
 pub enum MigrateError {
     /// Connecting or migrating failed.
     #[error(transparent)]
-    Schema(#[from] clinic_common::schema::SchemaError),
+    Schema(#[from] clinic_pg::schema::SchemaError),
 }
 
 /// Runs both services' migrations on `db`, each as its schema's owner role,
@@ -154,7 +154,7 @@ pub async fn migrate(db: &LocalDatabase) -> Result<(), MigrateError> {
     ];
     for (role, schema) in services {
         let settings = MigrateSettings::new(db.owner_url_for(role), role.role());
-        let applied = clinic_common::schema::migrate(&settings, &schema).await?;
+        let applied = clinic_pg::schema::migrate(&settings, &schema).await?;
         println!("{}: {applied} migrations applied", schema.name);
     }
     Ok(())

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clinic_common::defaults;
+use clinic_core::defaults;
 use clinic_proto::patients::v1::{ListPatientsRequest, patient_service_client::PatientServiceClient};
 use clinic_testkit::ServiceRole;
 use tokio::{process::Command, sync::mpsc};
@@ -326,7 +326,7 @@ async fn wait_ready(
     procs: &[Proc],
     exits: &mut mpsc::UnboundedReceiver<(usize, String)>,
 ) -> Result<(), UpError> {
-    let channel = clinic_common::client::channel(&defaults::uri(options.ports.envoy)).expect("valid URI");
+    let channel = clinic_client::channel(&defaults::uri(options.ports.envoy)).expect("valid URI");
     let give_up = Instant::now() + options.ready_timeout;
     loop {
         if let Ok((index, status)) = exits.try_recv() {
@@ -360,7 +360,7 @@ async fn wait_ready(
 async fn load_sample_data(options: &UpOptions, credentials: &DevCredentials) -> Result<Option<i64>, UpError> {
     let token = credentials.token(IMPORT_SUBJECT, &["admin"], Duration::from_secs(600))?;
     let channel = clinic_testkit::auth::authed(
-        clinic_common::client::channel(&defaults::uri(options.ports.envoy)).expect("valid URI"),
+        clinic_client::channel(&defaults::uri(options.ports.envoy)).expect("valid URI"),
         &token,
     );
     let first = |channel| async move {
@@ -478,7 +478,7 @@ impl std::fmt::Debug for Running {
 /// Waits until the service on `port` answers SERVING for itself; returns how
 /// long after `since` that was.
 async fn serving_since(port: u16, since: Instant, give_up: Instant) -> Option<Duration> {
-    let channel = clinic_common::client::channel(&defaults::uri(port)).expect("valid URI");
+    let channel = clinic_client::channel(&defaults::uri(port)).expect("valid URI");
     loop {
         let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
         request.set_timeout(Duration::from_millis(500));
@@ -628,7 +628,7 @@ impl Running {
 /// into an empty database, prints where to connect, restarts children that
 /// exit, and stops everything at the end.
 pub async fn up(options: UpOptions) -> Result<(), UpError> {
-    let shutdown = clinic_common::server::shutdown_signal();
+    let shutdown = clinic_host::server::shutdown_signal();
     tokio::pin!(shutdown);
     let mut running = tokio::select! {
         result = start(options.clone()) => result?,

@@ -10,13 +10,11 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use clinic_common::audit::{AuditSink, Event};
-use clinic_common::{
-    api_error::ApiError,
-    audit::AuditFilter,
-    client::{DownstreamExt, PeerClient},
-    resource::timestamp,
-};
+use clinic_audit::audit::AuditFilter;
+use clinic_audit::audit::{AuditSink, Event};
+use clinic_client::PeerClient;
+use clinic_core::{downstream::DownstreamExt, resource::timestamp};
+use clinic_pg::api_error::ApiError;
 use clinic_proto::audit::{
     intake::v1 as intake,
     v1::{self as pb, audit_service_client::AuditServiceClient},
@@ -66,7 +64,7 @@ async fn page(
     page_token: &str,
 ) -> Result<pb::ListAuditEventsResponse, Error> {
     let message = pb::ListAuditEventsRequest { page_size, page_token: page_token.to_owned(), ..req.clone() };
-    let answer = clinic_common::bounded!(AuditServiceClient::new(peer.channel()))
+    let answer = clinic_core::bounded!(AuditServiceClient::new(peer.channel()))
         .list_audit_events(peer.request(message, None))
         .await;
     Ok(answer.downstream(peer.peer(), "reading the audit trail")?)
@@ -162,8 +160,8 @@ impl AuditSink for IntakeSink {
     fn append(
         &self,
         event: Event,
-        _call: std::sync::Arc<clinic_common::context::CallContext>,
-    ) -> clinic_common::layers::BoxFuture<bool> {
+        _call: std::sync::Arc<clinic_core::context::CallContext>,
+    ) -> clinic_layers::BoxFuture<bool> {
         let peer = self.patients.clone();
         Box::pin(async move {
             let message = intake::AppendAuditEventRequest {
@@ -171,7 +169,7 @@ impl AuditSink for IntakeSink {
                 patient_ids: event.patient_ids.clone(),
                 code: event.code.to_owned(),
             };
-            let client = clinic_common::bounded!(
+            let client = clinic_core::bounded!(
                 intake::audit_intake_service_client::AuditIntakeServiceClient::new(peer.channel())
             );
             // Retried once on another replica if the first is gone: at worst

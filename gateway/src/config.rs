@@ -2,13 +2,10 @@
 //! setting declared once (`gateway --help` lists them all).
 
 use clap::Parser;
-use clinic_common::{
-    client::{DownstreamSettings, PatientsPeer, StudiesPeer},
-    defaults,
-    server::{LISTEN_ADDR_ARG, ServerSettings},
-    settings::default_to,
-    telemetry::METRICS_ADDR_ARG,
-};
+use clinic_client::{DownstreamSettings, PatientsPeer, StudiesPeer};
+use clinic_core::{defaults, settings::default_to};
+use clinic_host::server::{LISTEN_ADDR_ARG, ServerSettings};
+use clinic_telemetry::METRICS_ADDR_ARG;
 
 /// gateway: the listing view of patients with their studies; holds no data.
 #[derive(Debug, Clone, Parser)]

@@ -1,9 +1,10 @@
 //! The gateway's clients of patients-service and studies-service: one reused
 //! channel each, the caller's remaining deadline on every call.
 
-use clinic_common::{
-    client::{DownstreamExt, PeerClient},
+use clinic_client::PeerClient;
+use clinic_core::{
     deadline::Deadline,
+    downstream::DownstreamExt,
     validation::{FieldViolation, Invalid},
 };
 use clinic_proto::{
@@ -56,7 +57,7 @@ impl Downstream {
             filter: query.filter.clone(),
             order_by: query.order_by.clone(),
         };
-        let client = clinic_common::bounded!(PatientServiceClient::new(self.patients.channel()));
+        let client = clinic_core::bounded!(PatientServiceClient::new(self.patients.channel()));
         let answer =
             self.patients.read(message, deadline, |r| async { client.clone().list_patients(r).await }).await;
         Ok(answer.downstream(self.patients.peer(), "listing patients")?)
@@ -64,7 +65,7 @@ impl Downstream {
 
     /// One patient.
     pub async fn get_patient(&self, id: i64, deadline: Option<Deadline>) -> Result<Patient> {
-        let client = clinic_common::bounded!(PatientServiceClient::new(self.patients.channel()));
+        let client = clinic_core::bounded!(PatientServiceClient::new(self.patients.channel()));
         let answer = self
             .patients
             .read(GetPatientRequest { id }, deadline, |r| async { client.clone().get_patient(r).await })
@@ -89,7 +90,7 @@ impl Downstream {
             studies_per_patient: STUDIES_PER_PATIENT,
             filter: study_filter.to_owned(),
         };
-        let client = clinic_common::bounded!(StudyServiceClient::new(self.studies.channel()));
+        let client = clinic_core::bounded!(StudyServiceClient::new(self.studies.channel()));
         let answer = self
             .studies
             .read(message, deadline, |r| async { client.clone().list_studies_by_patient(r).await })
@@ -118,7 +119,7 @@ impl Downstream {
     ) -> Result<ListStudiesResponse> {
         let message =
             ListStudiesRequest { page_size, page_token, patient_ids: vec![patient_id], ..Default::default() };
-        let client = clinic_common::bounded!(StudyServiceClient::new(self.studies.channel()));
+        let client = clinic_core::bounded!(StudyServiceClient::new(self.studies.channel()));
         let answer =
             self.studies.read(message, deadline, |r| async { client.clone().list_studies(r).await }).await;
         Ok(answer.downstream(self.studies.peer(), "listing the patient's studies")?)

@@ -2,12 +2,12 @@
 //! failure becomes a gRPC status. A failure of either service fails the whole
 //! call: the gateway never presents a partial page as complete.
 
-use clinic_common::{
-    api_error::ApiError,
-    client::{DownstreamError, Failure},
+use clinic_core::{
+    downstream::{DownstreamError, Failure},
     errors,
     validation::Invalid,
 };
+use clinic_pg::api_error::ApiError;
 use tonic::{Code, Status};
 
 /// Answers of a downstream service that are about the caller's own request.

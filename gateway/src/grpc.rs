@@ -7,15 +7,15 @@
 //! per page (see `GatewayApi::walk`).
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use clinic_common::{
-    api_error::ApiError,
+use clinic_core::{
     deadline::Deadline,
-    filter,
     ids::PatientId,
     paging,
     validation::{Invalid, Text, check_text},
 };
+use clinic_pg::api_error::ApiError;
 use clinic_proto::gateway::v1 as pb;
+use clinic_query::filter;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -242,9 +242,7 @@ impl pb::gateway_service_server::GatewayService for GatewayApi {
         let deadline = Deadline::of(&request);
         let page = self.list(request.into_inner(), deadline).await?;
         // The listing's audit event names every patient it shows.
-        clinic_common::context::concern(
-            page.patients.iter().filter_map(|p| p.patient.as_ref().map(|p| p.id)),
-        );
+        clinic_core::context::concern(page.patients.iter().filter_map(|p| p.patient.as_ref().map(|p| p.id)));
         Ok(Response::new(page))
     }
 
@@ -255,7 +253,7 @@ impl pb::gateway_service_server::GatewayService for GatewayApi {
         let deadline = Deadline::of(&request);
         let request = request.into_inner();
         if request.id > 0 {
-            clinic_common::context::concern([request.id]);
+            clinic_core::context::concern([request.id]);
         }
         Ok(Response::new(self.get(request, deadline).await?))
     }

@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use clinic_common::health::Health;
+use clinic_host::health::Health;
 use tokio::{sync::Mutex, task::JoinHandle};
 use tonic::transport::Channel;
 use tonic_health::pb::{
@@ -37,7 +37,7 @@ pub async fn spawn_mirrors(
             let (health, state) = (health.clone(), state.clone());
             tokio::spawn(async move {
                 loop {
-                    let watch = clinic_common::bounded!(HealthClient::new(channel.clone()))
+                    let watch = clinic_core::bounded!(HealthClient::new(channel.clone()))
                         .watch(HealthCheckRequest { service: name.to_owned() })
                         .await;
                     if let Ok(response) = watch {

@@ -22,6 +22,7 @@ pub mod downstream;
 pub mod error;
 pub mod grpc;
 pub mod health;
+pub mod site;
 pub mod startup;
 pub mod view;
 

@@ -2,11 +2,13 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use clinic_common::{
-    audit::AuditSink,
-    auth::Verifier,
-    client::{Peer, PeerClient},
+use clinic_audit::audit::AuditSink;
+use clinic_auth::Verifier;
+use clinic_client::PeerClient;
+use clinic_core::downstream::Peer;
+use clinic_host::{
     health::Health,
+    public::PublicRoute,
     server::{self, Guards, ServeError, ServerSettings},
     service::{self, Process, StartupError},
 };
@@ -80,13 +82,18 @@ impl Process for Application {
         let mut background = mirrors;
         background.push(self.verifier.clone().watch(service::JWKS_CHECK_INTERVAL));
         let audit: Arc<dyn AuditSink> = Arc::new(IntakeSink::new(self.downstream.patients.clone()));
-        let routes = Routes::new(clinic_common::bounded!(GatewayServiceServer::new(GatewayApi::new(
+        let routes = Routes::new(clinic_core::bounded!(GatewayServiceServer::new(GatewayApi::new(
             self.downstream.clone()
         ))))
-        .add_service(clinic_common::bounded!(AuditServiceServer::new(AuditAggregate::new(self.downstream))));
-        let site = self.config.web_root.as_ref().map(clinic_common::site::Site::new);
+        .add_service(clinic_core::bounded!(AuditServiceServer::new(AuditAggregate::new(self.downstream))));
+        let public: Vec<Arc<dyn PublicRoute>> = self
+            .config
+            .web_root
+            .iter()
+            .map(|root| Arc::new(crate::site::Site::new(root)) as Arc<dyn PublicRoute>)
+            .collect();
         let served = vec![own, clinic_proto::audit::v1::SERVICE_NAME];
-        let guards = Guards { verifier: self.verifier, pool: None, audit: Some(audit), site, served };
+        let guards = Guards { verifier: self.verifier, pool: None, audit: Some(audit), public, served };
         server::serve_with_tasks(
             self.listener,
             routes,

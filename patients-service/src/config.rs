@@ -2,10 +2,11 @@
 //! each setting declared once (`patients-service --help` lists them all).
 
 use clap::Parser;
-use clinic_common::{
-    client::StudiesPeer, db::DATABASE_URL_ARG, defaults, server::LISTEN_ADDR_ARG, service::ServiceConfig,
-    settings::default_to, telemetry::METRICS_ADDR_ARG,
-};
+use clinic_client::StudiesPeer;
+use clinic_core::{defaults, settings::default_to};
+use clinic_host::{server::LISTEN_ADDR_ARG, service::ServiceConfig};
+use clinic_pg::db::DATABASE_URL_ARG;
+use clinic_telemetry::METRICS_ADDR_ARG;
 
 /// patients-service: owns the clinic's patients in the Postgres schema `patients`.
 #[derive(Debug, Clone, Parser)]

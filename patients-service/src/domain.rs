@@ -4,15 +4,13 @@
 //! ever sees values that passed.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use clinic_common::validation::{FieldViolation, Text, check_text, is_invisible};
-pub use clinic_common::{
+use clinic_core::validation::fold;
+use clinic_core::validation::{FieldViolation, Text, check_text, is_invisible};
+pub use clinic_core::{
     ids::PatientId,
     resource::{Etag, RequestId, Stored},
 };
-use clinic_common::{
-    search::{Field, Kind, SortField, SortKind},
-    validation::fold,
-};
+use clinic_query::search::{Field, Kind, SortField, SortKind};
 use email_address::{EmailAddress, Options};
 use unicode_normalization::UnicodeNormalization;
 
@@ -165,7 +163,7 @@ impl Email {
     }
 }
 
-clinic_common::resource_fields! {
+clinic_core::resource_fields! {
     /// A patient's own fields: what a create sets and what is stored.
     fields PatientFields;
     /// The fields an update changes; `None` leaves a field as it is.

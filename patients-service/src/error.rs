@@ -1,7 +1,8 @@
 //! What can go wrong in patients-service beyond the failures every service
 //! shares ([`ApiError`]), and the one place where each becomes a gRPC status.
 
-use clinic_common::{api_error::ApiError, errors};
+use clinic_core::errors;
+use clinic_pg::api_error::ApiError;
 use tonic::{Code, Status};
 
 use crate::domain::PatientId;
@@ -26,7 +27,7 @@ pub enum Error {
     HasStudies(PatientId),
 }
 
-clinic_common::api_error_conversions!(Error);
+clinic_pg::api_error_conversions!(Error);
 
 /// Result of patients operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -5,16 +5,16 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use clinic_common::{
-    api_error::ApiError,
+use clinic_core::{
     context,
     deadline::Deadline,
     paging::{self, PageTokens},
     resource::{self, timestamp},
-    search::{self, Walk, Where},
     validation::Invalid,
 };
+use clinic_pg::api_error::ApiError;
 use clinic_proto::patients::{events::v1 as events_pb, v1 as pb};
+use clinic_query::search::{self, CursorTokens, Walk, Where};
 use prost::Message;
 use tonic::{Request, Response, Status};
 

@@ -42,5 +42,5 @@ pub fn migrator() -> sqlx::migrate::Migrator {
 }
 
 /// The schema, its roles and its migrations.
-pub const OWNED_SCHEMA: clinic_common::schema::OwnedSchema =
-    clinic_common::schema::OwnedSchema { name: SCHEMA, owner_role: OWNER_ROLE, runtime_role: ROLE, migrator };
+pub const OWNED_SCHEMA: clinic_pg::schema::OwnedSchema =
+    clinic_pg::schema::OwnedSchema { name: SCHEMA, owner_role: OWNER_ROLE, runtime_role: ROLE, migrator };

@@ -1,4 +1,4 @@
-//! patients-service entry point: see [`clinic_common::service::main`].
+//! patients-service entry point: see [`clinic_host::service::main`].
 
 /// mimalloc: fewer cycles per allocation than the system allocator on the
 /// request path (measured with `make bench`, see docs/benchmarks.md).
@@ -6,5 +6,5 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    clinic_common::service::main::<patients_service::Application>()
+    clinic_host::service::main::<patients_service::Application>()
 }

@@ -2,12 +2,13 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use clinic_common::{
-    client::{Peer, PeerClient},
-    schema::OwnedSchema,
+use clinic_client::PeerClient;
+use clinic_core::downstream::Peer;
+use clinic_host::{
     server::{ServeError, ServerSettings},
     service::{self, Prepared, Process, Serving, StartupError},
 };
+use clinic_pg::schema::OwnedSchema;
 use clinic_proto::patients::{
     events::v1::patient_event_service_server::PatientEventServiceServer,
     v1::{SERVICE_NAME, patient_service_server::PatientServiceServer},
@@ -66,8 +67,8 @@ impl Process for Application {
 
     async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let store = self.api.store.clone();
-        let routes = Routes::new(clinic_common::bounded!(PatientServiceServer::new(self.api)))
-            .add_service(clinic_common::bounded!(PatientEventServiceServer::new(self.events)));
+        let routes = Routes::new(clinic_core::bounded!(PatientServiceServer::new(self.api)))
+            .add_service(clinic_core::bounded!(PatientEventServiceServer::new(self.events)));
         // Re-indexing runs on one replica at a time.
         let singleton = move || vec![spawn_reindex(store.clone())];
         let served = [SERVICE_NAME, clinic_proto::patients::events::v1::SERVICE_NAME];

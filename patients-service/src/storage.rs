@@ -8,19 +8,19 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::LazyLock;
 
-use clinic_common::{
-    api_error::ApiError,
+use clinic_audit::{
     audit,
+    store::{delete_if_current, durable, why_not_written},
+};
+use clinic_core::paging::{self, Page};
+use clinic_core::validation::fold;
+use clinic_pg::{
+    api_error::ApiError,
     coalesce::PointReads,
     db::{patch_statement, unique_violation},
     idempotency::{self, Claim, Fingerprint},
-    paging::{self, Page},
-    store::{delete_if_current, durable, why_not_written},
 };
-use clinic_common::{
-    search::{Cursor, Order, ScanBound, Where},
-    validation::fold,
-};
+use clinic_query::search::{Cursor, Order, ScanBound, Where};
 use sqlx::{FromRow, PgPool, QueryBuilder};
 
 use crate::{
@@ -39,7 +39,7 @@ const OUTBOX_LOCK: i64 = 0x636c_696e_6963_0001;
 /// Name of the unique index on `lower(email)`.
 const EMAIL_UNIQUE_INDEX: &str = "patient_email_lower_key";
 
-clinic_common::table_row!(
+clinic_pg::table_row!(
     /// A row of `patients.patient`; `patient_columns!()` lists its columns.
     #[derive(Clone)]
     PatientRow in "patients.patient", patient_columns {
@@ -122,7 +122,7 @@ impl PatientStore {
             audit::mark_audited(1);
             return Ok(row.into());
         };
-        let subject = clinic_common::context::current_subject();
+        let subject = clinic_core::context::current_subject();
         let mut tx = self.pool.begin().await?;
         if let Claim::Done(id) =
             idempotency::claim(&mut tx, SCHEMA, &subject, request_id, &fingerprint(new)).await?
@@ -130,7 +130,7 @@ impl PatientStore {
             tx.rollback().await?;
             // The replay reads the patient the first create made: its event
             // names them.
-            clinic_common::context::concern([id]);
+            clinic_core::context::concern([id]);
             return self.get(PatientId::from_stored(id)).await;
         }
         let row = Self::insert(new).fetch_optional(&mut *tx).await?.ok_or(Error::EmailTaken)?;
@@ -202,10 +202,8 @@ impl PatientStore {
         // Prepared and cached per shape of filter and order, like every
         // statement: measured at a million patients, the generic plans
         // keep the (key, id) index walks a custom plan picks.
-        let rows = self
-            .scans
-            .fetch_all(&self.pool, filter, clinic_common::context::current_subject(), query)
-            .await?;
+        let rows =
+            self.scans.fetch_all(&self.pool, filter, clinic_core::context::current_subject(), query).await?;
         let items = rows
             .iter()
             .map(|row| Ok((Patient::from(PatientRow::from_row(row)?), order.cursor(row)?)))

@@ -14,10 +14,8 @@
 //! `deleted` event to the outbox (see `storage.rs`) and studies-service
 //! removes the studies when it consumes it, even if it was down at the time.
 
-use clinic_common::{
-    client::{DownstreamExt, PeerClient},
-    deadline::Deadline,
-};
+use clinic_client::PeerClient;
+use clinic_core::{deadline::Deadline, downstream::DownstreamExt};
 use clinic_proto::studies::guard::v1::{
     CancelPatientDeletionRequest, ReservePatientDeletionRequest,
     deletion_guard_service_client::DeletionGuardServiceClient,
@@ -59,7 +57,7 @@ pub struct GrpcStudies(pub PeerClient);
 impl DeletionGuard for GrpcStudies {
     async fn reserve_deletion(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<bool> {
         let request = self.0.request(ReservePatientDeletionRequest { patient_id: patient.get() }, deadline);
-        let answer = clinic_common::bounded!(DeletionGuardServiceClient::new(self.0.channel()))
+        let answer = clinic_core::bounded!(DeletionGuardServiceClient::new(self.0.channel()))
             .reserve_patient_deletion(request)
             .await
             .downstream(self.0.peer(), "checking whether the patient has studies")?;
@@ -68,7 +66,7 @@ impl DeletionGuard for GrpcStudies {
 
     async fn cancel_deletion(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()> {
         let request = self.0.request(CancelPatientDeletionRequest { patient_id: patient.get() }, deadline);
-        clinic_common::bounded!(DeletionGuardServiceClient::new(self.0.channel()))
+        clinic_core::bounded!(DeletionGuardServiceClient::new(self.0.channel()))
             .cancel_patient_deletion(request)
             .await
             .downstream(self.0.peer(), "cancelling a deletion that did not happen")?;

@@ -4,15 +4,14 @@
 use std::time::Duration;
 
 use clap::Parser;
-use clinic_common::{
-    client::{PatientsPeer, ServiceTokenSettings},
-    db::DATABASE_URL_ARG,
+use clinic_client::{PatientsPeer, ServiceTokenSettings};
+use clinic_core::{
     defaults,
-    server::LISTEN_ADDR_ARG,
-    service::ServiceConfig,
     settings::{default_to, millis},
-    telemetry::METRICS_ADDR_ARG,
 };
+use clinic_host::{server::LISTEN_ADDR_ARG, service::ServiceConfig};
+use clinic_pg::db::DATABASE_URL_ARG;
+use clinic_telemetry::METRICS_ADDR_ARG;
 
 /// studies-service: owns the clinic's imaging studies in the Postgres schema `studies`.
 #[derive(Debug, Clone, Parser)]

@@ -1,14 +1,12 @@
 //! Imaging studies as the clinic understands them: validated values, the
 //! radiology vocabulary, and the rules they obey. No I/O and no protobuf.
 
-pub use clinic_common::{
+use clinic_core::validation::{FieldViolation, Invalid, Text, check_text};
+pub use clinic_core::{
     ids::{PatientId, StudyId},
     resource::{Etag, RequestId, Stored},
 };
-use clinic_common::{
-    search::{Field, Kind, SortField, SortKind},
-    validation::{FieldViolation, Invalid, Text, check_text},
-};
+use clinic_query::search::{Field, Kind, SortField, SortKind};
 
 /// Longest description, in characters, after trimming.
 pub const MAX_DESCRIPTION_CHARS: usize = 2000;
@@ -18,7 +16,7 @@ pub const MAX_PATIENT_IDS: usize = 1000;
 /// generous surrounding white space).
 pub const MAX_DESCRIPTION_BYTES: usize = 10_000;
 
-clinic_common::named_enum! {
+clinic_core::named_enum! {
     /// How soon a study must be read.
     UrgencyLevel {
         /// Routine.
@@ -30,7 +28,7 @@ clinic_common::named_enum! {
     }
 }
 
-clinic_common::named_enum! {
+clinic_core::named_enum! {
     /// The part of the body examined; names follow DICOM Body Part Examined.
     BodyPart {
         /// DICOM STOMACH.
@@ -84,7 +82,7 @@ clinic_common::named_enum! {
     }
 }
 
-clinic_common::named_enum! {
+clinic_core::named_enum! {
     /// The kind of study; names follow DICOM modalities.
     StudyType {
         /// DICOM CR/DX.
@@ -177,7 +175,7 @@ impl PatientFilter {
     }
 }
 
-clinic_common::resource_fields! {
+clinic_core::resource_fields! {
     /// A study's own fields: what a create sets and what is stored.
     fields StudyFields;
     /// The fields an update changes; `None` leaves a field as it is.

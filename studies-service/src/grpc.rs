@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
-use clinic_common::{
+use clinic_core::{
     context,
     deadline::Deadline,
     paging::{self, PageTokens},
     resource::{self, timestamp},
-    search::{self, Walk},
     validation::{FieldViolation, Invalid},
 };
 use clinic_proto::studies::{guard::v1 as guard_pb, v1 as pb};
+use clinic_query::search::{self, CursorTokens, Walk};
 use prost::Message;
 use tonic::{Request, Response, Status};
 

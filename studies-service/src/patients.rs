@@ -1,10 +1,8 @@
 //! What studies-service needs from patients-service, over gRPC only: whether
 //! a patient exists, and the outbox of patient deletions.
 
-use clinic_common::{
-    client::{DownstreamExt, PeerClient},
-    deadline::Deadline,
-};
+use clinic_client::PeerClient;
+use clinic_core::{deadline::Deadline, downstream::DownstreamExt};
 use clinic_proto::patients::{
     events::v1::{
         ListPatientEventsRequest, PatientEventType, patient_event_service_client::PatientEventServiceClient,
@@ -40,7 +38,7 @@ pub struct GrpcPatients(pub PeerClient);
 #[tonic::async_trait]
 impl PatientDirectory for GrpcPatients {
     async fn ensure_exists(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()> {
-        let client = clinic_common::bounded!(PatientServiceClient::new(self.0.channel()));
+        let client = clinic_core::bounded!(PatientServiceClient::new(self.0.channel()));
         let message = GetPatientRequest { id: patient.get() };
         match self.0.read(message, deadline, |r| async { client.clone().get_patient(r).await }).await {
             Err(status) if status.code() == Code::NotFound => Err(Error::not_found(patient)),
@@ -57,7 +55,7 @@ impl PatientEvents for GrpcPatients {
     async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage> {
         let page_size = i32::try_from(limit).unwrap_or(i32::MAX);
         let request = self.0.request(ListPatientEventsRequest { after_sequence: after, page_size }, None);
-        let page = clinic_common::bounded!(PatientEventServiceClient::new(self.0.channel()))
+        let page = clinic_core::bounded!(PatientEventServiceClient::new(self.0.channel()))
             .list_patient_events(request)
             .await
             .downstream(self.0.peer(), "reading patient deletions")?;

@@ -2,12 +2,13 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use clinic_common::{
-    client::{Peer, PeerClient},
-    schema::OwnedSchema,
+use clinic_client::PeerClient;
+use clinic_core::downstream::Peer;
+use clinic_host::{
     server::{ServeError, ServerSettings},
     service::{self, Prepared, Process, Serving, StartupError},
 };
+use clinic_pg::schema::OwnedSchema;
 use clinic_proto::studies::{
     guard::v1::deletion_guard_service_server::DeletionGuardServiceServer,
     v1::{SERVICE_NAME, study_service_server::StudyServiceServer},
@@ -84,8 +85,8 @@ impl Process for Application {
                 consumer::spawn_sweeper(store.clone(), poll),
             ]
         };
-        let routes = Routes::new(clinic_common::bounded!(StudyServiceServer::new(self.api))).add_service(
-            clinic_common::bounded!(DeletionGuardServiceServer::new(GuardApi { store: self.store })),
+        let routes = Routes::new(clinic_core::bounded!(StudyServiceServer::new(self.api))).add_service(
+            clinic_core::bounded!(DeletionGuardServiceServer::new(GuardApi { store: self.store })),
         );
         let served = [SERVICE_NAME, clinic_proto::studies::guard::v1::SERVICE_NAME];
         service::serve_with_database(self.serving, routes, &served, &self.config.service, singleton, shutdown)

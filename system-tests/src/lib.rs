@@ -8,11 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clinic_common::{
-    client::{DownstreamSettings, PatientsPeer, ServiceTokenSettings, StudiesPeer},
-    server::ServerSettings,
-    service::Process,
-};
+use clinic_client::{DownstreamSettings, PatientsPeer, ServiceTokenSettings, StudiesPeer};
+use clinic_host::{server::ServerSettings, service::Process};
 use clinic_proto::{
     gateway::v1::gateway_service_client::GatewayServiceClient,
     patients::v1::{self as ppb, patient_service_client::PatientServiceClient},
@@ -88,8 +85,8 @@ impl Mtls {
     }
 
     /// What a server of the system serves with: TLS, callers' certificates required.
-    pub fn server(&self) -> clinic_common::tls::TlsSettings {
-        clinic_common::tls::TlsSettings {
+    pub fn server(&self) -> clinic_tls::TlsSettings {
+        clinic_tls::TlsSettings {
             tls_cert_file: Some(self.cert.clone()),
             tls_key_file: Some(self.key.clone()),
             tls_client_ca_file: Some(self.ca.clone()),
@@ -156,16 +153,16 @@ pub async fn spawn_system_tuned(
 }
 
 async fn spawn_system_with(studies_tuning: Option<Tuning>, mtls: Option<Mtls>) -> TestSystem {
-    clinic_common::telemetry::init_for_tests();
+    clinic_telemetry::init_for_tests();
     let db = TestDb::create().await;
     db.migrate(ServiceRole::Patients, &patients_service::OWNED_SCHEMA).await;
     db.migrate(ServiceRole::Studies, &studies_service::OWNED_SCHEMA).await;
     let (patients_addr, studies_addr, gateway_addr) = (addr(), addr(), addr());
     let channel = |a: SocketAddr| match &mtls {
-        None => clinic_common::client::channel(&format!("http://{a}")).unwrap(),
+        None => clinic_client::channel(&format!("http://{a}")).unwrap(),
         Some(mtls) => {
             let tls = mtls.downstream().tls().unwrap();
-            clinic_common::client::peer_channel(&format!("https://{a}"), tls.as_ref()).unwrap()
+            clinic_client::peer_channel(&format!("https://{a}"), tls.as_ref()).unwrap()
         }
     };
     let mut system = TestSystem {
@@ -450,7 +447,7 @@ pub use clinic_testkit::assert::{assert_invalid, assert_no_internals, reason};
 /// an empty request, carrying `token` if any: what any client can send,
 /// whatever the rpc.
 pub async fn call_raw(addr: SocketAddr, method: &str, token: Option<&str>) -> Result<(), Status> {
-    let channel = clinic_common::client::channel(&format!("http://{addr}")).expect("a valid address");
+    let channel = clinic_client::channel(&format!("http://{addr}")).expect("a valid address");
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
     let mut request = tonic::Request::new(());

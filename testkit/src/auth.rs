@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use clinic_common::auth::AuthSettings;
+use clinic_auth::AuthSettings;
 use tonic::{
     Request, Status,
     metadata::{Ascii, MetadataValue},
@@ -50,7 +50,7 @@ impl TestAuth {
             jwks_file: self.jwks_file.clone(),
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
-            leeway_seconds: clinic_common::auth::DEFAULT_LEEWAY_SECONDS,
+            leeway_seconds: clinic_auth::DEFAULT_LEEWAY_SECONDS,
         }
     }
 
@@ -185,7 +185,7 @@ impl TestAuth {
         )
         .expect("an HMAC token");
         let forged = |what, token, reason| Forged { what, token, reason };
-        let invalid = clinic_common::auth::UNAUTHENTICATED;
+        let invalid = clinic_auth::UNAUTHENTICATED;
         vec![
             forged("not a JWT", "not-a-jwt".to_owned(), invalid),
             forged(
@@ -249,7 +249,7 @@ impl TestAuth {
                     c.insert("nbf".into(), (now - 7200).into());
                     c.insert("exp".into(), (now - 3600).into());
                 })),
-                clinic_common::auth::TOKEN_EXPIRED,
+                clinic_auth::TOKEN_EXPIRED,
             ),
             forged(
                 "not yet valid",

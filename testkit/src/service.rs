@@ -3,15 +3,11 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clinic_common::{
-    audit::AuditSettings,
-    client::DownstreamSettings,
-    db::DbSettings,
-    idempotency::IdempotencySettings,
-    server::ServerSettings,
-    service::ServiceConfig,
-    telemetry::{LogFormat, LogSettings, MetricsAddr, MetricsSettings},
-};
+use clinic_audit::audit::AuditSettings;
+use clinic_client::DownstreamSettings;
+use clinic_host::{server::ServerSettings, service::ServiceConfig};
+use clinic_pg::{db::DbSettings, idempotency::IdempotencySettings};
+use clinic_telemetry::{LogFormat, LogSettings, MetricsAddr, MetricsSettings};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// Service settings for a test: port 0, a small pool, quick health probes

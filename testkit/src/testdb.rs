@@ -9,7 +9,7 @@ use std::sync::{
     atomic::{AtomicU32, Ordering},
 };
 
-use clinic_common::schema::{MigrateSettings, OwnedSchema};
+use clinic_pg::schema::{MigrateSettings, OwnedSchema};
 use sqlx::{AssertSqlSafe, ConnectOptions, postgres::PgConnectOptions};
 use tokio::sync::Mutex;
 
@@ -104,7 +104,7 @@ impl TestDb {
     /// database that has them: nothing to do).
     pub async fn migrate(&self, service: ServiceRole, schema: &OwnedSchema) {
         let settings = MigrateSettings::new(self.owner_url_for(service), service.role());
-        clinic_common::schema::migrate(&settings, schema).await.expect("migrating as the schema's owner");
+        clinic_pg::schema::migrate(&settings, schema).await.expect("migrating as the schema's owner");
     }
 
     /// Superuser connection options for this database, for assertions that

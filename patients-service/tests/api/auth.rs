@@ -11,7 +11,7 @@ use tonic::Code;
 use crate::helpers::{TestApp, reason, spawn_app_with};
 
 async fn spawn_with(auth: &TestAuth, leeway_seconds: u64) -> TestApp {
-    let settings = clinic_common::auth::AuthSettings { leeway_seconds, ..auth.settings() };
+    let settings = clinic_auth::AuthSettings { leeway_seconds, ..auth.settings() };
     spawn_app_with(TestDb::create().await, move |config| config.service.server.auth = settings).await
 }
 
@@ -119,12 +119,12 @@ async fn events_past_the_retention_are_pruned_and_the_pruning_is_recorded() {
     .await;
     // The owner sets the retention, as the migrate step does with
     // AUDIT_RETENTION_DAYS=30.
-    let mut settings = clinic_common::schema::MigrateSettings::new(
+    let mut settings = clinic_pg::schema::MigrateSettings::new(
         app.db.owner_url_for(clinic_testkit::ServiceRole::Patients),
         patients_service::ROLE,
     );
     settings.audit_retention_days = 30;
-    clinic_common::schema::migrate(&settings, &patients_service::OWNED_SCHEMA).await.unwrap();
+    clinic_pg::schema::migrate(&settings, &patients_service::OWNED_SCHEMA).await.unwrap();
     let mut admin = app.db.admin_options().connect().await.unwrap();
     // One statement, so the pruner (every 100 ms) sees all three or none.
     sqlx::query(

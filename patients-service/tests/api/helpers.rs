@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use clinic_common::{client::StudiesPeer, defaults, service::Process};
+use clinic_client::StudiesPeer;
+use clinic_core::defaults;
+use clinic_host::service::Process;
 use clinic_proto::patients::v1::{self as pb, patient_service_client::PatientServiceClient};
 use clinic_testkit::{
     Running, ServiceRole, TestDb,
@@ -45,7 +47,7 @@ pub async fn spawn_app_on(db: TestDb) -> TestApp {
 
 /// Starts the service on `db` with `adjust` applied to the test configuration.
 pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestApp {
-    clinic_common::telemetry::init_for_tests();
+    clinic_telemetry::init_for_tests();
     db.migrate(ServiceRole::Patients, &patients_service::OWNED_SCHEMA).await;
     let mut config = test_config(db.url_for(ServiceRole::Patients));
     adjust(&mut config);

@@ -39,7 +39,7 @@ async fn postgres_stopped_means_unavailable_fast_and_not_serving_then_recovery_w
     assert_eq!(app.health("").await.unwrap(), ServingStatus::NotServing);
     // Not ready, but alive: a liveness probe does not restart it for an
     // outage a restart cannot fix.
-    assert_eq!(app.health(clinic_common::health::LIVENESS).await.unwrap(), ServingStatus::Serving);
+    assert_eq!(app.health(clinic_host::health::LIVENESS).await.unwrap(), ServingStatus::Serving);
 
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.start_server().expect("restart postgres");

@@ -77,9 +77,9 @@ async fn concurrent_reads_each_get_their_own_patient() {
 async fn one_busy_connection(
     acquire: std::time::Duration,
 ) -> (
-    clinic_common::coalesce::PointReads<Thing>,
+    clinic_pg::coalesce::PointReads<Thing>,
     sqlx::PgConnection,
-    tokio::task::JoinHandle<Result<Thing, clinic_common::api_error::ApiError>>,
+    tokio::task::JoinHandle<Result<Thing, clinic_pg::api_error::ApiError>>,
 ) {
     use sqlx::{ConnectOptions, postgres::PgPoolOptions};
     let db = clinic_testkit::TestDb::create().await;
@@ -101,7 +101,7 @@ async fn one_busy_connection(
         "select id, name from public.thing where id = $1",
         "select id, name from public.thing where id = any($1)",
     );
-    let reads = clinic_common::coalesce::PointReads::<Thing>::start(pool, statements, |r| r.id);
+    let reads = clinic_pg::coalesce::PointReads::<Thing>::start(pool, statements, |r| r.id);
     sqlx::raw_sql("begin; lock table public.thing in access exclusive mode")
         .execute(&mut admin)
         .await
@@ -134,8 +134,8 @@ struct Thing {
     name: String,
 }
 
-fn thing(n: i64) -> clinic_common::ids::Id<clinic_common::ids::Patient> {
-    clinic_common::ids::Id::from_stored(n)
+fn thing(n: i64) -> clinic_core::ids::Id<clinic_core::ids::Patient> {
+    clinic_core::ids::Id::from_stored(n)
 }
 
 /// Reads that queue while the pool's one connection is busy are answered
@@ -157,7 +157,7 @@ async fn reads_queued_behind_a_busy_connection_share_one_statement() {
     assert_eq!(reads.statements(), 2, "the 59 queued reads took one statement");
     assert!(matches!(
         reads.get(thing(1000)).await,
-        Err(clinic_common::api_error::ApiError::NotFound { id: 1000, .. })
+        Err(clinic_pg::api_error::ApiError::NotFound { id: 1000, .. })
     ));
 }
 
@@ -168,7 +168,7 @@ async fn reads_queued_behind_a_busy_connection_share_one_statement() {
 async fn a_read_that_finds_no_free_slot_in_time_is_overload() {
     let (reads, mut admin, first) = one_busy_connection(std::time::Duration::from_millis(300)).await;
     let refused = reads.get(thing(2)).await;
-    assert!(matches!(refused, Err(clinic_common::api_error::ApiError::Overloaded)), "{refused:?}");
+    assert!(matches!(refused, Err(clinic_pg::api_error::ApiError::Overloaded)), "{refused:?}");
     let status = tonic::Status::from(refused.unwrap_err());
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(crate::helpers::reason(&status), "OVERLOADED");

@@ -268,7 +268,7 @@ async fn paging_a_filtered_ordered_walk_under_change_repeats_and_skips_nothing()
     }
     let unique: HashSet<i64> = seen.iter().map(|(id, _)| *id).collect();
     assert_eq!(unique.len(), seen.len(), "no patient twice");
-    let folded: Vec<String> = seen.iter().map(|(_, l)| clinic_common::validation::fold(l)).collect();
+    let folded: Vec<String> = seen.iter().map(|(_, l)| clinic_core::validation::fold(l)).collect();
     assert!(folded.windows(2).all(|w| w[0] >= w[1]), "in last_name desc order: {folded:?}");
     for (id, (first, _)) in &ids {
         if *first == "Luis" && !deleted.contains(id) {

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use clinic_common::store::durable;
+use clinic_audit::store::durable;
 
 use crate::{
     domain::{PatientEvent, PatientEventKind, PatientId},

@@ -12,15 +12,17 @@ pub mod cascade;
 use chrono::{DateTime, Utc};
 use std::sync::LazyLock;
 
-use clinic_common::{
+use clinic_audit::{
     audit,
+    store::{delete_if_current, durable, why_not_written},
+};
+use clinic_core::paging::{self, Page};
+use clinic_pg::{
     coalesce::PointReads,
     db::patch_statement,
     idempotency::{self, Claim, Fingerprint},
-    paging::{self, Page},
-    search::{Cursor, Order, ScanBound, Where},
-    store::{delete_if_current, durable, why_not_written},
 };
+use clinic_query::search::{Cursor, Order, ScanBound, Where};
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder, Row, postgres::PgRow};
 
 use crate::{
@@ -32,7 +34,7 @@ use crate::{
     error::{Error, Result},
 };
 
-clinic_common::table_row!(
+clinic_pg::table_row!(
     /// A study as clients may see it (`studies.live_study`); `study_columns!()` lists its columns.
     #[derive(Clone)]
     StudyRow in "studies.live_study", study_columns {
@@ -145,7 +147,7 @@ impl StudyStore {
     /// `REQUEST_ID_REUSED` if that create was a different request.
     pub async fn created_by(&self, request_id: &RequestId, new: &StudyFields) -> Result<Option<StudyId>> {
         let mut conn = self.pool.acquire().await?;
-        let subject = clinic_common::context::current_subject();
+        let subject = clinic_core::context::current_subject();
         let id = idempotency::earlier(&mut conn, SCHEMA, &subject, request_id, &fingerprint(new)).await?;
         Ok(id.map(StudyId::from_stored))
     }
@@ -153,7 +155,7 @@ impl StudyStore {
     /// Inserts `new` unless its patient is known to be deleted. With a
     /// `request_id` seen before, returns the study that request created.
     pub async fn create(&self, new: &StudyFields, request_id: Option<&RequestId>) -> Result<Study> {
-        let subject = clinic_common::context::current_subject();
+        let subject = clinic_core::context::current_subject();
         let mut tx = self.pool.begin().await?;
         if let Some(request_id) = request_id
             && let Claim::Done(id) =
@@ -250,10 +252,8 @@ impl StudyStore {
             .push_bind(paging::MAX_PAGE_BYTES as i64);
         order.push_order_by_selected(&mut query);
         let scanned = if patients.ids().is_empty() { filter } else { None };
-        let rows = self
-            .scans
-            .fetch_all(&self.pool, scanned, clinic_common::context::current_subject(), query)
-            .await?;
+        let rows =
+            self.scans.fetch_all(&self.pool, scanned, clinic_core::context::current_subject(), query).await?;
         let (rows, cut) = within_bytes(&rows, paging::MAX_PAGE_BYTES as i64)?;
         let items = rows
             .iter()
@@ -331,7 +331,7 @@ impl StudyStore {
                 .bind(id.get())
                 .fetch_optional(&mut *tx)
                 .await?;
-        clinic_common::context::concern(before);
+        clinic_core::context::concern(before);
         static UPDATE: LazyLock<String> = LazyLock::new(|| {
             let columns: Vec<_> = StudyField::ALL.iter().map(|f| f.name()).collect();
             patch_statement(StudyRow::TABLE, &columns, study_columns!())

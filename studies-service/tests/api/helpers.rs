@@ -6,7 +6,9 @@ use std::{
     time::Duration,
 };
 
-use clinic_common::{client::PatientsPeer, deadline::Deadline, defaults, service::Process};
+use clinic_client::PatientsPeer;
+use clinic_core::{deadline::Deadline, defaults};
+use clinic_host::service::Process;
 use clinic_proto::studies::v1::{self as pb, study_service_client::StudyServiceClient};
 use clinic_testkit::{
     Running, ServiceRole, TestDb,
@@ -74,7 +76,7 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(known: &[i64]) -> TestApp {
-    clinic_common::telemetry::init_for_tests();
+    clinic_telemetry::init_for_tests();
     let db = TestDb::create().await;
     db.migrate(ServiceRole::Studies, &studies_service::OWNED_SCHEMA).await;
     let config = Config {

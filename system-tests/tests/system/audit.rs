@@ -24,7 +24,7 @@ struct Caller {
 
 fn caller(system: &TestSystem, subject: &str, role: &str) -> Caller {
     let token = shared().token(subject, &[role]);
-    let channel = |addr| authed(clinic_common::client::channel(&format!("http://{addr}")).unwrap(), &token);
+    let channel = |addr| authed(clinic_client::channel(&format!("http://{addr}")).unwrap(), &token);
     Caller {
         patients: PatientServiceClient::new(channel(system.patients_addr)),
         studies: StudyServiceClient::new(channel(system.studies_addr)),
@@ -229,7 +229,7 @@ async fn refused_calls_of_known_callers_are_recorded_and_anonymous_ones_are_not(
         vec![event("vic", &format!("{P}CreatePatient"), &[], "PERMISSION_DENIED")]
     );
 
-    let channel = clinic_common::client::channel(&format!("http://{}", system.patients_addr)).unwrap();
+    let channel = clinic_client::channel(&format!("http://{}", system.patients_addr)).unwrap();
     let anonymous = PatientServiceClient::new(channel)
         .get_patient(with_request_id(ppb::GetPatientRequest { id: 1 }, "r-anonymous"))
         .await
@@ -337,7 +337,7 @@ async fn the_intake_records_only_gateway_methods_under_the_callers_own_name() {
     let system = spawn_system().await;
     let token = shared().token("vic", &["viewer"]);
     let channel =
-        authed(clinic_common::client::channel(&format!("http://{}", system.patients_addr)).unwrap(), &token);
+        authed(clinic_client::channel(&format!("http://{}", system.patients_addr)).unwrap(), &token);
     let mut intake = AuditIntakeServiceClient::new(channel);
     let append = |method: &str, code: &str| AppendAuditEventRequest {
         method: method.into(),
@@ -366,7 +366,7 @@ async fn the_intake_records_only_gateway_methods_under_the_callers_own_name() {
     }
     assert!(events(&system, "patients", "r-intake-bad").await.is_empty());
     let anonymous = AuditIntakeServiceClient::new(
-        clinic_common::client::channel(&format!("http://{}", system.patients_addr)).unwrap(),
+        clinic_client::channel(&format!("http://{}", system.patients_addr)).unwrap(),
     )
     .append_audit_event(append(&format!("{G}ListPatientsWithStudies"), "OK"))
     .await

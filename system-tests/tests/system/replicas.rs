@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use clinic_common::leader::lock_key;
+use clinic_pg::leader::lock_key;
 use sqlx::{ConnectOptions, PgConnection};
 
 use system_tests::{TestSystem, eventually, spawn_system};

@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use clinic_common::{auth::PERMISSIONS, context::Role};
+use clinic_auth::PERMISSIONS;
+use clinic_core::context::Role;
 use clinic_testkit::auth::shared;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -52,7 +53,7 @@ async fn every_rpc_on_every_port_refuses_a_missing_or_bad_token() {
     }
     // Health stays open on every port.
     for addr in [system.patients_addr, system.studies_addr, system.gateway_addr] {
-        let channel = clinic_common::client::channel(&format!("http://{addr}")).unwrap();
+        let channel = clinic_client::channel(&format!("http://{addr}")).unwrap();
         HealthClient::new(channel)
             .check(HealthCheckRequest { service: String::new() })
             .await
@@ -122,7 +123,7 @@ async fn deletion_events_are_read_with_the_services_own_token_read_again_when_it
     let token_file = file.clone();
     let system = system_tests::spawn_system_tuned(move |config| {
         config.service_token =
-            clinic_common::client::ServiceTokenSettings { service_token_file: Some(token_file.clone()) };
+            clinic_client::ServiceTokenSettings { service_token_file: Some(token_file.clone()) };
     })
     .await;
     let patient = system.create_patient(1).await;
