@@ -6,9 +6,12 @@
 //! `google.api.http` routes included), is written to `OUT_DIR` for gRPC
 //! reflection and Envoy's JSON transcoder.
 
-use std::{env, fs, path::PathBuf};
+use std::{env, fmt::Write, fs, path::PathBuf};
+
+use prost_reflect::{DescriptorPool, Value};
 
 const PROTOS: &[&str] = &[
+    "clinic/api/v1/options.proto",
     "clinic/patients/v1/patients.proto",
     "clinic/patients/events/v1/events.proto",
     "clinic/studies/v1/studies.proto",
@@ -35,9 +38,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // JSON transcoder needs; going through prost_types would drop them.
     fs::write(out.join("clinic_descriptor.bin"), compiler.encode_file_descriptor_set())?;
 
+    fs::write(out.join("access.rs"), access_table(&compiler.descriptor_pool())?)?;
+
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
+}
+
+/// The `(clinic.api.v1.access)` option of every Clinic rpc that declares
+/// one, as Rust: `(path, role, audited)` entries of `RPC_ACCESS`. An rpc
+/// without the option is left out (and so refused; a test names it).
+fn access_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Error>> {
+    let access =
+        pool.get_extension_by_name("clinic.api.v1.access").ok_or("clinic.api.v1.access is not declared")?;
+    let mut table = String::from("&[\n");
+    for service in pool.services().filter(|s| s.full_name().starts_with("clinic.")) {
+        for method in service.methods() {
+            let options = method.options();
+            if !options.has_extension(&access) {
+                continue;
+            }
+            let Value::Message(rule) = options.get_extension(&access).into_owned() else {
+                return Err(format!("{}: the access option is not a message", method.full_name()).into());
+            };
+            let role = match rule.get_field_by_name("role").as_deref() {
+                Some(Value::EnumNumber(n)) => *n,
+                _ => 0,
+            };
+            let role = match role {
+                1 => "Viewer",
+                2 => "Clinician",
+                3 => "Admin",
+                4 => "Service",
+                _ => return Err(format!("{} declares no role", method.full_name()).into()),
+            };
+            let audited = matches!(rule.get_field_by_name("audited").as_deref(), Some(Value::Bool(true)));
+            writeln!(
+                table,
+                "    RpcAccess {{ path: \"/{}/{}\", role: api::v1::Role::{role}, audited: {audited} }},",
+                service.full_name(),
+                method.name()
+            )?;
+        }
+    }
+    table.push(']');
+    Ok(table)
 }

@@ -276,7 +276,7 @@ fn descriptor_files(mut set: &[u8]) -> Vec<&[u8]> {
 /// Indented by `indent` spaces, to sit under `policies:`.
 pub fn rbac_policies(indent: usize) -> String {
     let mut groups: BTreeMap<Vec<&'static str>, Vec<&'static str>> = BTreeMap::new();
-    for permission in auth::PERMISSIONS {
+    for permission in auth::PERMISSIONS.iter() {
         let callers: Vec<&'static str> = Role::ALL
             .iter()
             .filter(|held| permission.roles.iter().any(|needed| held.grants(*needed)))
@@ -399,7 +399,7 @@ mod tests {
     #[test]
     fn every_rpc_has_an_rbac_policy_for_exactly_the_roles_the_services_allow() {
         let policies = rbac_policies(0);
-        for permission in auth::PERMISSIONS {
+        for permission in auth::PERMISSIONS.iter() {
             let policy = policies
                 .split("\ncallers-")
                 .find(|p| p.contains(&format!("exact: {} ", permission.method)))

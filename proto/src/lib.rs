@@ -6,6 +6,8 @@
 //! [`FILE_DESCRIPTOR_SET`] that the services serve through gRPC reflection.
 //!
 //! # Layout
+//! - [`api::v1`] — `clinic.api.v1`: the access option every rpc declares,
+//!   collected in [`RPC_ACCESS`]
 //! - [`patients::v1`] — `clinic.patients.v1` (PatientService)
 //! - [`studies::v1`] — `clinic.studies.v1` (StudyService)
 //! - [`gateway::v1`] — `clinic.gateway.v1` (GatewayService)
@@ -16,6 +18,31 @@
 /// The encoded `FileDescriptorSet` of every Clinic package and its imports,
 /// for registration with a reflection server.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clinic_descriptor.bin"));
+
+/// Package `clinic.api`: what Clinic declares on its own rpcs.
+pub mod api {
+    /// Package `clinic.api.v1`: the `(clinic.api.v1.access)` method option.
+    #[allow(missing_docs, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("clinic.api.v1");
+    }
+}
+
+/// The access rule one rpc declares in its `.proto` file
+/// (`option (clinic.api.v1.access)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcAccess {
+    /// The rpc's path, `/package.Service/Method`.
+    pub path: &'static str,
+    /// The least role that may call it.
+    pub role: api::v1::Role,
+    /// Whether its calls are audited.
+    pub audited: bool,
+}
+
+/// The access rule of every Clinic rpc that declares one, read from the
+/// descriptor set at build time.
+pub const RPC_ACCESS: &[RpcAccess] = include!(concat!(env!("OUT_DIR"), "/access.rs"));
 
 /// Package `clinic.patients`.
 pub mod patients {

@@ -18,11 +18,12 @@
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
-    sync::{Arc, RwLock},
+    sync::{Arc, LazyLock, RwLock},
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use clinic_proto::{RPC_ACCESS, RpcAccess, api::v1::Role as AccessRole};
 use jsonwebtoken::{
     Algorithm, DecodingKey, Validation,
     jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse},
@@ -79,39 +80,27 @@ pub struct Permission {
     pub audited: bool,
 }
 
-const fn rpc(method: &'static str, roles: &'static [Role], audited: bool) -> Permission {
-    Permission { method, roles, audited }
+impl Permission {
+    /// The permission an rpc declares in its `.proto` file.
+    const fn declared(access: &RpcAccess) -> Self {
+        let roles: &'static [Role] = match access.role {
+            AccessRole::Viewer => &[Role::Viewer],
+            AccessRole::Clinician => &[Role::Clinician],
+            AccessRole::Admin => &[Role::Admin],
+            AccessRole::Service => &[Role::Service],
+            // Held by no token: the rpc is refused to everyone.
+            AccessRole::Unspecified => &[],
+        };
+        Self { method: access.path, roles, audited: access.audited }
+    }
 }
 
-use Role::{Admin, Clinician, Viewer};
-
-/// The role of services calling each other with no person behind the call.
-const SERVICE: Role = Role::Service;
-
-/// The permission of every rpc of every Clinic service, in one place. A
-/// method missing here is refused (and a test fails when an rpc of the API
-/// has no entry).
-pub const PERMISSIONS: &[Permission] = &[
-    rpc("/clinic.patients.v1.PatientService/CreatePatient", &[Clinician], true),
-    rpc("/clinic.patients.v1.PatientService/GetPatient", &[Viewer], true),
-    rpc("/clinic.patients.v1.PatientService/ListPatients", &[Viewer], true),
-    rpc("/clinic.patients.v1.PatientService/UpdatePatient", &[Clinician], true),
-    rpc("/clinic.patients.v1.PatientService/DeletePatient", &[Admin], true),
-    rpc("/clinic.patients.events.v1.PatientEventService/ListPatientEvents", &[SERVICE], false),
-    rpc("/clinic.studies.v1.StudyService/CreateStudy", &[Clinician], true),
-    rpc("/clinic.studies.v1.StudyService/GetStudy", &[Viewer], true),
-    rpc("/clinic.studies.v1.StudyService/ListStudies", &[Viewer], true),
-    rpc("/clinic.studies.v1.StudyService/ListStudiesByPatient", &[Viewer], true),
-    rpc("/clinic.studies.v1.StudyService/UpdateStudy", &[Clinician], true),
-    rpc("/clinic.studies.v1.StudyService/DeleteStudy", &[Clinician], true),
-    rpc("/clinic.studies.guard.v1.DeletionGuardService/ReservePatientDeletion", &[Admin], false),
-    rpc("/clinic.studies.guard.v1.DeletionGuardService/CancelPatientDeletion", &[Admin], false),
-    rpc("/clinic.gateway.v1.GatewayService/ListPatientsWithStudies", &[Viewer], true),
-    rpc("/clinic.gateway.v1.GatewayService/GetPatientWithStudies", &[Viewer], true),
-    rpc("/clinic.audit.v1.AuditService/ListAuditEvents", &[Admin], false),
-    // The gateway records its rpcs' events under the caller's own token.
-    rpc("/clinic.audit.intake.v1.AuditIntakeService/AppendAuditEvent", &[Viewer], false),
-];
+/// The permission of every rpc of every Clinic service, as its `.proto`
+/// file declares it (`option (clinic.api.v1.access)`, collected at build
+/// time into [`clinic_proto::RPC_ACCESS`]). A method with no declaration is
+/// refused (and a test fails when an rpc of the API has none).
+pub static PERMISSIONS: LazyLock<Vec<Permission>> =
+    LazyLock::new(|| RPC_ACCESS.iter().map(Permission::declared).collect());
 
 /// Paths anyone may call: health and server reflection.
 pub const OPEN_PREFIXES: &[&str] = &[
@@ -472,7 +461,7 @@ mod tests {
     #[test]
     fn every_permission_names_a_distinct_method_and_some_role() {
         let mut seen = HashSet::new();
-        for p in PERMISSIONS {
+        for p in PERMISSIONS.iter() {
             assert!(seen.insert(p.method), "{} twice", p.method);
             assert!(!p.roles.is_empty(), "{} needs a role", p.method);
             assert!(!is_open(p.method));

@@ -33,7 +33,7 @@ async fn every_rpc_on_every_port_refuses_a_missing_or_bad_token() {
     let system = spawn_system().await;
     let forged = shared().forged(&["admin"]);
     assert!(forged.len() >= 14);
-    for permission in PERMISSIONS {
+    for permission in PERMISSIONS.iter() {
         for addr in ports_of(&system, permission.method) {
             let missing = call_raw(addr, permission.method, None).await.unwrap_err();
             assert_eq!(missing.code(), Code::Unauthenticated, "no token on {}", permission.method);
@@ -71,7 +71,7 @@ async fn each_role_may_call_exactly_the_rpcs_its_permissions_allow() {
     let system = spawn_system().await;
     for role in Role::ALL {
         let token = shared().token(&format!("matrix-{}", role.name()), &[role.name()]);
-        for permission in PERMISSIONS {
+        for permission in PERMISSIONS.iter() {
             let allowed = permission.roles.iter().any(|needed| role.grants(*needed));
             for addr in ports_of(&system, permission.method) {
                 let outcome = call_raw(addr, permission.method, Some(&token)).await;
