@@ -1,6 +1,16 @@
 //! `clinic-bench`: starts a fresh throwaway Clinic stack, preloads it, drives
 //! each scenario at a fixed concurrency, measures pgbench on the same tables in
 //! the same run, and writes `target/bench/report.json` plus a table.
+//!
+//! # Layout
+//! - this file: the scenarios, the report and its table.
+//! - `load`: the load generator (fixed concurrency, HDR histograms).
+//! - `pgbench`: the physical baseline on the same tables.
+//! - `auth`: what identity and the audit trail cost.
+//! - `failover`: a replica killed under load behind Envoy.
+//! - `target`: measuring a stack that is already running.
+//! - `cpu`, `health`, `tracing_sink`: where the CPU went, health flaps seen,
+//!   and the span sink of the traced run.
 
 mod auth;
 mod cpu;
@@ -18,7 +28,10 @@ use std::{
 };
 
 use clap::Parser;
-use clinic_devstack::stack::{self, Ports, UpOptions};
+use clinic_devstack::{
+    ports::Ports,
+    stack::{self, UpOptions},
+};
 use clinic_proto::{
     gateway::v1::{ListPatientsWithStudiesRequest, gateway_service_client::GatewayServiceClient},
     patients::v1::{

@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use clinic_testkit::keys::{self, SigningKey};
+use clinic_dev_keys::{self as keys, SigningKey};
 
 /// The issuer of development tokens (the services' default `JWT_ISSUER`).
 pub const ISSUER: &str = clinic_auth::DEFAULT_ISSUER;

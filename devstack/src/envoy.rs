@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use clinic_auth as auth;
 use clinic_core::{context::Role, defaults};
 
-use crate::stack::Ports;
+use crate::ports::Ports;
 
 /// `envoy/envoy.yaml.tmpl`, the single source of Envoy's configuration.
 pub const TEMPLATE: &str = include_str!("../../envoy/envoy.yaml.tmpl");

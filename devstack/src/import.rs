@@ -13,11 +13,11 @@ use std::{
     time::Duration,
 };
 
+use clinic_dev_keys::bearer::Authed;
 use clinic_proto::{
     patients::v1::{self as ppb, patient_service_client::PatientServiceClient},
     studies::v1::{self as spb, study_service_client::StudyServiceClient},
 };
-use clinic_testkit::auth::Authed;
 use patients_service::domain::{BirthDate, Email, PersonName, latest_today};
 use studies_service::domain::{BodyPart, Description, StudyType, UrgencyLevel};
 use tonic::{Code, Status};

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use clinic_core::{context::Role, defaults};
 use clinic_devstack::{
     credentials::{self, DevCredentials, Owners},
-    envoy, import, postgres, stack,
+    envoy, import, ports, postgres, stack,
 };
 use clinic_telemetry::{LOG_FILTER_ARG, LogSettings};
 
@@ -222,7 +222,7 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|| PathBuf::from("target/debug"));
             let options = stack::UpOptions {
                 home: args.home,
-                ports: stack::Ports {
+                ports: ports::Ports {
                     envoy: args.envoy_port,
                     envoy_tls: args.envoy_tls_port,
                     envoy_admin: args.envoy_admin_port,
@@ -263,7 +263,7 @@ async fn main() -> ExitCode {
                         Duration::from_secs(3600),
                     )?,
                 };
-                let channel = clinic_testkit::auth::authed(clinic_client::channel(&addr)?, &token);
+                let channel = clinic_dev_keys::bearer::authed(clinic_client::channel(&addr)?, &token);
                 let summary = import::import(channel, patients.as_deref(), studies.as_deref()).await?;
                 println!("imported {} patients and {} studies", summary.patients, summary.studies);
                 Ok(())
@@ -298,7 +298,7 @@ async fn main() -> ExitCode {
                         sds,
                         envoy::tls_sds(&cert.display().to_string(), &key.display().to_string()),
                     )?;
-                    envoy::render(&envoy::Addresses::local(&stack::Ports::default(), sds, descriptor))
+                    envoy::render(&envoy::Addresses::local(&ports::Ports::default(), sds, descriptor))
                         .map_err(Into::into)
                 })
                 .map(|yaml| print!("{yaml}"))

@@ -7,7 +7,7 @@ use std::{
 };
 
 use clinic_pg::schema::MigrateSettings;
-use clinic_testkit::{PgCluster, ServiceRole, cluster::free_port, provision};
+use clinic_pg_cluster::{PgCluster, ServiceRole, cluster::free_port, provision};
 use sqlx::{AssertSqlSafe, ConnectOptions, postgres::PgConnectOptions};
 
 /// The database every service of a local run uses.

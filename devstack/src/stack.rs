@@ -15,8 +15,8 @@ use std::{
 };
 
 use clinic_core::defaults;
+use clinic_pg_cluster::ServiceRole;
 use clinic_proto::patients::v1::{ListPatientsRequest, patient_service_client::PatientServiceClient};
-use clinic_testkit::ServiceRole;
 use tokio::{process::Command, sync::mpsc};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -24,7 +24,9 @@ use tonic_health::pb::{
 
 use crate::{
     credentials::{self, DevCredentials, Owners},
-    envoy, import, postgres,
+    envoy, import,
+    ports::Ports,
+    postgres,
 };
 
 /// Where `make up METRICS=1` serves Prometheus.
@@ -35,55 +37,6 @@ const IMPORT_SUBJECT: &str = "clinic-dev-import";
 
 /// How long children get to stop after SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
-
-/// Where everything listens; [`Ports::default`] is the contract's ports.
-#[derive(Debug, Clone, Copy)]
-pub struct Ports {
-    /// Envoy's plaintext listener (loopback, for local tools).
-    pub envoy: u16,
-    /// Envoy's TLS listener.
-    pub envoy_tls: u16,
-    /// Envoy's admin interface.
-    pub envoy_admin: u16,
-    /// patients-service.
-    pub patients: u16,
-    /// studies-service.
-    pub studies: u16,
-    /// gateway.
-    pub gateway: u16,
-    /// The services' Prometheus endpoints: patients, studies, gateway.
-    pub metrics: [u16; 3],
-    /// Replicas of each service; replica `i` (from 0) listens on each of
-    /// the first replica's ports plus `100 × i`.
-    pub replicas: u16,
-}
-
-impl Ports {
-    /// The ports of every replica of the service whose first replica is on
-    /// `port`.
-    pub fn replicas_of(&self, port: u16) -> impl Iterator<Item = u16> {
-        (0..self.replicas.max(1)).map(move |i| port + 100 * i)
-    }
-}
-
-impl Default for Ports {
-    fn default() -> Self {
-        Self {
-            envoy: defaults::ENVOY_PORT,
-            envoy_tls: defaults::ENVOY_TLS_PORT,
-            envoy_admin: defaults::ENVOY_ADMIN_PORT,
-            patients: defaults::PATIENTS_PORT,
-            studies: defaults::STUDIES_PORT,
-            gateway: defaults::GATEWAY_PORT,
-            metrics: [
-                defaults::PATIENTS_METRICS_PORT,
-                defaults::STUDIES_METRICS_PORT,
-                defaults::GATEWAY_METRICS_PORT,
-            ],
-            replicas: 1,
-        }
-    }
-}
 
 /// What `up` needs to know.
 #[derive(Debug, Clone)]
@@ -359,7 +312,7 @@ async fn wait_ready(
 /// the id of the first patient, for the examples.
 async fn load_sample_data(options: &UpOptions, credentials: &DevCredentials) -> Result<Option<i64>, UpError> {
     let token = credentials.token(IMPORT_SUBJECT, &["admin"], Duration::from_secs(600))?;
-    let channel = clinic_testkit::auth::authed(
+    let channel = clinic_dev_keys::bearer::authed(
         clinic_client::channel(&defaults::uri(options.ports.envoy)).expect("valid URI"),
         &token,
     );

@@ -2,6 +2,12 @@
 //! studies-service and the gateway, in-process, each on a fixed port of its
 //! own so any of them can be stopped and started again where clients expect
 //! it, all on one fresh database.
+//!
+//! # Layout
+//! This file: [`TestSystem`] (start, stop and restart each process; clients
+//! of each) and [`Mtls`]. The tests: `tests/system/` (one binary, a module
+//! per concern: studies, the cascade, the gateway, security, audit, replicas)
+//! and `tests/tree.rs` (the shape of the source tree).
 
 use std::{
     net::SocketAddr,

@@ -8,14 +8,11 @@ use std::{
 };
 
 use clinic_auth::AuthSettings;
-use tonic::{
-    Request, Status,
-    metadata::{Ascii, MetadataValue},
-    service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
-};
+use tonic::transport::Channel;
 
-use crate::keys::{self, SigningKey};
+use clinic_dev_keys::{self as keys, SigningKey};
+
+pub use clinic_dev_keys::bearer::{Authed, Bearer, authed};
 
 /// The issuer test tokens carry.
 pub const ISSUER: &str = "clinic-test";
@@ -107,32 +104,6 @@ impl Default for TestAuth {
 pub fn shared() -> &'static TestAuth {
     static SHARED: OnceLock<TestAuth> = OnceLock::new();
     SHARED.get_or_init(TestAuth::new)
-}
-
-/// Adds `authorization: Bearer <token>` to every request.
-#[derive(Debug, Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
-
-impl Bearer {
-    /// Carries `token`.
-    pub fn new(token: &str) -> Self {
-        Self(format!("Bearer {token}").parse().expect("a token is ASCII"))
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-/// A channel whose every request carries a token.
-pub type Authed = InterceptedService<Channel, Bearer>;
-
-/// `channel` with every request carrying `token`.
-pub fn authed(channel: Channel, token: &str) -> Authed {
-    InterceptedService::new(channel, Bearer::new(token))
 }
 
 /// `channel` carrying an admin token of the shared key (subject `test-admin`).

@@ -10,21 +10,17 @@
 //! # Layout
 //! - [`mod@assert`]: checking error statuses the way clients do.
 //! - [`auth`]: a trusted signing key, tokens for any role, clients carrying one.
-//! - [`keys`]: signing keys, JWKS documents, tokens and TLS certificates.
-//! - [`cluster`]: finding the binaries, starting, stopping and reaping a cluster.
-//! - [`provision`]: the roles and schemas each service expects to find.
+//! - [`keys`], [`cluster`], [`provision`]: re-exported from `clinic-dev-keys`
+//!   and `clinic-pg-cluster`, which the dev tool uses too.
 //! - [`service`]: test service settings and running a server in a test.
 //! - [`testdb`]: one fresh database per test, on `DATABASE_URL` or a shared cluster.
 
 pub mod assert;
 pub mod auth;
-pub mod cluster;
-pub mod keys;
-pub mod provision;
 pub mod service;
 pub mod testdb;
 
-pub use cluster::PgCluster;
-pub use provision::ServiceRole;
+pub use clinic_dev_keys as keys;
+pub use clinic_pg_cluster::{PgCluster, ServiceRole, cluster, provision};
 pub use service::{Running, service_config};
 pub use testdb::TestDb;

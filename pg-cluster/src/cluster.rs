@@ -185,7 +185,7 @@ impl PgCluster {
         if self.data.join(TLS_KEY).exists() {
             return Ok(());
         }
-        let certs = crate::keys::certificates(&[]).map_err(|e| io::Error::other(e.0))?;
+        let certs = clinic_dev_keys::certificates(&[]).map_err(|e| io::Error::other(e.0))?;
         for (name, contents, mode) in [
             (TLS_CA, &certs.ca_pem, 0o644),
             (TLS_CERT, &certs.cert_pem, 0o644),

@@ -1,7 +1,14 @@
 //! Signing keys, JWKS documents, tokens and TLS certificates for local runs
 //! and tests: what an identity provider and a certificate authority would
 //! supply in production, made here with maintained crates (rcgen for keys
-//! and certificates, jsonwebtoken for tokens).
+//! and certificates, jsonwebtoken for tokens). The dev tool (`clinic-dev`)
+//! and the test kit both use it.
+//!
+//! # Layout
+//! This file: [`SigningKey`], [`jwks`] documents, [`claims`] of tokens, and
+//! [`certificates`] of a throwaway CA; [`bearer`]: clients carrying a token.
+
+pub mod bearer;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
