@@ -1,5 +1,5 @@
 """Configuration is declared once, in the code: every binary's `--help` lists
-each environment variable it reads with its default. The README, the compose
+each environment variable it reads with its default. docs/configuration.md, the compose
 file and `.env.example` may only name variables the code knows, with the
 code's defaults, so none of them can drift from it."""
 
@@ -39,13 +39,16 @@ def known() -> dict:
     return {binary: settings(binary) for binary in BINARIES}
 
 
-def readme_variables() -> set:
+def configuration() -> str:
+    """The configuration guide, where every setting is documented."""
+    return (ROOT / "docs" / "configuration.md").read_text()
+
+
+def documented_variables() -> set:
     """Every upper-case name in backticks in the first column of the
-    README's configuration tables."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    configuration guide's tables."""
     names = set()
-    for line in section.splitlines():
+    for line in configuration().splitlines():
         if line.startswith("| `"):
             names.update(re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1]))
     return names
@@ -62,22 +65,22 @@ def test_every_binary_lists_its_variables_with_their_defaults():
             assert code[binary][shared] is not None, (binary, shared)
 
 
-def test_the_readme_documents_every_variable_and_only_those_the_code_knows():
+def test_the_configuration_guide_documents_every_variable_and_only_those_the_code_knows():
     code = set().union(*(v.keys() for v in known().values()))
-    documented = readme_variables()
+    documented = documented_variables()
     assert documented - code - ALSO_READ == set(), "documented but unknown to the code"
     assert code - documented == set(), "read by the code but not documented"
 
 
-def test_the_readmes_defaults_are_the_codes():
-    text = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+def test_the_configuration_guides_defaults_are_the_codes():
+    text = configuration()
     for binary, variables in known().items():
         for name, default in variables.items():
             if default is None:
                 continue
             rows = [l for l in text.splitlines() if l.startswith(f"| `{name}`")]
             assert rows, name
-            assert any(f"`{default}`" in row for row in rows), f"{binary}: README's default of {name} is not `{default}`"
+            assert any(f"`{default}`" in row for row in rows), f"{binary}: docs/configuration.md's default of {name} is not `{default}`"
 
 
 def test_compose_sets_only_variables_its_service_knows():
