@@ -28,9 +28,15 @@ ALLOWED_ORIGIN = "https://app.clinic.example"
 READY = re.compile(r"clinic-dev: ready on localhost:(\d+)")
 
 
+_HANDED_OUT = set()
+
+
 def free_port() -> int:
     """A free port for a server that binds it later, picked below the kernel's
-    ephemeral range so no outgoing connection can take it meanwhile."""
+    ephemeral range so no outgoing connection can take it meanwhile, and
+    never one handed out before in this session (two picks of the same free
+    port for one stack made a service fail to bind, once in a few hundred
+    stacks)."""
     import random
 
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
@@ -38,9 +44,12 @@ def free_port() -> int:
     floor = min(10000, low - 1000)
     for _ in range(200):
         port = random.randrange(floor, low)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
+                _HANDED_OUT.add(port)
                 return port
             except OSError:
                 continue

@@ -76,7 +76,7 @@ fn micros(t: &Option<prost_types::Timestamp>) -> i64 {
 
 impl AuditAggregate {
     async fn list(&self, req: pb::ListAuditEventsRequest) -> Result<pb::ListAuditEventsResponse, Error> {
-        let filter = AuditFilter::parse(&req).map_err(Error::Invalid)?;
+        let filter = AuditFilter::parse(&req).map_err(Error::from)?;
         let size = filter.size as usize;
         let cursor = if req.page_token.is_empty() {
             let now = Utc::now().timestamp_micros();

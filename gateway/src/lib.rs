@@ -10,11 +10,14 @@
 //! - [`config`]: every setting, declared once.
 //! - [`audit`]: AuditService for both services' trails at once.
 //! - [`startup`]: building and running the gateway.
+//! - [`listing`]: which patients a listing page shows and the calls that
+//!   find them (the patients-first walk for `study_filter`), behind a trait.
 //! - [`view`]: the join of patients and studies (no I/O).
 //! - [`downstream`]: the clients of patients-service and studies-service.
 //! - [`grpc`]: the GatewayService adapter.
 //! - [`error`]: the gateway's error type and its one mapping to gRPC statuses.
 //! - [`health`]: the system's health, mirrored from each service.
+//! - [`site`]: the listing page's static files.
 
 pub mod audit;
 pub mod config;
@@ -22,6 +25,7 @@ pub mod downstream;
 pub mod error;
 pub mod grpc;
 pub mod health;
+pub mod listing;
 pub mod site;
 pub mod startup;
 pub mod view;

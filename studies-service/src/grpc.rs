@@ -42,7 +42,7 @@ impl StudyApi {
     /// refused without asking; the others are asked of patients-service.
     async fn ensure_patient(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()> {
         if self.store.is_deleted_patient(patient).await? {
-            return Err(Error::not_found(patient));
+            return Err(Error::PatientNotFound(patient));
         }
         self.patients.ensure_exists(patient, deadline).await
     }

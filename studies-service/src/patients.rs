@@ -41,7 +41,7 @@ impl PatientDirectory for GrpcPatients {
         let client = clinic_core::bounded!(PatientServiceClient::new(self.0.channel()));
         let message = GetPatientRequest { id: patient.get() };
         match self.0.read(message, deadline, |r| async { client.clone().get_patient(r).await }).await {
-            Err(status) if status.code() == Code::NotFound => Err(Error::not_found(patient)),
+            Err(status) if status.code() == Code::NotFound => Err(Error::PatientNotFound(patient)),
             answer => answer
                 .downstream(self.0.peer(), "checking that the study's patient exists")
                 .map(drop)

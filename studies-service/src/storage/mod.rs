@@ -44,7 +44,9 @@ clinic_pg::table_row!(
 );
 
 fn vocabulary<T>(parse: fn(&str) -> Option<T>, column: &str, value: &str) -> Result<T> {
-    parse(value).ok_or_else(|| Error::corrupt(format!("unknown {column} {value:?} in studies.study")))
+    parse(value).ok_or_else(|| {
+        clinic_pg::api_error::ApiError::corrupt(format!("unknown {column} {value:?} in studies.study")).into()
+    })
 }
 
 impl TryFrom<StudyRow> for Study {
@@ -93,7 +95,7 @@ pub(crate) async fn lock_live_patient(conn: &mut PgConnection, patient: PatientI
             .bind(patient.get())
             .fetch_one(&mut *conn)
             .await?;
-    if deleted { Err(Error::not_found(patient)) } else { Ok(()) }
+    if deleted { Err(Error::PatientNotFound(patient)) } else { Ok(()) }
 }
 
 /// Studies in Postgres.
@@ -354,7 +356,7 @@ impl StudyStore {
             }
             None => {
                 tx.rollback().await?;
-                Err(why_not_written(&self.pool, StudyRow::TABLE, id).await)
+                Err(why_not_written(&self.pool, StudyRow::TABLE, id).await.into())
             }
         }
     }
@@ -364,7 +366,7 @@ impl StudyStore {
         if durable(delete_if_current(&self.pool, (SCHEMA, StudyRow::TABLE, "patient_id"), id, etag)).await? {
             Ok(())
         } else {
-            Err(why_not_written(&self.pool, StudyRow::TABLE, id).await)
+            Err(why_not_written(&self.pool, StudyRow::TABLE, id).await.into())
         }
     }
 }

@@ -2,12 +2,19 @@
 
 use std::{
     collections::HashSet,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
     time::Duration,
 };
 
 use clinic_client::PatientsPeer;
-use clinic_core::{deadline::Deadline, defaults};
+use clinic_core::{
+    deadline::Deadline,
+    defaults,
+    downstream::{DownstreamError, Peer},
+};
 use clinic_host::service::Process;
 use clinic_proto::studies::v1::{self as pb, study_service_client::StudyServiceClient};
 use clinic_testkit::{
@@ -21,16 +28,30 @@ use studies_service::{
     error::{Error, Result},
     patients::{PatientDirectory, PatientEvents},
 };
-use tonic::transport::Channel;
+use tonic::{Status, transport::Channel};
 
-/// A patient directory that knows a fixed set of patients.
-#[derive(Debug)]
-pub struct KnownPatients(pub HashSet<i64>);
+/// A patient directory that knows the patients a test made (and can be
+/// taken down, as patients-service can).
+#[derive(Debug, Default)]
+pub struct KnownPatients {
+    known: Mutex<HashSet<i64>>,
+    down: AtomicBool,
+}
 
 #[tonic::async_trait]
 impl PatientDirectory for KnownPatients {
     async fn ensure_exists(&self, patient: PatientId, _deadline: Option<Deadline>) -> Result<()> {
-        if self.0.contains(&patient.get()) { Ok(()) } else { Err(Error::not_found(patient)) }
+        if self.down.load(Ordering::SeqCst) {
+            let status = tonic::Status::unavailable("connection refused");
+            return Err(
+                DownstreamError { peer: Peer::Patients, doing: "checking the patient", status }.into()
+            );
+        }
+        if self.known.lock().expect("known lock").contains(&patient.get()) {
+            Ok(())
+        } else {
+            Err(Error::PatientNotFound(patient))
+        }
     }
 }
 
@@ -67,6 +88,9 @@ impl PatientEvents for Outbox {
 /// standing in for patients-service.
 pub struct TestApp {
     pub client: StudyServiceClient<Authed>,
+    /// The stand-in for patients-service.
+    pub patients: Arc<KnownPatients>,
+    next_patient: AtomicI64,
     pub outbox: Arc<Outbox>,
     /// The service's database, for set-ups that look behind the API
     /// (tests/memory.rs).
@@ -87,14 +111,116 @@ pub async fn spawn_app(known: &[i64]) -> TestApp {
         service_token: Default::default(),
     };
     let outbox = Arc::new(Outbox::default());
-    let directory = Arc::new(KnownPatients(known.iter().copied().collect()));
-    let app = Application::build_with(config, directory, outbox.clone()).await.expect("service starts");
+    let directory = Arc::new(KnownPatients::default());
+    directory.known.lock().expect("known lock").extend(known.iter().copied());
+    let app =
+        Application::build_with(config, directory.clone(), outbox.clone()).await.expect("service starts");
     let db_handle = db.clone();
     let server = Running::spawn(app.local_addr(), |shutdown| async move {
         app.run_until(shutdown).await.expect("service runs")
     });
     let channel = Channel::from_shared(server.uri()).unwrap().connect().await.expect("connects");
-    TestApp { client: StudyServiceClient::new(admin(channel)), outbox, db: db_handle, _server: server }
+    TestApp {
+        client: StudyServiceClient::new(admin(channel)),
+        patients: directory,
+        next_patient: AtomicI64::new(1_000),
+        outbox,
+        db: db_handle,
+        _server: server,
+    }
+}
+
+/// A patient the stand-in knows.
+#[derive(Debug, Clone, Copy)]
+pub struct Patient {
+    /// Its id.
+    pub id: i64,
+}
+
+#[allow(dead_code)]
+impl TestApp {
+    /// A new patient the directory knows (`_n` names it in the test only).
+    pub async fn create_patient(&self, _n: usize) -> Patient {
+        let id = self.next_patient.fetch_add(1, Ordering::SeqCst);
+        self.patients.known.lock().expect("known lock").insert(id);
+        Patient { id }
+    }
+
+    /// patients-service goes down: every check of a patient is UNAVAILABLE.
+    pub async fn stop_patients(&mut self) {
+        self.patients.down.store(true, Ordering::SeqCst);
+    }
+
+    /// patients-service is back.
+    pub async fn start_patients(&mut self) {
+        self.patients.down.store(false, Ordering::SeqCst);
+    }
+
+    /// CreateStudy.
+    pub async fn create_study(&self, study: pb::Study) -> std::result::Result<pb::Study, Status> {
+        self.create_study_with_id(study, "").await
+    }
+
+    /// CreateStudy with `request_id`.
+    pub async fn create_study_with_id(
+        &self,
+        study: pb::Study,
+        request_id: &str,
+    ) -> std::result::Result<pb::Study, Status> {
+        let request = pb::CreateStudyRequest { study: Some(study), request_id: request_id.into() };
+        self.client.clone().create_study(request).await.map(|r| r.into_inner())
+    }
+
+    /// GetStudy.
+    pub async fn get_study(&self, id: i64) -> std::result::Result<pb::Study, Status> {
+        self.client.clone().get_study(pb::GetStudyRequest { id }).await.map(|r| r.into_inner())
+    }
+
+    /// One page of ListStudies.
+    pub async fn list_studies(
+        &self,
+        patient_ids: &[i64],
+        page_size: i32,
+        page_token: &str,
+    ) -> std::result::Result<pb::ListStudiesResponse, Status> {
+        let request = pb::ListStudiesRequest {
+            page_size,
+            page_token: page_token.into(),
+            patient_ids: patient_ids.to_vec(),
+            ..Default::default()
+        };
+        self.client.clone().list_studies(request).await.map(|r| r.into_inner())
+    }
+
+    /// Every study of `patient_ids` (all when empty), page by page.
+    pub async fn all_studies(&self, patient_ids: &[i64], page_size: i32) -> Vec<pb::Study> {
+        let (mut all, mut token) = (Vec::new(), String::new());
+        loop {
+            let page = self.list_studies(patient_ids, page_size, &token).await.expect("page");
+            all.extend(page.studies);
+            if page.next_page_token.is_empty() {
+                return all;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// UpdateStudy with the mask `paths`.
+    pub async fn update_study(
+        &self,
+        study: pb::Study,
+        paths: &[&str],
+    ) -> std::result::Result<pb::Study, Status> {
+        let update_mask =
+            Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() });
+        let request = pb::UpdateStudyRequest { study: Some(study), update_mask };
+        self.client.clone().update_study(request).await.map(|r| r.into_inner())
+    }
+
+    /// DeleteStudy.
+    pub async fn delete_study(&self, id: i64, etag: &str) -> std::result::Result<(), Status> {
+        self.client.clone().delete_study(pb::DeleteStudyRequest { id, etag: etag.into() }).await.map(|_| ())
+    }
 }
 
 /// A valid study of `patient_id`.
@@ -102,7 +228,7 @@ pub fn study(patient_id: i64) -> pb::Study {
     pb::Study {
         patient_id,
         urgency_level: pb::UrgencyLevel::High.into(),
-        body_part: pb::BodyPart::Chest.into(),
+        body_part: pb::BodyPart::Stomach.into(),
         description: "NO FINDINGS".into(),
         study_type: pb::StudyType::Xray.into(),
         ..Default::default()

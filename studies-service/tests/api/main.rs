@@ -2,5 +2,9 @@
 //! Postgres, with patients-service replaced through the `build_with` seam.
 //! (The tests with every service running live in `system-tests`.)
 
+mod create;
 mod helpers;
+mod hostile;
+mod list;
+mod read_update_delete;
 mod seam;

@@ -1,6 +1,8 @@
 //! Clinic's services together, each on a real socket, against real Postgres,
-//! one fresh database per test: StudyService (which needs patients-service),
-//! the cross-service delete cascade, and the gateway's listing view.
+//! one fresh database per test: StudyService's calls to patients-service,
+//! the cross-service delete cascade, the gateway's listing view, security,
+//! the audit trail and replicas. Each service's own CRUD is tested in its
+//! own crate.
 
 mod audit;
 mod big_data;
@@ -11,7 +13,4 @@ mod mtls;
 mod replicas;
 mod search;
 mod security;
-mod studies_create;
-mod studies_hostile;
-mod studies_list;
-mod studies_read_update_delete;
+mod studies_with_patients;

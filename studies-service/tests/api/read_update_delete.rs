@@ -1,23 +1,25 @@
 use clinic_proto::studies::v1 as pb;
 use tonic::Code;
 
-use system_tests::{assert_invalid, reason, spawn_system, study};
+use clinic_testkit::assert::{assert_invalid, reason};
+
+use crate::helpers::{spawn_app, study};
 
 #[tokio::test]
 async fn get_study_of_an_unknown_id_is_not_found_and_bad_ids_are_invalid() {
-    let system = spawn_system().await;
-    let status = system.get_study(4242).await.unwrap_err();
+    let app = spawn_app(&[]).await;
+    let status = app.get_study(4242).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(reason(&status), "STUDY_NOT_FOUND");
     assert!(status.message().contains("study") && status.message().contains("4242"));
-    assert_invalid(system.get_study(0).await, &["id"]);
+    assert_invalid(app.get_study(0).await, &["id"]);
 }
 
 #[tokio::test]
 async fn update_changes_only_masked_fields_and_every_update_changes_the_etag() {
-    let system = spawn_system().await;
-    let patient = system.create_patient(1).await;
-    let original = system.create_study(study(patient.id)).await.unwrap();
+    let app = spawn_app(&[]).await;
+    let patient = app.create_patient(1).await;
+    let original = app.create_study(study(patient.id)).await.unwrap();
     let change = pb::Study {
         id: original.id,
         body_part: pb::BodyPart::Neck.into(),
@@ -25,7 +27,7 @@ async fn update_changes_only_masked_fields_and_every_update_changes_the_etag() {
         ..Default::default()
     };
 
-    let updated = system.update_study(change, &["body_part"]).await.unwrap();
+    let updated = app.update_study(change, &["body_part"]).await.unwrap();
 
     assert_eq!(updated.body_part(), pb::BodyPart::Neck);
     assert_eq!(updated.description, original.description);
@@ -37,16 +39,16 @@ async fn update_changes_only_masked_fields_and_every_update_changes_the_etag() {
 
 #[tokio::test]
 async fn update_with_an_empty_mask_changes_every_set_field() {
-    let system = spawn_system().await;
-    let patient = system.create_patient(1).await;
-    let original = system.create_study(study(patient.id)).await.unwrap();
+    let app = spawn_app(&[]).await;
+    let patient = app.create_patient(1).await;
+    let original = app.create_study(study(patient.id)).await.unwrap();
     let change = pb::Study {
         id: original.id,
         urgency_level: pb::UrgencyLevel::Low.into(),
         description: "UNUSUAL RATIO".into(),
         ..Default::default()
     };
-    let updated = system.update_study(change, &[]).await.unwrap();
+    let updated = app.update_study(change, &[]).await.unwrap();
     assert_eq!(updated.urgency_level(), pb::UrgencyLevel::Low);
     assert_eq!(updated.description, "UNUSUAL RATIO");
     assert_eq!(updated.body_part(), pb::BodyPart::Stomach);
@@ -54,32 +56,32 @@ async fn update_with_an_empty_mask_changes_every_set_field() {
 
 #[tokio::test]
 async fn update_rejects_unknown_paths_output_only_paths_and_unspecified_values() {
-    let system = spawn_system().await;
-    let patient = system.create_patient(1).await;
-    let original = system.create_study(study(patient.id)).await.unwrap();
+    let app = spawn_app(&[]).await;
+    let patient = app.create_patient(1).await;
+    let original = app.create_study(study(patient.id)).await.unwrap();
     for paths in [&["type"][..], &["etag"], &["id"], &["create_time"]] {
         let change = pb::Study { id: original.id, description: "x".into(), ..Default::default() };
-        assert_invalid(system.update_study(change, paths).await, &["update_mask"]);
+        assert_invalid(app.update_study(change, paths).await, &["update_mask"]);
     }
     let change = pb::Study { id: original.id, ..Default::default() };
-    assert_invalid(system.update_study(change, &["study_type"]).await, &["study.study_type"]);
-    assert_eq!(system.get_study(original.id).await.unwrap(), original);
+    assert_invalid(app.update_study(change, &["study_type"]).await, &["study.study_type"]);
+    assert_eq!(app.get_study(original.id).await.unwrap(), original);
 }
 
 #[tokio::test]
 async fn moving_a_study_checks_the_new_patient() {
-    let system = spawn_system().await;
-    let (a, b) = (system.create_patient(1).await, system.create_patient(2).await);
-    let original = system.create_study(study(a.id)).await.unwrap();
+    let app = spawn_app(&[]).await;
+    let (a, b) = (app.create_patient(1).await, app.create_patient(2).await);
+    let original = app.create_study(study(a.id)).await.unwrap();
 
-    let status = system
+    let status = app
         .update_study(pb::Study { id: original.id, patient_id: 99999, ..Default::default() }, &["patient_id"])
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(reason(&status), "PATIENT_NOT_FOUND");
 
-    let moved = system
+    let moved = app
         .update_study(pb::Study { id: original.id, patient_id: b.id, ..Default::default() }, &["patient_id"])
         .await
         .unwrap();
@@ -88,10 +90,10 @@ async fn moving_a_study_checks_the_new_patient() {
 
 #[tokio::test]
 async fn stale_etags_abort_updates_and_deletes() {
-    let system = spawn_system().await;
-    let patient = system.create_patient(1).await;
-    let original = system.create_study(study(patient.id)).await.unwrap();
-    let current = system
+    let app = spawn_app(&[]).await;
+    let patient = app.create_patient(1).await;
+    let original = app.create_study(study(patient.id)).await.unwrap();
+    let current = app
         .update_study(pb::Study { id: original.id, description: "first".into(), ..Default::default() }, &[])
         .await
         .unwrap();
@@ -102,22 +104,22 @@ async fn stale_etags_abort_updates_and_deletes() {
         etag: original.etag.clone(),
         ..Default::default()
     };
-    let status = system.update_study(stale, &[]).await.unwrap_err();
+    let status = app.update_study(stale, &[]).await.unwrap_err();
     assert_eq!(status.code(), Code::Aborted);
     assert_eq!(reason(&status), "ETAG_MISMATCH");
 
-    let status = system.delete_study(original.id, &original.etag).await.unwrap_err();
+    let status = app.delete_study(original.id, &original.etag).await.unwrap_err();
     assert_eq!(status.code(), Code::Aborted);
-    assert_eq!(system.get_study(original.id).await.unwrap(), current);
+    assert_eq!(app.get_study(original.id).await.unwrap(), current);
 
-    system.delete_study(original.id, &current.etag).await.unwrap();
-    assert_eq!(system.get_study(original.id).await.unwrap_err().code(), Code::NotFound);
+    app.delete_study(original.id, &current.etag).await.unwrap();
+    assert_eq!(app.get_study(original.id).await.unwrap_err().code(), Code::NotFound);
 }
 
 #[tokio::test]
 async fn deleting_an_unknown_study_is_not_found() {
-    let system = spawn_system().await;
-    let status = system.delete_study(777, "").await.unwrap_err();
+    let app = spawn_app(&[]).await;
+    let status = app.delete_study(777, "").await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(reason(&status), "STUDY_NOT_FOUND");
 }

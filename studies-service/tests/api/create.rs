@@ -1,16 +1,18 @@
 use clinic_proto::studies::v1 as pb;
 use tonic::Code;
 
-use system_tests::{assert_invalid, assert_no_internals, reason, spawn_system, study};
+use clinic_testkit::assert::{assert_invalid, assert_no_internals, reason};
+
+use crate::helpers::{spawn_app, study};
 
 #[tokio::test]
 async fn create_study_returns_the_stored_study_with_server_assigned_fields() {
-    let system = spawn_system().await;
-    let patient = system.create_patient(1).await;
+    let app = spawn_app(&[]).await;
+    let patient = app.create_patient(1).await;
     let mut input = study(patient.id);
     input.id = 555;
 
-    let created = system.create_study(input).await.unwrap();
+    let created = app.create_study(input).await.unwrap();
 
     assert!(created.id > 0 && created.id != 555);
     assert_eq!(created.patient_id, patient.id);
@@ -19,13 +21,13 @@ async fn create_study_returns_the_stored_study_with_server_assigned_fields() {
     assert_eq!(created.study_type(), pb::StudyType::Xray);
     assert_eq!(created.description, "NO FINDINGS");
     assert!(created.create_time.is_some() && created.update_time.is_some() && !created.etag.is_empty());
-    assert_eq!(system.get_study(created.id).await.unwrap(), created);
+    assert_eq!(app.get_study(created.id).await.unwrap(), created);
 }
 
 #[tokio::test]
 async fn every_vocabulary_value_can_be_stored_and_read_back() {
-    let system = spawn_system().await;
-    let patient = system.create_patient(1).await;
+    let app = spawn_app(&[]).await;
+    let patient = app.create_patient(1).await;
     let body_parts = (1..100).filter_map(|n| pb::BodyPart::try_from(n).ok());
     let types = (1..100).filter_map(|n| pb::StudyType::try_from(n).ok()).cycle();
     let urgencies =
@@ -37,8 +39,8 @@ async fn every_vocabulary_value_can_be_stored_and_read_back() {
             urgency_level: urgency.into(),
             ..study(patient.id)
         };
-        let created = system.create_study(input).await.unwrap();
-        let read = system.get_study(created.id).await.unwrap();
+        let created = app.create_study(input).await.unwrap();
+        let read = app.get_study(created.id).await.unwrap();
         assert_eq!(
             (read.body_part(), read.study_type(), read.urgency_level()),
             (body_part, study_type, urgency)
@@ -49,8 +51,8 @@ async fn every_vocabulary_value_can_be_stored_and_read_back() {
 /// Each rule on its own: exactly one violation, naming the broken field.
 #[tokio::test]
 async fn create_study_reports_one_violation_per_broken_field() {
-    let system = spawn_system().await;
-    let patient = system.create_patient(1).await;
+    let app = spawn_app(&[]).await;
+    let patient = app.create_patient(1).await;
     let long = "x".repeat(2001);
     type Breaker = Box<dyn Fn(&mut pb::Study)>;
     let cases: Vec<(&str, Breaker)> = vec![
@@ -69,17 +71,17 @@ async fn create_study_reports_one_violation_per_broken_field() {
     for (field, break_it) in cases {
         let mut input = study(patient.id);
         break_it(&mut input);
-        assert_invalid(system.create_study(input).await, &[field]);
+        assert_invalid(app.create_study(input).await, &[field]);
     }
-    assert!(system.all_studies(&[], 100).await.is_empty(), "nothing was written");
+    assert!(app.all_studies(&[], 100).await.is_empty(), "nothing was written");
 }
 
 #[tokio::test]
 async fn create_study_reports_every_broken_field_at_once() {
-    let system = spawn_system().await;
+    let app = spawn_app(&[]).await;
     let input = pb::Study { patient_id: -1, description: " ".into(), ..Default::default() };
     assert_invalid(
-        system.create_study(input).await,
+        app.create_study(input).await,
         &[
             "study.patient_id",
             "study.urgency_level",
@@ -92,30 +94,30 @@ async fn create_study_reports_every_broken_field_at_once() {
 
 #[tokio::test]
 async fn create_study_for_a_patient_that_does_not_exist_is_not_found() {
-    let system = spawn_system().await;
-    let status = system.create_study(study(987654)).await.unwrap_err();
+    let app = spawn_app(&[]).await;
+    let status = app.create_study(study(987654)).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(reason(&status), "PATIENT_NOT_FOUND");
     assert!(status.message().contains("987654"), "{}", status.message());
-    assert!(system.all_studies(&[], 100).await.is_empty());
+    assert!(app.all_studies(&[], 100).await.is_empty());
 }
 
 #[tokio::test]
 async fn create_study_with_a_repeated_request_id_returns_the_first_study() {
-    let system = spawn_system().await;
-    let patient = system.create_patient(1).await;
-    let first = system.create_study_with_id(study(patient.id), "study-req-1").await.unwrap();
-    let again = system.create_study_with_id(study(patient.id), "study-req-1").await.unwrap();
+    let app = spawn_app(&[]).await;
+    let patient = app.create_patient(1).await;
+    let first = app.create_study_with_id(study(patient.id), "study-req-1").await.unwrap();
+    let again = app.create_study_with_id(study(patient.id), "study-req-1").await.unwrap();
     assert_eq!(again, first);
-    assert_eq!(system.all_studies(&[], 100).await.len(), 1);
+    assert_eq!(app.all_studies(&[], 100).await.len(), 1);
 }
 
 #[tokio::test]
 async fn concurrent_creates_with_one_request_id_create_one_study() {
-    let system = spawn_system().await;
-    let patient = system.create_patient(1).await;
+    let app = spawn_app(&[]).await;
+    let patient = app.create_patient(1).await;
     let attempts = (0..10).map(|_| {
-        let client = system.study_client.clone();
+        let client = app.client.clone();
         let input = study(patient.id);
         tokio::spawn(async move {
             client
@@ -128,34 +130,17 @@ async fn concurrent_creates_with_one_request_id_create_one_study() {
     let ids: std::collections::HashSet<i64> =
         futures::future::join_all(attempts).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
     assert_eq!(ids.len(), 1);
-    assert_eq!(system.all_studies(&[], 100).await.len(), 1);
-}
-
-#[tokio::test]
-async fn create_study_while_patients_service_is_down_is_unavailable_and_writes_nothing() {
-    let mut system = spawn_system().await;
-    let patient = system.create_patient(1).await;
-    system.stop_patients().await;
-
-    let status = system.create_study(study(patient.id)).await.unwrap_err();
-
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(reason(&status), "PATIENTS_SERVICE_UNAVAILABLE");
-    assert_no_internals(&status);
-    assert!(system.all_studies(&[], 100).await.is_empty(), "nothing was written");
-
-    system.start_patients().await;
-    system.create_study(study(patient.id)).await.expect("works again once patients-service is back");
+    assert_eq!(app.all_studies(&[], 100).await.len(), 1);
 }
 
 /// A key reused by mistake must never attach one request's answer to another.
 #[tokio::test]
 async fn a_request_id_reused_with_another_study_is_refused_and_creates_nothing() {
-    let system = spawn_system().await;
-    let patient = system.create_patient(1).await;
-    let other = system.create_patient(2).await;
-    let first = system.create_study_with_id(study(patient.id), "study-key").await.unwrap();
-    let reused = system
+    let app = spawn_app(&[]).await;
+    let patient = app.create_patient(1).await;
+    let other = app.create_patient(2).await;
+    let first = app.create_study_with_id(study(patient.id), "study-key").await.unwrap();
+    let reused = app
         .create_study_with_id(study(other.id), "study-key")
         .await
         .expect_err("another study under the same key");
@@ -163,7 +148,24 @@ async fn a_request_id_reused_with_another_study_is_refused_and_creates_nothing()
     assert_eq!(reason(&reused), "REQUEST_ID_REUSED");
     let mut changed = study(patient.id);
     changed.description = "ANOTHER READING".into();
-    let reused = system.create_study_with_id(changed, "study-key").await.expect_err("another description");
+    let reused = app.create_study_with_id(changed, "study-key").await.expect_err("another description");
     assert_eq!(reason(&reused), "REQUEST_ID_REUSED");
-    assert_eq!(system.all_studies(&[], 100).await, vec![first]);
+    assert_eq!(app.all_studies(&[], 100).await, vec![first]);
+}
+
+#[tokio::test]
+async fn create_study_while_patients_service_is_down_is_unavailable_and_writes_nothing() {
+    let mut app = spawn_app(&[]).await;
+    let patient = app.create_patient(1).await;
+    app.stop_patients().await;
+
+    let status = app.create_study(study(patient.id)).await.unwrap_err();
+
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason(&status), "PATIENTS_SERVICE_UNAVAILABLE");
+    assert_no_internals(&status);
+    assert!(app.all_studies(&[], 100).await.is_empty(), "nothing was written");
+
+    app.start_patients().await;
+    app.create_study(study(patient.id)).await.expect("works again once patients-service is back");
 }
