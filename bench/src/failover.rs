@@ -9,11 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clinic_dev_keys::bearer::authed;
 use clinic_devstack::stack;
 use clinic_proto::patients::v1::{
     CreatePatientRequest, Patient, patient_service_client::PatientServiceClient,
 };
-use clinic_testkit::auth::authed;
 use serde_json::json;
 use sqlx::ConnectOptions;
 use tonic::Code;

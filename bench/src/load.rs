@@ -128,7 +128,7 @@ pub fn spread(worker: usize, seq: u64, n: u64) -> u64 {
 /// GetPatient `id`, as the holder of `bearer`.
 pub async fn get_patient(channel: Channel, bearer: Arc<str>, id: i64) -> Result<(), tonic::Status> {
     use clinic_proto::patients::v1::{GetPatientRequest, patient_service_client::PatientServiceClient};
-    PatientServiceClient::new(clinic_testkit::auth::authed(channel, &bearer))
+    PatientServiceClient::new(clinic_dev_keys::bearer::authed(channel, &bearer))
         .get_patient(GetPatientRequest { id })
         .await
         .map(|_| ())

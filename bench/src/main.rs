@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - this file: the scenarios, the report and its table.
+//! - `scenarios`: each scenario of the main run, one function each.
 //! - `load`: the load generator (fixed concurrency, HDR histograms).
 //! - `pgbench`: the physical baseline on the same tables.
 //! - `auth`: what identity and the audit trail cost.
@@ -18,12 +19,12 @@ mod failover;
 mod health;
 mod load;
 mod pgbench;
+mod scenarios;
 mod target;
 mod tracing_sink;
 
 use std::{
     path::PathBuf,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -32,19 +33,10 @@ use clinic_devstack::{
     ports::Ports,
     stack::{self, UpOptions},
 };
-use clinic_proto::{
-    gateway::v1::{ListPatientsWithStudiesRequest, gateway_service_client::GatewayServiceClient},
-    patients::v1::{
-        CreatePatientRequest, ListPatientsRequest, Patient, patient_service_client::PatientServiceClient,
-    },
-    studies::v1::{ListStudiesRequest, study_service_client::StudyServiceClient},
-};
+use clinic_pg_cluster::cluster::{find_bin_dir, free_port};
 use clinic_telemetry::{LOG_FILTER_ARG, LogSettings};
-use clinic_testkit::{
-    auth::authed,
-    cluster::{find_bin_dir, free_port},
-};
 use load::{Load, Outcome};
+use scenarios::{Scenarios, deep_token, listing_first_page};
 use serde_json::json;
 use sqlx::ConnectOptions;
 
@@ -140,70 +132,6 @@ async fn preload(admin: &str, patients: u64) -> Result<(), sqlx::Error> {
         sqlx::raw_sql(table).execute(&mut conn).await?;
     }
     Ok(())
-}
-
-/// Runs a scenario and records the cores each process group used meanwhile.
-async fn measured<F, Fut>(
-    name: &str,
-    channels: &[tonic::transport::Channel],
-    load: Load,
-    processes: &[(&str, Option<u32>)],
-    cpu: &mut Vec<(String, std::collections::BTreeMap<String, f64>)>,
-    call: F,
-) -> Outcome
-where
-    F: Fn(tonic::transport::Channel, usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
-{
-    let before = cpu::snapshot(processes);
-    let started = Instant::now();
-    let outcome = load::run(name, channels, load, call).await;
-    let after = cpu::snapshot(processes);
-    cpu.push((name.to_owned(), cpu::cores_used(&before, &after, started.elapsed().as_secs_f64())));
-    outcome
-}
-
-/// The first page of the listing view, 50 patients with their studies
-/// (only those with a study matching `study_filter`, when given).
-async fn listing_first_page(
-    channel: tonic::transport::Channel,
-    token: Arc<str>,
-    study_filter: &'static str,
-) -> Result<(), tonic::Status> {
-    GatewayServiceClient::new(authed(channel, &token))
-        .list_patients_with_studies(ListPatientsWithStudiesRequest {
-            page_size: 50,
-            page_token: String::new(),
-            study_filter: study_filter.into(),
-            ..Default::default()
-        })
-        .await
-        .map(|_| ())
-}
-
-/// A ListPatients token for a page near the end of the collection.
-async fn deep_token(
-    channel: tonic::transport::Channel,
-    token: &str,
-    patients: u64,
-) -> Result<String, tonic::Status> {
-    let mut client = PatientServiceClient::new(authed(channel, token));
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_patients(ListPatientsRequest {
-                page_size: 1000,
-                page_token: token.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        let last = page.patients.last().map_or(0, |p| p.id) as u64;
-        if page.next_page_token.is_empty() || last + 1000 >= patients {
-            return Ok(page.next_page_token);
-        }
-        token = page.next_page_token;
-    }
 }
 
 /// One scenario's line of the report: what it measured, what it is
@@ -353,69 +281,29 @@ async fn measure(
     // One identity per worker, as many users call a clinic: a caller's share
     // of a service is MAX_IN_FLIGHT_PER_CALLER calls at once.
     let bearers = auth::Bearers::mint(running.credentials(), args.concurrency * 4)?;
-    let bearer = bearers.of(0);
-    let get = {
-        let bearers = bearers.clone();
-        move |channel, worker, seq| {
-            load::get_patient(channel, bearers.of(worker), 1 + load::spread(worker, seq, n) as i64)
-        }
-    };
-    let list = {
-        let bearers = bearers.clone();
-        move |channel, worker, _| {
-            let bearer = bearers.of(worker);
-            async move {
-                PatientServiceClient::new(authed(channel, &bearer))
-                    .list_patients(ListPatientsRequest {
-                        page_size: 50,
-                        page_token: String::new(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| ())
-            }
-        }
-    };
-    let listing_page = {
-        let bearers = bearers.clone();
-        move |channel, worker, _| listing_first_page(channel, bearers.of(worker), "")
-    };
-    let search = |filter: &'static str, order_by: &'static str| {
-        let bearers = bearers.clone();
-        move |channel, worker, _| {
-            let bearer = bearers.of(worker);
-            async move {
-                PatientServiceClient::new(authed(channel, &bearer))
-                    .list_patients(ListPatientsRequest {
-                        page_size: 50,
-                        filter: filter.into(),
-                        order_by: order_by.into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| ())
-            }
-        }
-    };
-    let token = deep_token(direct[0].clone(), &bearer, n).await?;
+    let token = deep_token(direct[0].clone(), &bearers.of(0), n).await?;
     let verification = auth::verification_cost(running.credentials())?;
     println!(
         "token verification: {:.1} µs with a signature check, {:.2} µs from the cache",
         verification.uncached_us, verification.cached_us
     );
-    let run_id = rand::random::<u32>();
-
-    let processes: Vec<(&str, Option<u32>)> = ["patients-service", "studies-service", "gateway", "envoy"]
-        .iter()
-        .map(|s| (*s, running.pid(s)))
-        .collect();
-    let mut cpu = Vec::new();
+    let mut scenarios = Scenarios {
+        load,
+        direct: direct.clone(),
+        bearers,
+        patients: n,
+        processes: ["patients-service", "studies-service", "gateway", "envoy"]
+            .iter()
+            .map(|s| (*s, running.pid(s)))
+            .collect(),
+        cpu: Vec::new(),
+    };
     println!(
         "running scenarios, {} s each, {} in flight over {} connections...",
         args.seconds, args.concurrency, args.connections
     );
     let audit_before = auth::audit_writes(&admin).await?;
-    let get_direct = measured("get_patient_direct", &direct, load, &processes, &mut cpu, get.clone()).await;
+    let get_direct = scenarios.get_patient("get_patient_direct", &direct, load).await;
     let audit_after = auth::audit_writes(&admin).await?;
     let audited = audit_after.since(&audit_before);
     println!(
@@ -428,141 +316,38 @@ async fn measure(
     // pays a signature check; fewer for seconds-long smoke runs.
     let fresh_tokens =
         auth::token_pool(running.credentials(), (2_000 * args.seconds as usize).clamp(2_000, 15_000))?;
-    let get_fresh = measured(
-        "get_patient_direct_new_tokens",
-        &direct,
-        load,
-        &processes,
-        &mut cpu,
-        move |channel, worker: usize, seq: u64| {
-            let token = fresh_tokens[(seq as usize * 64 + worker) % fresh_tokens.len()].clone();
-            load::get_patient(channel, token, 1 + load::spread(worker, seq, n) as i64)
-        },
-    )
-    .await;
-    let get_envoy = measured("get_patient_envoy", &envoy, load, &processes, &mut cpu, get.clone()).await;
-    let watched: Vec<u16> = vec![ports.patients, ports.studies, ports.gateway];
-    let watchers = health::watch(&watched);
+    let get_fresh = scenarios.get_patient_new_tokens(fresh_tokens).await;
+    let get_envoy = scenarios.get_patient("get_patient_envoy", &envoy, load).await;
+    let watchers = health::watch(&[ports.patients, ports.studies, ports.gateway]);
     let overload_load = Load {
         concurrency: args.concurrency * 4,
         duration: Duration::from_secs(args.overload_seconds.min(args.seconds.max(1) * 3).max(1)),
         ..load
     };
-    let overload = measured("overload", &envoy, overload_load, &processes, &mut cpu, get).await;
+    let overload = scenarios.get_patient("overload", &envoy, overload_load).await;
     let not_serving = watchers.stop().await;
-    let list_first = measured("list_patients", &direct, load, &processes, &mut cpu, list).await;
-    let deep_bearers = bearers.clone();
-    let deep = measured(
-        "list_patients_deep_page",
-        &direct,
-        load,
-        &processes,
-        &mut cpu,
-        move |channel, worker, _| {
-            let page_token = token.clone();
-            let bearer = deep_bearers.of(worker);
-            async move {
-                PatientServiceClient::new(authed(channel, &bearer))
-                    .list_patients(ListPatientsRequest { page_size: 50, page_token, ..Default::default() })
-                    .await
-                    .map(|_| ())
-            }
-        },
-    )
-    .await;
-    let listing =
-        measured("list_patients_with_studies", &envoy, load, &processes, &mut cpu, listing_page.clone())
-            .await;
-    let name_prefix = measured(
-        "search_name_prefix",
-        &direct,
-        load,
-        &processes,
-        &mut cpu,
-        search(r#"last_name = "gar*""#, ""),
-    )
-    .await;
-    let birth_range = measured(
-        "search_birth_range_by_last_name",
-        &direct,
-        load,
-        &processes,
-        &mut cpu,
-        search(r#"birth_date >= "1980-01-01" AND birth_date < "1990-01-01""#, "last_name"),
-    )
-    .await;
-    let listing_high = {
-        let bearers = bearers.clone();
-        measured(
-            "listing_study_filter_high",
-            &envoy,
-            load,
-            &processes,
-            &mut cpu,
-            move |channel, worker, _| listing_first_page(channel, bearers.of(worker), "urgency_level = HIGH"),
+    let list_first = scenarios.list_patients("list_patients", "", "", String::new()).await;
+    let deep = scenarios.list_patients("list_patients_deep_page", "", "", token).await;
+    let listing = scenarios.listing("list_patients_with_studies", &envoy, "").await;
+    let name_prefix =
+        scenarios.list_patients("search_name_prefix", r#"last_name = "gar*""#, "", String::new()).await;
+    let birth_range = scenarios
+        .list_patients(
+            "search_birth_range_by_last_name",
+            r#"birth_date >= "1980-01-01" AND birth_date < "1990-01-01""#,
+            "last_name",
+            String::new(),
         )
-        .await
-    };
+        .await;
+    let listing_high = scenarios.listing("listing_study_filter_high", &envoy, "urgency_level = HIGH").await;
     let gateway_direct =
         load::connect(&format!("http://127.0.0.1:{}", ports.gateway), args.connections).await?;
-    let listing_direct = measured(
-        "list_patients_with_studies_direct",
-        &gateway_direct,
-        load,
-        &processes,
-        &mut cpu,
-        listing_page,
-    )
-    .await;
+    let listing_direct = scenarios.listing("list_patients_with_studies_direct", &gateway_direct, "").await;
     let studies_direct =
         load::connect(&format!("http://127.0.0.1:{}", ports.studies), args.connections).await?;
-    let page_ids: Vec<i64> = (1..=50).collect();
-    let studies_bearers = bearers.clone();
-    let studies_batch = measured(
-        "list_studies_50_patients",
-        &studies_direct,
-        load,
-        &processes,
-        &mut cpu,
-        move |channel, worker, _| {
-            let patient_ids = page_ids.clone();
-            let bearer = studies_bearers.of(worker);
-            async move {
-                StudyServiceClient::new(authed(channel, &bearer))
-                    .list_studies(ListStudiesRequest {
-                        page_size: 1000,
-                        page_token: String::new(),
-                        patient_ids,
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| ())
-            }
-        },
-    )
-    .await;
-    let create_bearers = bearers.clone();
-    let create =
-        measured("create_patient", &direct, load, &processes, &mut cpu, move |channel, worker, seq| {
-            let bearer = create_bearers.of(worker);
-            async move {
-                let patient = Patient {
-                    first_name: "Load".into(),
-                    last_name: "Test".into(),
-                    birth_date: "1980-02-29".into(),
-                    email: format!("load-{run_id:x}-{worker}-{seq}@ejemplo.com"),
-                    ..Default::default()
-                };
-                PatientServiceClient::new(authed(channel, &bearer))
-                    .create_patient(CreatePatientRequest {
-                        patient: Some(patient),
-                        request_id: String::new(),
-                    })
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .await;
+    let studies_batch = scenarios.list_studies_50_patients(&studies_direct).await;
+    let create = scenarios.create_patient(rand::random::<u32>()).await;
+    let cpu = scenarios.cpu;
 
     println!("running pgbench on the same tables...");
     let bin = find_bin_dir()?;

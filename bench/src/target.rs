@@ -6,15 +6,17 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use clinic_dev_keys::bearer::authed;
 use clinic_devstack::credentials::DevCredentials;
+use clinic_pg_cluster::cluster::find_bin_dir;
 use clinic_proto::patients::v1::{ListPatientsRequest, patient_service_client::PatientServiceClient};
-use clinic_testkit::{auth::authed, cluster::find_bin_dir};
 use serde_json::json;
 
 use crate::{
-    Args, Row, listing_first_page,
+    Args, Row,
     load::{self, Load},
     pgbench, print_table,
+    scenarios::listing_first_page,
 };
 
 /// Ids of up to `limit` existing patients, to spread GetPatient over.
