@@ -8,8 +8,8 @@ use clinic_client::PeerClient;
 use clinic_core::downstream::Peer;
 use clinic_host::{
     health::Health,
-    public::PublicRoute,
-    server::{self, Guards, ServeError, ServerSettings},
+    public::{JwksRoute, PublicRoute},
+    server::{self, Front, ServeError, ServerSettings},
     service::{self, Process, StartupError},
 };
 use clinic_proto::{
@@ -86,20 +86,23 @@ impl Process for Application {
             self.downstream.clone()
         ))))
         .add_service(clinic_core::bounded!(AuditServiceServer::new(AuditAggregate::new(self.downstream))));
-        let public: Vec<Arc<dyn PublicRoute>> = self
-            .config
-            .web_root
-            .iter()
-            .map(|root| Arc::new(crate::site::Site::new(root)) as Arc<dyn PublicRoute>)
-            .collect();
-        let served = vec![own, clinic_proto::audit::v1::SERVICE_NAME];
-        let guards = Guards { verifier: self.verifier, pool: None, audit: Some(audit), public, served };
+        let served = [own, clinic_proto::audit::v1::SERVICE_NAME];
+        let mut public: Vec<Arc<dyn PublicRoute>> = vec![Arc::new(JwksRoute(self.verifier.clone()))];
+        if let Some(root) = &self.config.web_root {
+            public.push(Arc::new(crate::site::Site::new(root)));
+        }
+        // No database here, so no pool scope: the listing's middleware is
+        // the shared one, its audit events sent to patients-service.
+        let front = Front {
+            middleware: server::rpc_middleware(&served, &self.config.server, self.verifier, audit),
+            public,
+        };
         server::serve_with_tasks(
             self.listener,
             routes,
             health,
             &self.config.server,
-            guards,
+            front,
             background,
             shutdown,
         )

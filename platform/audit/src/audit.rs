@@ -7,7 +7,7 @@
 //! - A write records its event in its own transaction ([`record_in`]): the
 //!   change and its trace commit together or not at all.
 //! - Every other audited rpc (reads, writes that failed, calls refused for
-//!   want of a role) is recorded by [`AuditLayer`] once the rpc has its
+//!   want of a role) is recorded by [`RecordAccess`] once the rpc has its
 //!   outcome, through an [`AuditSink`]: in a service, [`AuditLog`] (group
 //!   commit, one multi-row insert for every event queued meanwhile); in the
 //!   gateway, which holds no data, patients-service's [`AuditIntakeApi`]. The
@@ -16,18 +16,13 @@
 //!   write whose own event rolled back with it (its commit failed) is
 //!   recorded here too, with its failure.
 
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use clinic_proto::audit::{intake::v1 as intake, v1 as pb};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, postgres::PgConnectOptions};
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Code, Request, Response, Status};
-use tower::{Layer, Service};
 
 use clinic_auth::permission;
 use clinic_core::{
@@ -250,7 +245,7 @@ impl AuditLog {
     }
 }
 
-/// Where [`AuditLayer`] records events: a service's own trail
+/// Where [`RecordAccess`] records events: a service's own trail
 /// ([`AuditLog`]), or, for a process that holds no data, another service's
 /// (the gateway's remote sink).
 pub trait AuditSink: std::fmt::Debug + Send + Sync {
@@ -298,35 +293,21 @@ pub fn spawn_pruner(
     })
 }
 
-use clinic_layers::BoxFuture;
+use clinic_layers::{BoxFuture, Middleware, Next};
 
 /// Records the event of every audited rpc that did not record it with its
 /// change, once the rpc has its outcome (also when it failed, or was refused
 /// for want of a role); the reply waits for the event.
 #[derive(Debug, Clone)]
-pub struct AuditLayer {
-    sink: Option<Arc<dyn AuditSink>>,
+pub struct RecordAccess {
+    sink: Arc<dyn AuditSink>,
 }
 
-impl AuditLayer {
-    /// Records through `sink`; `None` for a process that records nothing.
-    pub fn new(sink: Option<Arc<dyn AuditSink>>) -> Self {
+impl RecordAccess {
+    /// Records through `sink`.
+    pub fn new(sink: Arc<dyn AuditSink>) -> Self {
         Self { sink }
     }
-}
-
-impl<S> Layer<S> for AuditLayer {
-    type Service = Audit<S>;
-    fn layer(&self, inner: S) -> Audit<S> {
-        Audit { inner, sink: self.sink.clone() }
-    }
-}
-
-/// The service made by [`AuditLayer`].
-#[derive(Debug, Clone)]
-pub struct Audit<S> {
-    inner: S,
-    sink: Option<Arc<dyn AuditSink>>,
 }
 
 /// The gRPC status of a response: in its headers when the call failed
@@ -340,30 +321,16 @@ pub fn response_code<B>(response: &http::Response<B>) -> Code {
         .map_or(Code::Ok, Code::from_i32)
 }
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Audit<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResBody: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+impl Middleware for RecordAccess {
+    fn call(&self, req: clinic_layers::Request, next: Next) -> BoxFuture<clinic_layers::Response> {
         let audited = permission(req.uri().path()).is_some_and(|p| p.audited);
         let call = req.extensions().get::<Arc<CallContext>>().cloned();
-        let response = self.inner.call(req);
-        let (Some(sink), Some(call), true) = (self.sink.clone(), call, audited) else {
-            return Box::pin(response);
+        let (Some(call), true) = (call, audited) else {
+            return next.run(req);
         };
+        let (sink, response) = (self.sink.clone(), next.run(req));
         Box::pin(async move {
-            let response = response.await?;
+            let response = response.await;
             let code = response_code(&response);
             // Not recorded: a change whose event committed with it; calls of
             // no verified caller (anyone could fill the trail with those;
@@ -373,22 +340,22 @@ where
             // took its event with it, so its failure is recorded here.
             if code == Code::ResourceExhausted {
                 metrics::counter!("audit_unrecorded_shed_total").increment(1);
-                return Ok(response);
+                return response;
             }
             if (call.audited() && code == Code::Ok) || call.identity().is_none() {
-                return Ok(response);
+                return response;
             }
             if sink.append(Event::of(&call, code), call.clone()).await || code != Code::Ok {
                 // A failed call disclosed nothing: its own error says more
                 // than the audit trail's.
-                Ok(response)
+                response
             } else {
-                Ok(errors::with_reason(
+                errors::with_reason(
                     Code::Unavailable,
                     "the access could not be recorded in the audit trail, so it is refused; retry later",
                     AUDIT_UNAVAILABLE,
                 )
-                .into_http())
+                .into_http()
             }
         })
     }

@@ -13,13 +13,12 @@
 //!
 //! # Layout
 //! One file: settings, the [`Verifier`] (keys, cache, reload), the
-//! [`PERMISSIONS`] of every rpc, and the [`AuthLayer`] that enforces them.
+//! [`PERMISSIONS`] of every rpc, and the [`Authenticate`] that enforces them.
 
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
     sync::{Arc, LazyLock, RwLock},
-    task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -29,7 +28,6 @@ use jsonwebtoken::{
     jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse},
 };
 use tonic::Code;
-use tower::{Layer, Service};
 
 use clinic_core::{
     context::{CallContext, Identity, Role},
@@ -377,7 +375,7 @@ pub fn bearer<B>(request: &http::Request<B>) -> Result<&str, Rejection> {
     Ok(token.trim())
 }
 
-use clinic_layers::BoxFuture;
+use clinic_layers::{BoxFuture, Middleware, Next, Request, Response, refuse};
 
 /// Authenticates and authorizes every rpc but health and reflection: no
 /// valid token, UNAUTHENTICATED; a token without the rpc's role,
@@ -385,53 +383,23 @@ use clinic_layers::BoxFuture;
 /// verified caller goes into the call's [`CallContext`] (from the request's
 /// extensions) and the request's extensions.
 #[derive(Debug, Clone)]
-pub struct AuthLayer {
+pub struct Authenticate {
     verifier: Arc<Verifier>,
 }
 
-impl AuthLayer {
+impl Authenticate {
     /// Checks tokens with `verifier`.
     pub fn new(verifier: Arc<Verifier>) -> Self {
         Self { verifier }
     }
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, verifier: self.verifier.clone() }
-    }
-}
-
-/// The service made by [`AuthLayer`].
-#[derive(Debug, Clone)]
-pub struct Auth<S> {
-    inner: S,
-    verifier: Arc<Verifier>,
-}
-
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Auth<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResBody: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+impl Middleware for Authenticate {
+    fn call(&self, mut req: Request, next: Next) -> BoxFuture<Response> {
         let path = req.uri().path();
         if is_open(path) {
-            return Box::pin(self.inner.call(req));
+            return next.run(req);
         }
-        let refuse =
-            |status: tonic::Status| -> Self::Future { Box::pin(std::future::ready(Ok(status.into_http()))) };
         let Some(permission) = permission(path) else {
             return refuse(errors::with_reason(
                 Code::PermissionDenied,
@@ -450,7 +418,7 @@ where
             return refuse(permission_denied(permission.roles));
         }
         req.extensions_mut().insert(identity);
-        Box::pin(self.inner.call(req))
+        next.run(req)
     }
 }
 

@@ -8,22 +8,18 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic_health::{pb::health_server::HealthServer, server::HealthService};
-use tower::ServiceBuilder;
 
 use crate::{
     health::{HEALTH_SERVICE_NAME, Health},
-    public::{JwksRoute, PublicRoute, WithPublicRoutes},
+    public::{PublicRoute, WithPublicRoutes},
 };
-use clinic_audit::audit::{AuditLayer, AuditSink};
-use clinic_auth::{AuthLayer, AuthSettings, Verifier};
+use clinic_audit::audit::{AuditSink, RecordAccess};
+use clinic_auth::{AuthSettings, Authenticate, Verifier};
 use clinic_core::settings::millis;
-use clinic_layers::{
-    DeadlineLayer, InFlightLimitLayer, KnownRpcs, PoolScopeLayer, RequestContextLayer, RpcTraceLayer,
-};
+use clinic_layers::{CallDeadline, InFlightLimit, KnownRpcs, Middleware, RequestContext, RpcTrace, Stack};
 use clinic_telemetry::{LogSettings, MetricsSettings};
 use clinic_tls::{ServerTls, TlsSettings};
 
@@ -92,23 +88,38 @@ pub struct ServerSettings {
     pub tls: TlsSettings,
 }
 
-/// What stands between a caller and the handlers, besides the layers every
-/// process has: who may call (always), and for a service with a database,
-/// its pool and its audit trail; and static files the port also serves.
-#[derive(Debug, Clone)]
-pub struct Guards {
-    /// Verifies tokens; every rpc but health and reflection needs one.
-    pub verifier: Arc<Verifier>,
-    /// The pool database errors are judged against.
-    pub pool: Option<PgPool>,
-    /// Where the audit events of audited rpcs go.
-    pub audit: Option<Arc<dyn AuditSink>>,
-    /// Public routes besides the JWKS every process publishes (the
-    /// gateway's page), answered before any layer.
+/// What a process puts in front of its routes, composed by the process
+/// itself: its middleware, and the public routes answered before them.
+#[derive(Debug, Clone, Default)]
+pub struct Front {
+    /// Outermost first; see [`rpc_middleware`].
+    pub middleware: Vec<Arc<dyn Middleware>>,
+    /// Answered without a token, before any middleware (the JWKS the
+    /// process trusts, the gateway's page).
     pub public: Vec<Arc<dyn PublicRoute>>,
-    /// The gRPC services of the routes (fully qualified names; health and
-    /// reflection are added): only their rpcs are named in metrics.
-    pub served: Vec<&'static str>,
+}
+
+/// The middleware in front of every rpc of a process that serves
+/// `served` (fully qualified names; health and reflection are added),
+/// outermost first: [`RpcTrace`] (only the rpcs it has are named in
+/// metrics), [`RequestContext`], [`RecordAccess`] through `audit` (so calls
+/// refused for want of a role are recorded too), [`Authenticate`],
+/// [`InFlightLimit`] (after authentication, which names the caller),
+/// [`CallDeadline`]. A process with a database adds its [`clinic_layers::PoolScope`].
+pub fn rpc_middleware(
+    served: &[&str],
+    settings: &ServerSettings,
+    verifier: Arc<Verifier>,
+    audit: Arc<dyn AuditSink>,
+) -> Vec<Arc<dyn Middleware>> {
+    vec![
+        Arc::new(RpcTrace::new(KnownRpcs::of(served))),
+        Arc::new(RequestContext),
+        Arc::new(RecordAccess::new(audit)),
+        Arc::new(Authenticate::new(verifier)),
+        Arc::new(InFlightLimit::new(settings.max_in_flight, settings.max_in_flight_per_caller)),
+        Arc::new(CallDeadline::new(settings.request_timeout)),
+    ]
 }
 
 /// Largest header list (every header of one request, decoded) a server
@@ -144,11 +155,8 @@ pub enum ServeError {
 /// Serves `routes` on `listener` until `shutdown` completes, then drains.
 ///
 /// Adds `grpc.health.v1.Health` and reflection (v1 and v1alpha, listing the
-/// services of `health` and the health service) to the routes, and puts the
-/// layers in front of every rpc, outermost first: [`RpcTraceLayer`],
-/// [`RequestContextLayer`], [`AuditLayer`] (so calls refused for want of a
-/// role are recorded too), [`AuthLayer`], [`InFlightLimitLayer`],
-/// [`DeadlineLayer`], [`PoolScopeLayer`] (from `guards`). On shutdown every
+/// services of `health` and the health service) to the routes, and puts
+/// `front` before them. On shutdown every
 /// service turns NOT_SERVING first and keeps serving for the pre-stop delay,
 /// so load balancers stop sending traffic; then it stops accepting and
 /// in-flight rpcs get `settings.drain_timeout` to finish.
@@ -156,13 +164,13 @@ pub enum ServeError {
 /// The HTTP/2 server is hyper's, driven here rather than by tonic's
 /// `Server`: tonic's enforces the caller's `grpc-timeout` itself, outside
 /// any layer, by dropping the call - also a write that has begun to commit,
-/// which [`DeadlineLayer`] must be able to wait for.
+/// which [`CallDeadline`] must be able to wait for.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     health: Health,
     settings: &ServerSettings,
-    guards: Guards,
+    front: Front,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let reflection = || {
@@ -186,18 +194,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .prepare();
-    let service = ServiceBuilder::new()
-        .layer(RpcTraceLayer::new(KnownRpcs::of(&guards.served)))
-        .layer(RequestContextLayer)
-        .layer(AuditLayer::new(guards.audit))
-        .layer(AuthLayer::new(guards.verifier.clone()))
-        .layer(InFlightLimitLayer::new(settings.max_in_flight, settings.max_in_flight_per_caller))
-        .layer(DeadlineLayer::new(settings.request_timeout))
-        .layer(PoolScopeLayer::new(guards.pool))
-        .service(routes);
-    let mut public = guards.public;
-    public.push(Arc::new(JwksRoute(guards.verifier)));
-    let service = WithPublicRoutes::new(service, public);
+    let service = WithPublicRoutes::new(Stack::new(front.middleware, routes), front.public);
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
@@ -280,7 +277,7 @@ pub async fn serve_with_tasks(
     routes: Routes,
     health: Health,
     settings: &ServerSettings,
-    guards: Guards,
+    front: Front,
     background: Vec<tokio::task::JoinHandle<()>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -289,7 +286,7 @@ pub async fn serve_with_tasks(
         shutdown.await;
         aborts.iter().for_each(|a| a.abort());
     };
-    let result = serve(listener, routes, health, settings, guards, shutdown).await;
+    let result = serve(listener, routes, health, settings, front, shutdown).await;
     background.iter().for_each(|t| t.abort());
     result
 }

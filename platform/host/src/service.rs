@@ -18,12 +18,14 @@ use tonic::service::Routes;
 
 use crate::{
     health::Health,
-    server::{self, Guards, ServeError, ServerSettings},
+    public::JwksRoute,
+    server::{self, Front, ServeError, ServerSettings},
 };
 use clinic_audit::audit::{self, AuditApi, AuditIntakeApi, AuditLog, AuditSettings};
 use clinic_auth::{JwksError, Verifier};
 use clinic_client::DownstreamSettings;
 use clinic_core::paging::PageTokens;
+use clinic_layers::PoolScope;
 use clinic_pg::{
     db::{self, DbSettings, DbStartupError},
     idempotency::{self, IdempotencySettings},
@@ -182,16 +184,11 @@ pub async fn serve_with_database(
     }));
     let mut served = served.to_vec();
     served.extend([clinic_proto::audit::v1::SERVICE_NAME, clinic_proto::audit::intake::v1::SERVICE_NAME]);
-    let guards = Guards {
-        verifier,
-        pool: Some(pool.clone()),
-        audit: Some(Arc::new(audit)),
-        public: Vec::new(),
-        served,
-    };
+    let mut middleware = server::rpc_middleware(&served, &config.server, verifier.clone(), Arc::new(audit));
+    middleware.push(Arc::new(PoolScope::new(pool.clone())));
+    let front = Front { middleware, public: vec![Arc::new(JwksRoute(verifier))] };
     let result =
-        server::serve_with_tasks(listener, routes, health, &config.server, guards, background, shutdown)
-            .await;
+        server::serve_with_tasks(listener, routes, health, &config.server, front, background, shutdown).await;
     writer.abort();
     pool.close().await;
     result

@@ -1,32 +1,32 @@
-//! Tower layers in front of every rpc: one span, log line and set of
-//! metrics per call, the caller's deadline enforced as `DEADLINE_EXCEEDED`,
-//! in-flight shedding and the database pool's scope.
+//! What stands in front of every rpc, written one way: each piece is a
+//! [`Middleware`] (a function of the request and the rest of the stack),
+//! and each process lists its own in a [`Stack`]. Here are those that do
+//! not depend on identity or the audit trail: one span, log line and set of
+//! metrics per call, the call's context, fair shedding, the caller's
+//! deadline enforced as `DEADLINE_EXCEEDED`, and the database pool's scope.
 //!
 //! # Layout
-//! One file, outermost layer first: [`RpcTraceLayer`] (span, log line,
-//! metrics named from [`KnownRpcs`]), [`RequestContextLayer`],
-//! [`InFlightLimitLayer`], [`DeadlineLayer`], [`PoolScopeLayer`]. The
-//! authentication and audit layers live with what they enforce
-//! (`clinic-auth`, `clinic-audit`).
+//! - [`middleware`]: the adapter ([`Middleware`], [`Next`], [`Stack`]).
+//! - this file, in the order a stack runs them: [`RpcTrace`] (span, log
+//!   line, metrics named from [`KnownRpcs`]), [`RequestContext`],
+//!   [`InFlightLimit`], [`CallDeadline`], [`PoolScope`]. Authentication and
+//!   the audit trail's middleware live with what they enforce
+//!   (`clinic-auth`, `clinic-audit`).
+
+pub mod middleware;
 
 use std::{
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use tonic::Code;
-use tower::{Layer, Service};
-use tracing::Instrument;
-
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
+use tonic::Code;
+use tracing::Instrument;
 
 use clinic_core::deadline::{self, CallState, Deadline, parse_grpc_timeout};
-
-/// The boxed future every layer of ours returns.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub use middleware::{BoxFuture, Middleware, Next, Request, Response, Stack, refuse};
 
 /// One rpc a server has, as its metrics, spans and logs name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,29 +117,15 @@ impl KnownRpcs {
 /// Names come from the server's [`KnownRpcs`], never from the raw path, so
 /// the number of series is fixed by the API, not by callers.
 #[derive(Debug, Clone)]
-pub struct RpcTraceLayer {
+pub struct RpcTrace {
     known: KnownRpcs,
 }
 
-impl RpcTraceLayer {
+impl RpcTrace {
     /// Observes calls, naming those of `known`.
     pub fn new(known: KnownRpcs) -> Self {
         Self { known }
     }
-}
-
-impl<S> Layer<S> for RpcTraceLayer {
-    type Service = RpcTrace<S>;
-    fn layer(&self, inner: S) -> RpcTrace<S> {
-        RpcTrace { inner, known: self.known.clone() }
-    }
-}
-
-/// The service made by [`RpcTraceLayer`].
-#[derive(Debug, Clone)]
-pub struct RpcTrace<S> {
-    inner: S,
-    known: KnownRpcs,
 }
 
 /// Reads W3C trace context from request headers.
@@ -154,21 +140,8 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcTrace<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+impl Middleware for RpcTrace {
+    fn call(&self, req: Request, next: Next) -> BoxFuture<Response> {
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         let rpc = self.known.name(req.uri().path());
         let health = rpc.service == tonic_health::pb::health_server::SERVICE_NAME;
@@ -188,24 +161,20 @@ where
         let labels = [("grpc_type", rpc.kind), ("grpc_service", rpc.service), ("grpc_method", rpc.method)];
         metrics::counter!("grpc_server_started_total", &labels).increment(1);
         let start = Instant::now();
-        let response = self.inner.call(req);
         Box::pin(
             async move {
-                let result = response.await;
+                let response = next.run(req).await;
                 let elapsed = start.elapsed();
                 let latency_ms = elapsed.as_secs_f64() * 1000.0;
-                let code = match &result {
-                    // Unary errors travel as trailers-only responses, so
-                    // their status is in the headers; no status there
-                    // means the call succeeded.
-                    Ok(res) => res
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .map_or(Code::Ok, Code::from_i32),
-                    Err(_) => Code::Unavailable,
-                };
+                // Unary errors travel as trailers-only responses, so their
+                // status is in the headers; no status there means the call
+                // succeeded.
+                let code = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or(Code::Ok, Code::from_i32);
                 let current = tracing::Span::current();
                 current.record("rpc.grpc.status_code", code as i32);
                 let handled =
@@ -231,7 +200,7 @@ where
                         tracing::warn!(code = ?code, latency_ms, "rpc failed")
                     }
                 }
-                result
+                response
             }
             .instrument(span),
         )
@@ -248,47 +217,19 @@ where
 /// tonic's built-in timeout answers `CANCELLED`, which tells a client the
 /// wrong story, hence this layer.
 #[derive(Debug, Clone, Copy)]
-pub struct DeadlineLayer {
+pub struct CallDeadline {
     ceiling: Duration,
 }
 
-impl DeadlineLayer {
+impl CallDeadline {
     /// Caps every call at `ceiling`, whatever the caller asked for.
     pub fn new(ceiling: Duration) -> Self {
         Self { ceiling }
     }
 }
 
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = DeadlineService<S>;
-    fn layer(&self, inner: S) -> DeadlineService<S> {
-        DeadlineService { inner, ceiling: self.ceiling }
-    }
-}
-
-/// The service made by [`DeadlineLayer`].
-#[derive(Debug, Clone)]
-pub struct DeadlineService<S> {
-    inner: S,
-    ceiling: Duration,
-}
-
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for DeadlineService<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResBody: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+impl Middleware for CallDeadline {
+    fn call(&self, mut req: Request, next: Next) -> BoxFuture<Response> {
         let budget = req
             .headers_mut()
             .remove("grpc-timeout")
@@ -297,18 +238,18 @@ where
         let deadline = Deadline(Instant::now() + budget);
         req.extensions_mut().insert(deadline);
         let state = CallState::new(deadline);
-        let call = deadline::scope(state.clone(), self.inner.call(req));
+        let call = deadline::scope(state.clone(), next.run(req));
         Box::pin(async move {
             tokio::pin!(call);
             match tokio::time::timeout(budget, &mut call).await {
-                Ok(result) => result,
+                Ok(response) => response,
                 Err(_) if state.committing() => call.await,
-                Err(_) => Ok(clinic_core::errors::with_reason(
+                Err(_) => clinic_core::errors::with_reason(
                     Code::DeadlineExceeded,
                     format!("the deadline of {} ms passed before the call completed", budget.as_millis()),
                     clinic_core::errors::DEADLINE_EXCEEDED,
                 )
-                .into_http()),
+                .into_http(),
             }
         })
     }
@@ -324,7 +265,7 @@ where
 /// checks are never refused, so a busy service is not mistaken for a dead
 /// one. Runs after authentication, which names the caller.
 #[derive(Debug, Clone)]
-pub struct InFlightLimitLayer {
+pub struct InFlightLimit {
     permits: Arc<Semaphore>,
     callers: Arc<Callers>,
 }
@@ -368,7 +309,7 @@ impl Drop for CallerSlot {
     }
 }
 
-impl InFlightLimitLayer {
+impl InFlightLimit {
     /// At most `limit` rpcs in flight, shared by every connection, and at
     /// most `per_caller` of one caller.
     pub fn new(limit: usize, per_caller: usize) -> Self {
@@ -382,45 +323,17 @@ impl InFlightLimitLayer {
     }
 }
 
-impl<S> Layer<S> for InFlightLimitLayer {
-    type Service = InFlightLimit<S>;
-    fn layer(&self, inner: S) -> InFlightLimit<S> {
-        InFlightLimit { inner, permits: self.permits.clone(), callers: self.callers.clone() }
-    }
-}
-
-/// The service made by [`InFlightLimitLayer`].
-#[derive(Debug, Clone)]
-pub struct InFlightLimit<S> {
-    inner: S,
-    permits: Arc<Semaphore>,
-    callers: Arc<Callers>,
-}
-
 /// Reason of RESOURCE_EXHAUSTED for a caller over its share of the rpcs in flight.
 pub const CALLER_OVERLOADED: &str = "CALLER_OVERLOADED";
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for InFlightLimit<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResBody: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
+/// The path prefix of `grpc.health.v1.Health`.
+const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+impl Middleware for InFlightLimit {
+    fn call(&self, req: Request, next: Next) -> BoxFuture<Response> {
         if req.uri().path().starts_with(HEALTH_PATH) {
-            return Box::pin(self.inner.call(req));
+            return next.run(req);
         }
-        let refuse =
-            |status: tonic::Status| -> Self::Future { Box::pin(std::future::ready(Ok(status.into_http()))) };
         let caller = req.extensions().get::<Arc<clinic_core::context::Identity>>().map(|i| i.subject.clone());
         let slot = match caller {
             Some(subject) => match self.callers.take(&subject) {
@@ -441,11 +354,11 @@ where
         };
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
-                let call = self.inner.call(req);
+                let call = next.run(req);
                 Box::pin(async move {
-                    let result = call.await;
+                    let response = call.await;
                     drop((permit, slot));
-                    result
+                    response
                 })
             }
             Err(_) => refuse(clinic_core::errors::overloaded("too many requests in flight")),
@@ -453,57 +366,24 @@ where
     }
 }
 
-/// The path prefix of `grpc.health.v1.Health`.
-const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
-
 /// Runs each rpc with the service's pool as the one its database errors are
 /// judged against (a pool timeout is overload when every connection is busy,
 /// an outage otherwise; see [`clinic_pg::db::status`]).
 #[derive(Debug, Clone)]
-pub struct PoolScopeLayer {
-    pool: Option<PgPool>,
+pub struct PoolScope {
+    pool: PgPool,
 }
 
-impl PoolScopeLayer {
-    /// Scopes rpcs to `pool`; `None` for a process without a database.
-    pub fn new(pool: Option<PgPool>) -> Self {
+impl PoolScope {
+    /// Scopes rpcs to `pool`.
+    pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
 }
 
-impl<S> Layer<S> for PoolScopeLayer {
-    type Service = PoolScope<S>;
-    fn layer(&self, inner: S) -> PoolScope<S> {
-        PoolScope { inner, pool: self.pool.clone() }
-    }
-}
-
-/// The service made by [`PoolScopeLayer`].
-#[derive(Debug, Clone)]
-pub struct PoolScope<S> {
-    inner: S,
-    pool: Option<PgPool>,
-}
-
-impl<S, ReqBody> Service<http::Request<ReqBody>> for PoolScope<S>
-where
-    S: Service<http::Request<ReqBody>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let call = self.inner.call(req);
-        match self.pool.clone() {
-            Some(pool) => Box::pin(clinic_pg::db::with_pool(pool, call)),
-            None => Box::pin(call),
-        }
+impl Middleware for PoolScope {
+    fn call(&self, req: Request, next: Next) -> BoxFuture<Response> {
+        Box::pin(clinic_pg::db::with_pool(self.pool.clone(), next.run(req)))
     }
 }
 
@@ -513,50 +393,24 @@ where
 /// extensions for the layers below, and is the task-local context of the
 /// rpc's future for handlers, storage and clients.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RequestContextLayer;
-
-impl<S> Layer<S> for RequestContextLayer {
-    type Service = RequestContext<S>;
-    fn layer(&self, inner: S) -> RequestContext<S> {
-        RequestContext { inner }
-    }
-}
-
-/// The service made by [`RequestContextLayer`].
-#[derive(Debug, Clone)]
-pub struct RequestContext<S> {
-    inner: S,
-}
+pub struct RequestContext;
 
 /// The header that carries a request's id across every hop.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RequestContext<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+impl Middleware for RequestContext {
+    fn call(&self, mut req: Request, next: Next) -> BoxFuture<Response> {
         let sent = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
         let request_id = clinic_core::context::usable_request_id(sent);
         let call = clinic_core::context::CallContext::new(request_id.clone(), req.uri().path());
         req.extensions_mut().insert(call.clone());
-        let response = clinic_core::context::scope(call, self.inner.call(req));
+        let response = clinic_core::context::scope(call, next.run(req));
         Box::pin(async move {
-            let mut response = response.await?;
+            let mut response = response.await;
             if let Ok(value) = http::HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
-            Ok(response)
+            response
         })
     }
 }
