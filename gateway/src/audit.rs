@@ -13,7 +13,11 @@ use chrono::{DateTime, Utc};
 use clinic_audit::audit::AuditFilter;
 use clinic_audit::audit::{AuditSink, Event};
 use clinic_client::PeerClient;
-use clinic_core::{downstream::DownstreamExt, resource::timestamp};
+use clinic_core::{
+    context::{Call, CallContext},
+    downstream::DownstreamExt,
+    resource::timestamp,
+};
 use clinic_pg::api_error::ApiError;
 use clinic_proto::audit::{
     intake::v1 as intake,
@@ -59,13 +63,14 @@ impl AuditAggregate {
 
 async fn page(
     peer: &PeerClient,
+    call: &Call,
     req: &pb::ListAuditEventsRequest,
     page_size: i32,
     page_token: &str,
 ) -> Result<pb::ListAuditEventsResponse, Error> {
     let message = pb::ListAuditEventsRequest { page_size, page_token: page_token.to_owned(), ..req.clone() };
     let answer = clinic_core::bounded!(AuditServiceClient::new(peer.channel()))
-        .list_audit_events(peer.request(message, None))
+        .list_audit_events(peer.request(message, call))
         .await;
     Ok(answer.downstream(peer.peer(), "reading the audit trail")?)
 }
@@ -75,7 +80,11 @@ fn micros(t: &Option<prost_types::Timestamp>) -> i64 {
 }
 
 impl AuditAggregate {
-    async fn list(&self, req: pb::ListAuditEventsRequest) -> Result<pb::ListAuditEventsResponse, Error> {
+    async fn list(
+        &self,
+        req: pb::ListAuditEventsRequest,
+        call: &Call,
+    ) -> Result<pb::ListAuditEventsResponse, Error> {
         let filter = AuditFilter::parse(&req).map_err(Error::from)?;
         let size = filter.size as usize;
         let cursor = if req.page_token.is_empty() {
@@ -93,7 +102,7 @@ impl AuditAggregate {
         let mut pages = Vec::new();
         for (peer, token) in sources {
             pages.push(match token {
-                Some(token) => Some(page(peer, &req, filter.size as i32, token).await?),
+                Some(token) => Some(page(peer, call, &req, filter.size as i32, token).await?),
                 None => None,
             });
         }
@@ -118,7 +127,7 @@ impl AuditAggregate {
             } else {
                 // Part of this page was shown: the token after exactly those.
                 let start = (*token).clone().unwrap_or_default();
-                Some(page(peer, &req, taken as i32, &start).await?.next_page_token)
+                Some(page(peer, call, &req, taken as i32, &start).await?.next_page_token)
             };
             match source {
                 0 => next.patients = resume,
@@ -137,7 +146,8 @@ impl pb::audit_service_server::AuditService for AuditAggregate {
         &self,
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        Ok(Response::new(self.list(request.into_inner()).await?))
+        let call = CallContext::of(&request);
+        Ok(Response::new(self.list(request.into_inner(), &call).await?))
     }
 }
 
@@ -157,12 +167,11 @@ impl IntakeSink {
 }
 
 impl AuditSink for IntakeSink {
-    fn append(
-        &self,
-        event: Event,
-        _call: std::sync::Arc<clinic_core::context::CallContext>,
-    ) -> clinic_layers::BoxFuture<bool> {
+    fn append(&self, event: Event, call: Call) -> clinic_layers::BoxFuture<bool> {
         let peer = self.patients.clone();
+        // Under the caller's token and request id, without the rpc's
+        // deadline: the event is recorded after the answer is ready.
+        let call = call.detached();
         Box::pin(async move {
             let message = intake::AppendAuditEventRequest {
                 method: event.method.clone(),
@@ -175,7 +184,7 @@ impl AuditSink for IntakeSink {
             // Retried once on another replica if the first is gone: at worst
             // the event is recorded twice, never the access refused for it.
             let answer =
-                peer.read(message, None, |r| async { client.clone().append_audit_event(r).await }).await;
+                peer.read(message, &call, |r| async { client.clone().append_audit_event(r).await }).await;
             match answer.downstream(peer.peer(), "recording the audit event") {
                 Ok(()) => true,
                 Err(e) => {

@@ -3,7 +3,7 @@
 
 use clinic_client::PeerClient;
 use clinic_core::{
-    deadline::Deadline,
+    context::Call,
     downstream::DownstreamExt,
     validation::{FieldViolation, Invalid},
 };
@@ -49,7 +49,7 @@ impl Downstream {
         query: &PatientQuery,
         page_size: i32,
         page_token: String,
-        deadline: Option<Deadline>,
+        call: &Call,
     ) -> Result<ListPatientsResponse> {
         let message = ListPatientsRequest {
             page_size,
@@ -59,16 +59,16 @@ impl Downstream {
         };
         let client = clinic_core::bounded!(PatientServiceClient::new(self.patients.channel()));
         let answer =
-            self.patients.read(message, deadline, |r| async { client.clone().list_patients(r).await }).await;
+            self.patients.read(message, call, |r| async { client.clone().list_patients(r).await }).await;
         Ok(answer.downstream(self.patients.peer(), "listing patients")?)
     }
 
     /// One patient.
-    pub async fn get_patient(&self, id: i64, deadline: Option<Deadline>) -> Result<Patient> {
+    pub async fn get_patient(&self, id: i64, call: &Call) -> Result<Patient> {
         let client = clinic_core::bounded!(PatientServiceClient::new(self.patients.channel()));
         let answer = self
             .patients
-            .read(GetPatientRequest { id }, deadline, |r| async { client.clone().get_patient(r).await })
+            .read(GetPatientRequest { id }, call, |r| async { client.clone().get_patient(r).await })
             .await;
         Ok(answer.downstream(self.patients.peer(), "reading the patient")?)
     }
@@ -80,7 +80,7 @@ impl Downstream {
         &self,
         patient_ids: Vec<i64>,
         study_filter: &str,
-        deadline: Option<Deadline>,
+        call: &Call,
     ) -> Result<Vec<PatientStudies>> {
         if patient_ids.is_empty() {
             return Ok(Vec::new());
@@ -93,7 +93,7 @@ impl Downstream {
         let client = clinic_core::bounded!(StudyServiceClient::new(self.studies.channel()));
         let answer = self
             .studies
-            .read(message, deadline, |r| async { client.clone().list_studies_by_patient(r).await })
+            .read(message, call, |r| async { client.clone().list_studies_by_patient(r).await })
             .await;
         if let Err(status) = &answer
             && status.code() == tonic::Code::InvalidArgument
@@ -115,13 +115,13 @@ impl Downstream {
         patient_id: i64,
         page_size: i32,
         page_token: String,
-        deadline: Option<Deadline>,
+        call: &Call,
     ) -> Result<ListStudiesResponse> {
         let message =
             ListStudiesRequest { page_size, page_token, patient_ids: vec![patient_id], ..Default::default() };
         let client = clinic_core::bounded!(StudyServiceClient::new(self.studies.channel()));
         let answer =
-            self.studies.read(message, deadline, |r| async { client.clone().list_studies(r).await }).await;
+            self.studies.read(message, call, |r| async { client.clone().list_studies(r).await }).await;
         Ok(answer.downstream(self.studies.peer(), "listing the patient's studies")?)
     }
 }

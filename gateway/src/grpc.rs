@@ -5,7 +5,7 @@
 //! call concerns (for its audit event).
 
 use clinic_core::{
-    deadline::Deadline,
+    context::{Call, CallContext},
     ids::PatientId,
     paging,
     validation::{Invalid, Text, check_text},
@@ -31,15 +31,15 @@ impl GatewayApi {
     async fn get(
         &self,
         req: pb::GetPatientWithStudiesRequest,
-        deadline: Option<Deadline>,
+        call: &Call,
     ) -> Result<pb::PatientWithStudies> {
         let mut invalid = Invalid::default();
         let id = invalid.check(PatientId::parse(req.id, "id"));
         invalid.check(paging::page_size(req.page_size, "page_size"));
         invalid.check(check_text(&req.page_token, "page_token", 1024, Text::Token));
         let Some(id) = id.filter(|_| invalid.0.is_empty()) else { return Err(invalid.into()) };
-        let patient = self.downstream.get_patient(id.get(), deadline).await?;
-        let page = self.downstream.studies_page(id.get(), req.page_size, req.page_token, deadline).await?;
+        let patient = self.downstream.get_patient(id.get(), call).await?;
+        let page = self.downstream.studies_page(id.get(), req.page_size, req.page_token, call).await?;
         Ok(view::with_studies(patient, page.studies, page.next_page_token))
     }
 }
@@ -50,10 +50,10 @@ impl pb::gateway_service_server::GatewayService for GatewayApi {
         &self,
         request: Request<pb::ListPatientsWithStudiesRequest>,
     ) -> Result<Response<pb::ListPatientsWithStudiesResponse>, Status> {
-        let deadline = Deadline::of(&request);
-        let page = self.listing.page(&self.downstream, request.into_inner(), deadline).await?;
+        let call = CallContext::of(&request);
+        let page = self.listing.page(&self.downstream, request.into_inner(), &call).await?;
         // The listing's audit event names every patient it shows.
-        clinic_core::context::concern(page.patients.iter().filter_map(|p| p.patient.as_ref().map(|p| p.id)));
+        call.concern(page.patients.iter().filter_map(|p| p.patient.as_ref().map(|p| p.id)));
         Ok(Response::new(page))
     }
 
@@ -61,11 +61,11 @@ impl pb::gateway_service_server::GatewayService for GatewayApi {
         &self,
         request: Request<pb::GetPatientWithStudiesRequest>,
     ) -> Result<Response<pb::PatientWithStudies>, Status> {
-        let deadline = Deadline::of(&request);
+        let call = CallContext::of(&request);
         let request = request.into_inner();
         if request.id > 0 {
-            clinic_core::context::concern([request.id]);
+            call.concern([request.id]);
         }
-        Ok(Response::new(self.get(request, deadline).await?))
+        Ok(Response::new(self.get(request, &call).await?))
     }
 }

@@ -16,7 +16,7 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use clinic_core::{deadline::Deadline, paging, validation::Invalid};
+use clinic_core::{context::Call, paging, validation::Invalid};
 use clinic_pg::api_error::ApiError;
 use clinic_proto::{gateway::v1 as pb, patients::v1::ListPatientsResponse, studies::v1::PatientStudies};
 use clinic_query::filter;
@@ -40,7 +40,7 @@ pub trait Sources: Send + Sync {
         query: &PatientQuery,
         page_size: i32,
         page_token: String,
-        deadline: Option<Deadline>,
+        call: &Call,
     ) -> impl Future<Output = Result<ListPatientsResponse>> + Send;
 
     /// The first studies of each of `patient_ids` that match `study_filter`
@@ -49,7 +49,7 @@ pub trait Sources: Send + Sync {
         &self,
         patient_ids: Vec<i64>,
         study_filter: &str,
-        deadline: Option<Deadline>,
+        call: &Call,
     ) -> impl Future<Output = Result<Vec<PatientStudies>>> + Send;
 }
 
@@ -59,18 +59,18 @@ impl Sources for Downstream {
         query: &PatientQuery,
         page_size: i32,
         page_token: String,
-        deadline: Option<Deadline>,
+        call: &Call,
     ) -> impl Future<Output = Result<ListPatientsResponse>> + Send {
-        Downstream::list_patients(self, query, page_size, page_token, deadline)
+        Downstream::list_patients(self, query, page_size, page_token, call)
     }
 
     fn first_studies_of(
         &self,
         patient_ids: Vec<i64>,
         study_filter: &str,
-        deadline: Option<Deadline>,
+        call: &Call,
     ) -> impl Future<Output = Result<Vec<PatientStudies>>> + Send {
-        Downstream::first_studies_of(self, patient_ids, study_filter, deadline)
+        Downstream::first_studies_of(self, patient_ids, study_filter, call)
     }
 }
 
@@ -197,15 +197,15 @@ impl Listing {
         &self,
         sources: &S,
         req: pb::ListPatientsWithStudiesRequest,
-        deadline: Option<Deadline>,
+        call: &Call,
     ) -> Result<pb::ListPatientsWithStudiesResponse> {
         let size = paging::page_size(req.page_size, "page_size").map_err(Invalid::from)?;
         let study_filter = StudyFilter::parse(&req.study_filter)?;
         let query = PatientQuery { filter: req.filter.clone(), order_by: req.order_by.clone() };
         let Some(study_filter) = study_filter else {
-            let page = sources.list_patients(&query, req.page_size, req.page_token, deadline).await?;
+            let page = sources.list_patients(&query, req.page_size, req.page_token, call).await?;
             let ids = page.patients.iter().map(|p| p.id).collect();
-            let studies = sources.first_studies_of(ids, "", deadline).await?;
+            let studies = sources.first_studies_of(ids, "", call).await?;
             return Ok(pb::ListPatientsWithStudiesResponse {
                 patients: view::join(page.patients, studies),
                 next_page_token: page.next_page_token,
@@ -213,8 +213,7 @@ impl Listing {
         };
         let binding = WalkToken::binding(&req.filter, &study_filter, &req.order_by);
         let start = WalkToken::decode(&req.page_token, &binding)?;
-        let (patients, next) =
-            self.walk(sources, &query, &study_filter, size as usize, start, deadline).await?;
+        let (patients, next) = self.walk(sources, &query, &study_filter, size as usize, start, call).await?;
         let next_page_token =
             next.map(|patients| WalkToken { patients, binding }.encode()).unwrap_or_default();
         Ok(pb::ListPatientsWithStudiesResponse { patients, next_page_token })
@@ -234,7 +233,7 @@ impl Listing {
         study_filter: &StudyFilter,
         size: usize,
         start: String,
-        deadline: Option<Deadline>,
+        call: &Call,
     ) -> Result<(Vec<pb::PatientWithStudies>, Option<String>)> {
         let mut found: Vec<pb::PatientWithStudies> = Vec::new();
         let mut token = start;
@@ -242,9 +241,9 @@ impl Listing {
         let mut chunk = self.rates.first_chunk(study_filter, size.max(1));
         let (mut examined_total, mut matched_total) = (0, 0);
         for _ in 0..MAX_ROUNDS {
-            let page = sources.list_patients(query, chunk as i32, token.clone(), deadline).await?;
+            let page = sources.list_patients(query, chunk as i32, token.clone(), call).await?;
             let ids: Vec<i64> = page.patients.iter().map(|p| p.id).collect();
-            let studies = sources.first_studies_of(ids, study_filter.as_str(), deadline).await?;
+            let studies = sources.first_studies_of(ids, study_filter.as_str(), call).await?;
             let matching: Vec<pb::PatientWithStudies> = view::join(page.patients.clone(), studies)
                 .into_iter()
                 .filter(|p| !p.studies.is_empty() || !p.next_studies_page_token.is_empty())
@@ -255,7 +254,7 @@ impl Listing {
                 // last patient, which a walk of exactly that many gives.
                 let last = matching[wanted - 1].patient.as_ref().map_or(0, |p| p.id);
                 let upto = page.patients.iter().position(|p| p.id == last).map_or(chunk, |i| i + 1);
-                let exact = sources.list_patients(query, upto as i32, token.clone(), deadline).await?;
+                let exact = sources.list_patients(query, upto as i32, token.clone(), call).await?;
                 if exact.patients.last().map(|p| p.id) == Some(last) {
                     found.extend(matching.into_iter().take(wanted));
                     return Ok((found, Some(exact.next_page_token).filter(|t| !t.is_empty())));
@@ -290,6 +289,10 @@ mod tests {
     use clinic_proto::{patients::v1::Patient, studies::v1::Study};
 
     use super::*;
+
+    fn call() -> Call {
+        clinic_core::context::CallContext::background("test")
+    }
 
     fn filter(text: &str) -> StudyFilter {
         StudyFilter::parse(text).unwrap().unwrap()
@@ -353,7 +356,7 @@ mod tests {
             _: &PatientQuery,
             page_size: i32,
             page_token: String,
-            _: Option<Deadline>,
+            _: &Call,
         ) -> Result<ListPatientsResponse> {
             self.lists.fetch_add(1, Ordering::Relaxed);
             let after: i64 = if page_token.is_empty() { 0 } else { page_token.parse().unwrap() };
@@ -370,7 +373,7 @@ mod tests {
             &self,
             patient_ids: Vec<i64>,
             study_filter: &str,
-            _: Option<Deadline>,
+            _: &Call,
         ) -> Result<Vec<PatientStudies>> {
             self.study_calls.fetch_add(1, Ordering::Relaxed);
             Ok(patient_ids
@@ -404,7 +407,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_study_filter_a_page_is_two_calls_whatever_its_size() {
         let fake = Fake::new(100, |_| true);
-        let page = Listing::default().page(&fake, request(50, "", ""), None).await.unwrap();
+        let page = Listing::default().page(&fake, request(50, "", ""), &call()).await.unwrap();
         assert_eq!(ids(&page), (1..=50).collect::<Vec<_>>());
         assert!(page.patients.iter().all(|p| p.studies.len() == 1));
         assert_eq!((fake.lists.into_inner(), fake.study_calls.into_inner()), (1, 1));
@@ -416,7 +419,7 @@ mod tests {
         let listing = Listing::default();
         let (mut seen, mut token) = (Vec::new(), String::new());
         for _ in 0..1000 {
-            let page = listing.page(&fake, request(10, "body_part = HEART", &token), None).await.unwrap();
+            let page = listing.page(&fake, request(10, "body_part = HEART", &token), &call()).await.unwrap();
             assert!(page.patients.len() <= 10);
             seen.extend(ids(&page));
             token = page.next_page_token;
@@ -430,7 +433,8 @@ mod tests {
     #[tokio::test]
     async fn rare_matches_end_a_page_after_the_bounded_rounds_with_a_token_to_go_on() {
         let fake = Fake::new(100_000, |id| id == 99_999);
-        let page = Listing::default().page(&fake, request(10, "body_part = HEART", ""), None).await.unwrap();
+        let page =
+            Listing::default().page(&fake, request(10, "body_part = HEART", ""), &call()).await.unwrap();
         assert!(
             page.patients.is_empty() && !page.next_page_token.is_empty(),
             "a short page, not a long wait"
@@ -442,8 +446,9 @@ mod tests {
     async fn a_token_of_another_study_filter_is_refused() {
         let fake = Fake::new(100, |id| id % 2 == 0);
         let listing = Listing::default();
-        let page = listing.page(&fake, request(5, "body_part = HEART", ""), None).await.unwrap();
-        let other = listing.page(&fake, request(5, "body_part = BRAIN", &page.next_page_token), None).await;
+        let page = listing.page(&fake, request(5, "body_part = HEART", ""), &call()).await.unwrap();
+        let other =
+            listing.page(&fake, request(5, "body_part = BRAIN", &page.next_page_token), &call()).await;
         assert!(matches!(other, Err(Error::Api(ApiError::InvalidPageToken))));
     }
 }

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use clinic_core::{
-    context,
-    deadline::Deadline,
+    context::{Call, CallContext},
     paging::{self, PageTokens},
     resource::{self, timestamp},
     validation::Invalid,
@@ -57,28 +56,28 @@ pub struct PatientApi {
 }
 
 impl PatientApi {
-    async fn delete(&self, req: pb::DeletePatientRequest, deadline: Option<Deadline>) -> Result<()> {
+    async fn delete(&self, req: pb::DeletePatientRequest, call: &Call) -> Result<()> {
         let mut invalid = Invalid::default();
         let id = invalid.check(PatientId::parse(req.id, "id"));
         let etag = invalid.check(Etag::parse(&req.etag, "etag"));
         let (Some(id), Some(etag)) = (id, etag) else { return Err(invalid.into()) };
-        context::concern([id.get()]);
+        call.concern([id.get()]);
         let current = self.store.get(id).await?;
         if etag.as_ref().is_some_and(|e| *e != current.etag) {
             return Err(ApiError::etag_mismatch(id).into());
         }
         if req.force {
-            return self.store.delete(id, etag.as_ref()).await;
+            return self.store.delete(call, id, etag.as_ref()).await;
         }
-        if self.studies.reserve_deletion(id, deadline).await? {
+        if self.studies.reserve_deletion(id, call).await? {
             return Err(Error::HasStudies(id));
         }
-        let deleted = self.store.delete(id, etag.as_ref()).await;
+        let deleted = self.store.delete(call, id, etag.as_ref()).await;
         if let Err(Error::Api(ApiError::EtagMismatch { .. })) = &deleted {
             // The patient exists and was not deleted: studies may be created
             // again. (Other failures may have deleted it after all; there
             // studies-service checks later and lifts the reservation itself.)
-            if let Err(e) = self.studies.cancel_deletion(id, deadline).await {
+            if let Err(e) = self.studies.cancel_deletion(id, call).await {
                 tracing::warn!(error = %e, "cancelling a deletion reservation failed; studies-service will lift it");
             }
         }
@@ -92,8 +91,9 @@ impl pb::patient_service_server::PatientService for PatientApi {
         &self,
         request: Request<pb::CreatePatientRequest>,
     ) -> Result<Response<pb::Patient>, Status> {
+        let call = CallContext::of(&request);
         let (new, request_id) = parse_create(request.into_inner(), Utc::now())?;
-        let patient = self.store.create(&new, request_id.as_ref()).await?;
+        let patient = self.store.create(&call, &new, request_id.as_ref()).await?;
         Ok(Response::new(patient_pb(patient)))
     }
 
@@ -101,8 +101,9 @@ impl pb::patient_service_server::PatientService for PatientApi {
         &self,
         request: Request<pb::GetPatientRequest>,
     ) -> Result<Response<pb::Patient>, Status> {
+        let call = CallContext::of(&request);
         let id = PatientId::parse(request.into_inner().id, "id").map_err(Error::from)?;
-        context::concern([id.get()]);
+        call.concern([id.get()]);
         Ok(Response::new(patient_pb(self.store.get(id).await?)))
     }
 
@@ -110,18 +111,19 @@ impl pb::patient_service_server::PatientService for PatientApi {
         &self,
         request: Request<pb::ListPatientsRequest>,
     ) -> Result<Response<pb::ListPatientsResponse>, Status> {
+        let call = CallContext::of(&request);
         let req = request.into_inner();
         let (size, filter, walk) = parse_list(&req)?;
         let after = self.tokens.decode_walk(&walk, &req.page_token).map_err(ApiError::from)?;
         let mut page = self
             .store
-            .search(filter.as_ref(), &walk.order, after.as_ref(), size)
+            .search(&call, filter.as_ref(), &walk.order, after.as_ref(), size)
             .await?
             .map(|(patient, cursor)| (patient_pb(patient), cursor));
         page.cut_to_bytes(paging::MAX_PAGE_BYTES, |(p, _)| p.encoded_len());
         let next_page_token = self.tokens.next_walk_token(&walk, &page);
         let patients: Vec<pb::Patient> = page.items.into_iter().map(|(p, _)| p).collect();
-        context::concern(patients.iter().map(|p| p.id));
+        call.concern(patients.iter().map(|p| p.id));
         Ok(Response::new(pb::ListPatientsResponse { patients, next_page_token }))
     }
 
@@ -129,9 +131,10 @@ impl pb::patient_service_server::PatientService for PatientApi {
         &self,
         request: Request<pb::UpdatePatientRequest>,
     ) -> Result<Response<pb::Patient>, Status> {
+        let call = CallContext::of(&request);
         let (id, patch, etag) = parse_update(request.into_inner(), Utc::now())?;
-        context::concern([id.get()]);
-        let patient = self.store.update(id, &patch, etag.as_ref()).await?;
+        call.concern([id.get()]);
+        let patient = self.store.update(&call, id, &patch, etag.as_ref()).await?;
         Ok(Response::new(patient_pb(patient)))
     }
 
@@ -139,8 +142,8 @@ impl pb::patient_service_server::PatientService for PatientApi {
         &self,
         request: Request<pb::DeletePatientRequest>,
     ) -> Result<Response<()>, Status> {
-        let deadline = Deadline::of(&request);
-        self.delete(request.into_inner(), deadline).await?;
+        let call = CallContext::of(&request);
+        self.delete(request.into_inner(), &call).await?;
         Ok(Response::new(()))
     }
 }

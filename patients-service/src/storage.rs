@@ -9,9 +9,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::LazyLock;
 
 use clinic_audit::{
-    audit,
+    audit::{self, AuditedStatement},
     store::{delete_if_current, durable, why_not_written},
 };
+use clinic_core::context::Call;
 use clinic_core::paging::{self, Page};
 use clinic_core::validation::fold;
 use clinic_pg::{
@@ -113,16 +114,22 @@ impl PatientStore {
 
     /// Inserts `new`. With a `request_id` seen before, returns the patient
     /// that request created instead (or NOT_FOUND if it was deleted since).
-    pub async fn create(&self, new: &PatientFields, request_id: Option<&RequestId>) -> Result<Patient> {
+    pub async fn create(
+        &self,
+        call: &Call,
+        new: &PatientFields,
+        request_id: Option<&RequestId>,
+    ) -> Result<Patient> {
         let Some(request_id) = request_id else {
             // One statement (the insert and its audit event) is atomic on its
             // own: no BEGIN/COMMIT round trips.
-            let row =
-                durable(Self::insert(new).fetch_optional(&self.pool)).await?.ok_or(Error::EmailTaken)?;
-            audit::mark_audited(1);
+            let row = durable(call, Self::insert(call, new).fetch_optional(&self.pool))
+                .await?
+                .ok_or(Error::EmailTaken)?;
+            audit::mark_audited(call, 1);
             return Ok(row.into());
         };
-        let subject = clinic_core::context::current_subject();
+        let subject = call.subject();
         let mut tx = self.pool.begin().await?;
         if let Claim::Done(id) =
             idempotency::claim(&mut tx, SCHEMA, &subject, request_id, &fingerprint(new)).await?
@@ -130,45 +137,43 @@ impl PatientStore {
             tx.rollback().await?;
             // The replay reads the patient the first create made: its event
             // names them.
-            clinic_core::context::concern([id]);
+            call.concern([id]);
             return self.get(PatientId::from_stored(id)).await;
         }
-        let row = Self::insert(new).fetch_optional(&mut *tx).await?.ok_or(Error::EmailTaken)?;
-        audit::mark_audited(1);
+        let row = Self::insert(call, new).fetch_optional(&mut *tx).await?.ok_or(Error::EmailTaken)?;
+        audit::mark_audited(call, 1);
         idempotency::record(&mut tx, SCHEMA, &subject, request_id, row.id).await?;
-        durable(tx.commit()).await?;
+        durable(call, tx.commit()).await?;
         Ok(row.into())
     }
 
     /// The insert of `new` with its audit event, returning the stored row;
     /// run alone or inside the idempotent-create transaction.
     fn insert(
+        call: &Call,
         new: &PatientFields,
     ) -> sqlx::query::QueryAs<'static, sqlx::Postgres, PatientRow, sqlx::postgres::PgArguments> {
         // A taken email inserts nothing, so Postgres raises no error (whose
         // detail would quote the email): no row back means EmailTaken.
-        static INSERT: LazyLock<String> = LazyLock::new(|| {
+        static INSERT: LazyLock<AuditedStatement> = LazyLock::new(|| {
             let insert = concat!(
                 "insert into patients.patient (first_name, last_name, birth_date, email, \
                  first_name_key, last_name_key, email_key, search_version) \
                  values ($1, $2, $3, $4, $5, $6, $7, 1) on conflict ((lower(email))) do nothing returning ",
                 patient_columns!()
             );
-            audit::audited(SCHEMA, insert, 7, "changed.id")
+            AuditedStatement::new(SCHEMA, insert, "changed.id")
         });
-        let [subject, method, request_id] = audit::event_binds();
         let keys = SearchKeys::of(new);
-        sqlx::query_as(INSERT.as_str())
-            .bind(new.first_name.as_str().to_owned())
-            .bind(new.last_name.as_str().to_owned())
-            .bind(new.birth_date.get())
-            .bind(new.email.as_str().to_owned())
-            .bind(keys.first_name)
-            .bind(keys.last_name)
-            .bind(keys.email)
-            .bind(subject)
-            .bind(method)
-            .bind(request_id)
+        INSERT.query_as(call, |q| {
+            q.bind(new.first_name.as_str().to_owned())
+                .bind(new.last_name.as_str().to_owned())
+                .bind(new.birth_date.get())
+                .bind(new.email.as_str().to_owned())
+                .bind(keys.first_name)
+                .bind(keys.last_name)
+                .bind(keys.email)
+        })
     }
 
     /// The patient with `id`.
@@ -181,6 +186,7 @@ impl PatientStore {
     /// in `order`, each with where it stands in that order.
     pub async fn search(
         &self,
+        call: &Call,
         filter: Option<&Where>,
         order: &Order,
         after: Option<&Cursor>,
@@ -202,8 +208,7 @@ impl PatientStore {
         // Prepared and cached per shape of filter and order, like every
         // statement: measured at a million patients, the generic plans
         // keep the (key, id) index walks a custom plan picks.
-        let rows =
-            self.scans.fetch_all(&self.pool, filter, clinic_core::context::current_subject(), query).await?;
+        let rows = self.scans.fetch_all(&self.pool, filter, call.subject(), query).await?;
         let items = rows
             .iter()
             .map(|row| Ok((Patient::from(PatientRow::from_row(row)?), order.cursor(row)?)))
@@ -251,31 +256,35 @@ impl PatientStore {
 
     /// Applies `patch` if `etag` (when given) is still the current one, in
     /// one statement, so no concurrent write can slip in between.
-    pub async fn update(&self, id: PatientId, patch: &PatientPatch, etag: Option<&Etag>) -> Result<Patient> {
-        static UPDATE: LazyLock<String> = LazyLock::new(|| {
+    pub async fn update(
+        &self,
+        call: &Call,
+        id: PatientId,
+        patch: &PatientPatch,
+        etag: Option<&Etag>,
+    ) -> Result<Patient> {
+        static UPDATE: LazyLock<AuditedStatement> = LazyLock::new(|| {
             let mut columns: Vec<_> = PatientField::ALL.iter().map(|f| f.name()).collect();
             // A changed name or email changes its search key with it.
             columns.extend(["first_name_key", "last_name_key", "email_key"]);
             let update = patch_statement(PatientRow::TABLE, &columns, patient_columns!());
-            audit::audited(SCHEMA, &update, columns.len() + 2, "changed.id")
+            AuditedStatement::new(SCHEMA, &update, "changed.id")
         });
-        let [subject, method, request_id] = audit::event_binds();
-        let update = sqlx::query_as::<_, PatientRow>(UPDATE.as_str())
-            .bind(id.get())
-            .bind(patch.first_name.as_ref().map(|n| n.as_str()))
-            .bind(patch.last_name.as_ref().map(|n| n.as_str()))
-            .bind(patch.birth_date.map(|d| d.get()))
-            .bind(patch.email.as_ref().map(|e| e.as_str()))
-            .bind(patch.first_name.as_ref().map(|n| fold(n.as_str())))
-            .bind(patch.last_name.as_ref().map(|n| fold(n.as_str())))
-            .bind(patch.email.as_ref().map(|e| fold(e.as_str())))
-            .bind(etag.map(Etag::as_str))
-            .bind(subject)
-            .bind(method)
-            .bind(request_id)
+        let update = UPDATE
+            .query_as::<PatientRow>(call, |q| {
+                q.bind(id.get())
+                    .bind(patch.first_name.as_ref().map(|n| n.as_str()))
+                    .bind(patch.last_name.as_ref().map(|n| n.as_str()))
+                    .bind(patch.birth_date.map(|d| d.get()))
+                    .bind(patch.email.as_ref().map(|e| e.as_str()))
+                    .bind(patch.first_name.as_ref().map(|n| fold(n.as_str())))
+                    .bind(patch.last_name.as_ref().map(|n| fold(n.as_str())))
+                    .bind(patch.email.as_ref().map(|e| fold(e.as_str())))
+                    .bind(etag.map(Etag::as_str))
+            })
             .fetch_optional(&self.pool);
-        let row = durable(update).await.map_err(email_taken_or)?;
-        audit::mark_audited(usize::from(row.is_some()));
+        let row = durable(call, update).await.map_err(email_taken_or)?;
+        audit::mark_audited(call, usize::from(row.is_some()));
         match row {
             Some(row) => Ok(row.into()),
             None => Err(why_not_written(&self.pool, PatientRow::TABLE, id).await.into()),
@@ -284,9 +293,9 @@ impl PatientStore {
 
     /// Deletes the patient if `etag` (when given) is still the current one,
     /// and records a `deleted` event in the outbox in the same transaction.
-    pub async fn delete(&self, id: PatientId, etag: Option<&Etag>) -> Result<()> {
+    pub async fn delete(&self, call: &Call, id: PatientId, etag: Option<&Etag>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        if !delete_if_current(&mut *tx, (SCHEMA, PatientRow::TABLE, "id"), id, etag).await? {
+        if !delete_if_current(&mut *tx, (SCHEMA, PatientRow::TABLE, "id"), call, id, etag).await? {
             tx.rollback().await?;
             return Err(why_not_written(&self.pool, PatientRow::TABLE, id).await.into());
         }
@@ -295,7 +304,7 @@ impl PatientStore {
             .bind(id.get())
             .execute(&mut *tx)
             .await?;
-        durable(tx.commit()).await?;
+        durable(call, tx.commit()).await?;
         Ok(())
     }
 

@@ -15,7 +15,7 @@
 //! removes the studies when it consumes it, even if it was down at the time.
 
 use clinic_client::PeerClient;
-use clinic_core::{deadline::Deadline, downstream::DownstreamExt};
+use clinic_core::{context::Call, downstream::DownstreamExt};
 use clinic_proto::studies::guard::v1::{
     CancelPatientDeletionRequest, ReservePatientDeletionRequest,
     deletion_guard_service_client::DeletionGuardServiceClient,
@@ -28,10 +28,10 @@ use crate::{domain::PatientId, error::Result};
 pub trait DeletionGuard: std::fmt::Debug + Send + Sync + 'static {
     /// Whether `patient` has studies; when not, no study can be created for
     /// them any more (the deletion is reserved).
-    async fn reserve_deletion(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<bool>;
+    async fn reserve_deletion(&self, patient: PatientId, call: &Call) -> Result<bool>;
 
     /// Lifts the reservation of a deletion that did not happen.
-    async fn cancel_deletion(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()>;
+    async fn cancel_deletion(&self, patient: PatientId, call: &Call) -> Result<()>;
 }
 
 /// A guard for running patients-service alone: no patient has studies.
@@ -40,11 +40,11 @@ pub struct NoStudies;
 
 #[tonic::async_trait]
 impl DeletionGuard for NoStudies {
-    async fn reserve_deletion(&self, _patient: PatientId, _deadline: Option<Deadline>) -> Result<bool> {
+    async fn reserve_deletion(&self, _patient: PatientId, _call: &Call) -> Result<bool> {
         Ok(false)
     }
 
-    async fn cancel_deletion(&self, _patient: PatientId, _deadline: Option<Deadline>) -> Result<()> {
+    async fn cancel_deletion(&self, _patient: PatientId, _call: &Call) -> Result<()> {
         Ok(())
     }
 }
@@ -55,8 +55,8 @@ pub struct GrpcStudies(pub PeerClient);
 
 #[tonic::async_trait]
 impl DeletionGuard for GrpcStudies {
-    async fn reserve_deletion(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<bool> {
-        let request = self.0.request(ReservePatientDeletionRequest { patient_id: patient.get() }, deadline);
+    async fn reserve_deletion(&self, patient: PatientId, call: &Call) -> Result<bool> {
+        let request = self.0.request(ReservePatientDeletionRequest { patient_id: patient.get() }, call);
         let answer = clinic_core::bounded!(DeletionGuardServiceClient::new(self.0.channel()))
             .reserve_patient_deletion(request)
             .await
@@ -64,8 +64,8 @@ impl DeletionGuard for GrpcStudies {
         Ok(answer.has_studies)
     }
 
-    async fn cancel_deletion(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()> {
-        let request = self.0.request(CancelPatientDeletionRequest { patient_id: patient.get() }, deadline);
+    async fn cancel_deletion(&self, patient: PatientId, call: &Call) -> Result<()> {
+        let request = self.0.request(CancelPatientDeletionRequest { patient_id: patient.get() }, call);
         clinic_core::bounded!(DeletionGuardServiceClient::new(self.0.channel()))
             .cancel_patient_deletion(request)
             .await

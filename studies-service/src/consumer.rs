@@ -20,6 +20,8 @@ use std::{sync::Arc, time::Duration};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use clinic_core::context::CallContext;
+
 use crate::{error::Result, patients::PatientEvents, storage::StudyStore};
 
 /// Events fetched per round trip.
@@ -73,9 +75,9 @@ pub async fn reconcile(store: &StudyStore, progress: &Progress, age: Duration) -
     if progress.behind > 0 || progress.failed > 0 || store.backlog().await?.retrying > 0 {
         return Ok(0);
     }
-    let mut lifted = 0;
+    let (mut lifted, call) = (0, CallContext::background("lifting stale deletion reservations"));
     for patient in store.stale_reservations(age).await? {
-        store.cancel_deletion(patient).await?;
+        store.cancel_deletion(&call, patient).await?;
         tracing::info!(patient_id = %patient, "lifted a deletion reservation: no deletion followed it");
         lifted += 1;
     }

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use clinic_core::{
-    context,
-    deadline::Deadline,
+    context::{Call, CallContext},
     paging::{self, PageTokens},
     resource::{self, timestamp},
     validation::{FieldViolation, Invalid},
@@ -40,34 +39,34 @@ pub struct StudyApi {
 impl StudyApi {
     /// Fails unless `patient` exists: patients known here to be deleted are
     /// refused without asking; the others are asked of patients-service.
-    async fn ensure_patient(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()> {
+    async fn ensure_patient(&self, patient: PatientId, call: &Call) -> Result<()> {
         if self.store.is_deleted_patient(patient).await? {
             return Err(Error::PatientNotFound(patient));
         }
-        self.patients.ensure_exists(patient, deadline).await
+        self.patients.ensure_exists(patient, call).await
     }
 
-    async fn create(&self, req: pb::CreateStudyRequest, deadline: Option<Deadline>) -> Result<Study> {
+    async fn create(&self, req: pb::CreateStudyRequest, call: &Call) -> Result<Study> {
         let (new, request_id) = parse_create(req)?;
-        context::concern([new.patient_id.get()]);
+        call.concern([new.patient_id.get()]);
         if let Some(request_id) = &request_id
-            && let Some(id) = self.store.created_by(request_id, &new).await?
+            && let Some(id) = self.store.created_by(call, request_id, &new).await?
         {
             return self.store.get(id).await;
         }
-        self.ensure_patient(new.patient_id, deadline).await?;
-        self.store.create(&new, request_id.as_ref()).await
+        self.ensure_patient(new.patient_id, call).await?;
+        self.store.create(call, &new, request_id.as_ref()).await
     }
 
-    async fn update(&self, req: pb::UpdateStudyRequest, deadline: Option<Deadline>) -> Result<Study> {
+    async fn update(&self, req: pb::UpdateStudyRequest, call: &Call) -> Result<Study> {
         let (id, patch, etag) = parse_update(req)?;
         if let Some(patient) = patch.patient_id {
-            self.ensure_patient(patient, deadline).await?;
+            self.ensure_patient(patient, call).await?;
         }
-        self.store.update(id, &patch, etag.as_ref()).await
+        self.store.update(call, id, &patch, etag.as_ref()).await
     }
 
-    async fn list(&self, req: pb::ListStudiesRequest) -> Result<pb::ListStudiesResponse> {
+    async fn list(&self, req: pb::ListStudiesRequest, call: &Call) -> Result<pb::ListStudiesResponse> {
         let mut invalid = Invalid::default();
         let size = invalid.check(paging::page_size(req.page_size, "page_size"));
         let patients = PatientFilter::parse(&req.patient_ids, "patient_ids").unwrap_or_else(|e| {
@@ -84,19 +83,20 @@ impl StudyApi {
         let after = self.tokens.decode_walk(&walk, &req.page_token)?;
         let mut page = self
             .store
-            .search(&patients, filter.as_ref(), &walk.order, after.as_ref(), size)
+            .search(call, &patients, filter.as_ref(), &walk.order, after.as_ref(), size)
             .await?
             .map(|(study, cursor)| (study_pb(study), cursor));
         page.cut_to_bytes(paging::MAX_PAGE_BYTES, |(s, _)| s.encoded_len());
         let next_page_token = self.tokens.next_walk_token(&walk, &page);
         let studies: Vec<pb::Study> = page.items.into_iter().map(|(s, _)| s).collect();
-        context::concern(patients.ids().iter().copied().chain(studies.iter().map(|s| s.patient_id)));
+        call.concern(patients.ids().iter().copied().chain(studies.iter().map(|s| s.patient_id)));
         Ok(pb::ListStudiesResponse { studies, next_page_token })
     }
 
     async fn list_by_patient(
         &self,
         req: pb::ListStudiesByPatientRequest,
+        call: &Call,
     ) -> Result<pb::ListStudiesByPatientResponse> {
         let mut invalid = Invalid::default();
         let per_patient = invalid.check(studies_per_patient(req.studies_per_patient));
@@ -108,7 +108,7 @@ impl StudyApi {
             return Err(invalid.into());
         };
         let mut ids = req.patient_ids;
-        context::concern(ids.iter().copied());
+        call.concern(ids.iter().copied());
         let mut seen = std::collections::HashSet::new();
         ids.retain(|id| seen.insert(*id));
         let share = BY_PATIENT_BYTES / ids.len().max(1);
@@ -163,14 +163,15 @@ impl pb::study_service_server::StudyService for StudyApi {
         &self,
         request: Request<pb::CreateStudyRequest>,
     ) -> Result<Response<pb::Study>, Status> {
-        let deadline = Deadline::of(&request);
-        Ok(Response::new(study_pb(self.create(request.into_inner(), deadline).await?)))
+        let call = CallContext::of(&request);
+        Ok(Response::new(study_pb(self.create(request.into_inner(), &call).await?)))
     }
 
     async fn get_study(&self, request: Request<pb::GetStudyRequest>) -> Result<Response<pb::Study>, Status> {
+        let call = CallContext::of(&request);
         let id = StudyId::parse(request.into_inner().id, "id").map_err(Error::from)?;
         let study = self.store.get(id).await?;
-        context::concern([study.fields.patient_id.get()]);
+        call.concern([study.fields.patient_id.get()]);
         Ok(Response::new(study_pb(study)))
     }
 
@@ -178,31 +179,34 @@ impl pb::study_service_server::StudyService for StudyApi {
         &self,
         request: Request<pb::ListStudiesRequest>,
     ) -> Result<Response<pb::ListStudiesResponse>, Status> {
-        Ok(Response::new(self.list(request.into_inner()).await?))
+        let call = CallContext::of(&request);
+        Ok(Response::new(self.list(request.into_inner(), &call).await?))
     }
 
     async fn list_studies_by_patient(
         &self,
         request: Request<pb::ListStudiesByPatientRequest>,
     ) -> Result<Response<pb::ListStudiesByPatientResponse>, Status> {
-        Ok(Response::new(self.list_by_patient(request.into_inner()).await?))
+        let call = CallContext::of(&request);
+        Ok(Response::new(self.list_by_patient(request.into_inner(), &call).await?))
     }
 
     async fn update_study(
         &self,
         request: Request<pb::UpdateStudyRequest>,
     ) -> Result<Response<pb::Study>, Status> {
-        let deadline = Deadline::of(&request);
-        Ok(Response::new(study_pb(self.update(request.into_inner(), deadline).await?)))
+        let call = CallContext::of(&request);
+        Ok(Response::new(study_pb(self.update(request.into_inner(), &call).await?)))
     }
 
     async fn delete_study(&self, request: Request<pb::DeleteStudyRequest>) -> Result<Response<()>, Status> {
+        let call = CallContext::of(&request);
         let req = request.into_inner();
         let mut invalid = Invalid::default();
         let id = invalid.check(StudyId::parse(req.id, "id"));
         let etag = invalid.check(Etag::parse(&req.etag, "etag"));
         let (Some(id), Some(etag)) = (id, etag) else { return Err(Error::from(invalid).into()) };
-        self.store.delete(id, etag.as_ref()).await?;
+        self.store.delete(&call, id, etag.as_ref()).await?;
         Ok(Response::new(()))
     }
 }
@@ -220,8 +224,9 @@ impl guard_pb::deletion_guard_service_server::DeletionGuardService for GuardApi 
         &self,
         request: Request<guard_pb::ReservePatientDeletionRequest>,
     ) -> Result<Response<guard_pb::ReservePatientDeletionResponse>, Status> {
+        let call = CallContext::of(&request);
         let patient = PatientId::parse(request.into_inner().patient_id, "patient_id").map_err(Error::from)?;
-        let has_studies = self.store.reserve_deletion(patient).await?;
+        let has_studies = self.store.reserve_deletion(&call, patient).await?;
         Ok(Response::new(guard_pb::ReservePatientDeletionResponse { has_studies }))
     }
 
@@ -229,8 +234,9 @@ impl guard_pb::deletion_guard_service_server::DeletionGuardService for GuardApi 
         &self,
         request: Request<guard_pb::CancelPatientDeletionRequest>,
     ) -> Result<Response<()>, Status> {
+        let call = CallContext::of(&request);
         let patient = PatientId::parse(request.into_inner().patient_id, "patient_id").map_err(Error::from)?;
-        self.store.cancel_deletion(patient).await?;
+        self.store.cancel_deletion(&call, patient).await?;
         Ok(Response::new(()))
     }
 }

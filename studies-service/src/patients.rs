@@ -2,7 +2,10 @@
 //! a patient exists, and the outbox of patient deletions.
 
 use clinic_client::PeerClient;
-use clinic_core::{deadline::Deadline, downstream::DownstreamExt};
+use clinic_core::{
+    context::{Call, CallContext},
+    downstream::DownstreamExt,
+};
 use clinic_proto::patients::{
     events::v1::{
         ListPatientEventsRequest, PatientEventType, patient_event_service_client::PatientEventServiceClient,
@@ -19,8 +22,9 @@ use crate::{
 /// Answers whether a patient exists.
 #[tonic::async_trait]
 pub trait PatientDirectory: std::fmt::Debug + Send + Sync + 'static {
-    /// `Ok` if `patient` exists, `PatientNotFound` if not, asked within `deadline`.
-    async fn ensure_exists(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()>;
+    /// `Ok` if `patient` exists, `PatientNotFound` if not, asked on behalf
+    /// of `call` (its caller, within its deadline).
+    async fn ensure_exists(&self, patient: PatientId, call: &Call) -> Result<()>;
 }
 
 /// The source of patient events to apply.
@@ -37,10 +41,10 @@ pub struct GrpcPatients(pub PeerClient);
 
 #[tonic::async_trait]
 impl PatientDirectory for GrpcPatients {
-    async fn ensure_exists(&self, patient: PatientId, deadline: Option<Deadline>) -> Result<()> {
+    async fn ensure_exists(&self, patient: PatientId, call: &Call) -> Result<()> {
         let client = clinic_core::bounded!(PatientServiceClient::new(self.0.channel()));
         let message = GetPatientRequest { id: patient.get() };
-        match self.0.read(message, deadline, |r| async { client.clone().get_patient(r).await }).await {
+        match self.0.read(message, call, |r| async { client.clone().get_patient(r).await }).await {
             Err(status) if status.code() == Code::NotFound => Err(Error::PatientNotFound(patient)),
             answer => answer
                 .downstream(self.0.peer(), "checking that the study's patient exists")
@@ -54,7 +58,9 @@ impl PatientDirectory for GrpcPatients {
 impl PatientEvents for GrpcPatients {
     async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage> {
         let page_size = i32::try_from(limit).unwrap_or(i32::MAX);
-        let request = self.0.request(ListPatientEventsRequest { after_sequence: after, page_size }, None);
+        // Background work: the service's own token, no deadline.
+        let call = CallContext::background("reading patient deletions");
+        let request = self.0.request(ListPatientEventsRequest { after_sequence: after, page_size }, &call);
         let page = clinic_core::bounded!(PatientEventServiceClient::new(self.0.channel()))
             .list_patient_events(request)
             .await

@@ -26,7 +26,7 @@ use tonic::{Code, Request, Response, Status};
 
 use clinic_auth::permission;
 use clinic_core::{
-    context::{self, CallContext},
+    context::CallContext,
     errors,
     paging::{self, Page, PageTokens},
     resource::timestamp,
@@ -128,56 +128,100 @@ async fn insert(conn: &mut PgConnection, schema: &str, events: &[&Event]) -> Res
         .map(drop)
 }
 
-/// What the current rpc's audit event says of it: subject, method and
-/// request id, to bind to an [`audited`] statement (`system` values outside
-/// an rpc).
-pub fn event_binds() -> [String; 3] {
-    match context::current() {
-        Some(call) => {
-            let event = Event::of(&call, Code::Ok);
+/// What `call`'s audit event says of it: subject, method and request id
+/// (`system` and `background` for work no rpc asked for).
+fn event_binds(call: &CallContext) -> [String; 3] {
+    match call.identity() {
+        Some(_) => {
+            let event = Event::of(call, Code::Ok);
             [event.subject, event.method, event.request_id]
         }
-        None => ["system".to_owned(), "background".to_owned(), context::new_request_id()],
+        None => ["system".to_owned(), "background".to_owned(), call.request_id.clone()],
     }
 }
 
-/// `statement` (one data-modifying statement with `returning`, taking
-/// `params` parameters) extended so that the same statement inserts the
-/// current rpc's audit event (outcome OK) for each row it changes: the
-/// change and its trace in one atomic round trip. `patient` is the SQL
-/// expression, over the returned row `changed`, of the patient concerned;
-/// the [`event_binds`] are bound after the statement's own parameters. The
-/// statement then returns the changed rows; pass their count to
-/// [`mark_audited`].
-pub fn audited(schema: &str, statement: &str, params: usize, patient: &str) -> String {
-    let (s, m, r) = (params + 1, params + 2, params + 3);
-    format!(
-        "with changed as ({statement}), \
-         audited as (insert into {schema}.audit_event (subject, method, patient_ids, code, request_id) \
-                     select ${s}, ${m}, array[{patient}]::bigint[], 'OK', ${r} from changed) \
-         select * from changed"
-    )
+/// One data-modifying statement with `returning`, extended so that the same
+/// statement inserts the call's audit event (outcome OK) for each row it
+/// changes: the change and its trace in one atomic round trip. Built once
+/// (its parameters are counted here, the event's are numbered after them),
+/// bound per call by [`Self::query_as`], which adds the event's values.
+#[derive(Debug)]
+pub struct AuditedStatement {
+    sql: String,
 }
 
-/// Notes that the current rpc's event was written with its change, when
-/// the [`audited`] statement changed `rows` rows.
-pub fn mark_audited(rows: usize) {
-    if let (Some(call), true) = (context::current(), rows > 0) {
+impl AuditedStatement {
+    /// `statement` recording in `schema`'s trail; `patient` is the SQL
+    /// expression, over the returned row `changed`, of the patient
+    /// concerned. The statement then returns the changed rows.
+    pub fn new(schema: &str, statement: &str, patient: &str) -> Self {
+        let params = highest_parameter(statement);
+        let (s, m, r) = (params + 1, params + 2, params + 3);
+        Self {
+            sql: format!(
+                "with changed as ({statement}), \
+                 audited as (insert into {schema}.audit_event (subject, method, patient_ids, code, request_id) \
+                             select ${s}, ${m}, array[{patient}]::bigint[], 'OK', ${r} from changed) \
+                 select * from changed"
+            ),
+        }
+    }
+
+    /// The statement for `call`: `own` binds the statement's parameters in
+    /// order, then the event's are bound. Pass the number of rows it
+    /// returns to [`mark_audited`].
+    pub fn query_as<'q, O>(
+        &'q self,
+        call: &CallContext,
+        own: impl FnOnce(
+            sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+        ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        let [subject, method, request_id] = event_binds(call);
+        own(sqlx::query_as(sqlx::AssertSqlSafe(self.sql.as_str())))
+            .bind(subject)
+            .bind(method)
+            .bind(request_id)
+    }
+}
+
+/// The highest `$n` placeholder of `statement` (0 when it has none).
+fn highest_parameter(statement: &str) -> usize {
+    let mut highest = 0;
+    let mut rest = statement;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        highest = highest.max(digits.parse().unwrap_or(0));
+    }
+    highest
+}
+
+/// Notes that `call`'s event was written with its change, when an
+/// [`AuditedStatement`] changed `rows` rows.
+pub fn mark_audited(call: &CallContext, rows: usize) {
+    if rows > 0 {
         call.mark_audited();
     }
 }
 
-/// Records the current rpc's event (outcome OK) in the transaction on
-/// `conn`, concerning `patients` and those already noted, so the change
-/// and its trace commit together. Outside an rpc it records nothing.
+/// Records `call`'s event (outcome OK) in the transaction on `conn`,
+/// concerning `patients` and those already noted, so the change and its
+/// trace commit together. Background work (no caller) records nothing.
 pub async fn record_in(
     conn: &mut PgConnection,
     schema: &'static str,
+    call: &CallContext,
     patients: impl IntoIterator<Item = i64>,
 ) -> Result<(), sqlx::Error> {
-    let Some(call) = context::current() else { return Ok(()) };
-    context::concern(patients);
-    insert(conn, schema, &[&Event::of(&call, Code::Ok)]).await?;
+    if call.identity().is_none() {
+        return Ok(());
+    }
+    call.concern(patients);
+    insert(conn, schema, &[&Event::of(call, Code::Ok)]).await?;
     call.mark_audited();
     Ok(())
 }
@@ -595,5 +639,19 @@ impl pb::audit_service_server::AuditService for AuditApi {
             })
             .collect();
         Ok(Response::new(pb::ListAuditEventsResponse { events, next_page_token }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_audited_statement_numbers_the_events_parameters_after_its_own() {
+        assert_eq!(highest_parameter("select 1"), 0);
+        assert_eq!(highest_parameter("update t set a = $2, b = $12 where id = $1 and $3 is null"), 12);
+        let statement =
+            AuditedStatement::new("s", "delete from s.t where id = $1 and v = $2 returning id", "changed.id");
+        assert!(statement.sql.contains("select $3, $4, array[changed.id]::bigint[], 'OK', $5 from changed"));
     }
 }

@@ -5,9 +5,9 @@
 
 use sqlx::PgPool;
 
-use crate::audit;
+use crate::audit::{self, AuditedStatement};
 use clinic_core::{
-    deadline,
+    context::CallContext,
     ids::{Id, Kind},
     resource::Etag,
 };
@@ -16,43 +16,39 @@ use clinic_pg::api_error::ApiError;
 /// Runs `write`, the step that makes a change durable (a `commit`, or a
 /// single autocommit statement), unless the caller's deadline leaves no time
 /// to answer (then DEADLINE_EXCEEDED, and nothing is written). Once begun it
-/// is never abandoned: the deadline layer waits for it and answers with its
-/// real outcome. See [`clinic_core::deadline`].
-pub async fn durable<T, E: Into<ApiError>>(write: impl Future<Output = Result<T, E>>) -> Result<T, ApiError> {
-    if !deadline::begin_commit() {
+/// is never abandoned: the deadline middleware waits for it and answers with
+/// its real outcome. See [`clinic_core::deadline`].
+pub async fn durable<T, E: Into<ApiError>>(
+    call: &CallContext,
+    write: impl Future<Output = Result<T, E>>,
+) -> Result<T, ApiError> {
+    if !call.begin_commit() {
         return Err(ApiError::DeadlineExceeded);
     }
     write.await.map_err(Into::into)
 }
 
 /// Deletes row `id` of `table` if `etag` (when given) is its current
-/// version, recording the current rpc's audit event in `schema` in the same
+/// version, recording `call`'s audit event in `schema` in the same
 /// statement (concerning the row's `patient` column); whether a row was
 /// deleted. The caller decides the transaction.
 pub async fn delete_if_current<'c, K: Kind>(
     conn: impl sqlx::PgExecutor<'c>,
     (schema, table, patient): (&'static str, &'static str, &'static str),
+    call: &CallContext,
     id: Id<K>,
     etag: Option<&Etag>,
 ) -> Result<bool, sqlx::Error> {
-    let statement = audit::audited(
+    let statement = AuditedStatement::new(
         schema,
         &format!(
             "delete from {table} where id = $1 and ($2::text is null or version::text = $2) returning {patient} as patient"
         ),
-        2,
         "changed.patient",
     );
-    let [subject, method, request_id] = audit::event_binds();
-    let deleted: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(statement))
-        .bind(id.get())
-        .bind(etag.map(Etag::as_str))
-        .bind(subject)
-        .bind(method)
-        .bind(request_id)
-        .fetch_all(conn)
-        .await?;
-    audit::mark_audited(deleted.len());
+    let deleted: Vec<(i64,)> =
+        statement.query_as(call, |q| q.bind(id.get()).bind(etag.map(Etag::as_str))).fetch_all(conn).await?;
+    audit::mark_audited(call, deleted.len());
     Ok(deleted.len() == 1)
 }
 

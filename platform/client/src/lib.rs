@@ -22,7 +22,7 @@ use tonic::{
 };
 
 use clinic_core::{
-    context,
+    context::{self, Call},
     deadline::Deadline,
     defaults,
     downstream::{Failure, Peer, classify},
@@ -315,7 +315,7 @@ impl PeerClient {
     pub async fn read<M, T, F, Fut>(
         &self,
         message: M,
-        deadline: Option<Deadline>,
+        on_behalf: &Call,
         call: F,
     ) -> Result<Response<T>, Status>
     where
@@ -323,10 +323,9 @@ impl PeerClient {
         F: Fn(Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        let mut pause = Duration::from_millis(20);
-        let mut attempt = 1;
+        let (mut pause, mut attempt, deadline) = (Duration::from_millis(20), 1, on_behalf.deadline());
         loop {
-            match call(self.request(message.clone(), deadline)).await {
+            match call(self.request(message.clone(), on_behalf)).await {
                 Err(status)
                     if classify(&status) == Failure::Unavailable
                         && attempt < READ_ATTEMPTS
@@ -341,17 +340,17 @@ impl PeerClient {
         }
     }
 
-    /// A request to the peer carrying what is left of `deadline` (never
-    /// more than the ceiling), the current caller's token and request id -
-    /// or, outside any rpc, the service's own token and a fresh request id.
-    pub fn request<T>(&self, message: T, deadline: Option<Deadline>) -> Request<T> {
-        let mut request = request(message, deadline, self.ceiling);
-        let call = context::current();
-        let token = match &call {
-            Some(call) => call.identity().map(|i| i.token.to_string()),
+    /// A request to the peer made on behalf of `call`: carrying what is
+    /// left of its deadline (never more than the ceiling), its caller's token
+    /// and its request id - or, for background work (no caller), the
+    /// service's own token.
+    pub fn request<T>(&self, message: T, call: &Call) -> Request<T> {
+        let mut request = request(message, call.deadline(), self.ceiling);
+        let token = match call.identity() {
+            Some(identity) => Some(identity.token.to_string()),
             None => self.service_token.as_ref().and_then(|t| t.get()),
         };
-        let request_id = call.map_or_else(context::new_request_id, |c| c.request_id.clone());
+        let request_id = call.request_id.clone();
         let headers = request.metadata_mut();
         if let Some(value) = token.and_then(|t| format!("Bearer {t}").parse().ok()) {
             headers.insert("authorization", value);
@@ -580,7 +579,7 @@ mod tests {
         let peer = PeerClient::new(Peer::Patients, &format!("http://{addr}"), &settings).unwrap();
         let client = PatientServiceClient::new(peer.channel());
         let status = peer
-            .read(GetPatientRequest { id: 1 }, None, |request| async {
+            .read(GetPatientRequest { id: 1 }, &context::CallContext::background("test"), |request| async {
                 client.clone().get_patient(request).await
             })
             .await

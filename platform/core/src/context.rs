@@ -1,16 +1,21 @@
 //! What a server knows about the rpc it is handling: its request id, who is
-//! calling, and what the call's audit event will say.
+//! calling, its deadline, and what the call's audit event will say - one
+//! value, a [`Call`], passed explicitly.
 //!
-//! The server's context layer opens one [`CallContext`] per rpc (a task-local
-//! for the rpc's future); the authentication layer records the caller in it,
-//! handlers and storage record the patients concerned, clients read it to
-//! pass the caller's token and request id on to other services, and the
-//! audit layer writes the event from it.
+//! The server's `RequestContext` middleware opens one [`CallContext`] per
+//! rpc and puts it in the request's extensions; authentication records the
+//! caller in it and the deadline middleware its deadline. Handlers take it
+//! from the request ([`CallContext::of`]) and pass it on: storage records
+//! the patients concerned and builds audited statements from it, clients
+//! pass the caller's token, request id and deadline on to other services,
+//! and the audit middleware writes the event from it.
 
 use std::sync::{
     Arc, Mutex, OnceLock,
     atomic::{AtomicBool, Ordering},
 };
+
+use crate::deadline::{CallState, Deadline};
 
 crate::named_enum! {
     /// What a caller may do; the JWT claim `roles` lists them.
@@ -63,7 +68,11 @@ impl Identity {
     }
 }
 
-/// One rpc as the server handles it.
+/// One rpc as the server handles it, shared by every step of the call.
+pub type Call = Arc<CallContext>;
+
+/// One rpc as the server handles it (or background work, which has no
+/// caller and no deadline).
 #[derive(Debug)]
 pub struct CallContext {
     /// The request's `x-request-id`, the same on every hop.
@@ -71,20 +80,77 @@ pub struct CallContext {
     /// The full method name, without the leading slash.
     pub method: String,
     identity: OnceLock<Arc<Identity>>,
+    deadline: OnceLock<Arc<CallState>>,
     patients: Mutex<Vec<i64>>,
     audited: AtomicBool,
 }
 
 impl CallContext {
     /// The context of a call to `path` (`/package.Service/Method`).
-    pub fn new(request_id: String, path: &str) -> Arc<Self> {
+    pub fn new(request_id: String, path: &str) -> Call {
         Arc::new(Self {
             request_id,
             method: path.trim_start_matches('/').to_owned(),
             identity: OnceLock::new(),
+            deadline: OnceLock::new(),
             patients: Mutex::new(Vec::new()),
             audited: AtomicBool::new(false),
         })
+    }
+
+    /// Work no rpc asked for (a background task): no caller, no deadline,
+    /// a fresh request id; `what` names it as a method would.
+    pub fn background(what: &str) -> Call {
+        Self::new(new_request_id(), what)
+    }
+
+    /// The call a request belongs to, as the server's middleware opened it;
+    /// a background context when there is none (a handler called directly).
+    pub fn of<T>(request: &tonic::Request<T>) -> Call {
+        request.extensions().get::<Call>().cloned().unwrap_or_else(|| Self::background("unscoped"))
+    }
+
+    /// The same caller and request id with no deadline: for work that must
+    /// finish after the rpc's answer (recording its audit event).
+    pub fn detached(&self) -> Call {
+        let call = Self::new(self.request_id.clone(), &self.method);
+        if let Some(identity) = self.identity() {
+            call.set_identity(identity.clone());
+        }
+        call
+    }
+
+    /// The `sub` of the verified caller; empty for background work or before
+    /// authentication.
+    pub fn subject(&self) -> String {
+        self.identity().map(|i| i.subject.clone()).unwrap_or_default()
+    }
+
+    /// The caller's deadline, once the deadline middleware has set it.
+    pub fn deadline(&self) -> Option<Deadline> {
+        self.deadline.get().map(|state| state.deadline())
+    }
+
+    /// Records the call's deadline and commit state.
+    pub fn set_deadline(&self, state: Arc<CallState>) {
+        let _ = self.deadline.set(state);
+    }
+
+    /// Marks the call as committing, if its deadline leaves at least
+    /// [`crate::deadline::REPLY_ALLOWANCE`]; `false` (do not write)
+    /// otherwise. Without a deadline (background work) always `true`.
+    pub fn begin_commit(&self) -> bool {
+        self.deadline.get().is_none_or(|state| state.begin_commit())
+    }
+
+    /// Records that the call concerns `patients` (for its audit event).
+    pub fn concern(&self, patients: impl IntoIterator<Item = i64>) {
+        let mut known = self.patients.lock().expect("call context lock");
+        for id in patients {
+            if !known.contains(&id) {
+                known.push(id);
+            }
+        }
     }
 
     /// The verified caller, once authentication has run.
@@ -110,38 +176,6 @@ impl CallContext {
     /// Marks the call's audit event as written (in the change's transaction).
     pub fn mark_audited(&self) {
         self.audited.store(true, Ordering::Release);
-    }
-}
-
-tokio::task_local! {
-    static CALL: Arc<CallContext>;
-}
-
-/// Runs `call` as the rpc `context` describes.
-pub async fn scope<F: Future>(context: Arc<CallContext>, call: F) -> F::Output {
-    CALL.scope(context, call).await
-}
-
-/// The context of the rpc being handled, if any (none in background work).
-pub fn current() -> Option<Arc<CallContext>> {
-    CALL.try_with(Arc::clone).ok()
-}
-
-/// The `sub` of the current rpc's verified caller; empty outside an rpc
-/// (background work) or before authentication.
-pub fn current_subject() -> String {
-    current().and_then(|call| call.identity().map(|i| i.subject.clone())).unwrap_or_default()
-}
-
-/// Records that the current rpc concerns `patients` (for its audit event).
-pub fn concern(patients: impl IntoIterator<Item = i64>) {
-    if let Some(call) = current() {
-        let mut known = call.patients.lock().expect("call context lock");
-        for id in patients {
-            if !known.contains(&id) {
-                known.push(id);
-            }
-        }
     }
 }
 
@@ -193,15 +227,26 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn patients_concerned_are_collected_once_each() {
+    #[test]
+    fn patients_concerned_are_collected_once_each() {
         let call = CallContext::new("r".into(), "/a.B/C");
-        scope(call.clone(), async {
-            concern([3, 1]);
-            concern([1, 2]);
-        })
-        .await;
+        call.concern([3, 1]);
+        call.concern([1, 2]);
         assert_eq!(call.patients(), vec![3, 1, 2]);
         assert_eq!(call.method, "a.B/C");
+    }
+
+    #[test]
+    fn a_commit_begins_only_with_time_left_and_is_then_marked() {
+        use std::time::{Duration, Instant};
+        assert!(CallContext::background("x").begin_commit(), "background work has no deadline");
+        let late = CallContext::new("r".into(), "/a.B/C");
+        late.set_deadline(CallState::new(Deadline(Instant::now())));
+        assert!(!late.begin_commit());
+        let early = CallContext::new("r".into(), "/a.B/C");
+        let state = CallState::new(Deadline(Instant::now() + Duration::from_secs(5)));
+        early.set_deadline(state.clone());
+        assert!(early.begin_commit());
+        assert!(state.committing());
     }
 }

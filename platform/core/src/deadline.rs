@@ -1,8 +1,9 @@
 //! The point in time by which a caller wants an answer, and the rule that
 //! keeps a deadline from lying about a write.
 //!
-//! The server's deadline layer abandons a call whose deadline passed, unless
-//! the call has begun making a change durable ([`begin_commit`]): a write
+//! The server's deadline middleware abandons a call whose deadline passed,
+//! unless the call has begun making a change durable
+//! (`CallContext::begin_commit`, on the call's [`CallState`]): a write
 //! that may already have committed is never reported as DEADLINE_EXCEEDED.
 //! It waits for the outcome and answers with it. And a commit only begins
 //! while there is time left to send the answer.
@@ -36,30 +37,21 @@ impl CallState {
     pub fn committing(&self) -> bool {
         self.committing.load(Ordering::Acquire)
     }
-}
 
-tokio::task_local! {
-    static CALL: Arc<CallState>;
-}
+    /// The call's deadline.
+    pub fn deadline(&self) -> Deadline {
+        self.deadline
+    }
 
-/// Runs `call` as the call whose state is `state`.
-pub async fn scope<F: Future>(state: Arc<CallState>, call: F) -> F::Output {
-    CALL.scope(state, call).await
-}
-
-/// Marks the current call as committing, if its deadline leaves at least
-/// [`REPLY_ALLOWANCE`]; `false` (do not write) otherwise. Outside a call
-/// (background work) there is no deadline and it is always `true`.
-pub fn begin_commit() -> bool {
-    CALL.try_with(|call| {
-        if call.deadline.remaining() < REPLY_ALLOWANCE {
-            false
-        } else {
-            call.committing.store(true, Ordering::Release);
-            true
+    /// Marks the call as committing, if its deadline leaves at least
+    /// [`REPLY_ALLOWANCE`]; `false` (do not write) otherwise.
+    pub fn begin_commit(&self) -> bool {
+        if self.deadline.remaining() < REPLY_ALLOWANCE {
+            return false;
         }
-    })
-    .unwrap_or(true)
+        self.committing.store(true, Ordering::Release);
+        true
+    }
 }
 
 /// The caller's deadline, stored in each request's extensions by the
@@ -102,17 +94,6 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_commit_begins_only_with_time_left_and_is_then_marked() {
-        assert!(begin_commit(), "background work has no deadline");
-        let late = CallState::new(Deadline(Instant::now()));
-        assert!(!scope(late.clone(), async { begin_commit() }).await);
-        assert!(!late.committing());
-        let early = CallState::new(Deadline(Instant::now() + Duration::from_secs(5)));
-        assert!(scope(early.clone(), async { begin_commit() }).await);
-        assert!(early.committing());
-    }
 
     #[test]
     fn grpc_timeout_units_parse() {

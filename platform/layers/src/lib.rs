@@ -25,7 +25,10 @@ use tokio::sync::Semaphore;
 use tonic::Code;
 use tracing::Instrument;
 
-use clinic_core::deadline::{self, CallState, Deadline, parse_grpc_timeout};
+use clinic_core::{
+    context::Call,
+    deadline::{CallState, Deadline, parse_grpc_timeout},
+};
 pub use middleware::{BoxFuture, Middleware, Next, Request, Response, Stack, refuse};
 
 /// One rpc a server has, as its metrics, spans and logs name it.
@@ -210,7 +213,7 @@ impl Middleware for RpcTrace {
 /// Enforces each call's deadline: the `grpc-timeout` the caller sent, capped
 /// by the server's own ceiling. When it passes, the handler's work is
 /// dropped (abandoned) and the caller gets `DEADLINE_EXCEEDED` - unless the
-/// handler has begun to commit a change ([`clinic_core::deadline::begin_commit`]):
+/// handler has begun to commit a change (`CallContext::begin_commit`):
 /// then the layer waits for it and answers with its real outcome, so a
 /// write that happened is never reported as failed.
 ///
@@ -238,7 +241,10 @@ impl Middleware for CallDeadline {
         let deadline = Deadline(Instant::now() + budget);
         req.extensions_mut().insert(deadline);
         let state = CallState::new(deadline);
-        let call = deadline::scope(state.clone(), next.run(req));
+        if let Some(call) = req.extensions().get::<Call>() {
+            call.set_deadline(state.clone());
+        }
+        let call = next.run(req);
         Box::pin(async move {
             tokio::pin!(call);
             match tokio::time::timeout(budget, &mut call).await {
@@ -390,8 +396,7 @@ impl Middleware for PoolScope {
 /// Opens the [`clinic_core::context::CallContext`] of every rpc: its request id
 /// (the caller's `x-request-id` when usable, else a fresh one; echoed in the
 /// response headers) and method. The context goes into the request's
-/// extensions for the layers below, and is the task-local context of the
-/// rpc's future for handlers, storage and clients.
+/// extensions, where the middleware after this one and the handler find it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestContext;
 
@@ -403,8 +408,8 @@ impl Middleware for RequestContext {
         let sent = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
         let request_id = clinic_core::context::usable_request_id(sent);
         let call = clinic_core::context::CallContext::new(request_id.clone(), req.uri().path());
-        req.extensions_mut().insert(call.clone());
-        let response = clinic_core::context::scope(call, next.run(req));
+        req.extensions_mut().insert(call);
+        let response = next.run(req);
         Box::pin(async move {
             let mut response = response.await;
             if let Ok(value) = http::HeaderValue::from_str(&request_id) {

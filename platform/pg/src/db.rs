@@ -236,6 +236,11 @@ where
 }
 
 tokio::task_local! {
+    /// The one task-local left: the process's pool, so that mapping any
+    /// database error to a status (deep in `From` conversions, far from any
+    /// pool) can tell overload from an outage. It is per process, not per
+    /// call, but tests run several services in one process, so it is
+    /// scoped by each server's `PoolScope` middleware rather than global.
     static POOL: PgPool;
 }
 

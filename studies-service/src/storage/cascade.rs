@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clinic_audit::store::durable;
+use clinic_core::context::Call;
 
 use crate::{
     domain::{PatientEvent, PatientEventKind, PatientId},
@@ -218,7 +219,7 @@ impl StudyStore {
     /// the per-patient lock, so a create either committed first (and is
     /// counted) or comes after and is refused. Returns whether the patient
     /// has studies (then nothing is reserved).
-    pub async fn reserve_deletion(&self, patient: PatientId) -> Result<bool> {
+    pub async fn reserve_deletion(&self, call: &Call, patient: PatientId) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("select pg_advisory_xact_lock($1)").bind(patient.get()).execute(&mut *tx).await?;
         let has_studies: bool =
@@ -235,13 +236,14 @@ impl StudyStore {
             .execute(&mut *tx)
             .await?;
         }
-        durable(tx.commit()).await?;
+        durable(call, tx.commit()).await?;
         Ok(has_studies)
     }
 
     /// Lifts a reservation of `patient` that no deletion event confirmed.
-    pub async fn cancel_deletion(&self, patient: PatientId) -> Result<()> {
+    pub async fn cancel_deletion(&self, call: &Call, patient: PatientId) -> Result<()> {
         durable(
+            call,
             sqlx::query(
                 "delete from studies.deleted_patient where patient_id = $1 and event_sequence is null",
             )

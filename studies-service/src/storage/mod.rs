@@ -16,6 +16,7 @@ use clinic_audit::{
     audit,
     store::{delete_if_current, durable, why_not_written},
 };
+use clinic_core::context::Call;
 use clinic_core::paging::{self, Page};
 use clinic_pg::{
     coalesce::PointReads,
@@ -147,17 +148,27 @@ impl StudyStore {
 
     /// The study an earlier create with `request_id` made, if any;
     /// `REQUEST_ID_REUSED` if that create was a different request.
-    pub async fn created_by(&self, request_id: &RequestId, new: &StudyFields) -> Result<Option<StudyId>> {
+    pub async fn created_by(
+        &self,
+        call: &Call,
+        request_id: &RequestId,
+        new: &StudyFields,
+    ) -> Result<Option<StudyId>> {
         let mut conn = self.pool.acquire().await?;
-        let subject = clinic_core::context::current_subject();
+        let subject = call.subject();
         let id = idempotency::earlier(&mut conn, SCHEMA, &subject, request_id, &fingerprint(new)).await?;
         Ok(id.map(StudyId::from_stored))
     }
 
     /// Inserts `new` unless its patient is known to be deleted. With a
     /// `request_id` seen before, returns the study that request created.
-    pub async fn create(&self, new: &StudyFields, request_id: Option<&RequestId>) -> Result<Study> {
-        let subject = clinic_core::context::current_subject();
+    pub async fn create(
+        &self,
+        call: &Call,
+        new: &StudyFields,
+        request_id: Option<&RequestId>,
+    ) -> Result<Study> {
+        let subject = call.subject();
         let mut tx = self.pool.begin().await?;
         if let Some(request_id) = request_id
             && let Claim::Done(id) =
@@ -182,8 +193,8 @@ impl StudyStore {
         if let Some(request_id) = request_id {
             idempotency::record(&mut tx, SCHEMA, &subject, request_id, row.id).await?;
         }
-        audit::record_in(&mut tx, SCHEMA, [row.patient_id]).await?;
-        durable(tx.commit()).await?;
+        audit::record_in(&mut tx, SCHEMA, call, [row.patient_id]).await?;
+        durable(call, tx.commit()).await?;
         row.try_into()
     }
 
@@ -201,6 +212,7 @@ impl StudyStore {
     /// more to follow.
     pub async fn search(
         &self,
+        call: &Call,
         patients: &PatientFilter,
         filter: Option<&Where>,
         order: &Order,
@@ -254,8 +266,7 @@ impl StudyStore {
             .push_bind(paging::MAX_PAGE_BYTES as i64);
         order.push_order_by_selected(&mut query);
         let scanned = if patients.ids().is_empty() { filter } else { None };
-        let rows =
-            self.scans.fetch_all(&self.pool, scanned, clinic_core::context::current_subject(), query).await?;
+        let rows = self.scans.fetch_all(&self.pool, scanned, call.subject(), query).await?;
         let (rows, cut) = within_bytes(&rows, paging::MAX_PAGE_BYTES as i64)?;
         let items = rows
             .iter()
@@ -322,7 +333,13 @@ impl StudyStore {
 
     /// Applies `patch` if `etag` (when given) is still current, in one
     /// statement; moving the study checks the new patient under its lock.
-    pub async fn update(&self, id: StudyId, patch: &StudyPatch, etag: Option<&Etag>) -> Result<Study> {
+    pub async fn update(
+        &self,
+        call: &Call,
+        id: StudyId,
+        patch: &StudyPatch,
+        etag: Option<&Etag>,
+    ) -> Result<Study> {
         let mut tx = self.pool.begin().await?;
         if let Some(patient) = patch.patient_id {
             lock_live_patient(&mut tx, patient).await?;
@@ -333,7 +350,7 @@ impl StudyStore {
                 .bind(id.get())
                 .fetch_optional(&mut *tx)
                 .await?;
-        clinic_core::context::concern(before);
+        call.concern(before);
         static UPDATE: LazyLock<String> = LazyLock::new(|| {
             let columns: Vec<_> = StudyField::ALL.iter().map(|f| f.name()).collect();
             patch_statement(StudyRow::TABLE, &columns, study_columns!())
@@ -350,8 +367,8 @@ impl StudyStore {
             .await?;
         match row {
             Some(row) => {
-                audit::record_in(&mut tx, SCHEMA, [row.patient_id]).await?;
-                durable(tx.commit()).await?;
+                audit::record_in(&mut tx, SCHEMA, call, [row.patient_id]).await?;
+                durable(call, tx.commit()).await?;
                 row.try_into()
             }
             None => {
@@ -362,8 +379,9 @@ impl StudyStore {
     }
 
     /// Deletes the study if `etag` (when given) is still current.
-    pub async fn delete(&self, id: StudyId, etag: Option<&Etag>) -> Result<()> {
-        if durable(delete_if_current(&self.pool, (SCHEMA, StudyRow::TABLE, "patient_id"), id, etag)).await? {
+    pub async fn delete(&self, call: &Call, id: StudyId, etag: Option<&Etag>) -> Result<()> {
+        let deletion = delete_if_current(&self.pool, (SCHEMA, StudyRow::TABLE, "patient_id"), call, id, etag);
+        if durable(call, deletion).await? {
             Ok(())
         } else {
             Err(why_not_written(&self.pool, StudyRow::TABLE, id).await.into())

@@ -11,7 +11,7 @@ use std::{
 
 use clinic_client::PatientsPeer;
 use clinic_core::{
-    deadline::Deadline,
+    context::Call,
     defaults,
     downstream::{DownstreamError, Peer},
 };
@@ -40,7 +40,7 @@ pub struct KnownPatients {
 
 #[tonic::async_trait]
 impl PatientDirectory for KnownPatients {
-    async fn ensure_exists(&self, patient: PatientId, _deadline: Option<Deadline>) -> Result<()> {
+    async fn ensure_exists(&self, patient: PatientId, _call: &Call) -> Result<()> {
         if self.down.load(Ordering::SeqCst) {
             let status = tonic::Status::unavailable("connection refused");
             return Err(
