@@ -44,13 +44,8 @@ impl LocalDatabase {
     }
 
     fn url_as(&self, role: &str) -> String {
-        format!(
-            "postgres://{role}:{password}@{host}:{port}/{db}",
-            password = ServiceRole::dev_password(role),
-            host = self.admin.get_host(),
-            port = self.admin.get_port(),
-            db = self.admin.get_database().unwrap_or(DATABASE),
-        )
+        let database = self.admin.get_database().unwrap_or(DATABASE);
+        ServiceRole::dev_url(role, self.admin.get_host(), self.admin.get_port(), database)
     }
 
     /// A superuser URL, for `psql`.

@@ -52,6 +52,12 @@ impl ServiceRole {
     pub fn dev_password(role: &str) -> &str {
         role
     }
+
+    /// The URL `role` connects to `database` at `host:port` with, using its
+    /// development password.
+    pub fn dev_url(role: &str, host: &str, port: u16, database: &str) -> String {
+        format!("postgres://{role}:{password}@{host}:{port}/{database}", password = Self::dev_password(role))
+    }
 }
 
 /// Creates the services' owner and runtime roles if they do not exist yet

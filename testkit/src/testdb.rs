@@ -90,13 +90,7 @@ impl TestDb {
     }
 
     fn url_as(&self, role: &str) -> String {
-        format!(
-            "postgres://{role}:{password}@{host}:{port}/{db}",
-            password = ServiceRole::dev_password(role),
-            host = self.host,
-            port = self.port,
-            db = self.name
-        )
+        ServiceRole::dev_url(role, &self.host, self.port, &self.name)
     }
 
     /// Runs `schema`'s migrations as `service`'s owner role, as the migrate
