@@ -19,19 +19,13 @@ use clinic_proto::{
 };
 use tonic_types::StatusExt;
 
-use crate::error::Result;
+use crate::{
+    error::Result,
+    listing::{PatientQuery, Sources},
+};
 
 /// Studies shown per patient in the listing: the rest comes with a token.
 const STUDIES_PER_PATIENT: i32 = 20;
-
-/// Which patients a listing asks patients-service for, and in what order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PatientQuery {
-    /// ListPatients' `filter`.
-    pub filter: String,
-    /// ListPatients' `order_by`.
-    pub order_by: String,
-}
 
 /// Both downstream services.
 #[derive(Debug, Clone)]
@@ -43,8 +37,36 @@ pub struct Downstream {
 }
 
 impl Downstream {
+    /// One patient.
+    pub async fn get_patient(&self, id: i64, call: &Call) -> Result<Patient> {
+        let client = clinic_core::bounded!(PatientServiceClient::new(self.patients.channel()));
+        let answer = self
+            .patients
+            .read(GetPatientRequest { id }, call, |r| async { client.clone().get_patient(r).await })
+            .await;
+        Ok(answer.downstream(self.patients.peer(), "reading the patient")?)
+    }
+
+    /// One page of one patient's studies.
+    pub async fn studies_page(
+        &self,
+        patient_id: i64,
+        page_size: i32,
+        page_token: String,
+        call: &Call,
+    ) -> Result<ListStudiesResponse> {
+        let message =
+            ListStudiesRequest { page_size, page_token, patient_ids: vec![patient_id], ..Default::default() };
+        let client = clinic_core::bounded!(StudyServiceClient::new(self.studies.channel()));
+        let answer =
+            self.studies.read(message, call, |r| async { client.clone().list_studies(r).await }).await;
+        Ok(answer.downstream(self.studies.peer(), "listing the patient's studies")?)
+    }
+}
+
+impl Sources for Downstream {
     /// One page of patients matching `query` (its `filter` and `order_by`).
-    pub async fn list_patients(
+    async fn list_patients(
         &self,
         query: &PatientQuery,
         page_size: i32,
@@ -63,20 +85,10 @@ impl Downstream {
         Ok(answer.downstream(self.patients.peer(), "listing patients")?)
     }
 
-    /// One patient.
-    pub async fn get_patient(&self, id: i64, call: &Call) -> Result<Patient> {
-        let client = clinic_core::bounded!(PatientServiceClient::new(self.patients.channel()));
-        let answer = self
-            .patients
-            .read(GetPatientRequest { id }, call, |r| async { client.clone().get_patient(r).await })
-            .await;
-        Ok(answer.downstream(self.patients.peer(), "reading the patient")?)
-    }
-
     /// The first studies of each of `patient_ids` that match `study_filter`
     /// (all when empty), in one call, each with a token for the rest. A
     /// study filter studies-service refuses is the caller's `study_filter`.
-    pub async fn first_studies_of(
+    async fn first_studies_of(
         &self,
         patient_ids: Vec<i64>,
         study_filter: &str,
@@ -107,21 +119,5 @@ impl Downstream {
             return Err(Invalid(violations.collect()).into());
         }
         Ok(answer.downstream(self.studies.peer(), "listing the patients' studies")?.patients)
-    }
-
-    /// One page of one patient's studies.
-    pub async fn studies_page(
-        &self,
-        patient_id: i64,
-        page_size: i32,
-        page_token: String,
-        call: &Call,
-    ) -> Result<ListStudiesResponse> {
-        let message =
-            ListStudiesRequest { page_size, page_token, patient_ids: vec![patient_id], ..Default::default() };
-        let client = clinic_core::bounded!(StudyServiceClient::new(self.studies.channel()));
-        let answer =
-            self.studies.read(message, call, |r| async { client.clone().list_studies(r).await }).await;
-        Ok(answer.downstream(self.studies.peer(), "listing the patient's studies")?)
     }
 }

@@ -22,7 +22,6 @@ use clinic_proto::{gateway::v1 as pb, patients::v1::ListPatientsResponse, studie
 use clinic_query::filter;
 
 use crate::{
-    downstream::{Downstream, PatientQuery},
     error::{Error, Result},
     view,
 };
@@ -32,7 +31,17 @@ use crate::{
 /// rate of matches (`next_chunk`).
 pub const MAX_ROUNDS: u32 = 4;
 
-/// The two calls a listing makes.
+/// Which patients a listing asks patients-service for, and in what order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatientQuery {
+    /// ListPatients' `filter`.
+    pub filter: String,
+    /// ListPatients' `order_by`.
+    pub order_by: String,
+}
+
+/// The two calls a listing makes (`crate::downstream::Downstream` makes
+/// them to the services; the tests, to patients and studies in memory).
 pub trait Sources: Send + Sync {
     /// One page of patients matching `query`, from `page_token`.
     fn list_patients(
@@ -51,27 +60,6 @@ pub trait Sources: Send + Sync {
         study_filter: &str,
         call: &Call,
     ) -> impl Future<Output = Result<Vec<PatientStudies>>> + Send;
-}
-
-impl Sources for Downstream {
-    fn list_patients(
-        &self,
-        query: &PatientQuery,
-        page_size: i32,
-        page_token: String,
-        call: &Call,
-    ) -> impl Future<Output = Result<ListPatientsResponse>> + Send {
-        Downstream::list_patients(self, query, page_size, page_token, call)
-    }
-
-    fn first_studies_of(
-        &self,
-        patient_ids: Vec<i64>,
-        study_filter: &str,
-        call: &Call,
-    ) -> impl Future<Output = Result<Vec<PatientStudies>>> + Send {
-        Downstream::first_studies_of(self, patient_ids, study_filter, call)
-    }
 }
 
 /// A `study_filter` as sent, checked once: the text studies-service is

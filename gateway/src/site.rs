@@ -7,7 +7,7 @@
 //! a strict Content-Security-Policy: the page may load and call only its own
 //! origin.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use http::{HeaderValue, Method, header};
 use tower::ServiceExt;
@@ -27,18 +27,13 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 /// A folder of static files (`index.html`, `web/…`).
 #[derive(Debug, Clone)]
 pub struct Site {
-    root: PathBuf,
+    files: ServeDir,
 }
 
 impl Site {
     /// The files under `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-
-    /// The folder served.
-    pub fn root(&self) -> &Path {
-        &self.root
+    pub fn new(root: impl AsRef<Path>) -> Self {
+        Self { files: ServeDir::new(root).append_index_html_on_directories(true) }
     }
 }
 
@@ -55,7 +50,7 @@ impl PublicRoute for Site {
     }
 
     fn answer(&self, request: http::Request<()>) -> BoxFuture<http::Response<tonic::body::Body>> {
-        let files = ServeDir::new(&self.root).append_index_html_on_directories(true);
+        let files = self.files.clone();
         Box::pin(async move {
             let response = match files.oneshot(request).await {
                 Ok(response) => response,

@@ -337,7 +337,7 @@ pub fn spawn_pruner(
     })
 }
 
-use clinic_layers::{BoxFuture, Middleware, Next};
+use clinic_layers::{BoxFuture, Middleware, Next, response_code};
 
 /// Records the event of every audited rpc that did not record it with its
 /// change, once the rpc has its outcome (also when it failed, or was refused
@@ -352,17 +352,6 @@ impl RecordAccess {
     pub fn new(sink: Arc<dyn AuditSink>) -> Self {
         Self { sink }
     }
-}
-
-/// The gRPC status of a response: in its headers when the call failed
-/// before any message (trailers-only); OK otherwise.
-pub fn response_code<B>(response: &http::Response<B>) -> Code {
-    response
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map_or(Code::Ok, Code::from_i32)
 }
 
 impl Middleware for RecordAccess {

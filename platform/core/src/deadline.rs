@@ -54,9 +54,8 @@ impl CallState {
     }
 }
 
-/// The caller's deadline, stored in each request's extensions by the
-/// server's deadline layer so handlers can pass what is left of it to
-/// downstream calls.
+/// The caller's deadline, kept in the call's context (`CallContext::deadline`)
+/// so handlers pass what is left of it to downstream calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline(pub Instant);
 
@@ -64,11 +63,6 @@ impl Deadline {
     /// Time left before the deadline (zero once it has passed).
     pub fn remaining(&self) -> Duration {
         self.0.saturating_duration_since(Instant::now())
-    }
-
-    /// The deadline of a request, if the server's deadline layer set one.
-    pub fn of<T>(request: &tonic::Request<T>) -> Option<Self> {
-        request.extensions().get::<Self>().copied()
     }
 }
 

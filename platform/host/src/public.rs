@@ -11,7 +11,6 @@
 use std::{
     convert::Infallible,
     fmt,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -19,6 +18,7 @@ use std::{
 use clinic_auth::Verifier;
 use clinic_layers::BoxFuture;
 use http::{Method, header};
+use http_body_util::Full;
 use tower::{Service, ServiceExt};
 
 /// Where the trusted JWKS is published.
@@ -31,32 +31,6 @@ pub trait PublicRoute: fmt::Debug + Send + Sync {
 
     /// The answer to `request` (its body, if any, is not read).
     fn answer(&self, request: http::Request<()>) -> BoxFuture<http::Response<tonic::body::Body>>;
-}
-
-/// A body that yields its bytes in one frame.
-pub struct Full(Option<bytes::Bytes>);
-
-impl Full {
-    /// A body of `bytes`.
-    pub fn new(bytes: impl Into<bytes::Bytes>) -> Self {
-        Self(Some(bytes.into()))
-    }
-}
-
-impl http_body::Body for Full {
-    type Data = bytes::Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_none()
-    }
 }
 
 /// `GET /.well-known/jwks.json`: the keys `verifier` trusts now.

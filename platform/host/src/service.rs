@@ -1,4 +1,4 @@
-//! The top of the shared crate: what a whole service process is made of.
+//! What a whole service process is made of.
 //!
 //! [`ServiceConfig`] gathers the setting groups every service with a
 //! database flattens into its configuration; [`serve_with_database`] serves

@@ -29,7 +29,7 @@ use clinic_core::{
     context::Call,
     deadline::{CallState, Deadline, parse_grpc_timeout},
 };
-pub use middleware::{BoxFuture, Middleware, Next, Request, Response, Stack, refuse};
+pub use middleware::{BoxFuture, Middleware, Next, Request, Response, Stack, refuse, response_code};
 
 /// One rpc a server has, as its metrics, spans and logs name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,15 +169,7 @@ impl Middleware for RpcTrace {
                 let response = next.run(req).await;
                 let elapsed = start.elapsed();
                 let latency_ms = elapsed.as_secs_f64() * 1000.0;
-                // Unary errors travel as trailers-only responses, so their
-                // status is in the headers; no status there means the call
-                // succeeded.
-                let code = response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map_or(Code::Ok, Code::from_i32);
+                let code = response_code(&response);
                 let current = tracing::Span::current();
                 current.record("rpc.grpc.status_code", code as i32);
                 let handled =
@@ -238,9 +230,7 @@ impl Middleware for CallDeadline {
             .remove("grpc-timeout")
             .and_then(|v| parse_grpc_timeout(v.to_str().ok()?))
             .map_or(self.ceiling, |asked| asked.min(self.ceiling));
-        let deadline = Deadline(Instant::now() + budget);
-        req.extensions_mut().insert(deadline);
-        let state = CallState::new(deadline);
+        let state = CallState::new(Deadline(Instant::now() + budget));
         if let Some(call) = req.extensions().get::<Call>() {
             call.set_deadline(state.clone());
         }

@@ -11,7 +11,8 @@ use std::{
     task::{Context, Poll},
 };
 
-use tower::{Service, ServiceExt, util::BoxCloneSyncService};
+use tonic::Code;
+use tower::{Service, ServiceExt};
 
 /// The boxed future every middleware returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -23,8 +24,8 @@ pub type Request = http::Request<tonic::body::Body>;
 /// answered with.
 pub type Response = http::Response<tonic::body::Body>;
 
-/// The routes at the end of the stack.
-type Endpoint = BoxCloneSyncService<Request, Response, Infallible>;
+/// The routes at the end of the stack: one boxed future per call.
+type Endpoint = Arc<dyn Fn(Request) -> BoxFuture<Response> + Send + Sync>;
 
 /// One step in front of the handlers: it answers the request itself (a
 /// refusal) or passes it on with [`Next::run`], and may act on the answer.
@@ -45,12 +46,7 @@ impl Next {
     pub fn run(self, request: Request) -> BoxFuture<Response> {
         match self.chain.get(self.at).cloned() {
             Some(middleware) => middleware.call(request, Next { at: self.at + 1, ..self }),
-            None => Box::pin(async move {
-                match self.endpoint.oneshot(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                }
-            }),
+            None => (self.endpoint)(request),
         }
     }
 }
@@ -75,7 +71,16 @@ impl Stack {
         S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
     {
-        Self { chain: chain.into(), endpoint: BoxCloneSyncService::new(routes) }
+        let endpoint: Endpoint = Arc::new(move |request| {
+            let routes = routes.clone();
+            Box::pin(async move {
+                match routes.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            })
+        });
+        Self { chain: chain.into(), endpoint }
     }
 }
 
@@ -86,7 +91,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Response, Infallible>>;
+    type Future = Infallibly;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The routes are readied per call (`oneshot`), on a clone.
@@ -95,9 +100,31 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let next = Next { chain: self.chain.clone(), at: 0, endpoint: self.endpoint.clone() };
-        let response = next.run(request.map(tonic::body::Body::new));
-        Box::pin(async move { Ok(response.await) })
+        Infallibly(next.run(request.map(tonic::body::Body::new)))
     }
+}
+
+/// A stack's answer as a tower service's result, which is never an error
+/// (without boxing the future a second time).
+pub struct Infallibly(BoxFuture<Response>);
+
+impl Future for Infallibly {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
+    }
+}
+
+/// The gRPC status of a response: in its headers when the call failed
+/// before any message (trailers-only); OK otherwise.
+pub fn response_code<B>(response: &http::Response<B>) -> Code {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(Code::Ok, Code::from_i32)
 }
 
 /// A status as a response (trailers-only), for a middleware that refuses.
