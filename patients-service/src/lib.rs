@@ -13,8 +13,10 @@
 //! - [`grpc`]: the PatientService and PatientEventService adapters.
 //! - [`error`]: the service's error type and its one mapping to gRPC statuses.
 //! - [`studies`]: asking studies-service whether a patient has studies.
-//! - `migrations/`: the schema, embedded; run by `patients-service migrate` as the
-//!   schema's owner role, checked at start-up.
+//! - `migrations/`: the schema's own tables, embedded; run by `patients-service
+//!   migrate` as the schema's owner role, then the shared parts of
+//!   [`OWNED_SCHEMA`] (audit trail, request ids, service secret, row
+//!   versions); checked at start-up.
 
 pub mod config;
 pub mod domain;
@@ -23,6 +25,13 @@ pub mod grpc;
 pub mod startup;
 pub mod storage;
 pub mod studies;
+
+use clinic_audit::AUDIT_TRAIL;
+use clinic_pg::{
+    idempotency::REQUEST_IDS,
+    schema::{Baseline, OwnedSchema, ROW_VERSIONS},
+    secrets::SERVICE_SECRET,
+};
 
 pub use config::Config;
 pub use startup::Application;
@@ -41,6 +50,13 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     sqlx::migrate!("./migrations")
 }
 
-/// The schema, its roles and its migrations.
-pub const OWNED_SCHEMA: clinic_pg::schema::OwnedSchema =
-    clinic_pg::schema::OwnedSchema { name: SCHEMA, owner_role: OWNER_ROLE, runtime_role: ROLE, migrator };
+/// The schema, its roles, its migrations and the shared parts it holds.
+pub const OWNED_SCHEMA: OwnedSchema = OwnedSchema {
+    name: SCHEMA,
+    owner_role: OWNER_ROLE,
+    runtime_role: ROLE,
+    migrator,
+    baseline: Some(Baseline { version: 9, replaces_through: 8 }),
+    resource_table: "patient",
+    shared: &[&AUDIT_TRAIL, &REQUEST_IDS, &SERVICE_SECRET, &ROW_VERSIONS],
+};

@@ -15,8 +15,10 @@
 //! - [`error`]: the service's error type and its one mapping to gRPC statuses.
 //! - [`patients`]: the gRPC clients of patients-service.
 //! - [`consumer`]: applies patient deletions from patients-service's outbox.
-//! - `migrations/`: the schema, embedded; run by `studies-service migrate` as the
-//!   schema's owner role, checked at start-up.
+//! - `migrations/`: the schema's own tables, embedded; run by `studies-service
+//!   migrate` as the schema's owner role, then the shared parts of
+//!   [`OWNED_SCHEMA`] (audit trail, request ids, service secret, row
+//!   versions); checked at start-up.
 
 pub mod config;
 pub mod consumer;
@@ -26,6 +28,13 @@ pub mod grpc;
 pub mod patients;
 pub mod startup;
 pub mod storage;
+
+use clinic_audit::AUDIT_TRAIL;
+use clinic_pg::{
+    idempotency::REQUEST_IDS,
+    schema::{Baseline, OwnedSchema, ROW_VERSIONS},
+    secrets::SERVICE_SECRET,
+};
 
 pub use config::Config;
 pub use startup::Application;
@@ -44,6 +53,13 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     sqlx::migrate!("./migrations")
 }
 
-/// The schema, its roles and its migrations.
-pub const OWNED_SCHEMA: clinic_pg::schema::OwnedSchema =
-    clinic_pg::schema::OwnedSchema { name: SCHEMA, owner_role: OWNER_ROLE, runtime_role: ROLE, migrator };
+/// The schema, its roles, its migrations and the shared parts it holds.
+pub const OWNED_SCHEMA: OwnedSchema = OwnedSchema {
+    name: SCHEMA,
+    owner_role: OWNER_ROLE,
+    runtime_role: ROLE,
+    migrator,
+    baseline: Some(Baseline { version: 8, replaces_through: 7 }),
+    resource_table: "study",
+    shared: &[&AUDIT_TRAIL, &REQUEST_IDS, &SERVICE_SECRET, &ROW_VERSIONS],
+};

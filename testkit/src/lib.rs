@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`mod@assert`]: checking error statuses the way clients do.
 //! - [`auth`]: a trusted signing key, tokens for any role, clients carrying one.
+//! - [`legacy`]: schemas as earlier releases left them, to test upgrades.
 //! - [`keys`], [`cluster`], [`provision`]: re-exported from `clinic-dev-keys`
 //!   and `clinic-pg-cluster`, which the dev tool uses too.
 //! - [`service`]: test service settings and running a server in a test.
@@ -17,6 +18,7 @@
 
 pub mod assert;
 pub mod auth;
+pub mod legacy;
 pub mod service;
 pub mod testdb;
 

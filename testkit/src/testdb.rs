@@ -101,6 +101,20 @@ impl TestDb {
         clinic_pg::schema::migrate(&settings, schema).await.expect("migrating as the schema's owner");
     }
 
+    /// A superuser URL of this database, for tools such as `pg_dump`.
+    pub fn admin_url(&self) -> String {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => {
+                let (base, query) = url.split_once('?').map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+                let authority = base.find("://").map_or(0, |i| i + 3);
+                let server_end = base[authority..].find('/').map_or(base.len(), |i| authority + i);
+                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                format!("{}/{}{query}", &base[..server_end], self.name)
+            }
+            _ => CLUSTER.get().expect("the tests' cluster is running").admin_url(&self.name),
+        }
+    }
+
     /// Superuser connection options for this database, for assertions that
     /// look behind the API.
     pub fn admin_options(&self) -> PgConnectOptions {

@@ -14,3 +14,4 @@ mod read;
 mod search;
 mod server;
 mod update;
+mod upgrade;

@@ -31,6 +31,7 @@ use clinic_pg::{
     idempotency::{self, IdempotencySettings},
     leader,
     schema::{self, MigrateSettings, OwnedSchema, RUNTIME_ROLE_ARG, SchemaError},
+    secrets,
 };
 use clinic_telemetry as telemetry;
 
@@ -126,9 +127,9 @@ pub async fn prepare(
     let verifier = Verifier::load(config.server.auth.clone())?;
     let listener = TcpListener::bind(config.server.listen_addr).await?;
     let pool = config.db.pool().map_err(DbStartupError::Settings)?;
-    schema::wait_until_migrated(&pool, &(schema.migrator)(), schema.name, config.db.startup_timeout).await?;
+    schema::wait_until_migrated(&pool, schema, config.db.startup_timeout).await?;
     let schema = schema.name;
-    let key = db::page_token_key(&pool, schema).await.map_err(StartupError::PageTokenKey)?;
+    let key = secrets::page_token_key(&pool, schema).await.map_err(StartupError::PageTokenKey)?;
     let mut services = services.to_vec();
     services.push(clinic_proto::audit::v1::SERVICE_NAME);
     let health = Health::new(&services).await;

@@ -177,17 +177,6 @@ pub enum DbStartupError {
     Settings(#[from] sqlx::Error),
 }
 
-/// The key that signs a service's page tokens, generated once by its first
-/// migration into `<schema>.service_secret`, so tokens survive restarts and
-/// work on every replica without configuration.
-pub async fn page_token_key(pool: &PgPool, schema: &'static str) -> Result<Vec<u8>, sqlx::Error> {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "select value from {schema}.service_secret where name = 'page_token_key'"
-    )))
-    .fetch_one(pool)
-    .await
-}
-
 /// Keeps calling `report` with whether Postgres answers, on a connection of
 /// its own (so a saturated pool never makes a reachable database look
 /// down): `false` while connecting or `select 1` fails or takes longer than

@@ -17,8 +17,13 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
-use crate::api_error::ApiError;
+use crate::{api_error::ApiError, schema::SharedDdl};
 use clinic_core::{resource::RequestId, settings::millis};
+
+/// The table of request ids, applied to every service's schema by its
+/// migrate step ([`crate::schema`]).
+pub const REQUEST_IDS: SharedDdl =
+    SharedDdl { name: "request_ids", steps: &[include_str!("../sql/request_ids.sql")] };
 
 /// How long idempotency keys are kept and how they are pruned.
 #[derive(Debug, Clone, clap::Args)]

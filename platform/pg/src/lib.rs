@@ -10,6 +10,9 @@
 //!   role that owns nothing; the service's start-up check.
 //! - [`api_error`]: the failures every service shares, mapped to statuses once.
 //! - [`leader`]: background work run by one replica at a time.
+//! - [`secrets`]: the service secret (the page-token key).
+//! - `sql/`: the shared parts of every schema defined here (request ids, the
+//!   service secret, row versions).
 //! - [`idempotency`]: request ids bound to a fingerprint of the request, pruned.
 //! - [`coalesce`]: point reads by id answered together when they queue.
 
@@ -19,3 +22,4 @@ pub mod db;
 pub mod idempotency;
 pub mod leader;
 pub mod schema;
+pub mod secrets;

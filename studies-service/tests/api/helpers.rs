@@ -99,9 +99,14 @@ pub struct TestApp {
     _server: Running,
 }
 
+/// Starts the service on a fresh database; the stand-in knows `known`.
 pub async fn spawn_app(known: &[i64]) -> TestApp {
+    spawn_app_on(TestDb::create().await, known).await
+}
+
+/// Starts the service on `db` (which may hold data from an earlier release).
+pub async fn spawn_app_on(db: TestDb, known: &[i64]) -> TestApp {
     clinic_telemetry::init_for_tests();
-    let db = TestDb::create().await;
     db.migrate(ServiceRole::Studies, &studies_service::OWNED_SCHEMA).await;
     let config = Config {
         service: service_config(db.url_for(ServiceRole::Studies)),

@@ -8,3 +8,4 @@ mod hostile;
 mod list;
 mod read_update_delete;
 mod seam;
+mod upgrade;
