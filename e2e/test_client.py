@@ -61,7 +61,10 @@ def test_crud_and_rich_errors_with_a_generated_client(stack, pb):
     with pytest.raises(grpc.RpcError) as gone:
         patients.GetPatient(pb.patients.GetPatientRequest(id=created.id), timeout=10)
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND
-    assert details(gone.value)["ErrorInfo"].reason == "PATIENT_NOT_FOUND"
+    assert details(gone.value)["ErrorInfo"].reason == "PATIENT_DELETED"
+    with pytest.raises(grpc.RpcError) as never:
+        patients.GetPatient(pb.patients.GetPatientRequest(id=created.id + 10**9), timeout=10)
+    assert details(never.value)["ErrorInfo"].reason == "PATIENT_NOT_FOUND"
 
 
 def test_the_listing_pages_patients_with_0_to_3_studies_each(stack, pb):

@@ -3,6 +3,7 @@ errors as JSON google.rpc.Status bodies with the HTTP status of their code,
 under the same tokens and roles as gRPC. Plain urllib, as a script would."""
 
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -66,7 +67,31 @@ def test_every_patient_route_with_camel_case_json_and_update_mask(stack):
     status, deleted, _ = rest(stack, "DELETE", f"/v1/patients/{pid}?etag={updated['etag']}&force=true")
     assert status == 200 and deleted == {}
     status, gone, _ = rest(stack, "GET", f"/v1/patients/{pid}")
-    assert (status, gone["code"], reason(gone)) == (404, 5, "PATIENT_NOT_FOUND")
+    assert (status, gone["code"], reason(gone)) == (404, 5, "PATIENT_DELETED")
+    status, shown, _ = rest(stack, "GET", f"/v1/patients/{pid}?showDeleted=true")
+    assert status == 200 and shown["deleteTime"] and shown["expireTime"], shown
+
+    status, revisions, _ = rest(stack, "GET", f"/v1/patients/{pid}/revisions?pageSize=10")
+    assert status == 200, revisions
+    assert [r["kind"] for r in revisions["revisions"]] == ["CHANGE_KIND_DELETED", "CHANGE_KIND_UPDATED", "CHANGE_KIND_CREATED"]
+    assert revisions["revisions"][-1]["patient"]["lastName"] == created["lastName"]
+
+    status, restored, _ = rest(stack, "POST", f"/v1/patients/{pid}:undelete", {})
+    assert status == 200 and restored["id"] == pid and "deleteTime" not in restored, restored
+    # Changes are numbered a few milliseconds after their commit.
+    give_up = time.monotonic() + 10
+    while True:
+        status, feed, _ = rest(stack, "GET", "/v1/patientChanges?afterSequence=0&pageSize=1000")
+        assert status == 200, feed
+        mine = [c["kind"] for c in feed["changes"] if c["patientId"] == pid]
+        if len(mine) == 4 or time.monotonic() > give_up:
+            break
+    assert mine == ["CHANGE_KIND_CREATED", "CHANGE_KIND_UPDATED", "CHANGE_KIND_DELETED", "CHANGE_KIND_UNDELETED"]
+
+    status, purged, _ = rest(stack, "POST", f"/v1/patients/{pid}:purge", {})
+    assert status == 200 and purged == {}
+    status, erased, _ = rest(stack, "GET", f"/v1/patients/{pid}?showDeleted=true")
+    assert (status, reason(erased)) == (404, "PATIENT_NOT_FOUND")
 
 
 def test_invalid_fields_are_400_with_every_field_violation(stack):

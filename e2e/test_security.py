@@ -28,13 +28,18 @@ VIEWER = {
     "/clinic.studies.v1.StudyService/ListStudiesByPatient",
     "/clinic.gateway.v1.GatewayService/ListPatientsWithStudies", "/clinic.gateway.v1.GatewayService/GetPatientWithStudies",
 }
+VIEWER |= {"/clinic.patients.v1.PatientService/ListPatientRevisions"}
+FEEDS = {"/clinic.patients.v1.PatientService/ListPatientChanges", "/clinic.patients.v1.PatientService/WatchPatientChanges"}
 CLINICIAN = VIEWER | {
     "/clinic.patients.v1.PatientService/CreatePatient", "/clinic.patients.v1.PatientService/UpdatePatient",
     "/clinic.studies.v1.StudyService/CreateStudy", "/clinic.studies.v1.StudyService/UpdateStudy",
     "/clinic.studies.v1.StudyService/DeleteStudy",
 }
-ADMIN = CLINICIAN | {"/clinic.patients.v1.PatientService/DeletePatient", "/clinic.audit.v1.AuditService/ListAuditEvents"}
-ALLOWED = {"viewer": VIEWER, "clinician": CLINICIAN, "admin": ADMIN, "service": set()}
+ADMIN = CLINICIAN | FEEDS | {
+    "/clinic.patients.v1.PatientService/DeletePatient", "/clinic.audit.v1.AuditService/ListAuditEvents",
+    "/clinic.patients.v1.PatientService/UndeletePatient", "/clinic.patients.v1.PatientService/PurgePatient",
+}
+ALLOWED = {"viewer": VIEWER, "clinician": CLINICIAN, "admin": ADMIN, "service": FEEDS}
 
 
 def public_rpcs(pb) -> list:
@@ -51,6 +56,13 @@ def call(stack, method: str, token=None, headers=()):
     channel = grpc.insecure_channel(stack.target)
     metadata = list(headers) + ([("authorization", f"Bearer {token}")] if token else [])
     try:
+        if "/Watch" in method:
+            # A stream: its first message (or its end) tells.
+            stream = channel.unary_stream(method, request_serializer=lambda _: b"", response_deserializer=lambda b: b)(
+                b"", metadata=metadata, timeout=10)
+            next(stream, None)
+            stream.cancel()
+            return grpc.StatusCode.OK
         channel.unary_unary(method, request_serializer=lambda _: b"", response_deserializer=lambda b: b)(b"", metadata=metadata, timeout=10)
         return grpc.StatusCode.OK
     except grpc.RpcError as e:

@@ -12,6 +12,7 @@ use prost_reflect::{DescriptorPool, Value};
 
 const PROTOS: &[&str] = &[
     "clinic/api/v1/options.proto",
+    "clinic/api/v1/changes.proto",
     "clinic/patients/v1/patients.proto",
     "clinic/patients/events/v1/events.proto",
     "clinic/studies/v1/studies.proto",
@@ -72,6 +73,7 @@ fn access_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
                 2 => "Clinician",
                 3 => "Admin",
                 4 => "Service",
+                5 => "FeedReader",
                 _ => return Err(format!("{} declares no role", method.full_name()).into()),
             };
             let audited = matches!(rule.get_field_by_name("audited").as_deref(), Some(Value::Bool(true)));

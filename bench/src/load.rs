@@ -129,7 +129,7 @@ pub fn spread(worker: usize, seq: u64, n: u64) -> u64 {
 pub async fn get_patient(channel: Channel, bearer: Arc<str>, id: i64) -> Result<(), tonic::Status> {
     use clinic_proto::patients::v1::{GetPatientRequest, patient_service_client::PatientServiceClient};
     PatientServiceClient::new(clinic_dev_keys::bearer::authed(channel, &bearer))
-        .get_patient(GetPatientRequest { id })
+        .get_patient(GetPatientRequest { id, ..Default::default() })
         .await
         .map(|_| ())
 }

@@ -93,6 +93,7 @@ impl Scenarios {
                         page_token,
                         filter: filter.into(),
                         order_by: order_by.into(),
+                        ..Default::default()
                     })
                     .await
                     .map(|_| ())

@@ -397,6 +397,9 @@ fn banner(
         );
     }
     println!(
+        "  grpcurl -plaintext {auth} -d '{{\"after_sequence\": 0}}' {front} clinic.patients.v1.PatientService/WatchPatientChanges | head -n 40"
+    );
+    println!(
         "  grpcurl -plaintext -d '{{\"service\": \"clinic.studies.v1.StudyService\"}}' {front} grpc.health.v1.Health/Check"
     );
     if options.web_root.is_some()

@@ -42,7 +42,9 @@ impl Downstream {
         let client = clinic_core::bounded!(PatientServiceClient::new(self.patients.channel()));
         let answer = self
             .patients
-            .read(GetPatientRequest { id }, call, |r| async { client.clone().get_patient(r).await })
+            .read(GetPatientRequest { id, ..Default::default() }, call, |r| async {
+                client.clone().get_patient(r).await
+            })
             .await;
         Ok(answer.downstream(self.patients.peer(), "reading the patient")?)
     }
@@ -78,6 +80,7 @@ impl Sources for Downstream {
             page_token,
             filter: query.filter.clone(),
             order_by: query.order_by.clone(),
+            ..Default::default()
         };
         let client = clinic_core::bounded!(PatientServiceClient::new(self.patients.channel()));
         let answer =

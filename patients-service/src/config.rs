@@ -2,6 +2,7 @@
 //! each setting declared once (`patients-service --help` lists them all).
 
 use clap::Parser;
+use clinic_changes::FeedSettings;
 use clinic_client::StudiesPeer;
 use clinic_core::{defaults, settings::default_to};
 use clinic_host::{server::LISTEN_ADDR_ARG, service::ServiceConfig};
@@ -24,6 +25,9 @@ pub struct Config {
     /// studies-service, asked whether a patient has studies before a non-forced delete.
     #[command(flatten)]
     pub studies: StudiesPeer,
+    /// Retention of deleted patients and of the change feed; watch streams.
+    #[command(flatten)]
+    pub changes: FeedSettings,
 }
 
 #[cfg(test)]

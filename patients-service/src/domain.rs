@@ -4,6 +4,9 @@
 //! ever sees values that passed.
 
 use chrono::{DateTime, NaiveDate, Utc};
+pub use clinic_changes::ChangeKind;
+use clinic_changes::watch::Sequenced;
+pub use clinic_core::resource::Deletion;
 use clinic_core::validation::fold;
 use clinic_core::validation::{FieldViolation, Text, check_text, is_invisible};
 pub use clinic_core::{
@@ -184,6 +187,46 @@ clinic_core::resource_fields! {
 
 /// A stored patient.
 pub type Patient = Stored<PatientId, PatientFields>;
+
+/// One kept version of a patient: revision *n* is the patient at etag *n*.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientRevision {
+    /// Its number, from 1.
+    pub revision: i64,
+    /// What made it.
+    pub kind: ChangeKind,
+    /// When.
+    pub time: DateTime<Utc>,
+    /// Who: a token subject, or the service for its own work.
+    pub actor: String,
+    /// The patient as it left it.
+    pub patient: Patient,
+}
+
+/// One entry of the patients' change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientChange {
+    /// Its place in the feed: from 1, no gaps, in commit order.
+    pub sequence: i64,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// To whom.
+    pub patient_id: PatientId,
+    /// The revision it made (for a purge, the last one).
+    pub revision: i64,
+    /// When it was committed.
+    pub commit_time: DateTime<Utc>,
+    /// Who made it.
+    pub actor: String,
+    /// The patient after it; none once purged.
+    pub patient: Option<Patient>,
+}
+
+impl Sequenced for PatientChange {
+    fn sequence(&self) -> i64 {
+        self.sequence
+    }
+}
 
 /// Something that happened to a patient, published through the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,12 @@ use crate::domain::PatientId;
 pub const EMAIL_ALREADY_EXISTS: &str = "EMAIL_ALREADY_EXISTS";
 /// Reason of FAILED_PRECONDITION for deleting a patient who has studies.
 pub const PATIENT_HAS_STUDIES: &str = "PATIENT_HAS_STUDIES";
+/// Reason of NOT_FOUND for a deleted patient read without `show_deleted`.
+pub const PATIENT_DELETED: &str = "PATIENT_DELETED";
+/// Reason of FAILED_PRECONDITION for undeleting a patient that is not deleted.
+pub const PATIENT_NOT_DELETED: &str = "PATIENT_NOT_DELETED";
+/// Reason of NOT_FOUND for a revision a patient does not have.
+pub const REVISION_NOT_FOUND: &str = "REVISION_NOT_FOUND";
 
 /// A failed patients operation.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +31,27 @@ pub enum Error {
     /// The patient still has studies and `force` was not set.
     #[error("patient {0} has studies")]
     HasStudies(PatientId),
+    /// The patient is deleted (and the request did not ask for deleted ones,
+    /// or cannot apply to one).
+    #[error("patient {0} is deleted")]
+    Deleted(PatientId),
+    /// Undelete of a patient that is not deleted.
+    #[error("patient {0} is not deleted")]
+    NotDeleted(PatientId),
+    /// Undelete of a patient whose email another patient has taken since.
+    #[error("patient {0}'s email was taken since its delete")]
+    EmailTakenSince(PatientId),
+    /// The patient has no such revision.
+    #[error("patient {id} has no revision {revision}")]
+    RevisionNotFound {
+        /// The patient.
+        id: PatientId,
+        /// The revision asked for.
+        revision: i64,
+    },
+    /// The change feed cannot be read from where the consumer asks.
+    #[error(transparent)]
+    Feed(clinic_changes::FeedError),
 }
 
 clinic_pg::api_error_conversions!(Error);
@@ -47,6 +74,29 @@ impl From<Error> for Status {
                 format!("patients/{id}"),
                 "the patient still has studies",
             ),
+            Error::Deleted(id) => errors::with_reason(
+                Code::NotFound,
+                format!("patient {id} is deleted; set show_deleted to read it, or undelete it"),
+                PATIENT_DELETED,
+            ),
+            Error::NotDeleted(id) => errors::failed_precondition(
+                format!("patient {id} is not deleted"),
+                PATIENT_NOT_DELETED,
+                format!("patients/{id}"),
+                "the patient is not deleted",
+            ),
+            Error::EmailTakenSince(id) => errors::failed_precondition(
+                format!("patient {id} cannot be undeleted: another patient has its email address now"),
+                EMAIL_ALREADY_EXISTS,
+                format!("patients/{id}"),
+                "another patient has the patient's email address",
+            ),
+            Error::RevisionNotFound { id, revision } => errors::with_reason(
+                Code::NotFound,
+                format!("patient {id} has no revision {revision}"),
+                REVISION_NOT_FOUND,
+            ),
+            Error::Feed(e) => e.into(),
         }
     }
 }

@@ -2,9 +2,13 @@
 //! requests into domain values, calling storage, and turning results back
 //! into protobuf. Failures become statuses in `error.rs`, nowhere else.
 
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc};
 
 use chrono::{DateTime, Utc};
+use clinic_changes::{
+    Feed,
+    watch::{self, Batch},
+};
 use clinic_core::{
     context::{Call, CallContext},
     paging::{self, PageTokens},
@@ -12,15 +16,20 @@ use clinic_core::{
     validation::Invalid,
 };
 use clinic_pg::api_error::ApiError;
-use clinic_proto::patients::{events::v1 as events_pb, v1 as pb};
+use clinic_proto::{
+    api::v1::ChangeKind as ChangeKindPb,
+    patients::{events::v1 as events_pb, v1 as pb},
+};
 use clinic_query::search::{self, CursorTokens, Walk, Where};
 use prost::Message;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{
-        BirthDate, Email, Etag, FILTER_FIELDS, Patient, PatientEvent, PatientEventKind, PatientField,
-        PatientFields, PatientId, PatientPatch, PersonName, RequestId, SORT_FIELDS, latest_today,
+        BirthDate, ChangeKind, Email, Etag, FILTER_FIELDS, Patient, PatientChange, PatientEvent,
+        PatientEventKind, PatientField, PatientFields, PatientId, PatientPatch, PatientRevision, PersonName,
+        RequestId, SORT_FIELDS, latest_today,
     },
     error::{Error, Result},
     storage::PatientStore,
@@ -35,7 +44,8 @@ fn parse_list(req: &pb::ListPatientsRequest) -> Result<(u32, Option<Where>, Walk
     let order = invalid.check(search::check_order(&req.order_by, SORT_FIELDS));
     match (size, filter, order) {
         (Some(size), Some(filter), Some(order)) => {
-            Ok((size, filter, Walk::new(LIST_SCOPE, &req.filter, order)))
+            let scope = if req.show_deleted { LIST_WITH_DELETED_SCOPE } else { LIST_SCOPE };
+            Ok((size, filter, Walk::new(scope, &req.filter, order)))
         }
         _ => Err(invalid.into()),
     }
@@ -43,6 +53,13 @@ fn parse_list(req: &pb::ListPatientsRequest) -> Result<(u32, Option<Where>, Walk
 
 /// Scope page tokens of ListPatients are bound to.
 const LIST_SCOPE: &str = "clinic.patients.v1.PatientService/ListPatients";
+/// Scope of ListPatients' tokens with `show_deleted`: a token of one walk
+/// does not continue the other.
+const LIST_WITH_DELETED_SCOPE: &str = "clinic.patients.v1.PatientService/ListPatients?show_deleted";
+/// Scope page tokens of ListPatientRevisions are bound to.
+const REVISIONS_SCOPE: &str = "clinic.patients.v1.PatientService/ListPatientRevisions";
+/// Changes per ListPatientChanges page when the request asks for 0.
+const DEFAULT_CHANGES_PAGE: u32 = 100;
 
 /// PatientService backed by [`PatientStore`].
 #[derive(Debug, Clone)]
@@ -53,6 +70,8 @@ pub struct PatientApi {
     pub tokens: PageTokens,
     /// Asked whether a patient has studies before a non-forced delete.
     pub studies: Arc<dyn DeletionGuard>,
+    /// The patients' change feed.
+    pub feed: Feed,
 }
 
 impl PatientApi {
@@ -63,16 +82,20 @@ impl PatientApi {
         let (Some(id), Some(etag)) = (id, etag) else { return Err(invalid.into()) };
         call.concern([id.get()]);
         let current = self.store.get(id).await?;
+        if current.deleted.is_some() {
+            return Err(Error::Deleted(id));
+        }
         if etag.as_ref().is_some_and(|e| *e != current.etag) {
             return Err(ApiError::etag_mismatch(id).into());
         }
+        let retention = self.feed.settings().delete_retention_days;
         if req.force {
-            return self.store.delete(call, id, etag.as_ref()).await;
+            return self.store.delete(call, id, etag.as_ref(), retention).await;
         }
         if self.studies.reserve_deletion(id, call).await? {
             return Err(Error::HasStudies(id));
         }
-        let deleted = self.store.delete(call, id, etag.as_ref()).await;
+        let deleted = self.store.delete(call, id, etag.as_ref(), retention).await;
         if let Err(Error::Api(ApiError::EtagMismatch { .. })) = &deleted {
             // The patient exists and was not deleted: studies may be created
             // again. (Other failures may have deleted it after all; there
@@ -83,7 +106,49 @@ impl PatientApi {
         }
         deleted
     }
+
+    async fn get(&self, req: pb::GetPatientRequest, call: &Call) -> Result<Patient> {
+        let mut invalid = Invalid::default();
+        let id = invalid.check(PatientId::parse(req.id, "id"));
+        if req.revision < 0 {
+            invalid.push("revision", "must not be negative");
+        }
+        let Some(id) = id.filter(|_| invalid.0.is_empty()) else { return Err(invalid.into()) };
+        call.concern([id.get()]);
+        let current = self.store.get(id).await?;
+        if current.deleted.is_some() && !req.show_deleted {
+            return Err(Error::Deleted(id));
+        }
+        if req.revision == 0 || current.etag == Etag::of_version(req.revision) {
+            return Ok(current);
+        }
+        self.store.revision(id, req.revision).await
+    }
+
+    /// The feed's changes after `after`, each batch's delivery recorded in
+    /// the audit trail with the patients it carried.
+    fn load_changes(&self, call: Call) -> watch::Load<PatientChange> {
+        let store = self.store.clone();
+        Arc::new(move |after, limit| {
+            let (store, call) = (store.clone(), call.clone());
+            Box::pin(async move {
+                let changes = store.changes_after(after, limit).await?;
+                let mut patients: Vec<i64> = changes.iter().map(|c| c.patient_id.get()).collect();
+                patients.sort_unstable();
+                patients.dedup();
+                if !changes.is_empty() {
+                    clinic_audit::audit::record_delivery(store.pool(), crate::SCHEMA, &call, patients)
+                        .await
+                        .map_err(|e| Status::from(Error::from(e)))?;
+                }
+                Ok(changes)
+            })
+        })
+    }
 }
+
+/// A watch stream of patients' changes.
+type ChangeStream = Pin<Box<dyn Stream<Item = Result<pb::WatchPatientChangesResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::patient_service_server::PatientService for PatientApi {
@@ -102,9 +167,7 @@ impl pb::patient_service_server::PatientService for PatientApi {
         request: Request<pb::GetPatientRequest>,
     ) -> Result<Response<pb::Patient>, Status> {
         let call = CallContext::of(&request);
-        let id = PatientId::parse(request.into_inner().id, "id").map_err(Error::from)?;
-        call.concern([id.get()]);
-        Ok(Response::new(patient_pb(self.store.get(id).await?)))
+        Ok(Response::new(patient_pb(self.get(request.into_inner(), &call).await?)))
     }
 
     async fn list_patients(
@@ -117,7 +180,7 @@ impl pb::patient_service_server::PatientService for PatientApi {
         let after = self.tokens.decode_walk(&walk, &req.page_token).map_err(ApiError::from)?;
         let mut page = self
             .store
-            .search(&call, filter.as_ref(), &walk.order, after.as_ref(), size)
+            .search(&call, req.show_deleted, filter.as_ref(), &walk.order, after.as_ref(), size)
             .await?
             .map(|(patient, cursor)| (patient_pb(patient), cursor));
         page.cut_to_bytes(paging::MAX_PAGE_BYTES, |(p, _)| p.encoded_len());
@@ -145,6 +208,87 @@ impl pb::patient_service_server::PatientService for PatientApi {
         let call = CallContext::of(&request);
         self.delete(request.into_inner(), &call).await?;
         Ok(Response::new(()))
+    }
+
+    async fn undelete_patient(
+        &self,
+        request: Request<pb::UndeletePatientRequest>,
+    ) -> Result<Response<pb::Patient>, Status> {
+        let call = CallContext::of(&request);
+        let req = request.into_inner();
+        let mut invalid = Invalid::default();
+        let id = invalid.check(PatientId::parse(req.id, "id"));
+        let etag = invalid.check(Etag::parse(&req.etag, "etag"));
+        let (Some(id), Some(etag)) = (id, etag) else { return Err(Error::from(invalid).into()) };
+        call.concern([id.get()]);
+        Ok(Response::new(patient_pb(self.store.undelete(&call, id, etag.as_ref()).await?)))
+    }
+
+    async fn purge_patient(&self, request: Request<pb::PurgePatientRequest>) -> Result<Response<()>, Status> {
+        let call = CallContext::of(&request);
+        let id = PatientId::parse(request.into_inner().id, "id").map_err(Error::from)?;
+        call.concern([id.get()]);
+        self.store.purge(&call, id).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn list_patient_revisions(
+        &self,
+        request: Request<pb::ListPatientRevisionsRequest>,
+    ) -> Result<Response<pb::ListPatientRevisionsResponse>, Status> {
+        let call = CallContext::of(&request);
+        let req = request.into_inner();
+        let mut invalid = Invalid::default();
+        let id = invalid.check(PatientId::parse(req.id, "id"));
+        let size = invalid.check(paging::page_size(req.page_size, "page_size"));
+        let (Some(id), Some(size)) = (id, size) else { return Err(Error::from(invalid).into()) };
+        call.concern([id.get()]);
+        let before = self.tokens.decode(REVISIONS_SCOPE, &req.page_token).map_err(ApiError::from)?;
+        let page = self.store.revisions(id, before, size).await?;
+        let next_page_token = self.tokens.next_token(REVISIONS_SCOPE, &page, |r| r.revision);
+        Ok(Response::new(pb::ListPatientRevisionsResponse {
+            revisions: page.items.into_iter().map(revision_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_patient_changes(
+        &self,
+        request: Request<pb::ListPatientChangesRequest>,
+    ) -> Result<Response<pb::ListPatientChangesResponse>, Status> {
+        let call = CallContext::of(&request);
+        let req = request.into_inner();
+        let size = match u32::try_from(req.page_size) {
+            Ok(0) => DEFAULT_CHANGES_PAGE,
+            Ok(n) => n.min(paging::MAX_PAGE_SIZE),
+            Err(_) => return Err(Error::from(Invalid::one("page_size", "must not be negative")).into()),
+        };
+        self.feed.check_position(req.after_sequence).await.map_err(Error::Feed)?;
+        let changes = self.store.changes_after(req.after_sequence, size).await?;
+        call.concern(changes.iter().map(|c| c.patient_id.get()));
+        let last = changes.last().map_or(req.after_sequence, |c| c.sequence);
+        Ok(Response::new(pb::ListPatientChangesResponse {
+            head_sequence: self.feed.head().max(last),
+            changes: changes.into_iter().map(change_pb).collect(),
+        }))
+    }
+
+    type WatchPatientChangesStream = ChangeStream;
+
+    async fn watch_patient_changes(
+        &self,
+        request: Request<pb::WatchPatientChangesRequest>,
+    ) -> Result<Response<ChangeStream>, Status> {
+        let call = CallContext::of(&request);
+        let after = request.into_inner().after_sequence;
+        self.feed.check_position(after).await.map_err(Error::Feed)?;
+        let stream = watch::watch(self.feed.clone(), after, self.load_changes(call)).map(|batch| {
+            batch.map(|Batch { changes, head }| pb::WatchPatientChangesResponse {
+                changes: changes.into_iter().map(change_pb).collect(),
+                head_sequence: head,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
@@ -284,5 +428,40 @@ fn patient_pb(p: Patient) -> pb::Patient {
         create_time: Some(timestamp(p.create_time)),
         update_time: Some(timestamp(p.update_time)),
         etag: p.etag.as_str().to_owned(),
+        delete_time: p.deleted.map(|d| timestamp(d.delete_time)),
+        expire_time: p.deleted.map(|d| timestamp(d.expire_time)),
+    }
+}
+
+fn kind_pb(kind: ChangeKind) -> i32 {
+    match kind {
+        ChangeKind::Created => ChangeKindPb::Created,
+        ChangeKind::Updated => ChangeKindPb::Updated,
+        ChangeKind::Deleted => ChangeKindPb::Deleted,
+        ChangeKind::Undeleted => ChangeKindPb::Undeleted,
+        ChangeKind::Purged => ChangeKindPb::Purged,
+    }
+    .into()
+}
+
+fn revision_pb(r: PatientRevision) -> pb::PatientRevision {
+    pb::PatientRevision {
+        revision: r.revision,
+        kind: kind_pb(r.kind),
+        revision_time: Some(timestamp(r.time)),
+        actor: r.actor,
+        patient: Some(patient_pb(r.patient)),
+    }
+}
+
+fn change_pb(c: PatientChange) -> pb::PatientChange {
+    pb::PatientChange {
+        sequence: c.sequence,
+        kind: kind_pb(c.kind),
+        patient_id: c.patient_id.get(),
+        revision: c.revision,
+        commit_time: Some(timestamp(c.commit_time)),
+        actor: c.actor,
+        patient: c.patient.map(patient_pb),
     }
 }

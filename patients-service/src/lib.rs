@@ -27,6 +27,7 @@ pub mod storage;
 pub mod studies;
 
 use clinic_audit::AUDIT_TRAIL;
+use clinic_changes::CHANGES;
 use clinic_pg::{
     idempotency::REQUEST_IDS,
     schema::{Baseline, OwnedSchema, ROW_VERSIONS},
@@ -58,5 +59,5 @@ pub const OWNED_SCHEMA: OwnedSchema = OwnedSchema {
     migrator,
     baseline: Some(Baseline { version: 9, replaces_through: 8 }),
     resource_table: "patient",
-    shared: &[&AUDIT_TRAIL, &REQUEST_IDS, &SERVICE_SECRET, &ROW_VERSIONS],
+    shared: &[&AUDIT_TRAIL, &REQUEST_IDS, &SERVICE_SECRET, &ROW_VERSIONS, &CHANGES],
 };

@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use clinic_changes::{Feed, feed::Closer};
 use clinic_client::PeerClient;
 use clinic_core::downstream::Peer;
 use clinic_host::{
@@ -30,6 +31,9 @@ pub struct Application {
     api: PatientApi,
     events: PatientEventApi,
     config: Config,
+    /// The feed's sequencer and listener, for as long as the service runs.
+    sequencer: tokio::task::JoinHandle<()>,
+    closer: Closer,
 }
 
 impl Application {
@@ -41,7 +45,12 @@ impl Application {
             service::prepare(&config.service, &OWNED_SCHEMA, &[SERVICE_NAME]).await?;
         let store = PatientStore::new(serving.pool.clone(), config.service.db.filter_scan_timeout);
         let events = PatientEventApi::new(store.clone());
-        Ok(Self { serving, api: PatientApi { store, tokens, studies }, events, config })
+        let (feed, closer, sequencer) =
+            Feed::start(serving.pool.clone(), crate::SCHEMA, config.changes.clone())
+                .await
+                .map_err(StartupError::ChangeFeed)?;
+        let api = PatientApi { store, tokens, studies, feed };
+        Ok(Self { serving, api, events, config, sequencer, closer })
     }
 }
 
@@ -66,15 +75,45 @@ impl Process for Application {
     }
 
     async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let store = self.api.store.clone();
+        let (store, feed) = (self.api.store.clone(), self.api.feed.clone());
         let routes = Routes::new(clinic_core::bounded!(PatientServiceServer::new(self.api)))
             .add_service(clinic_core::bounded!(PatientEventServiceServer::new(self.events)));
-        // Re-indexing runs on one replica at a time.
-        let singleton = move || vec![spawn_reindex(store.clone())];
+        // Re-indexing and purging run on one replica at a time.
+        let singleton = move || {
+            vec![
+                spawn_reindex(store.clone()),
+                spawn_purger(store.clone(), feed.settings().purge_interval),
+                feed.spawn_pruner(),
+            ]
+        };
         let served = [SERVICE_NAME, clinic_proto::patients::events::v1::SERVICE_NAME];
-        service::serve_with_database(self.serving, routes, &served, &self.config.service, singleton, shutdown)
-            .await
+        let closer = self.closer;
+        // Watch streams end (UNAVAILABLE, naming where to resume) as soon as
+        // the shutdown begins, so the drain is not held up by them.
+        let shutdown = async move {
+            shutdown.await;
+            closer.close();
+        };
+        let served = service::serve_with_database(
+            self.serving,
+            routes,
+            &served,
+            &self.config.service,
+            singleton,
+            shutdown,
+        )
+        .await;
+        self.sequencer.abort();
+        served
     }
+}
+
+/// Purges deleted patients whose retention has ended, in bounded batches.
+fn spawn_purger(store: PatientStore, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    clinic_pg::db::spawn_pruner("deleted patients past their retention", every, move || {
+        let store = store.clone();
+        async move { store.purge_expired(500).await }
+    })
 }
 
 /// Recomputes the search keys of patients stored before search existed, in

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 
 use clinic_audit::{
     audit::{self, AuditedStatement},
-    store::{delete_if_current, durable, why_not_written},
+    store::durable,
 };
 use clinic_core::context::Call;
 use clinic_core::paging::{self, Page};
@@ -27,8 +27,9 @@ use sqlx::{FromRow, PgPool, QueryBuilder};
 use crate::{
     SCHEMA,
     domain::{
-        BirthDate, Email, Etag, Patient, PatientEvent, PatientEventKind, PatientField, PatientFields,
-        PatientId, PatientPatch, PersonName, RequestId, SearchKeys,
+        BirthDate, ChangeKind, Deletion, Email, Etag, Patient, PatientChange, PatientEvent, PatientEventKind,
+        PatientField, PatientFields, PatientId, PatientPatch, PatientRevision, PersonName, RequestId,
+        SearchKeys,
     },
     error::{Error, Result},
 };
@@ -37,8 +38,11 @@ use crate::{
 /// commit order ("clinic.patients.outbox", hashed once by hand).
 const OUTBOX_LOCK: i64 = 0x636c_696e_6963_0001;
 
-/// Name of the unique index on `lower(email)`.
-const EMAIL_UNIQUE_INDEX: &str = "patient_email_lower_key";
+/// Name of the unique index on `lower(email)` of live patients.
+const EMAIL_UNIQUE_INDEX: &str = "patient_live_email_key";
+
+/// Who the service's own writes name as their actor.
+const SERVICE_ACTOR: &str = "clinic:patients-service";
 
 clinic_pg::table_row!(
     /// A row of `patients.patient`; `patient_columns!()` lists its columns.
@@ -46,8 +50,106 @@ clinic_pg::table_row!(
     PatientRow in "patients.patient", patient_columns {
         id: i64, first_name: String, last_name: String, birth_date: NaiveDate, email: String,
         version: i64, create_time: DateTime<Utc>, update_time: DateTime<Utc>,
+        delete_time: Option<DateTime<Utc>>, expire_time: Option<DateTime<Utc>>,
     }
 );
+
+clinic_pg::table_row!(
+    /// A row of `patients.patient_revision`.
+    RevisionRow in "patients.patient_revision", revision_columns {
+        patient_id: i64, revision: i64, kind: String, actor: String, revision_time: DateTime<Utc>,
+        first_name: String, last_name: String, birth_date: NaiveDate, email: String,
+        create_time: DateTime<Utc>, delete_time: Option<DateTime<Utc>>, expire_time: Option<DateTime<Utc>>,
+    }
+);
+
+impl From<RevisionRow> for PatientRevision {
+    fn from(row: RevisionRow) -> Self {
+        PatientRevision {
+            revision: row.revision,
+            kind: ChangeKind::from_stored(&row.kind),
+            time: row.revision_time,
+            actor: row.actor,
+            patient: Patient {
+                id: PatientId::from_stored(row.patient_id),
+                fields: PatientFields {
+                    first_name: PersonName::from_stored(row.first_name),
+                    last_name: PersonName::from_stored(row.last_name),
+                    birth_date: BirthDate::from_stored(row.birth_date),
+                    email: Email::from_stored(row.email),
+                },
+                create_time: row.create_time,
+                update_time: row.revision_time,
+                etag: Etag::of_version(row.revision),
+                deleted: Deletion::from_stored(row.delete_time, row.expire_time),
+            },
+        }
+    }
+}
+
+/// A change of the feed, with the revision it made while that is kept.
+#[derive(FromRow)]
+struct ChangeRow {
+    sequence: i64,
+    kind: String,
+    resource_id: i64,
+    revision: i64,
+    commit_time: DateTime<Utc>,
+    actor: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    birth_date: Option<NaiveDate>,
+    email: Option<String>,
+    create_time: Option<DateTime<Utc>>,
+    revision_time: Option<DateTime<Utc>>,
+    delete_time: Option<DateTime<Utc>>,
+    expire_time: Option<DateTime<Utc>>,
+}
+
+impl From<ChangeRow> for PatientChange {
+    fn from(row: ChangeRow) -> Self {
+        let id = PatientId::from_stored(row.resource_id);
+        let patient = match (
+            row.first_name,
+            row.last_name,
+            row.birth_date,
+            row.email,
+            row.create_time,
+            row.revision_time,
+        ) {
+            (
+                Some(first_name),
+                Some(last_name),
+                Some(birth_date),
+                Some(email),
+                Some(create_time),
+                Some(time),
+            ) => Some(Patient {
+                id,
+                fields: PatientFields {
+                    first_name: PersonName::from_stored(first_name),
+                    last_name: PersonName::from_stored(last_name),
+                    birth_date: BirthDate::from_stored(birth_date),
+                    email: Email::from_stored(email),
+                },
+                create_time,
+                update_time: time,
+                etag: Etag::of_version(row.revision),
+                deleted: Deletion::from_stored(row.delete_time, row.expire_time),
+            }),
+            _ => None,
+        };
+        PatientChange {
+            sequence: row.sequence,
+            kind: ChangeKind::from_stored(&row.kind),
+            patient_id: id,
+            revision: row.revision,
+            commit_time: row.commit_time,
+            actor: row.actor,
+            patient,
+        }
+    }
+}
 
 impl From<PatientRow> for Patient {
     fn from(row: PatientRow) -> Self {
@@ -62,6 +164,7 @@ impl From<PatientRow> for Patient {
             create_time: row.create_time,
             update_time: row.update_time,
             etag: Etag::of_version(row.version),
+            deleted: Deletion::from_stored(row.delete_time, row.expire_time),
         }
     }
 }
@@ -112,6 +215,12 @@ impl PatientStore {
         }
     }
 
+    /// The pool, for what records alongside storage (audit events of
+    /// delivered changes).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Inserts `new`. With a `request_id` seen before, returns the patient
     /// that request created instead (or NOT_FOUND if it was deleted since).
     pub async fn create(
@@ -159,7 +268,8 @@ impl PatientStore {
             let insert = concat!(
                 "insert into patients.patient (first_name, last_name, birth_date, email, \
                  first_name_key, last_name_key, email_key, search_version) \
-                 values ($1, $2, $3, $4, $5, $6, $7, 1) on conflict ((lower(email))) do nothing returning ",
+                 values ($1, $2, $3, $4, $5, $6, $7, 1) on conflict ((lower(email))) where delete_time is null do nothing \
+                 returning ",
                 patient_columns!()
             );
             AuditedStatement::new(SCHEMA, insert, "changed.id")
@@ -187,6 +297,7 @@ impl PatientStore {
     pub async fn search(
         &self,
         call: &Call,
+        show_deleted: bool,
         filter: Option<&Where>,
         order: &Order,
         after: Option<&Cursor>,
@@ -194,7 +305,11 @@ impl PatientStore {
     ) -> Result<Page<(Patient, Cursor)>> {
         let mut query = QueryBuilder::new(concat!("select ", patient_columns!()));
         order.push_select(&mut query);
-        query.push(" from patients.patient where true");
+        query.push(if show_deleted {
+            " from patients.patient where true"
+        } else {
+            " from patients.patient where delete_time is null"
+        });
         if let Some(filter) = filter {
             query.push(" and ");
             filter.push(&mut query);
@@ -239,15 +354,17 @@ impl PatientStore {
                 email.push(fold(e));
             }
             // Only rows no one changed meanwhile: a write sets its own keys.
+            // Each is a revision, made by the service.
             total += sqlx::query(
                 "update patients.patient p set first_name_key = k.f, last_name_key = k.l, email_key = k.e, \
                  search_version = 1 from unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) as k(id, f, l, e) \
-                 where p.id = k.id and p.search_version = 0",
+                 where p.id = k.id and p.search_version = 0 and set_config('clinic.actor', $5, true) is not null",
             )
             .bind(ids)
             .bind(first)
             .bind(last)
             .bind(email)
+            .bind(SERVICE_ACTOR)
             .execute(&self.pool)
             .await?
             .rows_affected();
@@ -267,7 +384,8 @@ impl PatientStore {
             let mut columns: Vec<_> = PatientField::ALL.iter().map(|f| f.name()).collect();
             // A changed name or email changes its search key with it.
             columns.extend(["first_name_key", "last_name_key", "email_key"]);
-            let update = patch_statement(PatientRow::TABLE, &columns, patient_columns!());
+            let update =
+                patch_statement(PatientRow::TABLE, &columns, "delete_time is null", patient_columns!());
             AuditedStatement::new(SCHEMA, &update, "changed.id")
         });
         let update = UPDATE
@@ -287,25 +405,208 @@ impl PatientStore {
         audit::mark_audited(call, usize::from(row.is_some()));
         match row {
             Some(row) => Ok(row.into()),
-            None => Err(why_not_written(&self.pool, PatientRow::TABLE, id).await.into()),
+            None => Err(self.why_not_written(id, false).await),
         }
     }
 
-    /// Deletes the patient if `etag` (when given) is still the current one,
-    /// and records a `deleted` event in the outbox in the same transaction.
-    pub async fn delete(&self, call: &Call, id: PatientId, etag: Option<&Etag>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        if !delete_if_current(&mut *tx, (SCHEMA, PatientRow::TABLE, "id"), call, id, etag).await? {
-            tx.rollback().await?;
-            return Err(why_not_written(&self.pool, PatientRow::TABLE, id).await.into());
+    /// Why a write of patient `id` that needed it `deleted` (or live), and
+    /// its etag if given, touched no row.
+    async fn why_not_written(&self, id: PatientId, deleted: bool) -> Error {
+        let found: std::result::Result<Option<bool>, sqlx::Error> =
+            sqlx::query_scalar("select delete_time is not null from patients.patient where id = $1")
+                .bind(id.get())
+                .fetch_optional(&self.pool)
+                .await;
+        match found {
+            Ok(None) => ApiError::not_found(id).into(),
+            Ok(Some(is_deleted)) if is_deleted != deleted => {
+                if is_deleted {
+                    Error::Deleted(id)
+                } else {
+                    Error::NotDeleted(id)
+                }
+            }
+            Ok(Some(_)) => ApiError::etag_mismatch(id).into(),
+            Err(e) => e.into(),
         }
+    }
+
+    /// Marks the patient deleted, to be purged after `retention_days`, if
+    /// `etag` (when given) is still the current one, and records a
+    /// `deleted` event in the outbox in the same transaction.
+    pub async fn delete(
+        &self,
+        call: &Call,
+        id: PatientId,
+        etag: Option<&Etag>,
+        retention_days: u32,
+    ) -> Result<()> {
+        static DELETE: LazyLock<AuditedStatement> = LazyLock::new(|| {
+            AuditedStatement::new(
+                SCHEMA,
+                "update patients.patient set delete_time = now(), expire_time = now() + make_interval(days => $3) \
+                 where id = $1 and delete_time is null and ($2::text is null or version::text = $2) returning id",
+                "changed.id",
+            )
+        });
+        let mut tx = self.pool.begin().await?;
+        let deleted: Option<(i64,)> = DELETE
+            .query_as(call, |q| {
+                q.bind(id.get())
+                    .bind(etag.map(Etag::as_str))
+                    .bind(i32::try_from(retention_days).unwrap_or(i32::MAX))
+            })
+            .fetch_optional(&mut *tx)
+            .await?;
+        if deleted.is_none() {
+            tx.rollback().await?;
+            return Err(self.why_not_written(id, false).await);
+        }
+        audit::mark_audited(call, 1);
+        Self::publish_deleted(&mut tx, id).await?;
+        durable(call, tx.commit()).await?;
+        Ok(())
+    }
+
+    /// The outbox's `deleted` event, which studies-service's cascade follows.
+    async fn publish_deleted(tx: &mut sqlx::PgConnection, id: PatientId) -> Result<()> {
         sqlx::query("select pg_advisory_xact_lock($1)").bind(OUTBOX_LOCK).execute(&mut *tx).await?;
         sqlx::query("insert into patients.patient_event (patient_id, event_type) values ($1, 'deleted')")
             .bind(id.get())
             .execute(&mut *tx)
             .await?;
+        Ok(())
+    }
+
+    /// Restores a deleted patient if `etag` (when given) is still the
+    /// current one; fails if its email was taken since.
+    pub async fn undelete(&self, call: &Call, id: PatientId, etag: Option<&Etag>) -> Result<Patient> {
+        static UNDELETE: LazyLock<AuditedStatement> = LazyLock::new(|| {
+            let undelete = concat!(
+                "update patients.patient set delete_time = null, expire_time = null \
+                 where id = $1 and delete_time is not null and ($2::text is null or version::text = $2) returning ",
+                patient_columns!()
+            );
+            AuditedStatement::new(SCHEMA, undelete, "changed.id")
+        });
+        let undelete = UNDELETE
+            .query_as::<PatientRow>(call, |q| q.bind(id.get()).bind(etag.map(Etag::as_str)))
+            .fetch_optional(&self.pool);
+        let row = durable(call, undelete).await.map_err(|e| match email_taken_or(e) {
+            Error::EmailTaken => Error::EmailTakenSince(id),
+            other => other,
+        })?;
+        audit::mark_audited(call, usize::from(row.is_some()));
+        match row {
+            Some(row) => Ok(row.into()),
+            None => Err(self.why_not_written(id, true).await),
+        }
+    }
+
+    /// Erases the patient and every revision now, deleted or not, leaving
+    /// a PURGED change and the outbox's `deleted` event (so the cascade
+    /// removes their studies).
+    pub async fn purge(&self, call: &Call, id: PatientId) -> Result<()> {
+        static PURGE: LazyLock<AuditedStatement> = LazyLock::new(|| {
+            AuditedStatement::new(
+                SCHEMA,
+                "delete from patients.patient where id = $1 returning id",
+                "changed.id",
+            )
+        });
+        let mut tx = self.pool.begin().await?;
+        let purged: Option<(i64,)> =
+            PURGE.query_as(call, |q| q.bind(id.get())).fetch_optional(&mut *tx).await?;
+        if purged.is_none() {
+            tx.rollback().await?;
+            return Err(ApiError::not_found(id).into());
+        }
+        audit::mark_audited(call, 1);
+        Self::publish_deleted(&mut tx, id).await?;
         durable(call, tx.commit()).await?;
         Ok(())
+    }
+
+    /// Purges up to `batch` deleted patients whose retention has ended;
+    /// returns how many.
+    pub async fn purge_expired(&self, batch: i64) -> std::result::Result<u64, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("select set_config('clinic.actor', $1, true)")
+            .bind(SERVICE_ACTOR)
+            .execute(&mut *tx)
+            .await?;
+        let purged = sqlx::query(
+            "delete from patients.patient where id in ( \
+                 select id from patients.patient where expire_time < now() order by expire_time limit $1 \
+                 for update skip locked)",
+        )
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(purged)
+    }
+
+    /// Revision `revision` of patient `id`.
+    pub async fn revision(&self, id: PatientId, revision: i64) -> Result<Patient> {
+        const ONE: &str = concat!(
+            "select ",
+            revision_columns!(),
+            " from patients.patient_revision where patient_id = $1 and revision = $2"
+        );
+        let row: Option<RevisionRow> =
+            sqlx::query_as(ONE).bind(id.get()).bind(revision).fetch_optional(&self.pool).await?;
+        match row {
+            Some(row) => Ok(PatientRevision::from(row).patient),
+            None => {
+                self.get(id).await?;
+                Err(Error::RevisionNotFound { id, revision })
+            }
+        }
+    }
+
+    /// Up to `size` revisions of patient `id` older than `before` (all when
+    /// none), newest first; NOT_FOUND if the patient does not exist.
+    pub async fn revisions(
+        &self,
+        id: PatientId,
+        before: Option<i64>,
+        size: u32,
+    ) -> Result<Page<PatientRevision>> {
+        const PAGE: &str = concat!(
+            "select ",
+            revision_columns!(),
+            " from patients.patient_revision where patient_id = $1 and ($2::bigint is null or revision < $2) \
+             order by revision desc limit $3"
+        );
+        let rows: Vec<RevisionRow> = sqlx::query_as(PAGE)
+            .bind(id.get())
+            .bind(before)
+            .bind(paging::overfetch(size))
+            .fetch_all(&self.pool)
+            .await?;
+        if rows.is_empty() && before.is_none() {
+            return Err(ApiError::not_found(id).into());
+        }
+        Ok(Page::from_overfetched(rows.into_iter().map(PatientRevision::from).collect(), size))
+    }
+
+    /// Up to `limit` changes of the feed after `sequence`, oldest first.
+    pub async fn changes_after(&self, sequence: i64, limit: u32) -> Result<Vec<PatientChange>> {
+        let rows: Vec<ChangeRow> = sqlx::query_as(
+            "select c.sequence, c.kind, c.resource_id, c.revision, c.commit_time, c.actor, \
+                    r.first_name, r.last_name, r.birth_date, r.email, r.create_time, r.revision_time, \
+                    r.delete_time, r.expire_time \
+             from patients.change c left join patients.patient_revision r \
+               on r.patient_id = c.resource_id and r.revision = c.revision \
+             where c.sequence > $1 order by c.sequence limit $2",
+        )
+        .bind(sequence)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(PatientChange::from).collect())
     }
 
     /// Up to `limit` outbox events after `sequence`, oldest first.

@@ -56,7 +56,10 @@ async fn median_read(
     let mut took = Vec::with_capacity(n);
     for i in 0..n {
         let started = Instant::now();
-        let answer = client.clone().get_patient(GetPatientRequest { id: ids[i % ids.len()] }).await;
+        let answer = client
+            .clone()
+            .get_patient(GetPatientRequest { id: ids[i % ids.len()], ..Default::default() })
+            .await;
         took.push(started.elapsed());
         answer.expect("the honest caller's call succeeds");
     }

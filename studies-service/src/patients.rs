@@ -43,7 +43,7 @@ pub struct GrpcPatients(pub PeerClient);
 impl PatientDirectory for GrpcPatients {
     async fn ensure_exists(&self, patient: PatientId, call: &Call) -> Result<()> {
         let client = clinic_core::bounded!(PatientServiceClient::new(self.0.channel()));
-        let message = GetPatientRequest { id: patient.get() };
+        let message = GetPatientRequest { id: patient.get(), ..Default::default() };
         match self.0.read(message, call, |r| async { client.clone().get_patient(r).await }).await {
             Err(status) if status.code() == Code::NotFound => Err(Error::PatientNotFound(patient)),
             answer => answer

@@ -233,6 +233,7 @@ impl TestSystem {
         let mut config = patients_service::Config {
             service: service_config(self.db.url_for(ServiceRole::Patients)),
             studies: StudiesPeer { studies_addr: self.peer_uri(self.studies_addr) },
+            changes: Default::default(),
         };
         config.service.server = self.server_on(self.patients_addr);
         config.service.downstream = self.downstream();
@@ -461,7 +462,13 @@ pub async fn call_raw(addr: SocketAddr, method: &str, token: Option<&str>) -> Re
         request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ASCII"));
     }
     let path: http::uri::PathAndQuery = method.parse().expect("a method path");
-    grpc.unary::<(), (), _>(request, path, tonic_prost::ProstCodec::default()).await.map(drop)
+    let codec = tonic_prost::ProstCodec::default();
+    if method.contains("/Watch") {
+        // A stream that follows a feed never ends on its own: admitted is
+        // enough (a refusal is the answer itself).
+        return grpc.server_streaming::<(), (), _>(request, path, codec).await.map(drop);
+    }
+    grpc.unary::<(), (), _>(request, path, codec).await.map(drop)
 }
 
 /// `message` as a request carrying `x-request-id: request_id`.

@@ -32,6 +32,7 @@ pub fn test_config(database_url: String) -> Config {
     Config {
         service: service_config(database_url),
         studies: StudiesPeer { studies_addr: defaults::uri(defaults::STUDIES_PORT) },
+        changes: Default::default(),
     }
 }
 
@@ -61,6 +62,43 @@ pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Tes
 }
 
 impl TestApp {
+    /// A client acting as `subject` with `roles`.
+    pub fn client_as(&self, subject: &str, roles: &[&str]) -> PatientServiceClient<Authed> {
+        let token = clinic_testkit::auth::shared().token(subject, roles);
+        PatientServiceClient::new(clinic_testkit::keys::bearer::authed(self.channel.clone(), &token))
+    }
+
+    /// ListPatientRevisions, every page of `page_size`.
+    pub async fn revisions(&self, id: i64, page_size: i32) -> Result<Vec<pb::PatientRevision>, Status> {
+        let (mut all, mut page_token) = (Vec::new(), String::new());
+        loop {
+            let page = self
+                .client
+                .clone()
+                .list_patient_revisions(pb::ListPatientRevisionsRequest { id, page_size, page_token })
+                .await?
+                .into_inner();
+            all.extend(page.revisions);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// One page of ListPatientChanges.
+    pub async fn changes(
+        &self,
+        after_sequence: i64,
+        page_size: i32,
+    ) -> Result<pb::ListPatientChangesResponse, Status> {
+        self.client
+            .clone()
+            .list_patient_changes(pb::ListPatientChangesRequest { after_sequence, page_size })
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// Asks the service to shut down and waits until it has.
     pub async fn shutdown(self) -> TestDb {
         self.server.stop().await;
@@ -94,7 +132,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, id: i64) -> Result<pb::Patient, Status> {
-        self.client.clone().get_patient(pb::GetPatientRequest { id }).await.map(|r| r.into_inner())
+        self.client
+            .clone()
+            .get_patient(pb::GetPatientRequest { id, ..Default::default() })
+            .await
+            .map(|r| r.into_inner())
     }
 
     pub async fn list(&self, page_size: i32, page_token: &str) -> Result<pb::ListPatientsResponse, Status> {

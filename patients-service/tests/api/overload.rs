@@ -31,7 +31,7 @@ async fn wait_for_blocked(app: &TestApp, n: i64, only_reads: bool) {
         let waiting: i64 = sqlx::query_scalar(
             "select count(*) from pg_stat_activity where datname = current_database() \
              and usename = 'clinic_patients' and wait_event_type = 'Lock' \
-             and (not $1 or query like '%from patients.patient where true%')",
+             and (not $1 or query like '%from patients.patient where delete_time is null%')",
         )
         .bind(only_reads)
         .fetch_one(&mut admin)

@@ -52,7 +52,14 @@ async fn concurrent_reads_each_get_their_own_patient() {
         (0..300).map(|i| if i % 10 == 9 { 900_000 + i } else { created[i as usize % 12].id }).collect();
     let calls = asks.iter().map(|&id| {
         let mut client = app.client.clone();
-        async move { (id, client.get_patient(clinic_proto::patients::v1::GetPatientRequest { id }).await) }
+        async move {
+            (
+                id,
+                client
+                    .get_patient(clinic_proto::patients::v1::GetPatientRequest { id, ..Default::default() })
+                    .await,
+            )
+        }
     });
     for (id, answer) in futures::future::join_all(calls).await {
         match answer {

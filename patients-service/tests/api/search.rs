@@ -28,6 +28,7 @@ impl TestApp {
                 page_token: page_token.into(),
                 filter: filter.into(),
                 order_by: order_by.into(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner())

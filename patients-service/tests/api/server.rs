@@ -187,7 +187,7 @@ async fn shutdown_keeps_serving_through_the_pre_stop_delay_after_not_serving() {
     let read = clinic_proto::patients::v1::patient_service_client::PatientServiceClient::new(
         clinic_testkit::auth::admin(fresh),
     )
-    .get_patient(clinic_proto::patients::v1::GetPatientRequest { id: existing.id })
+    .get_patient(clinic_proto::patients::v1::GetPatientRequest { id: existing.id, ..Default::default() })
     .await;
     assert!(read.is_ok(), "served {:?} after NOT_SERVING: {read:?}", started.elapsed());
 
@@ -204,7 +204,7 @@ async fn a_request_whose_headers_exceed_the_bound_never_reaches_a_handler() {
     use clinic_proto::patients::v1::GetPatientRequest;
     let app = spawn_app().await;
     let created = app.create_nth(1).await;
-    let mut request = tonic::Request::new(GetPatientRequest { id: created.id });
+    let mut request = tonic::Request::new(GetPatientRequest { id: created.id, ..Default::default() });
     for i in 0..100 {
         request.metadata_mut().insert(
             tonic::metadata::MetadataKey::from_bytes(format!("x-padding-{i}").as_bytes()).unwrap(),
@@ -216,7 +216,7 @@ async fn a_request_whose_headers_exceed_the_bound_never_reaches_a_handler() {
         !matches!(refused.code(), Code::Ok | Code::NotFound | Code::Unauthenticated | Code::PermissionDenied),
         "the handler answered: {refused:?}"
     );
-    let mut normal = tonic::Request::new(GetPatientRequest { id: created.id });
+    let mut normal = tonic::Request::new(GetPatientRequest { id: created.id, ..Default::default() });
     for i in 0..6 {
         normal.metadata_mut().insert(
             tonic::metadata::MetadataKey::from_bytes(format!("x-padding-{i}").as_bytes()).unwrap(),

@@ -158,10 +158,15 @@ impl AuditedStatement {
         let params = highest_parameter(statement);
         let (s, m, r) = (params + 1, params + 2, params + 3);
         Self {
+            // `actor` names the caller as the transaction's `clinic.actor`
+            // before the statement's after-row triggers run (they fire when
+            // the whole statement is done): the revision and change they
+            // record are the caller's, in the same round trip.
             sql: format!(
                 "with changed as ({statement}), \
+                 actor as (select set_config('clinic.actor', ${s}, true) as name), \
                  audited as (insert into {schema}.audit_event (subject, method, patient_ids, code, request_id) \
-                             select ${s}, ${m}, array[{patient}]::bigint[], 'OK', ${r} from changed) \
+                             select actor.name, ${m}, array[{patient}]::bigint[], 'OK', ${r} from changed, actor) \
                  select * from changed"
             ),
         }
@@ -206,6 +211,18 @@ pub fn mark_audited(call: &CallContext, rows: usize) {
     if rows > 0 {
         call.mark_audited();
     }
+}
+
+/// Records that `call` delivered data of exactly `patients` (one batch of a
+/// stream): an event of its own, so a long stream's trail names each batch.
+pub async fn record_delivery(
+    pool: &sqlx::PgPool,
+    schema: &'static str,
+    call: &CallContext,
+    patients: Vec<i64>,
+) -> Result<(), sqlx::Error> {
+    let event = Event { patient_ids: patients, ..Event::of(call, Code::Ok) };
+    insert(&mut *pool.acquire().await?, schema, &[&event]).await
 }
 
 /// Records `call`'s event (outcome OK) in the transaction on `conn`,
@@ -641,6 +658,11 @@ mod tests {
         assert_eq!(highest_parameter("update t set a = $2, b = $12 where id = $1 and $3 is null"), 12);
         let statement =
             AuditedStatement::new("s", "delete from s.t where id = $1 and v = $2 returning id", "changed.id");
-        assert!(statement.sql.contains("select $3, $4, array[changed.id]::bigint[], 'OK', $5 from changed"));
+        assert!(statement.sql.contains("set_config('clinic.actor', $3, true)"), "{}", statement.sql);
+        assert!(
+            statement
+                .sql
+                .contains("select actor.name, $4, array[changed.id]::bigint[], 'OK', $5 from changed, actor")
+        );
     }
 }

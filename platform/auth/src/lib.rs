@@ -86,6 +86,7 @@ impl Permission {
             AccessRole::Clinician => &[Role::Clinician],
             AccessRole::Admin => &[Role::Admin],
             AccessRole::Service => &[Role::Service],
+            AccessRole::FeedReader => &[Role::Service, Role::Admin],
             // Held by no token: the rpc is refused to everyone.
             AccessRole::Unspecified => &[],
         };

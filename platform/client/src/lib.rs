@@ -579,9 +579,11 @@ mod tests {
         let peer = PeerClient::new(Peer::Patients, &format!("http://{addr}"), &settings).unwrap();
         let client = PatientServiceClient::new(peer.channel());
         let status = peer
-            .read(GetPatientRequest { id: 1 }, &context::CallContext::background("test"), |request| async {
-                client.clone().get_patient(request).await
-            })
+            .read(
+                GetPatientRequest { id: 1, ..Default::default() },
+                &context::CallContext::background("test"),
+                |request| async { client.clone().get_patient(request).await },
+            )
             .await
             .unwrap_err();
         assert_eq!(classify(&status), Failure::Unavailable, "{status:?}");

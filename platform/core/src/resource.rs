@@ -231,6 +231,28 @@ pub struct Stored<I, T> {
     pub update_time: DateTime<Utc>,
     /// The current version tag.
     pub etag: Etag,
+    /// Set while it is deleted: kept, hidden unless asked for, until its
+    /// retention ends (AIP-164).
+    pub deleted: Option<Deletion>,
+}
+
+/// When a resource was deleted and when it will be purged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deletion {
+    /// When it was deleted.
+    pub delete_time: DateTime<Utc>,
+    /// When it will be purged: the delete time plus the retention.
+    pub expire_time: DateTime<Utc>,
+}
+
+impl Deletion {
+    /// The deletion stored as these two columns (both set or neither).
+    pub fn from_stored(
+        delete_time: Option<DateTime<Utc>>,
+        expire_time: Option<DateTime<Utc>>,
+    ) -> Option<Self> {
+        Some(Self { delete_time: delete_time?, expire_time: expire_time? })
+    }
 }
 
 /// A protobuf timestamp.

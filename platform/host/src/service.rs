@@ -76,6 +76,9 @@ pub enum StartupError {
     /// The key that signs page tokens could not be read.
     #[error("loading the page token key: {0}")]
     PageTokenKey(sqlx::Error),
+    /// The change feed's head could not be read.
+    #[error("reading the change feed: {0}")]
+    ChangeFeed(sqlx::Error),
     /// The keys that sign accepted tokens could not be read.
     #[error(transparent)]
     Jwks(#[from] JwksError),

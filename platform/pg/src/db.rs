@@ -43,17 +43,19 @@ macro_rules! table_row {
     };
 }
 
-/// The statement that applies a patch to row `$1` of `table`: each of
-/// `columns` takes its bound value (`$2`, `$3`, …) unless that is null, and
-/// only if the etag bound last is null or the row's current version, all in
-/// one statement so no concurrent write slips in between; the row is
-/// returned as `returning`.
-pub fn patch_statement(table: &str, columns: &[&str], returning: &str) -> String {
+/// The statement that applies a patch to row `$1` of `table` where
+/// `condition` holds (`delete_time is null`): each of `columns` takes its
+/// bound value (`$2`, `$3`, …) unless that is null, and only if the etag
+/// bound last is null or the row's current version, all in one statement
+/// so no concurrent write slips in between; the row is returned as
+/// `returning`.
+pub fn patch_statement(table: &str, columns: &[&str], condition: &str, returning: &str) -> String {
     let set: Vec<String> =
         columns.iter().enumerate().map(|(i, c)| format!("{c} = coalesce(${}, {c})", i + 2)).collect();
     let etag = columns.len() + 2;
     format!(
-        "update {table} set {} where id = $1 and (${etag}::text is null or version::text = ${etag}) returning {returning}",
+        "update {table} set {} where id = $1 and {condition} and (${etag}::text is null or version::text = ${etag}) \
+         returning {returning}",
         set.join(", ")
     )
 }
@@ -323,9 +325,9 @@ mod tests {
     #[test]
     fn a_patch_sets_each_column_unless_null_and_checks_the_etag_last() {
         assert_eq!(
-            patch_statement("s.t", &["a", "b"], "id, a, b"),
+            patch_statement("s.t", &["a", "b"], "live", "id, a, b"),
             "update s.t set a = coalesce($2, a), b = coalesce($3, b) \
-             where id = $1 and ($4::text is null or version::text = $4) returning id, a, b"
+             where id = $1 and live and ($4::text is null or version::text = $4) returning id, a, b"
         );
     }
 

@@ -65,6 +65,7 @@ impl TryFrom<StudyRow> for Study {
             create_time: row.create_time,
             update_time: row.update_time,
             etag: Etag::of_version(row.version),
+            deleted: None,
         })
     }
 }
@@ -353,7 +354,7 @@ impl StudyStore {
         call.concern(before);
         static UPDATE: LazyLock<String> = LazyLock::new(|| {
             let columns: Vec<_> = StudyField::ALL.iter().map(|f| f.name()).collect();
-            patch_statement(StudyRow::TABLE, &columns, study_columns!())
+            patch_statement(StudyRow::TABLE, &columns, "true", study_columns!())
         });
         let row: Option<StudyRow> = sqlx::query_as(UPDATE.as_str())
             .bind(id.get())

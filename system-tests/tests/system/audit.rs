@@ -92,7 +92,7 @@ async fn every_audited_rpc_leaves_one_event_with_caller_method_patients_outcome_
         .into_inner();
     let p = created.id;
     ana.patients
-        .get_patient(with_request_id(ppb::GetPatientRequest { id: p }, "r-get-patient"))
+        .get_patient(with_request_id(ppb::GetPatientRequest { id: p, ..Default::default() }, "r-get-patient"))
         .await
         .unwrap();
     ana.patients
@@ -172,8 +172,10 @@ async fn every_audited_rpc_leaves_one_event_with_caller_method_patients_outcome_
         .await
         .unwrap();
     // Failed reads are recorded too, with the id asked for.
-    let missing =
-        ana.patients.get_patient(with_request_id(ppb::GetPatientRequest { id: p }, "r-get-gone")).await;
+    let missing = ana
+        .patients
+        .get_patient(with_request_id(ppb::GetPatientRequest { id: p, ..Default::default() }, "r-get-gone"))
+        .await;
     assert_eq!(missing.unwrap_err().code(), Code::NotFound);
     let missing =
         ana.studies.get_study(with_request_id(spb::GetStudyRequest { id: s.id }, "r-get-gone-study")).await;
@@ -231,7 +233,7 @@ async fn refused_calls_of_known_callers_are_recorded_and_anonymous_ones_are_not(
 
     let channel = clinic_client::channel(&format!("http://{}", system.patients_addr)).unwrap();
     let anonymous = PatientServiceClient::new(channel)
-        .get_patient(with_request_id(ppb::GetPatientRequest { id: 1 }, "r-anonymous"))
+        .get_patient(with_request_id(ppb::GetPatientRequest { id: 1, ..Default::default() }, "r-anonymous"))
         .await
         .unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
@@ -615,9 +617,9 @@ async fn list_audit_events_answers_for_both_services_newest_first_in_pages() {
             .unwrap()
             .into_inner();
         ana.studies.get_study(spb::GetStudyRequest { id: s.id }).await.unwrap();
-        ana.patients.get_patient(ppb::GetPatientRequest { id: p }).await.unwrap();
+        ana.patients.get_patient(ppb::GetPatientRequest { id: p, ..Default::default() }).await.unwrap();
     }
-    ana.patients.get_patient(ppb::GetPatientRequest { id: other }).await.unwrap();
+    ana.patients.get_patient(ppb::GetPatientRequest { id: other, ..Default::default() }).await.unwrap();
 
     let mut root = caller(&system, "root", "admin");
     let mut seen = Vec::new();
@@ -703,7 +705,8 @@ async fn nothing_is_read_or_written_without_its_event() {
     .await
     .unwrap();
 
-    let refused = ana.patients.get_patient(ppb::GetPatientRequest { id: p }).await.unwrap_err();
+    let refused =
+        ana.patients.get_patient(ppb::GetPatientRequest { id: p, ..Default::default() }).await.unwrap_err();
     assert_eq!((refused.code(), reason(&refused)), (Code::Unavailable, "AUDIT_UNAVAILABLE".into()));
     let listed = ana
         .patients
@@ -751,6 +754,9 @@ async fn nothing_is_read_or_written_without_its_event() {
         .execute(&mut admin)
         .await
         .unwrap();
-    ana.patients.get_patient(ppb::GetPatientRequest { id: p }).await.expect("reads work again");
+    ana.patients
+        .get_patient(ppb::GetPatientRequest { id: p, ..Default::default() })
+        .await
+        .expect("reads work again");
     assert_eq!(count("select count(*) from patients.audit_event where subject = 'dr-ana'").await, 1);
 }

@@ -28,7 +28,10 @@ async fn deleting_a_patient_with_studies_without_force_fails_with_a_precondition
         system
             .patient_client
             .clone()
-            .get_patient(clinic_proto::patients::v1::GetPatientRequest { id: patient.id })
+            .get_patient(clinic_proto::patients::v1::GetPatientRequest {
+                id: patient.id,
+                ..Default::default()
+            })
             .await
             .is_ok()
     );
@@ -56,7 +59,7 @@ async fn deleting_without_force_while_studies_service_is_down_is_unavailable_and
     let still_there = system
         .patient_client
         .clone()
-        .get_patient(clinic_proto::patients::v1::GetPatientRequest { id: patient.id })
+        .get_patient(clinic_proto::patients::v1::GetPatientRequest { id: patient.id, ..Default::default() })
         .await;
     assert!(still_there.is_ok());
 }

@@ -44,7 +44,9 @@ async fn calls_between_the_services_go_over_mutual_tls_and_callers_without_a_cer
 
     let get = |endpoint: Endpoint| async move {
         let channel = endpoint.connect_timeout(Duration::from_secs(2)).connect_lazy();
-        PatientServiceClient::new(admin(channel)).get_patient(ppb::GetPatientRequest { id: 1 }).await
+        PatientServiceClient::new(admin(channel))
+            .get_patient(ppb::GetPatientRequest { id: 1, ..Default::default() })
+            .await
     };
     let ca = Certificate::from_pem(std::fs::read(&mtls.ca).unwrap());
     let https = || Endpoint::from_shared(format!("https://{}", system.patients_addr)).unwrap();
