@@ -233,6 +233,8 @@ impl Sequenced for PatientChange {
 pub enum PatientEventKind {
     /// The patient was deleted.
     Deleted,
+    /// A deleted patient was restored.
+    Undeleted,
     /// A kind this version of the service does not publish (written by a
     /// newer one): sent as unspecified, for consumers to skip.
     Other,

@@ -340,6 +340,7 @@ impl From<PatientEvent> for events_pb::PatientEvent {
     fn from(e: PatientEvent) -> Self {
         let kind = match e.kind {
             PatientEventKind::Deleted => events_pb::PatientEventType::Deleted,
+            PatientEventKind::Undeleted => events_pb::PatientEventType::Undeleted,
             PatientEventKind::Other => events_pb::PatientEventType::Unspecified,
         };
         events_pb::PatientEvent {

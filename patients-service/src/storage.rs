@@ -470,9 +470,14 @@ impl PatientStore {
 
     /// The outbox's `deleted` event, which studies-service's cascade follows.
     async fn publish_deleted(tx: &mut sqlx::PgConnection, id: PatientId) -> Result<()> {
+        Self::publish(tx, id, "deleted").await
+    }
+
+    async fn publish(tx: &mut sqlx::PgConnection, id: PatientId, event_type: &str) -> Result<()> {
         sqlx::query("select pg_advisory_xact_lock($1)").bind(OUTBOX_LOCK).execute(&mut *tx).await?;
-        sqlx::query("insert into patients.patient_event (patient_id, event_type) values ($1, 'deleted')")
+        sqlx::query("insert into patients.patient_event (patient_id, event_type) values ($1, $2)")
             .bind(id.get())
+            .bind(event_type)
             .execute(&mut *tx)
             .await?;
         Ok(())
@@ -489,18 +494,25 @@ impl PatientStore {
             );
             AuditedStatement::new(SCHEMA, undelete, "changed.id")
         });
-        let undelete = UNDELETE
-            .query_as::<PatientRow>(call, |q| q.bind(id.get()).bind(etag.map(Etag::as_str)))
-            .fetch_optional(&self.pool);
-        let row = durable(call, undelete).await.map_err(|e| match email_taken_or(e) {
+        let taken_since = |e: sqlx::Error| match email_taken_or(e.into()) {
             Error::EmailTaken => Error::EmailTakenSince(id),
             other => other,
-        })?;
-        audit::mark_audited(call, usize::from(row.is_some()));
-        match row {
-            Some(row) => Ok(row.into()),
-            None => Err(self.why_not_written(id, true).await),
-        }
+        };
+        let mut tx = self.pool.begin().await?;
+        let row = UNDELETE
+            .query_as::<PatientRow>(call, |q| q.bind(id.get()).bind(etag.map(Etag::as_str)))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(taken_since)?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(self.why_not_written(id, true).await);
+        };
+        audit::mark_audited(call, 1);
+        // studies-service lifts the patient's tombstone on this event.
+        Self::publish(&mut tx, id, "undeleted").await?;
+        durable(call, tx.commit()).await?;
+        Ok(row.into())
     }
 
     /// Erases the patient and every revision now, deleted or not, leaving
@@ -629,6 +641,7 @@ impl PatientStore {
                 patient_id: PatientId::from_stored(patient_id),
                 kind: match kind.as_str() {
                     "deleted" => PatientEventKind::Deleted,
+                    "undeleted" => PatientEventKind::Undeleted,
                     _ => PatientEventKind::Other,
                 },
                 create_time,

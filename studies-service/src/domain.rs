@@ -204,6 +204,8 @@ pub type Study = Stored<StudyId, StudyFields>;
 pub enum PatientEventKind {
     /// The patient was deleted: their studies must go.
     Deleted,
+    /// A deleted patient was restored: studies may refer to them again.
+    Undeleted,
     /// A kind this version does not know (a newer patients-service may
     /// publish more): skipped, but the cursor still moves past it.
     Unknown,

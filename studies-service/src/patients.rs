@@ -73,6 +73,7 @@ impl PatientEvents for GrpcPatients {
                 patient_id: PatientId::from_stored(e.patient_id),
                 kind: match e.r#type() {
                     PatientEventType::Deleted => PatientEventKind::Deleted,
+                    PatientEventType::Undeleted => PatientEventKind::Undeleted,
                     _ => PatientEventKind::Unknown,
                 },
                 create_time: e.create_time.and_then(|t| {

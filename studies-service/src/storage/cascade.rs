@@ -86,6 +86,11 @@ impl StudyStore {
         let Some(last) = events.iter().map(|e| e.sequence).max() else { return Ok(applied) };
         let mut tx = self.pool.begin().await?;
         for event in events {
+            if event.kind == PatientEventKind::Undeleted {
+                lift(&mut tx, event.patient_id, event.sequence).await?;
+                applied.deleted += 1;
+                continue;
+            }
             if event.kind != PatientEventKind::Deleted {
                 applied.skipped += 1;
                 continue;
@@ -297,5 +302,24 @@ async fn tombstone(conn: &mut sqlx::PgConnection, patient: PatientId, sequence: 
     .bind(sequence)
     .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// Lifts the tombstone of a patient restored at `sequence` (and drops a
+/// retry of an earlier deletion of theirs): studies may refer to them again.
+/// Studies the cascade already removed stay removed.
+async fn lift(conn: &mut sqlx::PgConnection, patient: PatientId, sequence: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "delete from studies.deleted_patient where patient_id = $1 and coalesce(event_sequence, 0) < $2",
+    )
+    .bind(patient.get())
+    .bind(sequence)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("delete from studies.event_retry where patient_id = $1 and sequence < $2")
+        .bind(patient.get())
+        .bind(sequence)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

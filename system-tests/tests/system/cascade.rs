@@ -236,3 +236,30 @@ async fn wait_for_blocked_claim(system: &system_tests::TestSystem) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Undeleting a patient lifts their tombstone in studies-service: studies
+/// may be made to them again (those their forced delete removed stay removed).
+#[tokio::test]
+async fn an_undeleted_patient_can_have_studies_again() {
+    let system = spawn_system().await;
+    let patient = system.create_patient(1).await;
+    system.create_study(study(patient.id)).await.unwrap();
+    system.delete_patient(patient.id, true).await.unwrap();
+    system.wait_until_caught_up(CATCH_UP).await;
+    let refused = system.create_study(study(patient.id)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+
+    system
+        .patient_client
+        .clone()
+        .undelete_patient(clinic_proto::patients::v1::UndeletePatientRequest {
+            id: patient.id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    system.wait_until_caught_up(CATCH_UP).await;
+
+    let created = system.create_study(study(patient.id)).await.expect("studies may be made again");
+    assert_eq!(system.all_studies(&[patient.id], 50).await, vec![created]);
+}
