@@ -258,11 +258,8 @@ impl pb::patient_service_server::PatientService for PatientApi {
     ) -> Result<Response<pb::ListPatientChangesResponse>, Status> {
         let call = CallContext::of(&request);
         let req = request.into_inner();
-        let size = match u32::try_from(req.page_size) {
-            Ok(0) => DEFAULT_CHANGES_PAGE,
-            Ok(n) => n.min(paging::MAX_PAGE_SIZE),
-            Err(_) => return Err(Error::from(Invalid::one("page_size", "must not be negative")).into()),
-        };
+        let size =
+            paging::page_size_or(req.page_size, DEFAULT_CHANGES_PAGE, "page_size").map_err(Error::from)?;
         self.feed.check_position(req.after_sequence).await.map_err(Error::Feed)?;
         let changes = self.store.changes_after(req.after_sequence, size).await?;
         call.concern(changes.iter().map(|c| c.patient_id.get()));
@@ -319,15 +316,8 @@ impl events_pb::patient_event_service_server::PatientEventService for PatientEve
         if req.after_sequence < 0 {
             invalid.push("after_sequence", "must not be negative");
         }
-        let size = match u32::try_from(req.page_size) {
-            Ok(0) => DEFAULT_EVENTS_PAGE,
-            Ok(n) => n.min(paging::MAX_PAGE_SIZE),
-            Err(_) => {
-                invalid.push("page_size", "must not be negative");
-                0
-            }
-        };
-        invalid.finish(|| ()).map_err(Error::from)?;
+        let size = invalid.check(paging::page_size_or(req.page_size, DEFAULT_EVENTS_PAGE, "page_size"));
+        let size = invalid.finish(|| size.unwrap_or_default()).map_err(Error::from)?;
         let (events, last_sequence) = self.store.events_after(req.after_sequence, size).await?;
         Ok(Response::new(events_pb::ListPatientEventsResponse {
             events: events.into_iter().map(Into::into).collect(),

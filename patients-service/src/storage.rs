@@ -108,8 +108,8 @@ struct ChangeRow {
 
 impl From<ChangeRow> for PatientChange {
     fn from(row: ChangeRow) -> Self {
-        let id = PatientId::from_stored(row.resource_id);
-        let patient = match (
+        // The revision's snapshot, while it is kept (none once purged).
+        let snapshot = match (
             row.first_name,
             row.last_name,
             row.birth_date,
@@ -123,22 +123,25 @@ impl From<ChangeRow> for PatientChange {
                 Some(birth_date),
                 Some(email),
                 Some(create_time),
-                Some(time),
-            ) => Some(Patient {
-                id,
-                fields: PatientFields {
-                    first_name: PersonName::from_stored(first_name),
-                    last_name: PersonName::from_stored(last_name),
-                    birth_date: BirthDate::from_stored(birth_date),
-                    email: Email::from_stored(email),
-                },
+                Some(revision_time),
+            ) => Some(RevisionRow {
+                patient_id: row.resource_id,
+                revision: row.revision,
+                kind: row.kind.clone(),
+                actor: row.actor.clone(),
+                revision_time,
+                first_name,
+                last_name,
+                birth_date,
+                email,
                 create_time,
-                update_time: time,
-                etag: Etag::of_version(row.revision),
-                deleted: Deletion::from_stored(row.delete_time, row.expire_time),
+                delete_time: row.delete_time,
+                expire_time: row.expire_time,
             }),
             _ => None,
         };
+        let patient = snapshot.map(|r| PatientRevision::from(r).patient);
+        let id = PatientId::from_stored(row.resource_id);
         PatientChange {
             sequence: row.sequence,
             kind: ChangeKind::from_stored(&row.kind),

@@ -187,6 +187,7 @@ async fn a_watch_replays_from_any_sequence_then_follows_live_with_heartbeats_whe
     for n in 0..3 {
         app.create_nth(n).await;
     }
+    changes_until(&app, 3).await;
     let mut stream = watch(&app, 1).await;
     let replayed = next_changes(&mut stream, Duration::from_secs(10)).await;
     assert_eq!(replayed.iter().map(|c| c.sequence).collect::<Vec<_>>(), [2, 3]);
@@ -209,6 +210,7 @@ async fn changes_past_the_retention_are_out_of_range_for_lists_and_watches() {
     for n in 0..3 {
         app.create_nth(n).await;
     }
+    changes_until(&app, 3).await;
     let mut admin = app.db.admin_options().connect().await.unwrap();
     sqlx::query("update patients.change set commit_time = now() - interval '8 days' where sequence <= 2")
         .execute(&mut admin)
@@ -232,6 +234,7 @@ async fn changes_past_the_retention_are_out_of_range_for_lists_and_watches() {
     assert_eq!(kept.changes.iter().map(|c| c.sequence).collect::<Vec<_>>(), [3]);
     let negative = app.changes(-1, 10).await.unwrap_err();
     assert_eq!(negative.code(), Code::InvalidArgument);
+    crate::helpers::assert_invalid(Err::<(), _>(negative), &["after_sequence"]);
 }
 
 #[tokio::test]
@@ -290,6 +293,7 @@ async fn only_feed_readers_follow_the_feed_and_every_delivered_batch_is_audited(
     let app = spawn_app().await;
     let one = app.create_nth(1).await;
     let two = app.create_nth(2).await;
+    changes_until(&app, 2).await;
     for roles in [&["viewer"][..], &["clinician"]] {
         let refused =
             app.client_as("nosy", roles).list_patient_changes(pb::ListPatientChangesRequest::default()).await;

@@ -9,7 +9,7 @@ use sqlx::{
 use tokio::{sync::watch, task::JoinHandle};
 use tonic::{Code, Status};
 
-use clinic_core::errors;
+use clinic_core::{errors, validation::Invalid};
 
 /// How many changes one numbering takes at most.
 const NUMBERING_BATCH: i64 = 1000;
@@ -56,7 +56,7 @@ impl From<FeedError> for Status {
     fn from(error: FeedError) -> Self {
         match &error {
             FeedError::Negative => {
-                errors::with_reason(Code::InvalidArgument, error.to_string(), "INVALID_FIELDS")
+                errors::invalid_fields(&Invalid::one("after_sequence", "must not be negative"))
             }
             FeedError::Expired { .. } => {
                 errors::with_reason(Code::OutOfRange, error.to_string(), "CHANGES_EXPIRED")

@@ -30,9 +30,15 @@ const TOKEN_LEN: usize = 1 + 8 + MAC_LEN;
 /// Interprets a request's `page_size`: 0 is the default, above the maximum is
 /// clamped, negative is a violation of `field`.
 pub fn page_size(requested: i32, field: &str) -> Result<u32, FieldViolation> {
+    page_size_or(requested, DEFAULT_PAGE_SIZE, field)
+}
+
+/// [`page_size`] with a default of the method's own (feeds read in larger
+/// pages than lists).
+pub fn page_size_or(requested: i32, default: u32, field: &str) -> Result<u32, FieldViolation> {
     match u32::try_from(requested) {
         Err(_) => Err(FieldViolation::new(field, "must not be negative")),
-        Ok(0) => Ok(DEFAULT_PAGE_SIZE),
+        Ok(0) => Ok(default),
         Ok(n) => Ok(n.min(MAX_PAGE_SIZE)),
     }
 }
