@@ -81,7 +81,7 @@ def test_every_patient_route_with_camel_case_json_and_update_mask(stack):
     # Changes are numbered a few milliseconds after their commit.
     give_up = time.monotonic() + 10
     while True:
-        status, feed, _ = rest(stack, "GET", "/v1/patientChanges?afterSequence=0&pageSize=1000")
+        status, feed, _ = rest(stack, "GET", "/v1/patients/changes?afterSequence=0&pageSize=1000")
         assert status == 200, feed
         mine = [c["kind"] for c in feed["changes"] if c["patientId"] == pid]
         if len(mine) == 4 or time.monotonic() > give_up:

@@ -28,8 +28,11 @@ VIEWER = {
     "/clinic.studies.v1.StudyService/ListStudiesByPatient",
     "/clinic.gateway.v1.GatewayService/ListPatientsWithStudies", "/clinic.gateway.v1.GatewayService/GetPatientWithStudies",
 }
-VIEWER |= {"/clinic.patients.v1.PatientService/ListPatientRevisions"}
-FEEDS = {"/clinic.patients.v1.PatientService/ListPatientChanges", "/clinic.patients.v1.PatientService/WatchPatientChanges"}
+VIEWER |= {"/clinic.patients.v1.PatientService/ListPatientRevisions", "/clinic.studies.v1.StudyService/ListStudyRevisions"}
+FEEDS = {
+    "/clinic.patients.v1.PatientService/ListPatientChanges", "/clinic.patients.v1.PatientService/WatchPatientChanges",
+    "/clinic.studies.v1.StudyService/ListStudyChanges", "/clinic.studies.v1.StudyService/WatchStudyChanges",
+}
 CLINICIAN = VIEWER | {
     "/clinic.patients.v1.PatientService/CreatePatient", "/clinic.patients.v1.PatientService/UpdatePatient",
     "/clinic.studies.v1.StudyService/CreateStudy", "/clinic.studies.v1.StudyService/UpdateStudy",
@@ -38,6 +41,7 @@ CLINICIAN = VIEWER | {
 ADMIN = CLINICIAN | FEEDS | {
     "/clinic.patients.v1.PatientService/DeletePatient", "/clinic.audit.v1.AuditService/ListAuditEvents",
     "/clinic.patients.v1.PatientService/UndeletePatient", "/clinic.patients.v1.PatientService/PurgePatient",
+    "/clinic.studies.v1.StudyService/UndeleteStudy",
 }
 ALLOWED = {"viewer": VIEWER, "clinician": CLINICIAN, "admin": ADMIN, "service": FEEDS}
 

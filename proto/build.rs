@@ -14,7 +14,6 @@ const PROTOS: &[&str] = &[
     "clinic/api/v1/options.proto",
     "clinic/api/v1/changes.proto",
     "clinic/patients/v1/patients.proto",
-    "clinic/patients/events/v1/events.proto",
     "clinic/studies/v1/studies.proto",
     "clinic/studies/guard/v1/guard.proto",
     "clinic/gateway/v1/gateway.proto",

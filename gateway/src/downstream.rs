@@ -80,7 +80,7 @@ impl Sources for Downstream {
             page_token,
             filter: query.filter.clone(),
             order_by: query.order_by.clone(),
-            ..Default::default()
+            show_deleted: query.show_deleted,
         };
         let client = clinic_core::bounded!(PatientServiceClient::new(self.patients.channel()));
         let answer =
@@ -95,6 +95,7 @@ impl Sources for Downstream {
         &self,
         patient_ids: Vec<i64>,
         study_filter: &str,
+        show_deleted: bool,
         call: &Call,
     ) -> Result<Vec<PatientStudies>> {
         if patient_ids.is_empty() {
@@ -104,6 +105,7 @@ impl Sources for Downstream {
             patient_ids,
             studies_per_patient: STUDIES_PER_PATIENT,
             filter: study_filter.to_owned(),
+            show_deleted,
         };
         let client = clinic_core::bounded!(StudyServiceClient::new(self.studies.channel()));
         let answer = self

@@ -38,6 +38,8 @@ pub struct PatientQuery {
     pub filter: String,
     /// ListPatients' `order_by`.
     pub order_by: String,
+    /// Whether deleted patients (and deleted studies) are listed too.
+    pub show_deleted: bool,
 }
 
 /// The two calls a listing makes (`crate::downstream::Downstream` makes
@@ -53,11 +55,13 @@ pub trait Sources: Send + Sync {
     ) -> impl Future<Output = Result<ListPatientsResponse>> + Send;
 
     /// The first studies of each of `patient_ids` that match `study_filter`
-    /// (all when empty), each with a token for the rest.
+    /// (all when empty), deleted ones too with `show_deleted`, each with a
+    /// token for the rest.
     fn first_studies_of(
         &self,
         patient_ids: Vec<i64>,
         study_filter: &str,
+        show_deleted: bool,
         call: &Call,
     ) -> impl Future<Output = Result<Vec<PatientStudies>>> + Send;
 }
@@ -139,14 +143,15 @@ struct WalkToken {
 }
 
 impl WalkToken {
-    fn binding(filter: &str, study_filter: &StudyFilter, order_by: &str) -> String {
+    fn binding(query: &PatientQuery, study_filter: &StudyFilter) -> String {
         use sha2::{Digest, Sha256};
         let digest = Sha256::new()
-            .chain_update(filter.trim())
+            .chain_update(query.filter.trim())
             .chain_update([0])
             .chain_update(study_filter.as_str())
             .chain_update([0])
-            .chain_update(order_by.trim())
+            .chain_update(query.order_by.trim())
+            .chain_update([u8::from(query.show_deleted)])
             .finalize();
         URL_SAFE_NO_PAD.encode(&digest[..12])
     }
@@ -189,17 +194,21 @@ impl Listing {
     ) -> Result<pb::ListPatientsWithStudiesResponse> {
         let size = paging::page_size(req.page_size, "page_size").map_err(Invalid::from)?;
         let study_filter = StudyFilter::parse(&req.study_filter)?;
-        let query = PatientQuery { filter: req.filter.clone(), order_by: req.order_by.clone() };
+        let query = PatientQuery {
+            filter: req.filter.clone(),
+            order_by: req.order_by.clone(),
+            show_deleted: req.show_deleted,
+        };
         let Some(study_filter) = study_filter else {
             let page = sources.list_patients(&query, req.page_size, req.page_token, call).await?;
             let ids = page.patients.iter().map(|p| p.id).collect();
-            let studies = sources.first_studies_of(ids, "", call).await?;
+            let studies = sources.first_studies_of(ids, "", query.show_deleted, call).await?;
             return Ok(pb::ListPatientsWithStudiesResponse {
                 patients: view::join(page.patients, studies),
                 next_page_token: page.next_page_token,
             });
         };
-        let binding = WalkToken::binding(&req.filter, &study_filter, &req.order_by);
+        let binding = WalkToken::binding(&query, &study_filter);
         let start = WalkToken::decode(&req.page_token, &binding)?;
         let (patients, next) = self.walk(sources, &query, &study_filter, size as usize, start, call).await?;
         let next_page_token =
@@ -231,7 +240,8 @@ impl Listing {
         for _ in 0..MAX_ROUNDS {
             let page = sources.list_patients(query, chunk as i32, token.clone(), call).await?;
             let ids: Vec<i64> = page.patients.iter().map(|p| p.id).collect();
-            let studies = sources.first_studies_of(ids, study_filter.as_str(), call).await?;
+            let studies =
+                sources.first_studies_of(ids, study_filter.as_str(), query.show_deleted, call).await?;
             let matching: Vec<pb::PatientWithStudies> = view::join(page.patients.clone(), studies)
                 .into_iter()
                 .filter(|p| !p.studies.is_empty() || !p.next_studies_page_token.is_empty())
@@ -361,6 +371,7 @@ mod tests {
             &self,
             patient_ids: Vec<i64>,
             study_filter: &str,
+            _: bool,
             _: &Call,
         ) -> Result<Vec<PatientStudies>> {
             self.study_calls.fetch_add(1, Ordering::Relaxed);

@@ -226,31 +226,10 @@ impl Sequenced for PatientChange {
     fn sequence(&self) -> i64 {
         self.sequence
     }
-}
 
-/// Something that happened to a patient, published through the outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatientEventKind {
-    /// The patient was deleted.
-    Deleted,
-    /// A deleted patient was restored.
-    Undeleted,
-    /// A kind this version of the service does not publish (written by a
-    /// newer one): sent as unspecified, for consumers to skip.
-    Other,
-}
-
-/// One outbox event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PatientEvent {
-    /// Position in the outbox, increasing in commit order.
-    pub sequence: i64,
-    /// The patient concerned.
-    pub patient_id: PatientId,
-    /// What happened.
-    pub kind: PatientEventKind,
-    /// When.
-    pub create_time: DateTime<Utc>,
+    fn patient(&self) -> i64 {
+        self.patient_id.get()
+    }
 }
 
 /// What ListPatients' `filter` may name: names and emails by their folded

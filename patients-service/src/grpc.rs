@@ -16,10 +16,7 @@ use clinic_core::{
     validation::Invalid,
 };
 use clinic_pg::api_error::ApiError;
-use clinic_proto::{
-    api::v1::ChangeKind as ChangeKindPb,
-    patients::{events::v1 as events_pb, v1 as pb},
-};
+use clinic_proto::{api::v1::ChangeKind as ChangeKindPb, patients::v1 as pb};
 use clinic_query::search::{self, CursorTokens, Walk, Where};
 use prost::Message;
 use tokio_stream::{Stream, StreamExt};
@@ -27,9 +24,9 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{
-        BirthDate, ChangeKind, Email, Etag, FILTER_FIELDS, Patient, PatientChange, PatientEvent,
-        PatientEventKind, PatientField, PatientFields, PatientId, PatientPatch, PatientRevision, PersonName,
-        RequestId, SORT_FIELDS, latest_today,
+        BirthDate, ChangeKind, Email, Etag, FILTER_FIELDS, Patient, PatientChange, PatientField,
+        PatientFields, PatientId, PatientPatch, PatientRevision, PersonName, RequestId, SORT_FIELDS,
+        latest_today,
     },
     error::{Error, Result},
     storage::PatientStore,
@@ -125,24 +122,12 @@ impl PatientApi {
         self.store.revision(id, req.revision).await
     }
 
-    /// The feed's changes after `after`, each batch's delivery recorded in
-    /// the audit trail with the patients it carried.
+    /// The feed's changes after `after`, each batch's delivery audited.
     fn load_changes(&self, call: Call) -> watch::Load<PatientChange> {
         let store = self.store.clone();
-        Arc::new(move |after, limit| {
-            let (store, call) = (store.clone(), call.clone());
-            Box::pin(async move {
-                let changes = store.changes_after(after, limit).await?;
-                let mut patients: Vec<i64> = changes.iter().map(|c| c.patient_id.get()).collect();
-                patients.sort_unstable();
-                patients.dedup();
-                if !changes.is_empty() {
-                    clinic_audit::audit::record_delivery(store.pool(), crate::SCHEMA, &call, patients)
-                        .await
-                        .map_err(|e| Status::from(Error::from(e)))?;
-                }
-                Ok(changes)
-            })
+        watch::audited(self.store.pool().clone(), crate::SCHEMA, call, move |after, limit| {
+            let store = store.clone();
+            async move { Ok(store.changes_after(after, limit).await?) }
         })
     }
 }
@@ -286,59 +271,6 @@ impl pb::patient_service_server::PatientService for PatientApi {
             })
         });
         Ok(Response::new(Box::pin(stream)))
-    }
-}
-
-/// The internal outbox reader, PatientEventService, for studies-service.
-#[derive(Debug, Clone)]
-pub struct PatientEventApi {
-    store: PatientStore,
-}
-
-impl PatientEventApi {
-    /// The outbox of `store`.
-    pub fn new(store: PatientStore) -> Self {
-        Self { store }
-    }
-}
-
-/// Events per ListPatientEvents call when the request asks for 0.
-const DEFAULT_EVENTS_PAGE: u32 = 500;
-
-#[tonic::async_trait]
-impl events_pb::patient_event_service_server::PatientEventService for PatientEventApi {
-    async fn list_patient_events(
-        &self,
-        request: Request<events_pb::ListPatientEventsRequest>,
-    ) -> Result<Response<events_pb::ListPatientEventsResponse>, Status> {
-        let req = request.into_inner();
-        let mut invalid = Invalid::default();
-        if req.after_sequence < 0 {
-            invalid.push("after_sequence", "must not be negative");
-        }
-        let size = invalid.check(paging::page_size_or(req.page_size, DEFAULT_EVENTS_PAGE, "page_size"));
-        let size = invalid.finish(|| size.unwrap_or_default()).map_err(Error::from)?;
-        let (events, last_sequence) = self.store.events_after(req.after_sequence, size).await?;
-        Ok(Response::new(events_pb::ListPatientEventsResponse {
-            events: events.into_iter().map(Into::into).collect(),
-            last_sequence,
-        }))
-    }
-}
-
-impl From<PatientEvent> for events_pb::PatientEvent {
-    fn from(e: PatientEvent) -> Self {
-        let kind = match e.kind {
-            PatientEventKind::Deleted => events_pb::PatientEventType::Deleted,
-            PatientEventKind::Undeleted => events_pb::PatientEventType::Undeleted,
-            PatientEventKind::Other => events_pb::PatientEventType::Unspecified,
-        };
-        events_pb::PatientEvent {
-            sequence: e.sequence,
-            patient_id: e.patient_id.get(),
-            r#type: kind.into(),
-            create_time: Some(timestamp(e.create_time)),
-        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! patients-service: owns the clinic's patients, in the Postgres schema
-//! `patients`, and serves `clinic.patients.v1.PatientService` plus the
-//! internal outbox `clinic.patients.events.v1.PatientEventService`.
+//! `patients`, and serves `clinic.patients.v1.PatientService`, whose public
+//! change feed studies-service's delete cascade follows too.
 //!
 //! `main` only runs an [`Application`] built from [`Config`]; tests build the
 //! very same application on port 0 against their own database.
@@ -10,13 +10,13 @@
 //! - [`startup`]: building and running the service.
 //! - [`domain`]: validated patient values and their rules (no I/O).
 //! - [`storage`]: every SQL statement, against the `patients` schema.
-//! - [`grpc`]: the PatientService and PatientEventService adapters.
+//! - [`grpc`]: the PatientService adapter.
 //! - [`error`]: the service's error type and its one mapping to gRPC statuses.
 //! - [`studies`]: asking studies-service whether a patient has studies.
 //! - `migrations/`: the schema's own tables, embedded; run by `patients-service
 //!   migrate` as the schema's owner role, then the shared parts of
 //!   [`OWNED_SCHEMA`] (audit trail, request ids, service secret, row
-//!   versions); checked at start-up.
+//!   versions, change feed); checked at start-up.
 
 pub mod config;
 pub mod domain;

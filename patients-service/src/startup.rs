@@ -10,16 +10,13 @@ use clinic_host::{
     service::{self, Prepared, Process, Serving, StartupError},
 };
 use clinic_pg::schema::OwnedSchema;
-use clinic_proto::patients::{
-    events::v1::patient_event_service_server::PatientEventServiceServer,
-    v1::{SERVICE_NAME, patient_service_server::PatientServiceServer},
-};
+use clinic_proto::patients::v1::{SERVICE_NAME, patient_service_server::PatientServiceServer};
 use tonic::service::Routes;
 
 use crate::{
     OWNED_SCHEMA,
     config::Config,
-    grpc::{PatientApi, PatientEventApi},
+    grpc::PatientApi,
     storage::PatientStore,
     studies::{DeletionGuard, GrpcStudies},
 };
@@ -29,7 +26,6 @@ use crate::{
 pub struct Application {
     serving: Serving,
     api: PatientApi,
-    events: PatientEventApi,
     config: Config,
     /// The feed's sequencer and listener, for as long as the service runs.
     sequencer: tokio::task::JoinHandle<()>,
@@ -44,13 +40,12 @@ impl Application {
         let Prepared { serving, tokens } =
             service::prepare(&config.service, &OWNED_SCHEMA, &[SERVICE_NAME]).await?;
         let store = PatientStore::new(serving.pool.clone(), config.service.db.filter_scan_timeout);
-        let events = PatientEventApi::new(store.clone());
         let (feed, closer, sequencer) =
             Feed::start(serving.pool.clone(), crate::SCHEMA, config.changes.clone())
                 .await
                 .map_err(StartupError::ChangeFeed)?;
         let api = PatientApi { store, tokens, studies, feed };
-        Ok(Self { serving, api, events, config, sequencer, closer })
+        Ok(Self { serving, api, config, sequencer, closer })
     }
 }
 
@@ -76,8 +71,7 @@ impl Process for Application {
 
     async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let (store, feed) = (self.api.store.clone(), self.api.feed.clone());
-        let routes = Routes::new(clinic_core::bounded!(PatientServiceServer::new(self.api)))
-            .add_service(clinic_core::bounded!(PatientEventServiceServer::new(self.events)));
+        let routes = Routes::new(clinic_core::bounded!(PatientServiceServer::new(self.api)));
         // Re-indexing and purging run on one replica at a time.
         let singleton = move || {
             vec![
@@ -86,7 +80,7 @@ impl Process for Application {
                 feed.spawn_pruner(),
             ]
         };
-        let served = [SERVICE_NAME, clinic_proto::patients::events::v1::SERVICE_NAME];
+        let served = [SERVICE_NAME];
         let closer = self.closer;
         // Watch streams end (UNAVAILABLE, naming where to resume) as soon as
         // the shutdown begins, so the drain is not held up by them.

@@ -27,16 +27,11 @@ use sqlx::{FromRow, PgPool, QueryBuilder};
 use crate::{
     SCHEMA,
     domain::{
-        BirthDate, ChangeKind, Deletion, Email, Etag, Patient, PatientChange, PatientEvent, PatientEventKind,
-        PatientField, PatientFields, PatientId, PatientPatch, PatientRevision, PersonName, RequestId,
-        SearchKeys,
+        BirthDate, ChangeKind, Deletion, Email, Etag, Patient, PatientChange, PatientField, PatientFields,
+        PatientId, PatientPatch, PatientRevision, PersonName, RequestId, SearchKeys,
     },
     error::{Error, Result},
 };
-
-/// Advisory lock key that serialises outbox writers, so sequence order is
-/// commit order ("clinic.patients.outbox", hashed once by hand).
-const OUTBOX_LOCK: i64 = 0x636c_696e_6963_0001;
 
 /// Name of the unique index on `lower(email)` of live patients.
 const EMAIL_UNIQUE_INDEX: &str = "patient_live_email_key";
@@ -435,8 +430,8 @@ impl PatientStore {
     }
 
     /// Marks the patient deleted, to be purged after `retention_days`, if
-    /// `etag` (when given) is still the current one, and records a
-    /// `deleted` event in the outbox in the same transaction.
+    /// `etag` (when given) is still the current one; its DELETED change is
+    /// what studies-service's cascade follows.
     pub async fn delete(
         &self,
         call: &Call,
@@ -452,37 +447,17 @@ impl PatientStore {
                 "changed.id",
             )
         });
-        let mut tx = self.pool.begin().await?;
-        let deleted: Option<(i64,)> = DELETE
-            .query_as(call, |q| {
+        let deletion = DELETE
+            .query_as::<(i64,)>(call, |q| {
                 q.bind(id.get())
                     .bind(etag.map(Etag::as_str))
                     .bind(i32::try_from(retention_days).unwrap_or(i32::MAX))
             })
-            .fetch_optional(&mut *tx)
-            .await?;
-        if deleted.is_none() {
-            tx.rollback().await?;
+            .fetch_optional(&self.pool);
+        if durable(call, deletion).await?.is_none() {
             return Err(self.why_not_written(id, false).await);
         }
         audit::mark_audited(call, 1);
-        Self::publish_deleted(&mut tx, id).await?;
-        durable(call, tx.commit()).await?;
-        Ok(())
-    }
-
-    /// The outbox's `deleted` event, which studies-service's cascade follows.
-    async fn publish_deleted(tx: &mut sqlx::PgConnection, id: PatientId) -> Result<()> {
-        Self::publish(tx, id, "deleted").await
-    }
-
-    async fn publish(tx: &mut sqlx::PgConnection, id: PatientId, event_type: &str) -> Result<()> {
-        sqlx::query("select pg_advisory_xact_lock($1)").bind(OUTBOX_LOCK).execute(&mut *tx).await?;
-        sqlx::query("insert into patients.patient_event (patient_id, event_type) values ($1, $2)")
-            .bind(id.get())
-            .bind(event_type)
-            .execute(&mut *tx)
-            .await?;
         Ok(())
     }
 
@@ -497,30 +472,22 @@ impl PatientStore {
             );
             AuditedStatement::new(SCHEMA, undelete, "changed.id")
         });
-        let taken_since = |e: sqlx::Error| match email_taken_or(e.into()) {
+        let taken_since = |e: ApiError| match email_taken_or(e) {
             Error::EmailTaken => Error::EmailTakenSince(id),
             other => other,
         };
-        let mut tx = self.pool.begin().await?;
-        let row = UNDELETE
+        let undeletion = UNDELETE
             .query_as::<PatientRow>(call, |q| q.bind(id.get()).bind(etag.map(Etag::as_str)))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(taken_since)?;
-        let Some(row) = row else {
-            tx.rollback().await?;
+            .fetch_optional(&self.pool);
+        let Some(row) = durable(call, undeletion).await.map_err(taken_since)? else {
             return Err(self.why_not_written(id, true).await);
         };
         audit::mark_audited(call, 1);
-        // studies-service lifts the patient's tombstone on this event.
-        Self::publish(&mut tx, id, "undeleted").await?;
-        durable(call, tx.commit()).await?;
         Ok(row.into())
     }
 
     /// Erases the patient and every revision now, deleted or not, leaving
-    /// a PURGED change and the outbox's `deleted` event (so the cascade
-    /// removes their studies).
+    /// a PURGED change (on which the cascade erases their studies).
     pub async fn purge(&self, call: &Call, id: PatientId) -> Result<()> {
         static PURGE: LazyLock<AuditedStatement> = LazyLock::new(|| {
             AuditedStatement::new(
@@ -529,16 +496,11 @@ impl PatientStore {
                 "changed.id",
             )
         });
-        let mut tx = self.pool.begin().await?;
-        let purged: Option<(i64,)> =
-            PURGE.query_as(call, |q| q.bind(id.get())).fetch_optional(&mut *tx).await?;
-        if purged.is_none() {
-            tx.rollback().await?;
+        let purge = PURGE.query_as::<(i64,)>(call, |q| q.bind(id.get())).fetch_optional(&self.pool);
+        if durable(call, purge).await?.is_none() {
             return Err(ApiError::not_found(id).into());
         }
         audit::mark_audited(call, 1);
-        Self::publish_deleted(&mut tx, id).await?;
-        durable(call, tx.commit()).await?;
         Ok(())
     }
 
@@ -622,34 +584,5 @@ impl PatientStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(PatientChange::from).collect())
-    }
-
-    /// Up to `limit` outbox events after `sequence`, oldest first.
-    pub async fn events_after(&self, sequence: i64, limit: u32) -> Result<(Vec<PatientEvent>, i64)> {
-        let rows: Vec<(i64, i64, String, DateTime<Utc>)> = sqlx::query_as(
-            "select sequence, patient_id, event_type, create_time from patients.patient_event \
-             where sequence > $1 order by sequence limit $2",
-        )
-        .bind(sequence)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        let last: i64 = sqlx::query_scalar("select coalesce(max(sequence), 0) from patients.patient_event")
-            .fetch_one(&self.pool)
-            .await?;
-        let events = rows
-            .into_iter()
-            .map(|(sequence, patient_id, kind, create_time)| PatientEvent {
-                sequence,
-                patient_id: PatientId::from_stored(patient_id),
-                kind: match kind.as_str() {
-                    "deleted" => PatientEventKind::Deleted,
-                    "undeleted" => PatientEventKind::Undeleted,
-                    _ => PatientEventKind::Other,
-                },
-                create_time,
-            })
-            .collect();
-        Ok((events, last.max(sequence)))
     }
 }

@@ -12,7 +12,7 @@
 //! - [`studies::v1`] — `clinic.studies.v1` (StudyService)
 //! - [`gateway::v1`] — `clinic.gateway.v1` (GatewayService)
 //! - [`audit::v1`] — `clinic.audit.v1` (AuditService)
-//! - [`patients::events::v1`], [`studies::guard::v1`], [`audit::intake::v1`]
+//! - [`studies::guard::v1`], [`audit::intake::v1`]
 //!   — internal services between Clinic's own processes, not routed by Envoy
 
 /// The encoded `FileDescriptorSet` of every Clinic package and its imports,
@@ -46,18 +46,6 @@ pub const RPC_ACCESS: &[RpcAccess] = include!(concat!(env!("OUT_DIR"), "/access.
 
 /// Package `clinic.patients`.
 pub mod patients {
-    /// Package `clinic.patients.events`.
-    pub mod events {
-        /// Package `clinic.patients.events.v1`: the internal outbox of
-        /// patients-service (PatientEventService), not routed by Envoy.
-        #[allow(missing_docs, clippy::all)]
-        pub mod v1 {
-            tonic::include_proto!("clinic.patients.events.v1");
-            /// Fully qualified name of PatientEventService.
-            pub const SERVICE_NAME: &str = "clinic.patients.events.v1.PatientEventService";
-        }
-    }
-
     /// Package `clinic.patients.v1`: patients and PatientService.
     #[allow(missing_docs, clippy::all)]
     pub mod v1 {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+use clinic_changes::FeedSettings;
 use clinic_client::{PatientsPeer, ServiceTokenSettings};
 use clinic_core::{
     defaults,
@@ -26,14 +27,19 @@ pub struct Config {
     /// Listening, database and downstream settings shared by every service.
     #[command(flatten)]
     pub service: ServiceConfig,
-    /// patients-service: patient checks and the outbox of deletions.
+    /// patients-service: patient checks and the change feed the cascade follows.
     #[command(flatten)]
     pub patients: PatientsPeer,
-    /// The service's own token, for reading the outbox and checking
+    /// Retention of deleted studies and of the change feed, and how
+    /// watchers are served.
+    #[command(flatten)]
+    pub changes: FeedSettings,
+    /// The service's own token, for reading patients' change feed and checking
     /// reservations (no person is behind those calls).
     #[command(flatten)]
     pub service_token: ServiceTokenSettings,
-    /// How often to look for patient deletions to apply, in milliseconds.
+    /// How often to look for patient deletions, undeletes and purges to
+    /// apply, in milliseconds.
     #[arg(long = "patient-events-poll-interval-ms", env = "PATIENT_EVENTS_POLL_INTERVAL_MS", value_name = "MS", default_value = "500", value_parser = millis)]
     pub events_poll_interval: Duration,
     /// How long a non-forced delete's reservation waits for its deletion

@@ -1,14 +1,17 @@
-//! Applies patients-service's deletions to studies: the other half of the
-//! delete cascade.
+//! Applies patients-service's deletions, undeletes and purges to studies:
+//! the other half of the delete cascade, following patients-service's public
+//! change feed (`ListPatientChanges`) like any other consumer.
 //!
 //! Two background tasks:
-//! - the event consumer polls the outbox from the cursor stored in
+//! - the consumer reads the feed from the cursor stored in
 //!   `studies.event_cursor`, records each deletion as a tombstone (which
-//!   hides the patient's studies at once) and advances the cursor, in one
-//!   transaction per batch; it skips event kinds it does not know, sets a
-//!   failing event aside for retries with backoff, and lifts reservations of
-//!   non-forced deletes that never happened;
-//! - the sweeper removes the studies of deleted patients in small chunks,
+//!   hides the patient's studies at once), restores on an undelete exactly
+//!   the studies the delete took, marks a purge for erasing, and advances
+//!   the cursor, in one transaction per batch; it skips the changes it does
+//!   not act on, sets a failing deletion aside for retries with backoff, and
+//!   lifts reservations of non-forced deletes that never happened;
+//! - the sweeper marks the studies of deleted patients deleted (cause
+//!   `patients/{id}`), or erases those of purged ones, in small chunks,
 //!   round-robin across patients, as fast as it can while there is work.
 //!
 //! While patients-service or Postgres is down both simply retry; after a
@@ -42,7 +45,7 @@ pub struct Progress {
 }
 
 /// Applies every pending event, retries failed ones that are due, and
-/// returns how far behind the outbox the cursor still is.
+/// returns how far behind the feed the cursor still is.
 pub async fn catch_up(store: &StudyStore, events: &dyn PatientEvents) -> Result<Progress> {
     let mut progress = Progress::default();
     loop {
@@ -65,12 +68,11 @@ pub async fn catch_up(store: &StudyStore, events: &dyn PatientEvents) -> Result<
 }
 
 /// Lifts the reservations of non-forced deletes older than `age` that no
-/// deletion event confirmed, once the consumer has read the whole outbox
+/// deletion change confirmed, once the consumer has read the whole feed
 /// (`progress` of this round) with nothing failing or waiting for a retry:
-/// patients-service writes a deletion's event in the deletion's own
+/// patients-service records a deletion's change in the deletion's own
 /// transaction, so a reservation still unconfirmed then is one whose
-/// deletion failed or never came. The outbox is the only source: no
-/// patient's data is read without a person behind the call.
+/// deletion failed or never came. Nothing but the feed is asked.
 pub async fn reconcile(store: &StudyStore, progress: &Progress, age: Duration) -> Result<usize> {
     if progress.behind > 0 || progress.failed > 0 || store.backlog().await?.retrying > 0 {
         return Ok(0);
@@ -85,7 +87,7 @@ pub async fn reconcile(store: &StudyStore, progress: &Progress, age: Duration) -
 }
 
 /// Reports how far the cascade is behind: `patient_events_pending`
-/// (events in the outbox not applied yet, and events waiting for a retry),
+/// (changes in the feed not applied yet, and deletions waiting for a retry),
 /// `patient_events_oldest_pending_age_seconds` (0 when none),
 /// `patient_events_last_applied_sequence` and `deleted_patients_unswept`.
 async fn record_lag(store: &StudyStore, events: &dyn PatientEvents, progress: &Progress) {

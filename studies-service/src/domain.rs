@@ -1,6 +1,10 @@
 //! Imaging studies as the clinic understands them: validated values, the
 //! radiology vocabulary, and the rules they obey. No I/O and no protobuf.
 
+use chrono::{DateTime, Utc};
+pub use clinic_changes::ChangeKind;
+use clinic_changes::watch::Sequenced;
+pub use clinic_core::resource::Deletion;
 use clinic_core::validation::{FieldViolation, Invalid, Text, check_text};
 pub use clinic_core::{
     ids::{PatientId, StudyId},
@@ -199,37 +203,99 @@ clinic_core::resource_fields! {
 /// A stored study.
 pub type Study = Stored<StudyId, StudyFields>;
 
-/// What happened to a patient, as patients-service's outbox says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatientEventKind {
-    /// The patient was deleted: their studies must go.
-    Deleted,
-    /// A deleted patient was restored: studies may refer to them again.
-    Undeleted,
-    /// A kind this version does not know (a newer patients-service may
-    /// publish more): skipped, but the cursor still moves past it.
-    Unknown,
+/// One kept version of a study: revision *n* is the study at etag *n*.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StudyRevision {
+    /// Its number, from 1.
+    pub revision: i64,
+    /// What made it.
+    pub kind: ChangeKind,
+    /// When.
+    pub time: DateTime<Utc>,
+    /// Who: a token subject, or the service for its own work.
+    pub actor: String,
+    /// Why, when made for another resource's change (`patients/12`).
+    pub cause: Option<String>,
+    /// The study as it left it.
+    pub study: Study,
 }
 
-/// One event of patients-service's outbox.
+/// One entry of the studies' change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StudyChange {
+    /// Its place in the feed: from 1, no gaps, in commit order.
+    pub sequence: i64,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// To which study.
+    pub study_id: StudyId,
+    /// The patient the study belonged to.
+    pub patient_id: PatientId,
+    /// The revision it made (for a purge, the last one).
+    pub revision: i64,
+    /// When it was committed.
+    pub commit_time: DateTime<Utc>,
+    /// Who made it.
+    pub actor: String,
+    /// Why, when made for another resource's change.
+    pub cause: Option<String>,
+    /// The study after it; none once purged.
+    pub study: Option<Study>,
+}
+
+impl Sequenced for StudyChange {
+    fn sequence(&self) -> i64 {
+        self.sequence
+    }
+
+    fn patient(&self) -> i64 {
+        self.patient_id.get()
+    }
+}
+
+/// The cause a change of a study made for its patient's change carries.
+pub fn patient_cause(patient: PatientId) -> String {
+    format!("patients/{patient}")
+}
+
+/// What happened to a patient that the cascade acts on, as
+/// patients-service's change feed says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatientEventKind {
+    /// The patient was deleted: their studies are deleted with them.
+    Deleted,
+    /// A deleted patient was restored: so are the studies their delete
+    /// took, and studies may refer to them again.
+    Undeleted,
+    /// The patient was erased: so are all their studies.
+    Purged,
+    /// A change the cascade does not act on (a create or update, or a kind
+    /// a newer patients-service may publish): the cursor moves past it.
+    Other,
+}
+
+/// One change of patients-service's feed, as the cascade needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatientEvent {
-    /// Position in patients-service's outbox.
+    /// Position in patients-service's feed.
     pub sequence: i64,
     /// The patient concerned.
     pub patient_id: PatientId,
     /// What happened.
     pub kind: PatientEventKind,
-    /// When it happened (in patients-service's clock), if known.
-    pub create_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it was committed (in patients-service's clock), if known.
+    pub create_time: Option<DateTime<Utc>>,
+    /// For a deletion, when the patient (and so their studies) will be
+    /// purged.
+    pub expire_time: Option<DateTime<Utc>>,
 }
 
-/// A batch of outbox events and how far the outbox goes.
+/// A batch of the feed's changes and how far the feed goes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventPage {
-    /// Events after the cursor, oldest first.
+    /// Changes after the cursor, oldest first.
     pub events: Vec<PatientEvent>,
-    /// The newest sequence in the outbox when the batch was read.
+    /// The feed's newest sequence when the batch was read.
     pub last_sequence: i64,
 }
 

@@ -1,9 +1,21 @@
 //! What can go wrong in studies-service beyond the failures every service
 //! shares ([`ApiError`]), and the one place where each becomes a gRPC status.
 
-use clinic_core::ids::PatientId;
+use clinic_core::{
+    errors,
+    ids::{PatientId, StudyId},
+};
 use clinic_pg::api_error::ApiError;
-use tonic::Status;
+use tonic::{Code, Status};
+
+/// Reason of NOT_FOUND for a deleted study read without `show_deleted`.
+pub const STUDY_DELETED: &str = "STUDY_DELETED";
+/// Reason of FAILED_PRECONDITION for undeleting a study that is not deleted.
+pub const STUDY_NOT_DELETED: &str = "STUDY_NOT_DELETED";
+/// Reason of FAILED_PRECONDITION for undeleting a study whose patient is deleted.
+pub const PATIENT_DELETED: &str = "PATIENT_DELETED";
+/// Reason of NOT_FOUND for a revision a study does not have.
+pub const REVISION_NOT_FOUND: &str = "REVISION_NOT_FOUND";
 
 /// A failed studies operation.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +28,32 @@ pub enum Error {
     /// no study may be made for it.
     #[error("patient {0} not found")]
     PatientNotFound(PatientId),
+    /// The study is deleted (and the request did not ask for deleted ones,
+    /// or cannot apply to one).
+    #[error("study {0} is deleted")]
+    Deleted(StudyId),
+    /// Undelete of a study that is not deleted.
+    #[error("study {0} is not deleted")]
+    NotDeleted(StudyId),
+    /// Undelete of a study whose patient is deleted.
+    #[error("study {study} cannot be undeleted: patient {patient} is deleted")]
+    PatientDeleted {
+        /// The study.
+        study: StudyId,
+        /// Its deleted patient.
+        patient: PatientId,
+    },
+    /// The study has no such revision.
+    #[error("study {id} has no revision {revision}")]
+    RevisionNotFound {
+        /// The study.
+        id: StudyId,
+        /// The revision asked for.
+        revision: i64,
+    },
+    /// The change feed cannot be read from where the consumer asks.
+    #[error(transparent)]
+    Feed(clinic_changes::FeedError),
 }
 
 clinic_pg::api_error_conversions!(Error);
@@ -28,6 +66,32 @@ impl From<Error> for Status {
         match error {
             Error::Api(e) => e.into(),
             Error::PatientNotFound(patient) => ApiError::not_found(patient).into(),
+            Error::Deleted(id) => errors::with_reason(
+                Code::NotFound,
+                format!("study {id} is deleted; set show_deleted to read it, or undelete it"),
+                STUDY_DELETED,
+            ),
+            Error::NotDeleted(id) => errors::failed_precondition(
+                format!("study {id} is not deleted"),
+                STUDY_NOT_DELETED,
+                format!("studies/{id}"),
+                "the study is not deleted",
+            ),
+            Error::PatientDeleted { study, patient } => errors::failed_precondition(
+                format!(
+                    "study {study} cannot be undeleted while patient {patient} is deleted; undelete the patient, \
+                     which restores the studies deleted with them"
+                ),
+                PATIENT_DELETED,
+                format!("patients/{patient}"),
+                "the study's patient is deleted",
+            ),
+            Error::RevisionNotFound { id, revision } => errors::with_reason(
+                Code::NotFound,
+                format!("study {id} has no revision {revision}"),
+                REVISION_NOT_FOUND,
+            ),
+            Error::Feed(e) => e.into(),
         }
     }
 }

@@ -2,23 +2,33 @@
 //! requests into domain values, checking patients with patients-service,
 //! calling storage, and turning results back into protobuf.
 
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc};
 
+use clinic_changes::{
+    Feed,
+    watch::{self, Batch},
+};
 use clinic_core::{
     context::{Call, CallContext},
     paging::{self, PageTokens},
     resource::{self, timestamp},
     validation::{FieldViolation, Invalid},
 };
-use clinic_proto::studies::{guard::v1 as guard_pb, v1 as pb};
+use clinic_pg::api_error::ApiError;
+use clinic_proto::{
+    api::v1::ChangeKind as ChangeKindPb,
+    studies::{guard::v1 as guard_pb, v1 as pb},
+};
 use clinic_query::search::{self, CursorTokens, Walk};
 use prost::Message;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{
-        BodyPart, Description, Etag, FILTER_FIELDS, PatientFilter, PatientId, RequestId, SORT_FIELDS, Study,
-        StudyField, StudyFields, StudyId, StudyPatch, StudyType, UrgencyLevel,
+        BodyPart, ChangeKind, Description, Etag, FILTER_FIELDS, PatientFilter, PatientId, RequestId,
+        SORT_FIELDS, Study, StudyChange, StudyField, StudyFields, StudyId, StudyPatch, StudyRevision,
+        StudyType, UrgencyLevel,
     },
     error::{Error, Result},
     patients::PatientDirectory,
@@ -34,7 +44,16 @@ pub struct StudyApi {
     pub tokens: PageTokens,
     /// Asked whether a study's patient exists.
     pub patients: Arc<dyn PatientDirectory>,
+    /// The studies' change feed.
+    pub feed: Feed,
 }
+
+/// Scope page tokens of ListStudyRevisions are bound to.
+const REVISIONS_SCOPE: &str = "clinic.studies.v1.StudyService/ListStudyRevisions";
+/// Changes per ListStudyChanges page when the request asks for 0.
+const DEFAULT_CHANGES_PAGE: u32 = 100;
+/// A watch stream of studies' changes.
+type ChangeStream = Pin<Box<dyn Stream<Item = Result<pb::WatchStudyChangesResponse, Status>> + Send>>;
 
 impl StudyApi {
     /// Fails unless `patient` exists: patients known here to be deleted are
@@ -66,6 +85,33 @@ impl StudyApi {
         self.store.update(call, id, &patch, etag.as_ref()).await
     }
 
+    async fn get(&self, req: pb::GetStudyRequest, call: &Call) -> Result<Study> {
+        let mut invalid = Invalid::default();
+        let id = invalid.check(StudyId::parse(req.id, "id"));
+        if req.revision < 0 {
+            invalid.push("revision", "must not be negative");
+        }
+        let Some(id) = id.filter(|_| invalid.0.is_empty()) else { return Err(invalid.into()) };
+        let current = self.store.get(id).await?;
+        call.concern([current.fields.patient_id.get()]);
+        if current.deleted.is_some() && !req.show_deleted {
+            return Err(Error::Deleted(id));
+        }
+        if req.revision == 0 || current.etag == Etag::of_version(req.revision) {
+            return Ok(current);
+        }
+        self.store.revision(id, req.revision).await
+    }
+
+    /// The feed's changes after `after`, each batch's delivery audited.
+    fn load_changes(&self, call: Call) -> watch::Load<StudyChange> {
+        let store = self.store.clone();
+        watch::audited(self.store.pool().clone(), crate::SCHEMA, call, move |after, limit| {
+            let store = store.clone();
+            async move { Ok(store.changes_after(after, limit).await?) }
+        })
+    }
+
     async fn list(&self, req: pb::ListStudiesRequest, call: &Call) -> Result<pb::ListStudiesResponse> {
         let mut invalid = Invalid::default();
         let size = invalid.check(paging::page_size(req.page_size, "page_size"));
@@ -79,11 +125,11 @@ impl StudyApi {
         else {
             return Err(invalid.into());
         };
-        let walk = Walk::new(&list_scope(&patients), &req.filter, order);
+        let walk = Walk::new(&list_scope(&patients, req.show_deleted), &req.filter, order);
         let after = self.tokens.decode_walk(&walk, &req.page_token)?;
         let mut page = self
             .store
-            .search(call, &patients, filter.as_ref(), &walk.order, after.as_ref(), size)
+            .search(call, req.show_deleted, &patients, filter.as_ref(), &walk.order, after.as_ref(), size)
             .await?
             .map(|(study, cursor)| (study_pb(study), cursor));
         page.cut_to_bytes(paging::MAX_PAGE_BYTES, |(s, _)| s.encoded_len());
@@ -112,7 +158,8 @@ impl StudyApi {
         let mut seen = std::collections::HashSet::new();
         ids.retain(|id| seen.insert(*id));
         let share = BY_PATIENT_BYTES / ids.len().max(1);
-        let pages = self.store.first_of_patients(&ids, per_patient, share, filter.as_ref()).await?;
+        let pages =
+            self.store.first_of_patients(req.show_deleted, &ids, per_patient, share, filter.as_ref()).await?;
         let patients = pages
             .into_iter()
             .map(|(patient_id, page)| {
@@ -120,7 +167,7 @@ impl StudyApi {
                 // The rest continue as ListStudies of this patient, same filter, by id.
                 let one = PatientFilter::one(PatientId::from_stored(patient_id));
                 let walk = Walk::new(
-                    &list_scope(&one),
+                    &list_scope(&one, req.show_deleted),
                     &req.filter,
                     search::check_order("", SORT_FIELDS).expect("by id"),
                 );
@@ -151,10 +198,12 @@ fn studies_per_patient(raw: i32) -> Result<u32, FieldViolation> {
     }
 }
 
-/// Page tokens of ListStudies are bound to the method and the patient filter.
-fn list_scope(filter: &PatientFilter) -> String {
+/// Page tokens of ListStudies are bound to the method, the patient filter
+/// and whether deleted studies are shown.
+fn list_scope(filter: &PatientFilter, show_deleted: bool) -> String {
     let ids: Vec<String> = filter.ids().iter().map(i64::to_string).collect();
-    format!("clinic.studies.v1.StudyService/ListStudies?patient_ids={}", ids.join(","))
+    let deleted = if show_deleted { "&show_deleted" } else { "" };
+    format!("clinic.studies.v1.StudyService/ListStudies?patient_ids={}{deleted}", ids.join(","))
 }
 
 #[tonic::async_trait]
@@ -169,10 +218,7 @@ impl pb::study_service_server::StudyService for StudyApi {
 
     async fn get_study(&self, request: Request<pb::GetStudyRequest>) -> Result<Response<pb::Study>, Status> {
         let call = CallContext::of(&request);
-        let id = StudyId::parse(request.into_inner().id, "id").map_err(Error::from)?;
-        let study = self.store.get(id).await?;
-        call.concern([study.fields.patient_id.get()]);
-        Ok(Response::new(study_pb(study)))
+        Ok(Response::new(study_pb(self.get(request.into_inner(), &call).await?)))
     }
 
     async fn list_studies(
@@ -208,6 +254,75 @@ impl pb::study_service_server::StudyService for StudyApi {
         let (Some(id), Some(etag)) = (id, etag) else { return Err(Error::from(invalid).into()) };
         self.store.delete(&call, id, etag.as_ref()).await?;
         Ok(Response::new(()))
+    }
+
+    async fn undelete_study(
+        &self,
+        request: Request<pb::UndeleteStudyRequest>,
+    ) -> Result<Response<pb::Study>, Status> {
+        let call = CallContext::of(&request);
+        let req = request.into_inner();
+        let mut invalid = Invalid::default();
+        let id = invalid.check(StudyId::parse(req.id, "id"));
+        let etag = invalid.check(Etag::parse(&req.etag, "etag"));
+        let (Some(id), Some(etag)) = (id, etag) else { return Err(Error::from(invalid).into()) };
+        Ok(Response::new(study_pb(self.store.undelete(&call, id, etag.as_ref()).await?)))
+    }
+
+    async fn list_study_revisions(
+        &self,
+        request: Request<pb::ListStudyRevisionsRequest>,
+    ) -> Result<Response<pb::ListStudyRevisionsResponse>, Status> {
+        let call = CallContext::of(&request);
+        let req = request.into_inner();
+        let mut invalid = Invalid::default();
+        let id = invalid.check(StudyId::parse(req.id, "id"));
+        let size = invalid.check(paging::page_size(req.page_size, "page_size"));
+        let (Some(id), Some(size)) = (id, size) else { return Err(Error::from(invalid).into()) };
+        let before = self.tokens.decode(REVISIONS_SCOPE, &req.page_token).map_err(ApiError::from)?;
+        let page = self.store.revisions(id, before, size).await?;
+        call.concern(page.items.iter().map(|r| r.study.fields.patient_id.get()));
+        let next_page_token = self.tokens.next_token(REVISIONS_SCOPE, &page, |r| r.revision);
+        Ok(Response::new(pb::ListStudyRevisionsResponse {
+            revisions: page.items.into_iter().map(revision_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_study_changes(
+        &self,
+        request: Request<pb::ListStudyChangesRequest>,
+    ) -> Result<Response<pb::ListStudyChangesResponse>, Status> {
+        let call = CallContext::of(&request);
+        let req = request.into_inner();
+        let size =
+            paging::page_size_or(req.page_size, DEFAULT_CHANGES_PAGE, "page_size").map_err(Error::from)?;
+        self.feed.check_position(req.after_sequence).await.map_err(Error::Feed)?;
+        let changes = self.store.changes_after(req.after_sequence, size).await?;
+        call.concern(changes.iter().map(|c| c.patient_id.get()));
+        let last = changes.last().map_or(req.after_sequence, |c| c.sequence);
+        Ok(Response::new(pb::ListStudyChangesResponse {
+            head_sequence: self.feed.head().max(last),
+            changes: changes.into_iter().map(change_pb).collect(),
+        }))
+    }
+
+    type WatchStudyChangesStream = ChangeStream;
+
+    async fn watch_study_changes(
+        &self,
+        request: Request<pb::WatchStudyChangesRequest>,
+    ) -> Result<Response<ChangeStream>, Status> {
+        let call = CallContext::of(&request);
+        let after = request.into_inner().after_sequence;
+        self.feed.check_position(after).await.map_err(Error::Feed)?;
+        let stream = watch::watch(self.feed.clone(), after, self.load_changes(call)).map(|batch| {
+            batch.map(|Batch { changes, head }| pb::WatchStudyChangesResponse {
+                changes: changes.into_iter().map(change_pb).collect(),
+                head_sequence: head,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
@@ -367,6 +482,44 @@ fn study_pb(s: Study) -> pb::Study {
         create_time: Some(timestamp(s.create_time)),
         update_time: Some(timestamp(s.update_time)),
         etag: s.etag.as_str().to_owned(),
+        delete_time: s.deleted.map(|d| timestamp(d.delete_time)),
+        expire_time: s.deleted.map(|d| timestamp(d.expire_time)),
+    }
+}
+
+fn kind_pb(kind: ChangeKind) -> i32 {
+    match kind {
+        ChangeKind::Created => ChangeKindPb::Created,
+        ChangeKind::Updated => ChangeKindPb::Updated,
+        ChangeKind::Deleted => ChangeKindPb::Deleted,
+        ChangeKind::Undeleted => ChangeKindPb::Undeleted,
+        ChangeKind::Purged => ChangeKindPb::Purged,
+    }
+    .into()
+}
+
+fn revision_pb(r: StudyRevision) -> pb::StudyRevision {
+    pb::StudyRevision {
+        revision: r.revision,
+        kind: kind_pb(r.kind),
+        revision_time: Some(timestamp(r.time)),
+        actor: r.actor,
+        cause: r.cause.unwrap_or_default(),
+        study: Some(study_pb(r.study)),
+    }
+}
+
+fn change_pb(c: StudyChange) -> pb::StudyChange {
+    pb::StudyChange {
+        sequence: c.sequence,
+        kind: kind_pb(c.kind),
+        study_id: c.study_id.get(),
+        revision: c.revision,
+        commit_time: Some(timestamp(c.commit_time)),
+        actor: c.actor,
+        cause: c.cause.unwrap_or_default(),
+        patient_id: c.patient_id.get(),
+        study: c.study.map(study_pb),
     }
 }
 

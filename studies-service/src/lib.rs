@@ -3,7 +3,8 @@
 //!
 //! Studies refer to patients owned by patients-service. Creating or moving a
 //! study asks patients-service whether the patient exists; deleting a patient
-//! reaches here as an event from patients-service's outbox, which
+//! (and undeleting or purging one) reaches here through patients-service's
+//! public change feed, which
 //! [`consumer`] applies durably and idempotently.
 //!
 //! # Layout
@@ -14,11 +15,12 @@
 //! - [`grpc`]: the StudyService adapter (protobuf ↔ domain).
 //! - [`error`]: the service's error type and its one mapping to gRPC statuses.
 //! - [`patients`]: the gRPC clients of patients-service.
-//! - [`consumer`]: applies patient deletions from patients-service's outbox.
+//! - [`consumer`]: applies patient deletions, undeletes and purges from
+//!   patients-service's change feed.
 //! - `migrations/`: the schema's own tables, embedded; run by `studies-service
 //!   migrate` as the schema's owner role, then the shared parts of
 //!   [`OWNED_SCHEMA`] (audit trail, request ids, service secret, row
-//!   versions); checked at start-up.
+//!   versions, change feed); checked at start-up.
 
 pub mod config;
 pub mod consumer;
@@ -30,6 +32,7 @@ pub mod startup;
 pub mod storage;
 
 use clinic_audit::AUDIT_TRAIL;
+use clinic_changes::CHANGES;
 use clinic_pg::{
     idempotency::REQUEST_IDS,
     schema::{Baseline, OwnedSchema, ROW_VERSIONS},
@@ -61,5 +64,5 @@ pub const OWNED_SCHEMA: OwnedSchema = OwnedSchema {
     migrator,
     baseline: Some(Baseline { version: 8, replaces_through: 7 }),
     resource_table: "study",
-    shared: &[&AUDIT_TRAIL, &REQUEST_IDS, &SERVICE_SECRET, &ROW_VERSIONS],
+    shared: &[&AUDIT_TRAIL, &REQUEST_IDS, &SERVICE_SECRET, &ROW_VERSIONS, &CHANGES],
 };

@@ -1,16 +1,16 @@
 //! What studies-service needs from patients-service, over gRPC only: whether
-//! a patient exists, and the outbox of patient deletions.
+//! a patient exists, and the changes of its public feed the cascade acts on.
 
 use clinic_client::PeerClient;
 use clinic_core::{
     context::{Call, CallContext},
     downstream::DownstreamExt,
 };
-use clinic_proto::patients::{
-    events::v1::{
-        ListPatientEventsRequest, PatientEventType, patient_event_service_client::PatientEventServiceClient,
+use clinic_proto::{
+    api::v1::ChangeKind,
+    patients::v1::{
+        GetPatientRequest, ListPatientChangesRequest, patient_service_client::PatientServiceClient,
     },
-    v1::{GetPatientRequest, patient_service_client::PatientServiceClient},
 };
 use tonic::Code;
 
@@ -27,11 +27,11 @@ pub trait PatientDirectory: std::fmt::Debug + Send + Sync + 'static {
     async fn ensure_exists(&self, patient: PatientId, call: &Call) -> Result<()>;
 }
 
-/// The source of patient events to apply.
+/// The source of patient changes to apply.
 #[tonic::async_trait]
 pub trait PatientEvents: std::fmt::Debug + Send + Sync + 'static {
-    /// Up to `limit` events after outbox position `after`, oldest first,
-    /// with the newest sequence of the outbox.
+    /// Up to `limit` changes after feed position `after`, oldest first,
+    /// with the newest sequence of the feed.
     async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage>;
 }
 
@@ -59,28 +59,52 @@ impl PatientEvents for GrpcPatients {
     async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage> {
         let page_size = i32::try_from(limit).unwrap_or(i32::MAX);
         // Background work: the service's own token, no deadline.
-        let call = CallContext::background("reading patient deletions");
-        let request = self.0.request(ListPatientEventsRequest { after_sequence: after, page_size }, &call);
-        let page = clinic_core::bounded!(PatientEventServiceClient::new(self.0.channel()))
-            .list_patient_events(request)
+        let call = CallContext::background("following patients' changes");
+        let request = self.0.request(ListPatientChangesRequest { after_sequence: after, page_size }, &call);
+        let page = clinic_core::bounded!(PatientServiceClient::new(self.0.channel()))
+            .list_patient_changes(request)
             .await
-            .downstream(self.0.peer(), "reading patient deletions")?;
+            .downstream(self.0.peer(), "following patients' changes")?;
+        let time = |t: Option<prost_types::Timestamp>| {
+            t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        };
         let events = page
-            .events
-            .iter()
-            .map(|e| PatientEvent {
-                sequence: e.sequence,
-                patient_id: PatientId::from_stored(e.patient_id),
-                kind: match e.r#type() {
-                    PatientEventType::Deleted => PatientEventKind::Deleted,
-                    PatientEventType::Undeleted => PatientEventKind::Undeleted,
-                    _ => PatientEventKind::Unknown,
-                },
-                create_time: e.create_time.and_then(|t| {
-                    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-                }),
+            .changes
+            .into_iter()
+            .map(|c| PatientEvent {
+                sequence: c.sequence,
+                patient_id: PatientId::from_stored(c.patient_id),
+                kind: event_kind(c.kind),
+                create_time: time(c.commit_time),
+                expire_time: c.patient.and_then(|p| time(p.expire_time)),
             })
             .collect();
-        Ok(EventPage { events, last_sequence: page.last_sequence })
+        Ok(EventPage { events, last_sequence: page.head_sequence })
+    }
+}
+
+/// What the cascade does with a change of kind `kind` (its protobuf
+/// number): a kind a newer patients-service adds is passed over.
+fn event_kind(kind: i32) -> PatientEventKind {
+    match ChangeKind::try_from(kind) {
+        Ok(ChangeKind::Deleted) => PatientEventKind::Deleted,
+        Ok(ChangeKind::Undeleted) => PatientEventKind::Undeleted,
+        Ok(ChangeKind::Purged) => PatientEventKind::Purged,
+        _ => PatientEventKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cascade_acts_on_deletes_undeletes_and_purges_and_passes_over_the_rest() {
+        assert_eq!(event_kind(ChangeKind::Deleted.into()), PatientEventKind::Deleted);
+        assert_eq!(event_kind(ChangeKind::Undeleted.into()), PatientEventKind::Undeleted);
+        assert_eq!(event_kind(ChangeKind::Purged.into()), PatientEventKind::Purged);
+        assert_eq!(event_kind(ChangeKind::Created.into()), PatientEventKind::Other);
+        assert_eq!(event_kind(ChangeKind::Updated.into()), PatientEventKind::Other);
+        assert_eq!(event_kind(99), PatientEventKind::Other, "a kind added later");
     }
 }

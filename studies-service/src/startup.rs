@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use clinic_changes::{Feed, feed::Closer};
 use clinic_client::PeerClient;
 use clinic_core::downstream::Peer;
 use clinic_host::{
@@ -32,6 +33,9 @@ pub struct Application {
     store: StudyStore,
     events: Arc<dyn PatientEvents>,
     config: Config,
+    /// The feed's sequencer and listener, for as long as the service runs.
+    sequencer: tokio::task::JoinHandle<()>,
+    closer: Closer,
 }
 
 impl Application {
@@ -45,9 +49,17 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let Prepared { serving, tokens } =
             service::prepare(&config.service, &OWNED_SCHEMA, &[SERVICE_NAME]).await?;
-        let store = StudyStore::new(serving.pool.clone(), config.service.db.filter_scan_timeout);
-        let api = StudyApi { store: store.clone(), tokens, patients };
-        Ok(Self { serving, api, store, events, config })
+        let store = StudyStore::new(
+            serving.pool.clone(),
+            config.service.db.filter_scan_timeout,
+            config.changes.delete_retention_days,
+        );
+        let (feed, closer, sequencer) =
+            Feed::start(serving.pool.clone(), crate::SCHEMA, config.changes.clone())
+                .await
+                .map_err(StartupError::ChangeFeed)?;
+        let api = StudyApi { store: store.clone(), tokens, patients, feed };
+        Ok(Self { serving, api, store, events, config, sequencer, closer })
     }
 }
 
@@ -74,22 +86,49 @@ impl Process for Application {
     }
 
     /// Serves, and applies patient deletions in the background, until
-    /// `shutdown` completes; then drains in-flight rpcs.
+    /// `shutdown` completes; then ends watch streams and drains in-flight
+    /// rpcs.
     async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let (store, events) = (self.store.clone(), self.events.clone());
+        let (store, events, feed) = (self.store.clone(), self.events.clone(), self.api.feed.clone());
         let (poll, reservation_timeout) = (self.config.events_poll_interval, self.config.reservation_timeout);
-        // The cascade runs on one replica at a time.
+        // The cascade, purging and pruning run on one replica at a time.
         let singleton = move || {
             vec![
                 consumer::spawn(store.clone(), events.clone(), poll, reservation_timeout),
                 consumer::spawn_sweeper(store.clone(), poll),
+                spawn_purger(store.clone(), feed.settings().purge_interval),
+                feed.spawn_pruner(),
             ]
         };
         let routes = Routes::new(clinic_core::bounded!(StudyServiceServer::new(self.api))).add_service(
             clinic_core::bounded!(DeletionGuardServiceServer::new(GuardApi { store: self.store })),
         );
         let served = [SERVICE_NAME, clinic_proto::studies::guard::v1::SERVICE_NAME];
-        service::serve_with_database(self.serving, routes, &served, &self.config.service, singleton, shutdown)
-            .await
+        let closer = self.closer;
+        // Watch streams end (UNAVAILABLE, naming where to resume) as soon as
+        // the shutdown begins, so the drain is not held up by them.
+        let shutdown = async move {
+            shutdown.await;
+            closer.close();
+        };
+        let served = service::serve_with_database(
+            self.serving,
+            routes,
+            &served,
+            &self.config.service,
+            singleton,
+            shutdown,
+        )
+        .await;
+        self.sequencer.abort();
+        served
     }
+}
+
+/// Purges deleted studies whose retention has ended, in bounded batches.
+fn spawn_purger(store: StudyStore, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    clinic_pg::db::spawn_pruner("deleted studies past their retention", every, move || {
+        let store = store.clone();
+        async move { store.purge_expired(500).await }
+    })
 }

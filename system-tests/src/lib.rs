@@ -268,6 +268,7 @@ impl TestSystem {
             patients: PatientsPeer { patients_addr: self.peer_uri(self.patients_addr) },
             events_poll_interval: Duration::from_millis(100),
             reservation_timeout: Duration::from_secs(2),
+            changes: Default::default(),
             service_token: ServiceTokenSettings { service_token_file: Some(service_token_file()) },
         };
         config.service.server = self.server_on(self.studies_addr);
@@ -334,7 +335,11 @@ impl TestSystem {
 
     /// GetStudy.
     pub async fn get_study(&self, id: i64) -> Result<pb::Study, Status> {
-        self.study_client.clone().get_study(pb::GetStudyRequest { id }).await.map(|r| r.into_inner())
+        self.study_client
+            .clone()
+            .get_study(pb::GetStudyRequest { id, ..Default::default() })
+            .await
+            .map(|r| r.into_inner())
     }
 
     /// One page of ListStudies.
@@ -405,25 +410,26 @@ impl TestSystem {
         .unwrap();
     }
 
-    /// How far studies-service has applied patients-service's outbox, and
-    /// how far the outbox goes.
-    pub async fn outbox_progress(&self) -> (i64, i64) {
+    /// How far studies-service has applied patients-service's change feed,
+    /// and how far the feed goes once every committed change is numbered.
+    pub async fn feed_progress(&self) -> (i64, i64) {
         let mut conn = self.db.admin_options().connect().await.unwrap();
         sqlx::query_as(
-            "select (select position from studies.event_cursor where source = 'patients'), \
-                    (select coalesce(max(sequence), 0) from patients.patient_event)",
+            "select (select position from studies.event_cursor where source = 'patients-feed'), \
+                    (select sequence from patients.change_head) \
+                    + (select count(*) from patients.change where sequence is null)",
         )
         .fetch_one(&mut conn)
         .await
         .unwrap()
     }
 
-    /// Waits (bounded) until studies-service has applied every event in
-    /// the outbox.
+    /// Waits (bounded) until studies-service has applied every change of
+    /// patients-service's feed committed so far.
     pub async fn wait_until_caught_up(&self, within: Duration) {
         let give_up = Instant::now() + within;
         loop {
-            let (applied, written) = self.outbox_progress().await;
+            let (applied, written) = self.feed_progress().await;
             if applied >= written {
                 return;
             }
@@ -478,16 +484,4 @@ pub fn with_request_id<T>(message: T, request_id: &str) -> tonic::Request<T> {
     request
 }
 
-/// Waits (bounded) until `check` holds, checking every 50 ms; for effects
-/// that happen in the background, such as the delete cascade.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let give_up = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < give_up, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use clinic_testkit::assert::eventually;

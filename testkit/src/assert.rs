@@ -48,3 +48,17 @@ pub fn assert_no_internals(status: &Status) {
         assert!(!message.contains(leak), "message leaks {leak:?}: {}", status.message());
     }
 }
+
+/// Waits (bounded) until `check` holds, checking every 50 ms; for effects
+/// that happen in the background, such as the delete cascade.
+pub async fn eventually<F, Fut>(within: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let give_up = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < give_up, "{what}: not within {within:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -30,7 +30,10 @@ pub use feed::{Feed, FeedError};
 
 /// The feed's tables and `record_change`, applied to every service's schema
 /// by its migrate step (see [`clinic_pg::schema`]).
-pub const CHANGES: SharedDdl = SharedDdl { name: "changes", steps: &[include_str!("../sql/changes.sql")] };
+pub const CHANGES: SharedDdl = SharedDdl {
+    name: "changes",
+    steps: &[include_str!("../sql/changes.sql"), include_str!("../sql/changes_parent.sql")],
+};
 
 /// The transaction setting that names who makes a change (a token's
 /// subject, or the service for its own work).
@@ -121,4 +124,22 @@ impl Default for FeedSettings {
             change_prune_interval: Duration::from_secs(600),
         }
     }
+}
+
+/// Names who makes the changes of the transaction on `conn` (`actor`), and
+/// why when they are made for another resource's change (`cause`), for the
+/// revisions and changes its writes record.
+pub async fn act_as(
+    conn: &mut sqlx::PgConnection,
+    actor: &str,
+    cause: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "select set_config('clinic.actor', $1, true), set_config('clinic.cause', coalesce($2, ''), true)",
+    )
+    .bind(actor)
+    .bind(cause)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -7,6 +7,8 @@ use std::{
     task::{Context, Poll, ready},
 };
 
+use clinic_core::context::Call;
+use clinic_pg::api_error::ApiError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::Status;
@@ -30,12 +32,42 @@ pub struct Batch<T> {
 pub trait Sequenced {
     /// Its sequence.
     fn sequence(&self) -> i64;
+    /// The patient whose record it changed, named in the audit trail of
+    /// its delivery.
+    fn patient(&self) -> i64;
 }
 
 /// Reads up to `limit` changes after a sequence, oldest first (and records
 /// that they were delivered, e.g. an audit event naming their patients).
 pub type Load<T> =
     Arc<dyn Fn(i64, u32) -> Pin<Box<dyn Future<Output = Result<Vec<T>, Status>> + Send>> + Send + Sync>;
+
+/// A [`Load`] that reads with `read` and records each non-empty batch's
+/// delivery to `call` in `schema`'s audit trail, naming exactly the
+/// patients whose records it carried.
+pub fn audited<T, F, Fut>(pool: sqlx::PgPool, schema: &'static str, call: Call, read: F) -> Load<T>
+where
+    T: Sequenced + Send + 'static,
+    F: Fn(i64, u32) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<T>, Status>> + Send + 'static,
+{
+    let read = Arc::new(read);
+    Arc::new(move |after, limit| {
+        let (pool, call, read) = (pool.clone(), call.clone(), read.clone());
+        Box::pin(async move {
+            let changes = read(after, limit).await?;
+            if !changes.is_empty() {
+                let mut patients: Vec<i64> = changes.iter().map(Sequenced::patient).collect();
+                patients.sort_unstable();
+                patients.dedup();
+                clinic_audit::audit::record_delivery(&pool, schema, &call, patients)
+                    .await
+                    .map_err(|e| Status::from(ApiError::from(e)))?;
+            }
+            Ok(changes)
+        })
+    })
+}
 
 /// A watch stream's messages, then the status that ended it (if not OK).
 #[derive(Debug)]

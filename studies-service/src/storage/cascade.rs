@@ -1,12 +1,15 @@
-//! The SQL of the delete cascade: tombstones, reservations, the event cursor,
-//! retries of failed events, and sweeping a deleted patient's studies.
+//! The SQL of the delete cascade: tombstones, reservations, the cursor in
+//! patients-service's change feed, retries of failed deletions, and
+//! sweeping a deleted patient's studies.
 //!
 //! Applying a deletion only records a tombstone (under the per-patient lock
 //! that creates take), which hides the patient's studies at once; the
-//! studies themselves are removed later, a chunk at a time, by
+//! studies themselves are marked deleted (cause `patients/{id}`) or, for a
+//! purged patient, erased later, a chunk at a time, by
 //! [`StudyStore::sweep_step`]. So the cursor never waits on a large
 //! deletion, every statement is short, and one patient with 100,000
-//! studies does not hold up another's.
+//! studies does not hold up another's. An undelete lifts the tombstone and
+//! restores exactly the studies marked with the patient's cause.
 
 use std::time::Duration;
 
@@ -15,13 +18,13 @@ use clinic_audit::store::durable;
 use clinic_core::context::Call;
 
 use crate::{
-    domain::{PatientEvent, PatientEventKind, PatientId},
+    domain::{PatientEvent, PatientEventKind, PatientId, patient_cause},
     error::Result,
-    storage::StudyStore,
+    storage::{SERVICE_ACTOR, StudyStore},
 };
 
-/// The event source whose cursor tracks patients-service's outbox.
-const PATIENTS_SOURCE: &str = "patients";
+/// The event source whose cursor tracks patients-service's change feed.
+const PATIENTS_SOURCE: &str = "patients-feed";
 
 /// Studies removed per sweeping statement: a few milliseconds of work.
 pub const SWEEP_CHUNK: i64 = 1000;
@@ -39,7 +42,7 @@ const BACKOFF: &str = "least(interval '1 second' * power(2, least(attempts, 16))
 /// What applying a batch of events did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Deletions recorded.
+    /// Deletions, undeletes and purges recorded.
     pub deleted: usize,
     /// Events that failed and wait for a retry.
     pub failed: usize,
@@ -50,9 +53,9 @@ pub struct Applied {
 /// What one sweeping round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
-    /// Studies removed.
+    /// Studies marked deleted or erased.
     pub removed: u64,
-    /// Deleted patients that still had studies to remove this round.
+    /// Deleted patients that still had studies to sweep this round.
     pub pending: usize,
 }
 
@@ -68,7 +71,7 @@ pub struct Backlog {
 }
 
 impl StudyStore {
-    /// The last patients-service outbox sequence applied here.
+    /// The last sequence of patients-service's feed applied here.
     pub async fn patients_cursor(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("select position from studies.event_cursor where source = $1")
             .bind(PATIENTS_SOURCE)
@@ -77,26 +80,35 @@ impl StudyStore {
     }
 
     /// Applies `events` and advances the cursor past all of them, in one
-    /// transaction. A deletion becomes a tombstone; an event whose tombstone
-    /// cannot be written is set aside for a retry instead of holding up the
-    /// others; unknown kinds are skipped. Applying an event twice changes
-    /// nothing.
+    /// transaction. A deletion becomes a tombstone; an undelete lifts it and
+    /// restores the studies deleted with the patient; a purge marks the
+    /// tombstone for erasing. A deletion whose tombstone cannot be written is
+    /// set aside for a retry instead of holding up the others; other changes
+    /// are skipped. Applying an event twice changes nothing.
     pub async fn apply_events(&self, events: &[PatientEvent]) -> Result<Applied> {
         let mut applied = Applied::default();
         let Some(last) = events.iter().map(|e| e.sequence).max() else { return Ok(applied) };
         let mut tx = self.pool.begin().await?;
         for event in events {
-            if event.kind == PatientEventKind::Undeleted {
-                lift(&mut tx, event.patient_id, event.sequence).await?;
-                applied.deleted += 1;
-                continue;
-            }
-            if event.kind != PatientEventKind::Deleted {
-                applied.skipped += 1;
-                continue;
+            match event.kind {
+                PatientEventKind::Undeleted => {
+                    restore(&mut tx, event.patient_id, event.sequence).await?;
+                    applied.deleted += 1;
+                    continue;
+                }
+                PatientEventKind::Purged => {
+                    erase(&mut tx, event.patient_id, event.sequence).await?;
+                    applied.deleted += 1;
+                    continue;
+                }
+                PatientEventKind::Other => {
+                    applied.skipped += 1;
+                    continue;
+                }
+                PatientEventKind::Deleted => {}
             }
             let mut attempt = sqlx::Acquire::begin(&mut *tx).await?;
-            match tombstone(&mut attempt, event.patient_id, event.sequence).await {
+            match tombstone(&mut attempt, event.patient_id, event.sequence, event.expire_time).await {
                 Ok(()) => {
                     attempt.commit().await?;
                     applied.deleted += 1;
@@ -141,7 +153,7 @@ impl StudyStore {
         let mut succeeded = 0;
         for (sequence, patient) in due {
             let mut tx = self.pool.begin().await?;
-            let outcome = tombstone(&mut tx, PatientId::from_stored(patient), sequence).await;
+            let outcome = tombstone(&mut tx, PatientId::from_stored(patient), sequence, None).await;
             match outcome {
                 Ok(()) => {
                     sqlx::query("delete from studies.event_retry where sequence = $1")
@@ -168,10 +180,11 @@ impl StudyStore {
         Ok(succeeded)
     }
 
-    /// Removes one chunk of studies of each of up to 50
-    /// deleted patients that are due; a patient whose last chunk was short
-    /// is done. A failing patient is retried with backoff while the others
-    /// go on.
+    /// Sweeps one chunk of studies of each of up to 50 deleted patients
+    /// that are due: marks them deleted with the patient's cause, or erases
+    /// them when the patient was purged; a patient whose last chunk was
+    /// short is done. A failing patient is retried with backoff while the
+    /// others go on.
     pub async fn sweep_step(&self) -> Result<Swept> {
         let due: Vec<i64> = sqlx::query_scalar(
             "select patient_id from studies.deleted_patient \
@@ -183,24 +196,10 @@ impl StudyStore {
         .await?;
         let mut swept = Swept::default();
         for patient in due {
-            let removed = sqlx::query(
-                "delete from studies.study where id in \
-                 (select id from studies.study where patient_id = $1 limit $2)",
-            )
-            .bind(patient)
-            .bind(SWEEP_CHUNK)
-            .execute(&self.pool)
-            .await;
-            match removed {
-                Ok(done) => {
-                    let removed = done.rows_affected();
+            match self.sweep_chunk(PatientId::from_stored(patient)).await {
+                Ok(removed) => {
                     swept.removed += removed;
-                    if removed < SWEEP_CHUNK as u64 {
-                        sqlx::query("update studies.deleted_patient set swept = true where patient_id = $1")
-                            .bind(patient)
-                            .execute(&self.pool)
-                            .await?;
-                    } else {
+                    if removed == SWEEP_CHUNK as u64 {
                         swept.pending += 1;
                     }
                 }
@@ -217,6 +216,57 @@ impl StudyStore {
                 }
             }
         }
+        Ok(swept)
+    }
+
+    /// One chunk of `patient`'s studies, under the per-patient lock so an
+    /// undelete applied meanwhile is never undone: how many it swept (the
+    /// tombstone is marked swept when fewer than a chunk).
+    async fn sweep_chunk(&self, patient: PatientId) -> Result<u64, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock($1)").bind(patient.get()).execute(&mut *tx).await?;
+        let tombstone: Option<(bool, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "select purged, delete_time, expire_time from studies.deleted_patient \
+             where patient_id = $1 and not swept and event_sequence is not null",
+        )
+        .bind(patient.get())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((purged, delete_time, expire_time)) = tombstone else { return Ok(0) };
+        let cause = patient_cause(patient);
+        clinic_changes::act_as(&mut tx, SERVICE_ACTOR, Some(&cause)).await?;
+        let swept = if purged {
+            sqlx::query(
+                "delete from studies.study where id in \
+                 (select id from studies.study where patient_id = $1 order by id limit $2)",
+            )
+            .bind(patient.get())
+            .bind(SWEEP_CHUNK)
+            .execute(&mut *tx)
+            .await?
+        } else {
+            let expire_time =
+                expire_time.unwrap_or(delete_time + chrono::Duration::days(i64::from(self.retention_days)));
+            sqlx::query(
+                "update studies.study set delete_time = $3, expire_time = $4, delete_cause = $5 where id in \
+                 (select id from studies.study where patient_id = $1 and delete_time is null order by id limit $2)",
+            )
+            .bind(patient.get())
+            .bind(SWEEP_CHUNK)
+            .bind(delete_time)
+            .bind(expire_time)
+            .bind(&cause)
+            .execute(&mut *tx)
+            .await?
+        }
+        .rows_affected();
+        if swept < SWEEP_CHUNK as u64 {
+            sqlx::query("update studies.deleted_patient set swept = true where patient_id = $1")
+                .bind(patient.get())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(swept)
     }
 
@@ -288,38 +338,88 @@ impl StudyStore {
     }
 }
 
-/// Records that `patient` is deleted (event `sequence`), under the
-/// per-patient lock that creates take; confirms a reservation.
-async fn tombstone(conn: &mut sqlx::PgConnection, patient: PatientId, sequence: i64) -> Result<()> {
+/// Records that `patient` is deleted (feed `sequence`), their studies to
+/// expire at `expire_time`, under the per-patient lock that creates take;
+/// confirms a reservation.
+async fn tombstone(
+    conn: &mut sqlx::PgConnection,
+    patient: PatientId,
+    sequence: i64,
+    expire_time: Option<DateTime<Utc>>,
+) -> Result<()> {
     sqlx::query("select pg_advisory_xact_lock($1)").bind(patient.get()).execute(&mut *conn).await?;
     sqlx::query(
-        "insert into studies.deleted_patient (patient_id, event_sequence) values ($1, $2) \
+        "insert into studies.deleted_patient (patient_id, event_sequence, expire_time) values ($1, $2, $3) \
          on conflict (patient_id) do update \
          set event_sequence = coalesce(studies.deleted_patient.event_sequence, excluded.event_sequence), \
+             expire_time = coalesce(studies.deleted_patient.expire_time, excluded.expire_time), \
+             delete_time = case when studies.deleted_patient.event_sequence is null then now() \
+                                else studies.deleted_patient.delete_time end, \
              reserve_time = null",
     )
     .bind(patient.get())
     .bind(sequence)
+    .bind(expire_time)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// Lifts the tombstone of a patient restored at `sequence` (and drops a
-/// retry of an earlier deletion of theirs): studies may refer to them again.
-/// Studies the cascade already removed stay removed.
-async fn lift(conn: &mut sqlx::PgConnection, patient: PatientId, sequence: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "delete from studies.deleted_patient where patient_id = $1 and coalesce(event_sequence, 0) < $2",
+/// Restores a patient undeleted at `sequence`: lifts their tombstone (and
+/// drops a retry of an earlier deletion of theirs), so studies may refer to
+/// them again, and undeletes exactly the studies deleted with them, under
+/// the per-patient lock the sweeper takes too. Studies deleted on their own
+/// stay deleted.
+async fn restore(
+    conn: &mut sqlx::PgConnection,
+    patient: PatientId,
+    sequence: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_advisory_xact_lock($1)").bind(patient.get()).execute(&mut *conn).await?;
+    let lifted = sqlx::query(
+        "delete from studies.deleted_patient where patient_id = $1 and coalesce(event_sequence, 0) < $2 \
+         and not purged",
     )
     .bind(patient.get())
     .bind(sequence)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected();
     sqlx::query("delete from studies.event_retry where patient_id = $1 and sequence < $2")
         .bind(patient.get())
         .bind(sequence)
         .execute(&mut *conn)
         .await?;
+    if lifted > 0 {
+        let cause = patient_cause(patient);
+        clinic_changes::act_as(&mut *conn, SERVICE_ACTOR, Some(&cause)).await?;
+        sqlx::query(
+            "update studies.study set delete_time = null, expire_time = null, delete_cause = null \
+             where patient_id = $1 and delete_cause = $2",
+        )
+        .bind(patient.get())
+        .bind(&cause)
+        .execute(&mut *conn)
+        .await?;
+        clinic_changes::act_as(&mut *conn, "", None).await?;
+    }
+    Ok(())
+}
+
+/// Records that `patient` was purged at `sequence`: their tombstone (made
+/// now if they were never deleted) is swept again, erasing every study of
+/// theirs, also those deleted on their own.
+async fn erase(conn: &mut sqlx::PgConnection, patient: PatientId, sequence: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_advisory_xact_lock($1)").bind(patient.get()).execute(&mut *conn).await?;
+    sqlx::query(
+        "insert into studies.deleted_patient (patient_id, event_sequence, purged) values ($1, $2, true) \
+         on conflict (patient_id) do update \
+         set event_sequence = coalesce(studies.deleted_patient.event_sequence, excluded.event_sequence), \
+             purged = true, swept = false, sweep_attempts = 0, sweep_after = now(), reserve_time = null",
+    )
+    .bind(patient.get())
+    .bind(sequence)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

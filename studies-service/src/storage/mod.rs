@@ -4,21 +4,23 @@
 //! and consult `studies.deleted_patient` under it; the cascade ([`cascade`])
 //! records a deleted patient there under the same lock, so a study can never
 //! be attached to a patient after their deletion has been applied here.
-//! Reads, updates and deletes go through the view `studies.live_study`,
-//! which hides the studies of deleted patients until they are swept.
+//! Reads go through the view `studies.known_study` (each study with its
+//! deletion, also one inherited from its patient not swept yet); updates
+//! and deletes through `studies.live_study`, which hides deleted studies and
+//! those of deleted patients. Every write names its actor
+//! ([`clinic_changes::act_as`]) before the revision trigger records it.
 
 pub mod cascade;
 
 use chrono::{DateTime, Utc};
 use std::sync::LazyLock;
 
-use clinic_audit::{
-    audit,
-    store::{delete_if_current, durable, why_not_written},
-};
+use clinic_audit::audit::{AuditedStatement, mark_audited};
+use clinic_audit::{audit, store::durable};
 use clinic_core::context::Call;
 use clinic_core::paging::{self, Page};
 use clinic_pg::{
+    api_error::ApiError,
     coalesce::PointReads,
     db::patch_statement,
     idempotency::{self, Claim, Fingerprint},
@@ -29,20 +31,64 @@ use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder, Row, postgres:
 use crate::{
     SCHEMA,
     domain::{
-        BodyPart, Description, Etag, PatientFilter, PatientId, RequestId, Study, StudyField, StudyFields,
-        StudyId, StudyPatch, StudyType, UrgencyLevel,
+        BodyPart, ChangeKind, Deletion, Description, Etag, PatientFilter, PatientId, RequestId, Study,
+        StudyChange, StudyField, StudyFields, StudyId, StudyPatch, StudyRevision, StudyType, UrgencyLevel,
     },
     error::{Error, Result},
 };
 
+/// The actor of the service's own work (the cascade, purges).
+pub(crate) const SERVICE_ACTOR: &str = "clinic:studies-service";
+
+/// The view of the studies clients see unless they ask for deleted ones.
+const LIVE: &str = "studies.live_study";
+
 clinic_pg::table_row!(
-    /// A study as clients may see it (`studies.live_study`); `study_columns!()` lists its columns.
+    /// A study with its deletion (`studies.known_study`); `study_columns!()` lists its columns.
     #[derive(Clone)]
-    StudyRow in "studies.live_study", study_columns {
+    StudyRow in "studies.known_study", study_columns {
         id: i64, patient_id: i64, urgency_level: String, body_part: String, description: String,
         study_type: String, version: i64, create_time: DateTime<Utc>, update_time: DateTime<Utc>,
+        delete_time: Option<DateTime<Utc>>, expire_time: Option<DateTime<Utc>>,
     }
 );
+
+clinic_pg::table_row!(
+    /// A row of `studies.study_revision`.
+    RevisionRow in "studies.study_revision", revision_columns {
+        study_id: i64, revision: i64, kind: String, actor: String, cause: Option<String>,
+        revision_time: DateTime<Utc>, patient_id: i64, urgency_level: String, body_part: String,
+        description: String, study_type: String, create_time: DateTime<Utc>,
+        delete_time: Option<DateTime<Utc>>, expire_time: Option<DateTime<Utc>>,
+    }
+);
+
+impl TryFrom<RevisionRow> for StudyRevision {
+    type Error = Error;
+    fn try_from(row: RevisionRow) -> Result<Self> {
+        let study = StudyRow {
+            id: row.study_id,
+            patient_id: row.patient_id,
+            urgency_level: row.urgency_level,
+            body_part: row.body_part,
+            description: row.description,
+            study_type: row.study_type,
+            version: row.revision,
+            create_time: row.create_time,
+            update_time: row.revision_time,
+            delete_time: row.delete_time,
+            expire_time: row.expire_time,
+        };
+        Ok(StudyRevision {
+            revision: row.revision,
+            kind: ChangeKind::from_stored(&row.kind),
+            time: row.revision_time,
+            actor: row.actor,
+            cause: row.cause,
+            study: study.try_into()?,
+        })
+    }
+}
 
 fn vocabulary<T>(parse: fn(&str) -> Option<T>, column: &str, value: &str) -> Result<T> {
     parse(value).ok_or_else(|| {
@@ -65,7 +111,7 @@ impl TryFrom<StudyRow> for Study {
             create_time: row.create_time,
             update_time: row.update_time,
             etag: Etag::of_version(row.version),
-            deleted: None,
+            deleted: Deletion::from_stored(row.delete_time, row.expire_time),
         })
     }
 }
@@ -106,6 +152,8 @@ pub struct StudyStore {
     pub(crate) pool: PgPool,
     point_reads: PointReads<StudyRow>,
     scans: ScanBound,
+    /// How long a deleted study is kept, in days.
+    pub(crate) retention_days: u32,
 }
 
 /// The columns with an index (migration 0001): a search over every study
@@ -127,16 +175,23 @@ fn fingerprint(new: &StudyFields) -> Fingerprint {
 
 impl StudyStore {
     /// A store on `pool`; searches over every study whose filter no index
-    /// narrows run under `scan_timeout`.
-    pub fn new(pool: PgPool, scan_timeout: std::time::Duration) -> Self {
-        const ONE: &str = concat!("select ", study_columns!(), " from studies.live_study where id = $1");
+    /// narrows run under `scan_timeout`; deleted studies are kept
+    /// `retention_days`.
+    pub fn new(pool: PgPool, scan_timeout: std::time::Duration, retention_days: u32) -> Self {
+        const ONE: &str = concat!("select ", study_columns!(), " from studies.known_study where id = $1");
         const MANY: &str =
-            concat!("select ", study_columns!(), " from studies.live_study where id = any($1)");
+            concat!("select ", study_columns!(), " from studies.known_study where id = any($1)");
         Self {
             point_reads: PointReads::start(pool.clone(), (ONE, MANY), |row| row.id),
             pool,
             scans: ScanBound::new(INDEXED, scan_timeout),
+            retention_days,
         }
+    }
+
+    /// The pool, for the audit trail of feed deliveries.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Whether the deletion of `patient` has been applied or reserved here.
@@ -179,6 +234,7 @@ impl StudyStore {
             return self.get(StudyId::from_stored(id)).await;
         }
         lock_live_patient(&mut tx, new.patient_id).await?;
+        clinic_changes::act_as(&mut tx, &subject, None).await?;
         let row: StudyRow = sqlx::query_as(concat!(
             "insert into studies.study (patient_id, urgency_level, body_part, description, study_type) \
              values ($1, $2, $3, $4, $5) returning ",
@@ -211,9 +267,11 @@ impl StudyStore {
     /// at most [`paging::MAX_PAGE_BYTES`]): no more than that is read into
     /// memory, whatever the descriptions hold; a page cut short by bytes has
     /// more to follow.
+    #[allow(clippy::too_many_arguments)]
     pub async fn search(
         &self,
         call: &Call,
+        show_deleted: bool,
         patients: &PatientFilter,
         filter: Option<&Where>,
         order: &Order,
@@ -241,7 +299,7 @@ impl StudyStore {
             query.push(concat!("select ", study_columns!()));
             order.push_select(&mut query);
             running(&mut query);
-            query.push(" from studies.live_study where true");
+            query.push(" from ").push(visible(show_deleted)).push(" where true");
             conditions(&mut query);
         } else {
             // One index probe per patient on (patient_id, id), each limited,
@@ -254,7 +312,7 @@ impl StudyStore {
             query.push("::bigint[]) as p(patient_id) cross join lateral (select ");
             query.push(study_columns!());
             order.push_select(&mut query);
-            query.push(" from studies.live_study where patient_id = p.patient_id");
+            query.push(" from ").push(visible(show_deleted)).push(" where patient_id = p.patient_id");
             conditions(&mut query);
             order.push_order_by(&mut query);
             query.push(" limit ").push_bind(fetch);
@@ -285,6 +343,7 @@ impl StudyStore {
     /// patient (in `patients`' order), the page and whether more follow.
     pub async fn first_of_patients(
         &self,
+        show_deleted: bool,
         patients: &[i64],
         per_patient: u32,
         share: usize,
@@ -298,7 +357,7 @@ impl StudyStore {
         query.push(format!(
             ", sum({ROW_BYTES}) over (order by id rows between unbounded preceding and current row) as running_bytes"
         ));
-        query.push(" from studies.live_study where patient_id = p.patient_id");
+        query.push(" from ").push(visible(show_deleted)).push(" where patient_id = p.patient_id");
         if let Some(filter) = filter {
             query.push(" and ");
             filter.push(&mut query);
@@ -352,9 +411,10 @@ impl StudyStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         call.concern(before);
+        clinic_changes::act_as(&mut tx, &call.subject(), None).await?;
         static UPDATE: LazyLock<String> = LazyLock::new(|| {
             let columns: Vec<_> = StudyField::ALL.iter().map(|f| f.name()).collect();
-            patch_statement(StudyRow::TABLE, &columns, "true", study_columns!())
+            patch_statement(LIVE, &columns, "true", study_columns!())
         });
         let row: Option<StudyRow> = sqlx::query_as(UPDATE.as_str())
             .bind(id.get())
@@ -374,18 +434,186 @@ impl StudyStore {
             }
             None => {
                 tx.rollback().await?;
-                Err(why_not_written(&self.pool, StudyRow::TABLE, id).await.into())
+                Err(self.why_not_written(id, false).await)
             }
         }
     }
 
-    /// Deletes the study if `etag` (when given) is still current.
-    pub async fn delete(&self, call: &Call, id: StudyId, etag: Option<&Etag>) -> Result<()> {
-        let deletion = delete_if_current(&self.pool, (SCHEMA, StudyRow::TABLE, "patient_id"), call, id, etag);
-        if durable(call, deletion).await? {
-            Ok(())
-        } else {
-            Err(why_not_written(&self.pool, StudyRow::TABLE, id).await.into())
+    /// Why a write of study `id` that needed it `deleted` (or live), and its
+    /// etag if given, touched no row.
+    async fn why_not_written(&self, id: StudyId, deleted: bool) -> Error {
+        let found: std::result::Result<Option<bool>, sqlx::Error> =
+            sqlx::query_scalar("select delete_time is not null from studies.known_study where id = $1")
+                .bind(id.get())
+                .fetch_optional(&self.pool)
+                .await;
+        match found {
+            Ok(None) => ApiError::not_found(id).into(),
+            Ok(Some(true)) if !deleted => Error::Deleted(id),
+            Ok(Some(false)) if deleted => Error::NotDeleted(id),
+            Ok(Some(_)) => ApiError::etag_mismatch(id).into(),
+            Err(e) => e.into(),
         }
     }
+
+    /// Marks the study deleted, to be purged after the retention, if `etag`
+    /// (when given) is still current.
+    pub async fn delete(&self, call: &Call, id: StudyId, etag: Option<&Etag>) -> Result<()> {
+        static DELETE: LazyLock<AuditedStatement> = LazyLock::new(|| {
+            AuditedStatement::new(
+                SCHEMA,
+                "update studies.live_study set delete_time = now(), expire_time = now() + make_interval(days => $3) \
+                 where id = $1 and ($2::text is null or version::text = $2) returning patient_id",
+                "changed.patient_id",
+            )
+        });
+        let deletion = DELETE
+            .query_as::<(i64,)>(call, |q| {
+                q.bind(id.get()).bind(etag.map(Etag::as_str)).bind(self.retention_days())
+            })
+            .fetch_optional(&self.pool);
+        match durable(call, deletion).await? {
+            Some((patient,)) => {
+                call.concern([patient]);
+                mark_audited(call, 1);
+                Ok(())
+            }
+            None => Err(self.why_not_written(id, false).await),
+        }
+    }
+
+    fn retention_days(&self) -> i32 {
+        i32::try_from(self.retention_days).unwrap_or(i32::MAX)
+    }
+
+    /// Restores a study deleted on its own if `etag` (when given) is still
+    /// current; one deleted with its patient comes back only with them.
+    pub async fn undelete(&self, call: &Call, id: StudyId, etag: Option<&Etag>) -> Result<Study> {
+        let mut tx = self.pool.begin().await?;
+        let patient: Option<i64> = sqlx::query_scalar("select patient_id from studies.study where id = $1")
+            .bind(id.get())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(patient) = patient else { return Err(ApiError::not_found(id).into()) };
+        call.concern([patient]);
+        let patient = PatientId::from_stored(patient);
+        if let Err(Error::PatientNotFound(_)) = lock_live_patient(&mut tx, patient).await {
+            return Err(Error::PatientDeleted { study: id, patient });
+        }
+        clinic_changes::act_as(&mut tx, &call.subject(), None).await?;
+        let row: Option<StudyRow> = sqlx::query_as(concat!(
+            "update studies.study set delete_time = null, expire_time = null, delete_cause = null \
+             where id = $1 and delete_time is not null and ($2::text is null or version::text = $2) returning ",
+            study_columns!()
+        ))
+        .bind(id.get())
+        .bind(etag.map(Etag::as_str))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(self.why_not_written(id, true).await);
+        };
+        audit::record_in(&mut tx, SCHEMA, call, [row.patient_id]).await?;
+        durable(call, tx.commit()).await?;
+        row.try_into()
+    }
+
+    /// Purges up to `batch` deleted studies whose retention has ended;
+    /// returns how many.
+    pub async fn purge_expired(&self, batch: i64) -> std::result::Result<u64, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        clinic_changes::act_as(&mut tx, SERVICE_ACTOR, None).await?;
+        let purged = sqlx::query(
+            "delete from studies.study where id in ( \
+                 select id from studies.study where expire_time < now() order by expire_time limit $1 \
+                 for update skip locked)",
+        )
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(purged)
+    }
+
+    /// Revision `revision` of study `id`.
+    pub async fn revision(&self, id: StudyId, revision: i64) -> Result<Study> {
+        const ONE: &str = concat!(
+            "select ",
+            revision_columns!(),
+            " from studies.study_revision where study_id = $1 and revision = $2"
+        );
+        let row: Option<RevisionRow> =
+            sqlx::query_as(ONE).bind(id.get()).bind(revision).fetch_optional(&self.pool).await?;
+        match row {
+            Some(row) => Ok(StudyRevision::try_from(row)?.study),
+            None => Err(Error::RevisionNotFound { id, revision }),
+        }
+    }
+
+    /// Up to `size` revisions of study `id` older than `before` (all when
+    /// none), newest first; NOT_FOUND if the study does not exist.
+    pub async fn revisions(
+        &self,
+        id: StudyId,
+        before: Option<i64>,
+        size: u32,
+    ) -> Result<Page<StudyRevision>> {
+        const PAGE: &str = concat!(
+            "select ",
+            revision_columns!(),
+            " from studies.study_revision where study_id = $1 and ($2::bigint is null or revision < $2) \
+             order by revision desc limit $3"
+        );
+        let rows: Vec<RevisionRow> = sqlx::query_as(PAGE)
+            .bind(id.get())
+            .bind(before)
+            .bind(paging::overfetch(size))
+            .fetch_all(&self.pool)
+            .await?;
+        if rows.is_empty() && before.is_none() {
+            return Err(ApiError::not_found(id).into());
+        }
+        let revisions = rows.into_iter().map(StudyRevision::try_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetched(revisions, size))
+    }
+
+    /// Up to `limit` changes of the feed after `sequence`, oldest first,
+    /// each with the study as its revision left it while that is kept.
+    pub async fn changes_after(&self, sequence: i64, limit: u32) -> Result<Vec<StudyChange>> {
+        let rows = sqlx::query(
+            "select c.sequence, c.commit_time, c.kind, c.resource_id, c.revision, c.actor, c.cause, \
+                    coalesce(r.patient_id, substr(c.parent, 10)::bigint) as patient_id, r.study_id as id, \
+                    r.urgency_level, r.body_part, r.description, r.study_type, r.revision as version, \
+                    r.create_time, r.revision_time as update_time, r.delete_time, r.expire_time \
+             from studies.change c left join studies.study_revision r \
+               on r.study_id = c.resource_id and r.revision = c.revision \
+             where c.sequence > $1 order by c.sequence limit $2",
+        )
+        .bind(sequence)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let change = |row: &PgRow| -> Result<StudyChange> {
+            let kept = row.try_get::<Option<i64>, _>("id")?.is_some();
+            Ok(StudyChange {
+                sequence: row.try_get("sequence")?,
+                kind: ChangeKind::from_stored(row.try_get("kind")?),
+                study_id: StudyId::from_stored(row.try_get("resource_id")?),
+                patient_id: PatientId::from_stored(row.try_get("patient_id")?),
+                revision: row.try_get("revision")?,
+                commit_time: row.try_get("commit_time")?,
+                actor: row.try_get("actor")?,
+                cause: row.try_get("cause")?,
+                study: if kept { Some(StudyRow::from_row(row)?.try_into()?) } else { None },
+            })
+        };
+        rows.iter().map(change).collect()
+    }
+}
+
+/// The view a read walks: every study with `show_deleted`, else the live ones.
+fn visible(show_deleted: bool) -> &'static str {
+    if show_deleted { StudyRow::TABLE } else { LIVE }
 }

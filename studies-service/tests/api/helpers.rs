@@ -55,28 +55,29 @@ impl PatientDirectory for KnownPatients {
     }
 }
 
-/// An outbox the test writes events into.
+/// An patient_feed the test writes events into.
 #[derive(Debug, Default)]
-pub struct Outbox(pub Mutex<Vec<PatientEvent>>);
+pub struct PatientFeed(pub Mutex<Vec<PatientEvent>>);
 
-impl Outbox {
+impl PatientFeed {
     /// Publishes an event of `kind` about `patient`.
     pub fn publish(&self, patient: i64, kind: PatientEventKind) {
-        let mut events = self.0.lock().expect("outbox lock");
+        let mut events = self.0.lock().expect("patient_feed lock");
         let sequence = events.len() as i64 + 1;
         events.push(PatientEvent {
             sequence,
             patient_id: PatientId::from_stored(patient),
             kind,
             create_time: None,
+            expire_time: None,
         });
     }
 }
 
 #[tonic::async_trait]
-impl PatientEvents for Outbox {
+impl PatientEvents for PatientFeed {
     async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage> {
-        let events = self.0.lock().expect("outbox lock");
+        let events = self.0.lock().expect("patient_feed lock");
         Ok(EventPage {
             events: events.iter().filter(|e| e.sequence > after).take(limit as usize).cloned().collect(),
             last_sequence: events.len() as i64,
@@ -84,14 +85,15 @@ impl PatientEvents for Outbox {
     }
 }
 
-/// studies-service on its own database, with `patients` and `outbox`
+/// studies-service on its own database, with `patients` and `patient_feed`
 /// standing in for patients-service.
 pub struct TestApp {
     pub client: StudyServiceClient<Authed>,
     /// The stand-in for patients-service.
     pub patients: Arc<KnownPatients>,
     next_patient: AtomicI64,
-    pub outbox: Arc<Outbox>,
+    pub patient_feed: Arc<PatientFeed>,
+    channel: Channel,
     /// The service's database, for set-ups that look behind the API
     /// (tests/memory.rs).
     #[allow(dead_code)]
@@ -113,23 +115,26 @@ pub async fn spawn_app_on(db: TestDb, known: &[i64]) -> TestApp {
         patients: PatientsPeer { patients_addr: defaults::uri(defaults::PATIENTS_PORT) },
         events_poll_interval: Duration::from_millis(50),
         reservation_timeout: Duration::from_secs(2),
+        changes: Default::default(),
         service_token: Default::default(),
     };
-    let outbox = Arc::new(Outbox::default());
+    let patient_feed = Arc::new(PatientFeed::default());
     let directory = Arc::new(KnownPatients::default());
     directory.known.lock().expect("known lock").extend(known.iter().copied());
-    let app =
-        Application::build_with(config, directory.clone(), outbox.clone()).await.expect("service starts");
+    let app = Application::build_with(config, directory.clone(), patient_feed.clone())
+        .await
+        .expect("service starts");
     let db_handle = db.clone();
     let server = Running::spawn(app.local_addr(), |shutdown| async move {
         app.run_until(shutdown).await.expect("service runs")
     });
     let channel = Channel::from_shared(server.uri()).unwrap().connect().await.expect("connects");
     TestApp {
-        client: StudyServiceClient::new(admin(channel)),
+        client: StudyServiceClient::new(admin(channel.clone())),
+        channel,
         patients: directory,
         next_patient: AtomicI64::new(1_000),
-        outbox,
+        patient_feed,
         db: db_handle,
         _server: server,
     }
@@ -149,6 +154,63 @@ impl TestApp {
         let id = self.next_patient.fetch_add(1, Ordering::SeqCst);
         self.patients.known.lock().expect("known lock").insert(id);
         Patient { id }
+    }
+
+    /// A client whose token has `subject` and `roles`.
+    pub fn client_as(&self, subject: &str, roles: &[&str]) -> StudyServiceClient<Authed> {
+        let token = clinic_testkit::auth::shared().token(subject, roles);
+        StudyServiceClient::new(clinic_testkit::keys::bearer::authed(self.channel.clone(), &token))
+    }
+
+    /// ListStudyRevisions, every page of `page_size`.
+    pub async fn revisions(
+        &self,
+        id: i64,
+        page_size: i32,
+    ) -> std::result::Result<Vec<pb::StudyRevision>, Status> {
+        let (mut all, mut page_token) = (Vec::new(), String::new());
+        loop {
+            let page = self
+                .client
+                .clone()
+                .list_study_revisions(pb::ListStudyRevisionsRequest { id, page_size, page_token })
+                .await?
+                .into_inner();
+            all.extend(page.revisions);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Every change of the studies' feed after `after`, checking that each
+    /// page continues the previous one without a gap.
+    pub async fn all_changes(&self, mut after: i64) -> Vec<pb::StudyChange> {
+        let mut all = Vec::new();
+        loop {
+            let page = self
+                .client
+                .clone()
+                .list_study_changes(pb::ListStudyChangesRequest { after_sequence: after, page_size: 5 })
+                .await
+                .expect("a page of changes")
+                .into_inner();
+            for change in &page.changes {
+                assert_eq!(change.sequence, after + 1, "gap or disorder after {after}");
+                after = change.sequence;
+            }
+            if page.changes.is_empty() {
+                return all;
+            }
+            all.extend(page.changes);
+        }
+    }
+
+    /// GetStudy with `show_deleted`.
+    pub async fn get_shown(&self, id: i64) -> std::result::Result<pb::Study, Status> {
+        let request = pb::GetStudyRequest { id, show_deleted: true, ..Default::default() };
+        self.client.clone().get_study(request).await.map(|r| r.into_inner())
     }
 
     /// patients-service goes down: every check of a patient is UNAVAILABLE.
@@ -178,7 +240,11 @@ impl TestApp {
 
     /// GetStudy.
     pub async fn get_study(&self, id: i64) -> std::result::Result<pb::Study, Status> {
-        self.client.clone().get_study(pb::GetStudyRequest { id }).await.map(|r| r.into_inner())
+        self.client
+            .clone()
+            .get_study(pb::GetStudyRequest { id, ..Default::default() })
+            .await
+            .map(|r| r.into_inner())
     }
 
     /// One page of ListStudies.

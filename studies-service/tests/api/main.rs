@@ -4,6 +4,7 @@
 
 mod create;
 mod helpers;
+mod history;
 mod hostile;
 mod list;
 mod read_update_delete;

@@ -34,7 +34,7 @@ async fn a_deletion_from_the_event_source_removes_the_studies_and_refuses_new_on
         .create_study(pb::CreateStudyRequest { study: Some(study(3)), request_id: String::new() })
         .await
         .expect("created");
-    app.outbox.publish(3, PatientEventKind::Deleted);
+    app.patient_feed.publish(3, PatientEventKind::Deleted);
     let list = pb::ListStudiesRequest { patient_ids: vec![3], ..Default::default() };
     let give_up = Instant::now() + Duration::from_secs(10);
     while !client.list_studies(list.clone()).await.expect("listed").into_inner().studies.is_empty() {

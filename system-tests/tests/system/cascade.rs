@@ -163,10 +163,11 @@ async fn replaying_deletion_events_changes_nothing() {
     ];
 
     let mut admin = system.db.admin_options().connect().await.unwrap();
-    sqlx::query("update studies.event_cursor set position = 0 where source = 'patients'")
+    let rewound = sqlx::query("update studies.event_cursor set position = 0 where source = 'patients-feed'")
         .execute(&mut admin)
         .await
         .unwrap();
+    assert_eq!(rewound.rows_affected(), 1, "the cascade's cursor in patients' feed");
     system.wait_until_caught_up(CATCH_UP).await;
 
     assert_eq!(system.all_studies(&[], 50).await, kept, "other patients' studies are untouched");
@@ -237,13 +238,16 @@ async fn wait_for_blocked_claim(system: &system_tests::TestSystem) {
     }
 }
 
-/// Undeleting a patient lifts their tombstone in studies-service: studies
-/// may be made to them again (those their forced delete removed stay removed).
+/// Undeleting a patient lifts their tombstone in studies-service: the
+/// studies their forced delete took come back, not one deleted on its own
+/// before, and studies may be made to them again.
 #[tokio::test]
-async fn an_undeleted_patient_can_have_studies_again() {
+async fn an_undeleted_patient_gets_back_exactly_the_studies_their_delete_took() {
     let system = spawn_system().await;
     let patient = system.create_patient(1).await;
-    system.create_study(study(patient.id)).await.unwrap();
+    let taken = system.create_study(study(patient.id)).await.unwrap();
+    let on_its_own = system.create_study(study(patient.id)).await.unwrap();
+    system.delete_study(on_its_own.id, "").await.unwrap();
     system.delete_patient(patient.id, true).await.unwrap();
     system.wait_until_caught_up(CATCH_UP).await;
     let refused = system.create_study(study(patient.id)).await.unwrap_err();
@@ -261,5 +265,7 @@ async fn an_undeleted_patient_can_have_studies_again() {
     system.wait_until_caught_up(CATCH_UP).await;
 
     let created = system.create_study(study(patient.id)).await.expect("studies may be made again");
-    assert_eq!(system.all_studies(&[patient.id], 50).await, vec![created]);
+    let restored = system.get_study(taken.id).await.expect("restored with the patient");
+    assert_eq!((restored.etag.as_str(), &restored.description), ("3", &taken.description));
+    assert_eq!(system.all_studies(&[patient.id], 50).await, vec![restored, created]);
 }

@@ -24,8 +24,9 @@ async fn holders(admin: &mut PgConnection, schema: &str) -> i64 {
     .unwrap()
 }
 
-async fn stored_studies(admin: &mut PgConnection, patient: i64) -> i64 {
-    sqlx::query_scalar("select count(*) from studies.study where patient_id = $1")
+/// How many of `patient`'s studies the sweeper has not marked deleted yet.
+async fn unswept_studies(admin: &mut PgConnection, patient: i64) -> i64 {
+    sqlx::query_scalar("select count(*) from studies.study where patient_id = $1 and delete_time is null")
         .bind(patient)
         .fetch_one(admin)
         .await
@@ -51,20 +52,20 @@ async fn the_cascade_runs_on_one_studies_replica_and_moves_when_it_stops_mid_cas
     }
 
     let patient = system.create_patient(1).await;
-    system.insert_studies(patient.id, 60000).await;
+    system.insert_studies(patient.id, 20000).await;
     system.delete_patient(patient.id, true).await.unwrap();
     // The leader starts sweeping; stop it while studies remain.
     eventually(Duration::from_secs(10), "the sweep starts", || {
         let options = admin_options.clone();
-        async move { stored_studies(&mut options.connect().await.unwrap(), patient.id).await < 60000 }
+        async move { unswept_studies(&mut options.connect().await.unwrap(), patient.id).await < 20000 }
     })
     .await;
     system.stop_studies().await;
-    let left = stored_studies(&mut admin, patient.id).await;
+    let left = unswept_studies(&mut admin, patient.id).await;
     assert!(left > 0, "stopped mid-cascade (all {left} swept already: make the patient bigger)");
     eventually(Duration::from_secs(20), "the other replica takes over and finishes", || {
         let options = admin_options.clone();
-        async move { stored_studies(&mut options.connect().await.unwrap(), patient.id).await == 0 }
+        async move { unswept_studies(&mut options.connect().await.unwrap(), patient.id).await == 0 }
     })
     .await;
     assert_eq!(holders(&mut admin, "studies").await, 1, "the remaining replica leads");

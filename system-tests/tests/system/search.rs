@@ -40,6 +40,7 @@ async fn studies(
                 patient_ids: patient_ids.to_vec(),
                 filter: filter.into(),
                 order_by: order_by.into(),
+                show_deleted: false,
             })
             .await?
             .into_inner();
@@ -158,6 +159,7 @@ async fn listing(
                 filter: filter.into(),
                 study_filter: study_filter.into(),
                 order_by: order_by.into(),
+                show_deleted: false,
             })
             .await?
             .into_inner();

@@ -129,7 +129,7 @@ async fn deletion_events_are_read_with_the_services_own_token_read_again_when_it
     let patient = system.create_patient(1).await;
     system.create_study(system_tests::study(patient.id)).await.unwrap();
     system.delete_patient(patient.id, true).await.unwrap();
-    let (applied, written) = system.outbox_progress().await;
+    let (applied, written) = system.feed_progress().await;
     assert!(applied < written, "a viewer's token may not read the events");
 
     std::fs::write(&file, shared().token("studies-service", &["service"])).unwrap();
