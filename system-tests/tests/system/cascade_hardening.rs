@@ -1,7 +1,7 @@
 //! The delete cascade under the conditions that used to break it: a study
 //! created in the middle of a non-forced delete, a patient with 30,000
 //! studies, one deletion that keeps failing, and
-//! reads of a deleted patient's studies before they are removed.
+//! reads of a deleted patient's studies before they are swept.
 
 use std::time::{Duration, Instant};
 
@@ -191,21 +191,22 @@ async fn a_failing_deletion_is_retried_while_the_others_go_on() {
     .await;
 }
 
-/// Between the deletion being applied and the sweeper removing the rows, a
-/// deleted patient's studies answer as if they were gone: no read, no
+/// Between the deletion being applied and the sweeper marking the rows, a
+/// deleted patient's studies answer as if they were deleted: no read, no
 /// update, and no move of one to another patient.
 #[tokio::test]
-async fn studies_of_a_deleted_patient_are_gone_before_they_are_removed() {
+async fn studies_of_a_deleted_patient_are_gone_before_they_are_swept() {
     let system = spawn_system().await;
     let deleted = system.create_patient(1).await;
     let other = system.create_patient(2).await;
     let kept = system.create_study(study(deleted.id)).await.unwrap();
     let mut admin = admin(&system).await;
-    // Rows of this patient cannot be removed: the sweeper keeps failing.
+    // Rows of this patient cannot be marked or removed: the sweeper keeps failing.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "create function studies.keep_for_test() returns trigger language plpgsql as $$ \
-         begin if old.patient_id = {} then raise exception 'kept'; end if; return old; end $$; \
-         create trigger keep_for_test before delete on studies.study \
+         begin if old.patient_id = {} then raise exception 'kept'; end if; \
+         if tg_op = 'DELETE' then return old; end if; return new; end $$; \
+         create trigger keep_for_test before update or delete on studies.study \
          for each row execute function studies.keep_for_test()",
         deleted.id
     )))
@@ -219,7 +220,10 @@ async fn studies_of_a_deleted_patient_are_gone_before_they_are_removed() {
     })
     .await;
 
-    assert_eq!(unswept_studies(&mut admin, deleted.id).await, 1, "the row is still stored");
+    assert_eq!(unswept_studies(&mut admin, deleted.id).await, 1, "the row is not marked yet");
+    let request = pb::GetStudyRequest { id: kept.id, show_deleted: true, ..Default::default() };
+    let shown = system.study_client.clone().get_study(request).await.unwrap().into_inner();
+    assert!(shown.delete_time.is_some(), "deleted with its patient");
     assert!(system.list_studies(&[deleted.id], 10, "").await.unwrap().studies.is_empty());
     assert!(system.all_studies(&[], 10).await.is_empty());
     let moved = pb::Study { id: kept.id, patient_id: other.id, ..Default::default() };
