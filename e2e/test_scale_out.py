@@ -1,6 +1,8 @@
 """Two replicas of every service behind Envoy (`make up REPLICAS=2`): losing
 one under load loses no read, writes succeed or fail retryably and leave
-nothing half done, and a rolling restart fails nothing."""
+nothing half done, a consumer of the change feed whose replica is killed
+mid-stream resumes and misses nothing, and a rolling restart fails
+nothing."""
 
 import os
 import signal
@@ -10,7 +12,7 @@ import uuid
 
 import grpc
 
-from conftest import Stack, port_open
+from conftest import Bearer, Stack, port_open
 
 
 class Load:
@@ -47,6 +49,43 @@ class Load:
         for t in self.threads:
             t.join(timeout=15)
         return self.calls, self.failures
+
+
+class Follower:
+    """A consumer of the patients' feed, as a service following Clinic would
+    write one: it watches from its last sequence, and when the stream ends
+    (its replica killed, a drain) it resumes through Envoy from there. Every
+    change received is kept, in order, to check for gaps and repeats."""
+
+    def __init__(self, stack, pb, channel, after):
+        self.pb, self.after, self.changes, self.ends = pb, after, [], []
+        self.stopping = threading.Event()
+        self.first = pb.patients_grpc.PatientServiceStub(channel)
+        self.again = pb.patients_grpc.PatientServiceStub(stack.channel("service"))
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        feed = self.first
+        while not self.stopping.is_set():
+            stream = feed.WatchPatientChanges(self.pb.patients.WatchPatientChangesRequest(after_sequence=self.after), timeout=120)
+            try:
+                for message in stream:
+                    self.changes.extend(message.changes)
+                    self.after = self.changes[-1].sequence if self.changes else self.after
+                    if self.stopping.is_set():
+                        stream.cancel()
+                        return
+            except grpc.RpcError as e:
+                if self.stopping.is_set():
+                    return
+                self.ends.append(e.code())
+                time.sleep(0.1)
+            feed = self.again
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(timeout=15)
 
 
 def edge_failures(stack) -> str:
@@ -92,7 +131,15 @@ def test_two_replicas_survive_a_kill_and_a_rolling_restart_under_load(tmp_path, 
         assert {"patients-service", "patients-service-2", "studies-service-2", "gateway-2"} <= set(pids), pids
 
         # SIGKILL one patients replica mid-load: reads are retried on the other.
+        # Feed consumers watch meanwhile: two through Envoy, one on the very
+        # replica that is killed.
         wait_until("every replica healthy at Envoy", lambda: all_hosts_healthy(stack))
+        service = stack.token("service", "e2e-follower")
+        admin_feed = pb.patients_grpc.PatientServiceStub(stack.channel("service"))
+        start = admin_feed.ListPatientChanges(pb.patients.ListPatientChangesRequest(page_size=1), timeout=10).head_sequence
+        direct = grpc.intercept_channel(grpc.insecure_channel(f"127.0.0.1:{stack.ports['PATIENTS_PORT']}"), Bearer(service))
+        followers = [Follower(stack, pb, stack.channel(token=service), start) for _ in range(2)]
+        followers.append(Follower(stack, pb, direct, start))
         load = Load(stack, pb)
         wait_until("the load running", lambda: load.calls > 50)
         os.kill(pids["patients-service"], signal.SIGKILL)
@@ -114,6 +161,19 @@ def test_two_replicas_survive_a_kill_and_a_rolling_restart_under_load(tmp_path, 
         listed = pb.patients_grpc.PatientServiceStub(stack.channel("admin")).ListPatients(
             pb.patients.ListPatientsRequest(page_size=1000, filter='last_name = "over"'), timeout=10).patients
         assert len(listed) == 20 and {p.id for p in listed} == {i for _, i in outcomes}, "every write once"
+
+        # Every follower has every change since it started, once, in order,
+        # across the kill: the 20 creates among them.
+        head = admin_feed.ListPatientChanges(pb.patients.ListPatientChangesRequest(after_sequence=start), timeout=10).head_sequence
+        wait_until("every follower caught up", lambda: all(f.after >= head for f in followers))
+        for f in followers:
+            f.stop()
+        assert followers[-1].ends, "the follower on the killed replica saw its stream end"
+        for f in followers:
+            sequences = [c.sequence for c in f.changes if c.sequence <= head]
+            assert sequences == list(range(start + 1, head + 1)), f"gap or repeat (ends: {f.ends})"
+            created = {c.patient_id for c in f.changes if c.kind == 1 and c.patient.last_name == "Over"}
+            assert created == {i for _, i in outcomes}, "every create seen"
 
         # A rolling restart (SIGTERM one replica at a time, as Kubernetes does).
         wait_until("every replica healthy at Envoy", lambda: all_hosts_healthy(stack))
