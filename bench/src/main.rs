@@ -9,6 +9,7 @@
 //! - `pgbench`: the physical baseline on the same tables.
 //! - `auth`: what identity and the audit trail cost.
 //! - `failover`: a replica killed under load behind Envoy.
+//! - `feed`: watchers of the change feed while writers run at full speed.
 //! - `target`: measuring a stack that is already running.
 //! - `cpu`, `health`, `tracing_sink`: where the CPU went, health flaps seen,
 //!   and the span sink of the traced run.
@@ -16,6 +17,7 @@
 mod auth;
 mod cpu;
 mod failover;
+mod feed;
 mod health;
 mod load;
 mod pgbench;
@@ -346,7 +348,8 @@ async fn measure(
     let studies_direct =
         load::connect(&format!("http://127.0.0.1:{}", ports.studies), args.connections).await?;
     let studies_batch = scenarios.list_studies_50_patients(&studies_direct).await;
-    let create = scenarios.create_patient(rand::random::<u32>()).await;
+    let create = scenarios.create_patient("create_patient", rand::random::<u32>()).await;
+    let change_feed = feed::run(&mut scenarios, &envoy, running.credentials()).await?;
     let cpu = scenarios.cpu;
 
     println!("running pgbench on the same tables...");
@@ -396,6 +399,19 @@ async fn measure(
         if shed_only { "only RESOURCE_EXHAUSTED" } else { "NOT only RESOURCE_EXHAUSTED" },
         not_serving
     );
+    println!(
+        "\nchange feed: {} watchers through Envoy while writers create {:.0} patients/s: write to watcher p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} changes expected per watcher, {} delivered in all, {} lost, {} duplicated, {} streams failed",
+        feed::WATCHERS,
+        change_feed.writes.rps,
+        change_feed.p50_ms,
+        change_feed.p99_ms,
+        change_feed.max_ms,
+        change_feed.expected,
+        change_feed.delivered,
+        change_feed.lost,
+        change_feed.duplicated,
+        change_feed.stream_errors
+    );
     println!("\ndeep page p50 / first page p50 = {deep_latency:.2}");
     let p50_ratio = |o: &load::Outcome, base: &load::Outcome| o.p50_ms / base.p50_ms.max(f64::EPSILON);
     let search_ratios = [
@@ -440,6 +456,7 @@ async fn measure(
     }));
     let report = json!({
         "scenarios": scenarios,
+        "change_feed": change_feed.report(),
         "deep_page_p50_over_first_page_p50": deep_latency,
         "search_p50_over_unfiltered_p50": search_ratios.iter().map(|(n, r)| (n.to_string(), json!(r))).collect::<serde_json::Map<_, _>>(),
         "token_verification_us": {"signature_checked": verification.uncached_us, "cached": verification.cached_us},

@@ -133,9 +133,9 @@ impl Scenarios {
         self.run("list_studies_50_patients", channels, load, call).await
     }
 
-    /// CreatePatient straight to patients-service, each with an email of
-    /// its own (`run_id` keeps runs apart).
-    pub async fn create_patient(&mut self, run_id: u32) -> Outcome {
+    /// CreatePatient straight to patients-service as the scenario `name`,
+    /// each with an email of its own (`run_id` keeps runs apart).
+    pub async fn create_patient(&mut self, name: &str, run_id: u32) -> Outcome {
         let (direct, load, bearers) = (self.direct.clone(), self.load, self.bearers.clone());
         let call = move |channel, worker, seq| {
             let bearer = bearers.of(worker);
@@ -156,7 +156,7 @@ impl Scenarios {
                     .map(|_| ())
             }
         };
-        self.run("create_patient", &direct, load, call).await
+        self.run(name, &direct, load, call).await
     }
 }
 
