@@ -130,6 +130,23 @@ def test_study_routes_listing_and_filters_by_repeated_query_parameters(stack):
     assert (status, refused["code"], reason(refused)) == (400, 9, "PATIENT_HAS_STUDIES")
     assert any(d["@type"].endswith("PreconditionFailure") for d in refused["details"])
     assert rest(stack, "DELETE", f"/v1/studies/{sid}?etag={updated['etag']}", role="clinician")[0] == 200
+    status, gone, _ = rest(stack, "GET", f"/v1/studies/{sid}", role="viewer")
+    assert (status, reason(gone)) == (404, "STUDY_DELETED")
+    status, shown, _ = rest(stack, "GET", f"/v1/studies/{sid}?showDeleted=true", role="viewer")
+    assert status == 200 and shown["deleteTime"] and shown["expireTime"], shown
+    status, revisions, _ = rest(stack, "GET", f"/v1/studies/{sid}/revisions?pageSize=10", role="viewer")
+    assert [r["kind"] for r in revisions["revisions"]] == ["CHANGE_KIND_DELETED", "CHANGE_KIND_UPDATED", "CHANGE_KIND_CREATED"], revisions
+    status, restored, _ = rest(stack, "POST", f"/v1/studies/{sid}:undelete", {})
+    assert status == 200 and "deleteTime" not in restored, restored
+    give_up = time.monotonic() + 10
+    while True:
+        status, feed, _ = rest(stack, "GET", "/v1/studies/changes?afterSequence=0&pageSize=1000")
+        assert status == 200, feed
+        mine = [c["kind"] for c in feed["changes"] if c["studyId"] == sid]
+        if len(mine) == 4 or time.monotonic() > give_up:
+            break
+    assert mine == ["CHANGE_KIND_CREATED", "CHANGE_KIND_UPDATED", "CHANGE_KIND_DELETED", "CHANGE_KIND_UNDELETED"]
+    assert rest(stack, "DELETE", f"/v1/studies/{sid}", role="clinician")[0] == 200
     assert rest(stack, "DELETE", f"/v1/patients/{pid}")[0] == 200
 
     status, events, _ = rest(stack, "GET", f"/v1/auditEvents?patientId={pid}&pageSize=100")

@@ -39,6 +39,9 @@ const EMAIL_UNIQUE_INDEX: &str = "patient_live_email_key";
 /// Who the service's own writes name as their actor.
 const SERVICE_ACTOR: &str = "clinic:patients-service";
 
+/// The audit trail's name for purging what is past its retention.
+pub const PURGE_AFTER_RETENTION: &str = "purge after retention";
+
 clinic_pg::table_row!(
     /// A row of `patients.patient`; `patient_columns!()` lists its columns.
     #[derive(Clone)]
@@ -504,25 +507,26 @@ impl PatientStore {
         Ok(())
     }
 
-    /// Purges up to `batch` deleted patients whose retention has ended;
-    /// returns how many.
+    /// Purges up to `batch` deleted patients whose retention has ended,
+    /// with an audit event naming them; returns how many.
     pub async fn purge_expired(&self, batch: i64) -> std::result::Result<u64, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("select set_config('clinic.actor', $1, true)")
             .bind(SERVICE_ACTOR)
             .execute(&mut *tx)
             .await?;
-        let purged = sqlx::query(
+        let purged: Vec<i64> = sqlx::query_scalar(
             "delete from patients.patient where id in ( \
                  select id from patients.patient where expire_time < now() order by expire_time limit $1 \
-                 for update skip locked)",
+                 for update skip locked) returning id",
         )
         .bind(batch)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *tx)
+        .await?;
+        let count = purged.len() as u64;
+        audit::record_own_work(&mut tx, SCHEMA, SERVICE_ACTOR, PURGE_AFTER_RETENTION, purged).await?;
         tx.commit().await?;
-        Ok(purged)
+        Ok(count)
     }
 
     /// Revision `revision` of patient `id`.

@@ -237,4 +237,15 @@ async fn deleted_patients_past_their_retention_are_purged_in_the_background() {
         assert!(tokio::time::Instant::now() < give_up, "still there: {left:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The purge leaves its trace: the service, the work, exactly whose.
+    let traced: Vec<(String, String, Vec<i64>)> = sqlx::query_as(
+        "select subject, method, patient_ids from patients.audit_event where subject = 'clinic:patients-service'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        traced,
+        [("clinic:patients-service".into(), "purge after retention".into(), vec![expired.id])]
+    );
 }

@@ -225,6 +225,30 @@ pub async fn record_delivery(
     insert(&mut *pool.acquire().await?, schema, &[&event]).await
 }
 
+/// Records work a service did on its own, with no caller behind it (a
+/// purge after the retention, the delete cascade): `actor` names the
+/// service, `what` the work, `patients` exactly whose records it touched;
+/// in the transaction on `conn`, so the work and its trace commit together.
+pub async fn record_own_work(
+    conn: &mut PgConnection,
+    schema: &str,
+    actor: &str,
+    what: &str,
+    patients: Vec<i64>,
+) -> Result<(), sqlx::Error> {
+    if patients.is_empty() {
+        return Ok(());
+    }
+    let event = Event {
+        subject: actor.to_owned(),
+        method: what.to_owned(),
+        patient_ids: patients,
+        code: "OK",
+        request_id: clinic_core::context::new_request_id(),
+    };
+    insert(conn, schema, &[&event]).await
+}
+
 /// Records `call`'s event (outcome OK) in the transaction on `conn`,
 /// concerning `patients` and those already noted, so the change and its
 /// trace commit together. Background work (no caller) records nothing.

@@ -260,6 +260,13 @@ impl StudyStore {
             .await?
         }
         .rows_affected();
+        let what = if purged {
+            "cascade: erase a purged patient's studies"
+        } else {
+            "cascade: delete a deleted patient's studies"
+        };
+        let patients = if swept > 0 { vec![patient.get()] } else { Vec::new() };
+        clinic_audit::audit::record_own_work(&mut tx, crate::SCHEMA, SERVICE_ACTOR, what, patients).await?;
         if swept < SWEEP_CHUNK as u64 {
             sqlx::query("update studies.deleted_patient set swept = true where patient_id = $1")
                 .bind(patient.get())

@@ -519,22 +519,25 @@ impl StudyStore {
         row.try_into()
     }
 
-    /// Purges up to `batch` deleted studies whose retention has ended;
-    /// returns how many.
+    /// Purges up to `batch` deleted studies whose retention has ended, with
+    /// an audit event naming their patients; returns how many.
     pub async fn purge_expired(&self, batch: i64) -> std::result::Result<u64, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         clinic_changes::act_as(&mut tx, SERVICE_ACTOR, None).await?;
-        let purged = sqlx::query(
+        let mut patients: Vec<i64> = sqlx::query_scalar(
             "delete from studies.study where id in ( \
                  select id from studies.study where expire_time < now() order by expire_time limit $1 \
-                 for update skip locked)",
+                 for update skip locked) returning patient_id",
         )
         .bind(batch)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *tx)
+        .await?;
+        let count = patients.len() as u64;
+        patients.sort_unstable();
+        patients.dedup();
+        audit::record_own_work(&mut tx, SCHEMA, SERVICE_ACTOR, "purge after retention", patients).await?;
         tx.commit().await?;
-        Ok(purged)
+        Ok(count)
     }
 
     /// Revision `revision` of study `id`.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clinic_proto::{api::v1::ChangeKind, studies::v1 as pb};
 use clinic_testkit::assert::{eventually, reason};
+use sqlx::ConnectOptions;
 use studies_service::domain::PatientEventKind;
 use tonic::Code;
 
@@ -209,6 +210,16 @@ async fn a_purged_patient_takes_every_study_and_revision_leaving_ids_in_the_feed
         .map(|c| (c.study_id, c.patient_id, c.study.is_some()))
         .collect();
     assert_eq!(purged, [(first.id, patient.id, false), (second.id, patient.id, false)]);
+
+    // The cascade's work leaves its trace, naming exactly whose studies.
+    let mut admin = app.db.admin_options().connect().await.unwrap();
+    let traced: Vec<(String, Vec<i64>)> = sqlx::query_as(
+        "select method, patient_ids from studies.audit_event where subject = 'clinic:studies-service'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(traced, [("cascade: erase a purged patient's studies".to_owned(), vec![patient.id])]);
 }
 
 /// The next changes of `stream`, skipping heartbeats.
