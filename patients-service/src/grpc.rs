@@ -55,8 +55,6 @@ const LIST_SCOPE: &str = "clinic.patients.v1.PatientService/ListPatients";
 const LIST_WITH_DELETED_SCOPE: &str = "clinic.patients.v1.PatientService/ListPatients?show_deleted";
 /// Scope page tokens of ListPatientRevisions are bound to.
 const REVISIONS_SCOPE: &str = "clinic.patients.v1.PatientService/ListPatientRevisions";
-/// Changes per ListPatientChanges page when the request asks for 0.
-const DEFAULT_CHANGES_PAGE: u32 = 100;
 
 /// PatientService backed by [`PatientStore`].
 #[derive(Debug, Clone)]
@@ -243,16 +241,12 @@ impl pb::patient_service_server::PatientService for PatientApi {
     ) -> Result<Response<pb::ListPatientChangesResponse>, Status> {
         let call = CallContext::of(&request);
         let req = request.into_inner();
-        let size =
-            paging::page_size_or(req.page_size, DEFAULT_CHANGES_PAGE, "page_size").map_err(Error::from)?;
-        self.feed.check_position(req.after_sequence).await.map_err(Error::Feed)?;
-        let changes = self.store.changes_after(req.after_sequence, size).await?;
+        let read = |after, size| self.store.changes_after(after, size);
+        let (changes, head_sequence) =
+            watch::page(&self.feed, req.after_sequence, req.page_size, read).await?;
         call.concern(changes.iter().map(|c| c.patient_id.get()));
-        let last = changes.last().map_or(req.after_sequence, |c| c.sequence);
-        Ok(Response::new(pb::ListPatientChangesResponse {
-            head_sequence: self.feed.head().max(last),
-            changes: changes.into_iter().map(change_pb).collect(),
-        }))
+        let changes = changes.into_iter().map(change_pb).collect();
+        Ok(Response::new(pb::ListPatientChangesResponse { changes, head_sequence }))
     }
 
     type WatchPatientChangesStream = ChangeStream;

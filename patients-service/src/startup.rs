@@ -39,11 +39,12 @@ impl Application {
     pub async fn build_with(config: Config, studies: Arc<dyn DeletionGuard>) -> Result<Self, StartupError> {
         let Prepared { serving, tokens } =
             service::prepare(&config.service, &OWNED_SCHEMA, &[SERVICE_NAME]).await?;
-        let store = PatientStore::new(serving.pool.clone(), config.service.db.filter_scan_timeout);
         let (feed, closer, sequencer) =
             Feed::start(serving.pool.clone(), crate::SCHEMA, config.changes.clone())
                 .await
                 .map_err(StartupError::ChangeFeed)?;
+        let store =
+            PatientStore::new(serving.pool.clone(), config.service.db.filter_scan_timeout, feed.written());
         let api = PatientApi { store, tokens, studies, feed };
         Ok(Self { serving, api, config, sequencer, closer })
     }

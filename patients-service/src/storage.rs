@@ -12,6 +12,7 @@ use clinic_audit::{
     audit::{self, AuditedStatement},
     store::durable,
 };
+use clinic_changes::Written;
 use clinic_core::context::Call;
 use clinic_core::paging::{self, Page};
 use clinic_core::validation::fold;
@@ -184,6 +185,8 @@ pub struct PatientStore {
     pool: PgPool,
     point_reads: PointReads<PatientRow>,
     scans: ScanBound,
+    /// Told after every committed write, to number its change at once.
+    written: Written,
 }
 
 /// The search keys with an index (migrations 0001 and 0005): a filter that
@@ -205,7 +208,7 @@ fn fingerprint(new: &PatientFields) -> Fingerprint {
 impl PatientStore {
     /// A store on `pool`; searches whose filter no index narrows run under
     /// `scan_timeout`.
-    pub fn new(pool: PgPool, scan_timeout: std::time::Duration) -> Self {
+    pub fn new(pool: PgPool, scan_timeout: std::time::Duration, written: Written) -> Self {
         const ONE: &str = concat!("select ", patient_columns!(), " from patients.patient where id = $1");
         const MANY: &str =
             concat!("select ", patient_columns!(), " from patients.patient where id = any($1)");
@@ -213,6 +216,7 @@ impl PatientStore {
             point_reads: PointReads::start(pool.clone(), (ONE, MANY), |row| row.id),
             pool,
             scans: ScanBound::new(INDEXED, scan_timeout),
+            written,
         }
     }
 
@@ -236,6 +240,7 @@ impl PatientStore {
             let row = durable(call, Self::insert(call, new).fetch_optional(&self.pool))
                 .await?
                 .ok_or(Error::EmailTaken)?;
+            self.written.notify();
             audit::mark_audited(call, 1);
             return Ok(row.into());
         };
@@ -254,6 +259,7 @@ impl PatientStore {
         audit::mark_audited(call, 1);
         idempotency::record(&mut tx, SCHEMA, &subject, request_id, row.id).await?;
         durable(call, tx.commit()).await?;
+        self.written.notify();
         Ok(row.into())
     }
 
@@ -369,6 +375,7 @@ impl PatientStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
+            self.written.notify();
         }
     }
 
@@ -403,6 +410,7 @@ impl PatientStore {
             })
             .fetch_optional(&self.pool);
         let row = durable(call, update).await.map_err(email_taken_or)?;
+        self.written.notify();
         audit::mark_audited(call, usize::from(row.is_some()));
         match row {
             Some(row) => Ok(row.into()),
@@ -457,7 +465,9 @@ impl PatientStore {
                     .bind(i32::try_from(retention_days).unwrap_or(i32::MAX))
             })
             .fetch_optional(&self.pool);
-        if durable(call, deletion).await?.is_none() {
+        let deleted = durable(call, deletion).await?;
+        self.written.notify();
+        if deleted.is_none() {
             return Err(self.why_not_written(id, false).await);
         }
         audit::mark_audited(call, 1);
@@ -482,7 +492,9 @@ impl PatientStore {
         let undeletion = UNDELETE
             .query_as::<PatientRow>(call, |q| q.bind(id.get()).bind(etag.map(Etag::as_str)))
             .fetch_optional(&self.pool);
-        let Some(row) = durable(call, undeletion).await.map_err(taken_since)? else {
+        let undeleted = durable(call, undeletion).await.map_err(taken_since)?;
+        self.written.notify();
+        let Some(row) = undeleted else {
             return Err(self.why_not_written(id, true).await);
         };
         audit::mark_audited(call, 1);
@@ -500,7 +512,9 @@ impl PatientStore {
             )
         });
         let purge = PURGE.query_as::<(i64,)>(call, |q| q.bind(id.get())).fetch_optional(&self.pool);
-        if durable(call, purge).await?.is_none() {
+        let purged = durable(call, purge).await?;
+        self.written.notify();
+        if purged.is_none() {
             return Err(ApiError::not_found(id).into());
         }
         audit::mark_audited(call, 1);
@@ -526,6 +540,7 @@ impl PatientStore {
         let count = purged.len() as u64;
         audit::record_own_work(&mut tx, SCHEMA, SERVICE_ACTOR, PURGE_AFTER_RETENTION, purged).await?;
         tx.commit().await?;
+        self.written.notify();
         Ok(count)
     }
 

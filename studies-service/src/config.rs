@@ -38,8 +38,9 @@ pub struct Config {
     /// reservations (no person is behind those calls).
     #[command(flatten)]
     pub service_token: ServiceTokenSettings,
-    /// How often to look for patient deletions, undeletes and purges to
-    /// apply, in milliseconds.
+    /// How long the cascade waits on its watch of patients' feed before
+    /// its other work (retries, reservations, metrics), and how soon it
+    /// opens the watch again after it ended, in milliseconds.
     #[arg(long = "patient-events-poll-interval-ms", env = "PATIENT_EVENTS_POLL_INTERVAL_MS", value_name = "MS", default_value = "500", value_parser = millis)]
     pub events_poll_interval: Duration,
     /// How long a non-forced delete's reservation waits for its deletion

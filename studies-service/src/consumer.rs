@@ -1,9 +1,11 @@
 //! Applies patients-service's deletions, undeletes and purges to studies:
 //! the other half of the delete cascade, following patients-service's public
-//! change feed (`ListPatientChanges`) like any other consumer.
+//! change feed (`WatchPatientChanges`) like any other consumer.
 //!
 //! Two background tasks:
-//! - the consumer reads the feed from the cursor stored in
+//! - the consumer follows the feed (one long-lived `WatchPatientChanges`,
+//!   so a deletion arrives in milliseconds and following costs one audit
+//!   event per delivered batch, not one per poll) from the cursor stored in
 //!   `studies.event_cursor`, records each deletion as a tombstone (which
 //!   hides the patient's studies at once), restores on an undelete exactly
 //!   the studies the delete took, marks a purge for erasing, and advances
@@ -30,6 +32,10 @@ use crate::{error::Result, patients::PatientEvents, storage::StudyStore};
 /// Events fetched per round trip.
 const BATCH: u32 = 500;
 
+/// Batches applied per round at most, so retries, reconciling and the lag
+/// metrics still run while the feed never goes quiet.
+const BATCHES_PER_ROUND: usize = 20;
+
 /// How far the consumer may fall behind before it says so at warn level.
 const BEHIND_WARN: i64 = BATCH as i64;
 
@@ -44,11 +50,12 @@ pub struct Progress {
     pub failed: usize,
 }
 
-/// Applies every pending event, retries failed ones that are due, and
+/// Applies the pending events (until the feed has nothing more, or
+/// `BATCHES_PER_ROUND` batches), retries failed ones that are due, and
 /// returns how far behind the feed the cursor still is.
 pub async fn catch_up(store: &StudyStore, events: &dyn PatientEvents) -> Result<Progress> {
     let mut progress = Progress::default();
-    loop {
+    for _ in 0..BATCHES_PER_ROUND {
         let cursor = store.patients_cursor().await?;
         let page = events.events_after(cursor, BATCH).await?;
         let Some(last) = page.events.last().map(|e| e.sequence) else {
@@ -58,10 +65,7 @@ pub async fn catch_up(store: &StudyStore, events: &dyn PatientEvents) -> Result<
         let applied = store.apply_events(&page.events).await?;
         progress.applied += applied.deleted + applied.skipped;
         progress.failed += applied.failed;
-        if page.events.len() < BATCH as usize {
-            progress.behind = page.last_sequence.saturating_sub(last).max(0);
-            break;
-        }
+        progress.behind = page.last_sequence.saturating_sub(last).max(0);
     }
     store.retry_events().await?;
     Ok(progress)

@@ -50,8 +50,6 @@ pub struct StudyApi {
 
 /// Scope page tokens of ListStudyRevisions are bound to.
 const REVISIONS_SCOPE: &str = "clinic.studies.v1.StudyService/ListStudyRevisions";
-/// Changes per ListStudyChanges page when the request asks for 0.
-const DEFAULT_CHANGES_PAGE: u32 = 100;
 /// A watch stream of studies' changes.
 type ChangeStream = Pin<Box<dyn Stream<Item = Result<pb::WatchStudyChangesResponse, Status>> + Send>>;
 
@@ -295,16 +293,12 @@ impl pb::study_service_server::StudyService for StudyApi {
     ) -> Result<Response<pb::ListStudyChangesResponse>, Status> {
         let call = CallContext::of(&request);
         let req = request.into_inner();
-        let size =
-            paging::page_size_or(req.page_size, DEFAULT_CHANGES_PAGE, "page_size").map_err(Error::from)?;
-        self.feed.check_position(req.after_sequence).await.map_err(Error::Feed)?;
-        let changes = self.store.changes_after(req.after_sequence, size).await?;
+        let read = |after, size| self.store.changes_after(after, size);
+        let (changes, head_sequence) =
+            watch::page(&self.feed, req.after_sequence, req.page_size, read).await?;
         call.concern(changes.iter().map(|c| c.patient_id.get()));
-        let last = changes.last().map_or(req.after_sequence, |c| c.sequence);
-        Ok(Response::new(pb::ListStudyChangesResponse {
-            head_sequence: self.feed.head().max(last),
-            changes: changes.into_iter().map(change_pb).collect(),
-        }))
+        let changes = changes.into_iter().map(change_pb).collect();
+        Ok(Response::new(pb::ListStudyChangesResponse { changes, head_sequence }))
     }
 
     type WatchStudyChangesStream = ChangeStream;

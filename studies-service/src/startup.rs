@@ -49,15 +49,16 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let Prepared { serving, tokens } =
             service::prepare(&config.service, &OWNED_SCHEMA, &[SERVICE_NAME]).await?;
-        let store = StudyStore::new(
-            serving.pool.clone(),
-            config.service.db.filter_scan_timeout,
-            config.changes.delete_retention_days,
-        );
         let (feed, closer, sequencer) =
             Feed::start(serving.pool.clone(), crate::SCHEMA, config.changes.clone())
                 .await
                 .map_err(StartupError::ChangeFeed)?;
+        let store = StudyStore::new(
+            serving.pool.clone(),
+            config.service.db.filter_scan_timeout,
+            config.changes.delete_retention_days,
+            feed.written(),
+        );
         let api = StudyApi { store: store.clone(), tokens, patients, feed };
         Ok(Self { serving, api, store, events, config, sequencer, closer })
     }
@@ -73,7 +74,7 @@ impl Process for Application {
         let client =
             PeerClient::new(Peer::Patients, &config.patients.patients_addr, &config.service.downstream)?
                 .with_service_token(config.service_token.token());
-        let patients = Arc::new(GrpcPatients(client));
+        let patients = Arc::new(GrpcPatients::new(client, config.events_poll_interval));
         Self::build_with(config, patients.clone(), patients).await
     }
 

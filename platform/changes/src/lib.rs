@@ -5,8 +5,10 @@
 //! A write records its change in its own transaction (the resource table's
 //! revision trigger calls `<schema>.record_change`, which takes the actor
 //! from the transaction's `clinic.actor` setting); the row has no sequence
-//! yet. Each replica runs a [`Feed`], whose sequencer wakes on the commit's
-//! notification and numbers the committed rows under one advisory lock,
+//! yet. Each replica runs a [`Feed`], whose sequencer the service wakes
+//! in-process after each commit ([`Written`]; no `NOTIFY` on the write path,
+//! which would serialise every writer's commit) and which numbers the
+//! committed rows under one advisory lock,
 //! from a counter, in one transaction: so concurrent writers that commit out
 //! of order still never make a reader see *n+1* before *n*, and a rolled-back
 //! write leaves nothing to number. The numbering's own notification wakes
@@ -26,13 +28,17 @@ use std::time::Duration;
 use clinic_core::settings::millis;
 use clinic_pg::schema::SharedDdl;
 
-pub use feed::{Feed, FeedError};
+pub use feed::{Feed, FeedError, Written};
 
 /// The feed's tables and `record_change`, applied to every service's schema
 /// by its migrate step (see [`clinic_pg::schema`]).
 pub const CHANGES: SharedDdl = SharedDdl {
     name: "changes",
-    steps: &[include_str!("../sql/changes.sql"), include_str!("../sql/changes_parent.sql")],
+    steps: &[
+        include_str!("../sql/changes.sql"),
+        include_str!("../sql/changes_parent.sql"),
+        include_str!("../sql/changes_quiet.sql"),
+    ],
 };
 
 /// The transaction setting that names who makes a change (a token's

@@ -42,6 +42,33 @@ pub trait Sequenced {
 pub type Load<T> =
     Arc<dyn Fn(i64, u32) -> Pin<Box<dyn Future<Output = Result<Vec<T>, Status>> + Send>> + Send + Sync>;
 
+/// Changes per page of a feed when the request asks for 0.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// One page of `feed` after `after` (a List…Changes rpc): at most
+/// `page_size` changes (0: [`DEFAULT_PAGE`], at most 1000) read with
+/// `read`, and the head to report with them; OUT_OF_RANGE past the
+/// retention.
+pub async fn page<T, F, Fut, E>(
+    feed: &Feed,
+    after: i64,
+    page_size: i32,
+    read: F,
+) -> Result<(Vec<T>, i64), Status>
+where
+    T: Sequenced,
+    F: FnOnce(i64, u32) -> Fut,
+    Fut: Future<Output = Result<Vec<T>, E>>,
+    Status: From<E>,
+{
+    let size = clinic_core::paging::page_size_or(page_size, DEFAULT_PAGE, "page_size")
+        .map_err(|violation| <Status as From<ApiError>>::from(ApiError::from(violation)))?;
+    feed.check_position(after).await?;
+    let changes = read(after, size).await?;
+    let last = changes.last().map_or(after, Sequenced::sequence);
+    Ok((changes, feed.head().max(last)))
+}
+
 /// A [`Load`] that reads with `read` and records each non-empty batch's
 /// delivery to `call` in `schema`'s audit trail, naming exactly the
 /// patients whose records it carried.

@@ -138,6 +138,7 @@ impl StudyStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.written.notify();
         Ok(applied)
     }
 
@@ -274,6 +275,7 @@ impl StudyStore {
                 .await?;
         }
         tx.commit().await?;
+        self.written.notify();
         Ok(swept)
     }
 

@@ -17,6 +17,7 @@ use std::sync::LazyLock;
 
 use clinic_audit::audit::{AuditedStatement, mark_audited};
 use clinic_audit::{audit, store::durable};
+use clinic_changes::Written;
 use clinic_core::context::Call;
 use clinic_core::paging::{self, Page};
 use clinic_pg::{
@@ -26,7 +27,7 @@ use clinic_pg::{
     idempotency::{self, Claim, Fingerprint},
 };
 use clinic_query::search::{Cursor, Order, ScanBound, Where};
-use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder, Row, postgres::PgRow};
+use sqlx::{AssertSqlSafe, FromRow, PgConnection, PgPool, Postgres, QueryBuilder, Row, postgres::PgRow};
 
 use crate::{
     SCHEMA,
@@ -53,41 +54,23 @@ clinic_pg::table_row!(
     }
 );
 
-clinic_pg::table_row!(
-    /// A row of `studies.study_revision`.
-    RevisionRow in "studies.study_revision", revision_columns {
-        study_id: i64, revision: i64, kind: String, actor: String, cause: Option<String>,
-        revision_time: DateTime<Utc>, patient_id: i64, urgency_level: String, body_part: String,
-        description: String, study_type: String, create_time: DateTime<Utc>,
-        delete_time: Option<DateTime<Utc>>, expire_time: Option<DateTime<Utc>>,
-    }
-);
+/// A revision's columns, named as [`StudyRow`]'s (its snapshot), with its
+/// kind, actor and cause.
+const REVISION_COLUMNS: &str = "study_id as id, patient_id, urgency_level, body_part, description, \
+    study_type, revision as version, create_time, revision_time as update_time, delete_time, expire_time, \
+    kind, actor, cause";
 
-impl TryFrom<RevisionRow> for StudyRevision {
-    type Error = Error;
-    fn try_from(row: RevisionRow) -> Result<Self> {
-        let study = StudyRow {
-            id: row.study_id,
-            patient_id: row.patient_id,
-            urgency_level: row.urgency_level,
-            body_part: row.body_part,
-            description: row.description,
-            study_type: row.study_type,
-            version: row.revision,
-            create_time: row.create_time,
-            update_time: row.revision_time,
-            delete_time: row.delete_time,
-            expire_time: row.expire_time,
-        };
-        Ok(StudyRevision {
-            revision: row.revision,
-            kind: ChangeKind::from_stored(&row.kind),
-            time: row.revision_time,
-            actor: row.actor,
-            cause: row.cause,
-            study: study.try_into()?,
-        })
-    }
+/// A row of [`REVISION_COLUMNS`] as a revision.
+fn revision_of(row: &PgRow) -> Result<StudyRevision> {
+    let study: Study = StudyRow::from_row(row)?.try_into()?;
+    Ok(StudyRevision {
+        revision: row.try_get("version")?,
+        kind: ChangeKind::from_stored(row.try_get("kind")?),
+        time: study.update_time,
+        actor: row.try_get("actor")?,
+        cause: row.try_get("cause")?,
+        study,
+    })
 }
 
 fn vocabulary<T>(parse: fn(&str) -> Option<T>, column: &str, value: &str) -> Result<T> {
@@ -154,6 +137,8 @@ pub struct StudyStore {
     scans: ScanBound,
     /// How long a deleted study is kept, in days.
     pub(crate) retention_days: u32,
+    /// Told after every committed write, to number its change at once.
+    pub(crate) written: Written,
 }
 
 /// The columns with an index (migration 0001): a search over every study
@@ -177,7 +162,12 @@ impl StudyStore {
     /// A store on `pool`; searches over every study whose filter no index
     /// narrows run under `scan_timeout`; deleted studies are kept
     /// `retention_days`.
-    pub fn new(pool: PgPool, scan_timeout: std::time::Duration, retention_days: u32) -> Self {
+    pub fn new(
+        pool: PgPool,
+        scan_timeout: std::time::Duration,
+        retention_days: u32,
+        written: Written,
+    ) -> Self {
         const ONE: &str = concat!("select ", study_columns!(), " from studies.known_study where id = $1");
         const MANY: &str =
             concat!("select ", study_columns!(), " from studies.known_study where id = any($1)");
@@ -186,6 +176,7 @@ impl StudyStore {
             pool,
             scans: ScanBound::new(INDEXED, scan_timeout),
             retention_days,
+            written,
         }
     }
 
@@ -252,6 +243,7 @@ impl StudyStore {
         }
         audit::record_in(&mut tx, SCHEMA, call, [row.patient_id]).await?;
         durable(call, tx.commit()).await?;
+        self.written.notify();
         row.try_into()
     }
 
@@ -430,6 +422,7 @@ impl StudyStore {
             Some(row) => {
                 audit::record_in(&mut tx, SCHEMA, call, [row.patient_id]).await?;
                 durable(call, tx.commit()).await?;
+                self.written.notify();
                 row.try_into()
             }
             None => {
@@ -474,6 +467,7 @@ impl StudyStore {
             .fetch_optional(&self.pool);
         match durable(call, deletion).await? {
             Some((patient,)) => {
+                self.written.notify();
                 call.concern([patient]);
                 mark_audited(call, 1);
                 Ok(())
@@ -516,6 +510,7 @@ impl StudyStore {
         };
         audit::record_in(&mut tx, SCHEMA, call, [row.patient_id]).await?;
         durable(call, tx.commit()).await?;
+        self.written.notify();
         row.try_into()
     }
 
@@ -537,20 +532,19 @@ impl StudyStore {
         patients.dedup();
         audit::record_own_work(&mut tx, SCHEMA, SERVICE_ACTOR, "purge after retention", patients).await?;
         tx.commit().await?;
+        self.written.notify();
         Ok(count)
     }
 
     /// Revision `revision` of study `id`.
     pub async fn revision(&self, id: StudyId, revision: i64) -> Result<Study> {
-        const ONE: &str = concat!(
-            "select ",
-            revision_columns!(),
-            " from studies.study_revision where study_id = $1 and revision = $2"
+        let one = format!(
+            "select {REVISION_COLUMNS} from studies.study_revision where study_id = $1 and revision = $2"
         );
-        let row: Option<RevisionRow> =
-            sqlx::query_as(ONE).bind(id.get()).bind(revision).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query(AssertSqlSafe(one)).bind(id.get()).bind(revision).fetch_optional(&self.pool).await?;
         match row {
-            Some(row) => Ok(StudyRevision::try_from(row)?.study),
+            Some(row) => Ok(revision_of(&row)?.study),
             None => Err(Error::RevisionNotFound { id, revision }),
         }
     }
@@ -563,13 +557,11 @@ impl StudyStore {
         before: Option<i64>,
         size: u32,
     ) -> Result<Page<StudyRevision>> {
-        const PAGE: &str = concat!(
-            "select ",
-            revision_columns!(),
-            " from studies.study_revision where study_id = $1 and ($2::bigint is null or revision < $2) \
-             order by revision desc limit $3"
+        let page = format!(
+            "select {REVISION_COLUMNS} from studies.study_revision \
+             where study_id = $1 and ($2::bigint is null or revision < $2) order by revision desc limit $3"
         );
-        let rows: Vec<RevisionRow> = sqlx::query_as(PAGE)
+        let rows = sqlx::query(AssertSqlSafe(page))
             .bind(id.get())
             .bind(before)
             .bind(paging::overfetch(size))
@@ -578,7 +570,7 @@ impl StudyStore {
         if rows.is_empty() && before.is_none() {
             return Err(ApiError::not_found(id).into());
         }
-        let revisions = rows.into_iter().map(StudyRevision::try_from).collect::<Result<Vec<_>>>()?;
+        let revisions = rows.iter().map(revision_of).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_overfetched(revisions, size))
     }
 
