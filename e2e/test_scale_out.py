@@ -79,7 +79,7 @@ class Follower:
             except grpc.RpcError as e:
                 if self.stopping.is_set():
                     return
-                self.ends.append(e.code())
+                self.ends.append((e.code(), e.details()))
                 time.sleep(0.1)
             feed = self.again
 
@@ -175,8 +175,11 @@ def test_two_replicas_survive_a_kill_and_a_rolling_restart_under_load(tmp_path, 
             created = {c.patient_id for c in f.changes if c.kind == 1 and c.patient.last_name == "Over"}
             assert created == {i for _, i in outcomes}, "every create seen"
 
-        # A rolling restart (SIGTERM one replica at a time, as Kubernetes does).
+        # A rolling restart (SIGTERM one replica at a time, as Kubernetes does),
+        # a feed consumer watching through Envoy meanwhile.
         wait_until("every replica healthy at Envoy", lambda: all_hosts_healthy(stack))
+        start = admin_feed.ListPatientChanges(pb.patients.ListPatientChangesRequest(page_size=1), timeout=10).head_sequence
+        drained = Follower(stack, pb, stack.channel(token=service), start)
         load = Load(stack, pb)
         for name, port in (("patients-service", "PATIENTS_PORT"), ("patients-service-2", None), ("studies-service", "STUDIES_PORT"),
                            ("studies-service-2", None), ("gateway", "GATEWAY_PORT"), ("gateway-2", None)):
@@ -188,5 +191,16 @@ def test_two_replicas_survive_a_kill_and_a_rolling_restart_under_load(tmp_path, 
             wait_until(f"{name} healthy at Envoy again", lambda: all_hosts_healthy(stack))
         calls, failures = load.stop()
         assert calls > 100 and failures == [], f"{len(failures)} of {calls} reads failed during the rolling restart: {failures[:5]}\n{edge_failures(stack)}"
+        # Each drain ended the watch cleanly, with the status that names where
+        # to resume; the consumer resumed there and missed nothing.
+        writes.CreatePatient(pb.patients.CreatePatientRequest(patient=pb.patients.Patient(
+            first_name="After", last_name="Restart", birth_date="1980-01-01", email=f"after-{uuid.uuid4().hex[:8]}@ejemplo.com")), timeout=10)
+        head = admin_feed.ListPatientChanges(pb.patients.ListPatientChangesRequest(after_sequence=start), timeout=10).head_sequence
+        wait_until("the drained follower caught up", lambda: drained.after >= head)
+        drained.stop()
+        assert drained.ends, "the drains ended the watch"
+        for code, details in drained.ends:
+            assert code == grpc.StatusCode.UNAVAILABLE and "resume after sequence" in details, (code, details)
+        assert [c.sequence for c in drained.changes if c.sequence <= head] == list(range(start + 1, head + 1))
     finally:
         stack.cleanup()

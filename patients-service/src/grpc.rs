@@ -119,15 +119,6 @@ impl PatientApi {
         }
         self.store.revision(id, req.revision).await
     }
-
-    /// The feed's changes after `after`, each batch's delivery audited.
-    fn load_changes(&self, call: Call) -> watch::Load<PatientChange> {
-        let store = self.store.clone();
-        watch::audited(self.store.pool().clone(), crate::SCHEMA, call, move |after, limit| {
-            let store = store.clone();
-            async move { Ok(store.changes_after(after, limit).await?) }
-        })
-    }
 }
 
 /// A watch stream of patients' changes.
@@ -257,8 +248,12 @@ impl pb::patient_service_server::PatientService for PatientApi {
     ) -> Result<Response<ChangeStream>, Status> {
         let call = CallContext::of(&request);
         let after = request.into_inner().after_sequence;
-        self.feed.check_position(after).await.map_err(Error::Feed)?;
-        let stream = watch::watch(self.feed.clone(), after, self.load_changes(call)).map(|batch| {
+        let store = self.store.clone();
+        let read = move |after, limit| {
+            let store = store.clone();
+            async move { Ok(store.changes_after(after, limit).await?) }
+        };
+        let stream = watch::open(&self.feed, after, call, read).await?.map(|batch| {
             batch.map(|Batch { changes, head }| pb::WatchPatientChangesResponse {
                 changes: changes.into_iter().map(change_pb).collect(),
                 head_sequence: head,

@@ -27,8 +27,7 @@ pub struct Application {
     serving: Serving,
     api: PatientApi,
     config: Config,
-    /// The feed's sequencer and listener, for as long as the service runs.
-    sequencer: tokio::task::JoinHandle<()>,
+    /// The feed's sequencer, for as long as the service runs.
     closer: Closer,
 }
 
@@ -39,14 +38,13 @@ impl Application {
     pub async fn build_with(config: Config, studies: Arc<dyn DeletionGuard>) -> Result<Self, StartupError> {
         let Prepared { serving, tokens } =
             service::prepare(&config.service, &OWNED_SCHEMA, &[SERVICE_NAME]).await?;
-        let (feed, closer, sequencer) =
-            Feed::start(serving.pool.clone(), crate::SCHEMA, config.changes.clone())
-                .await
-                .map_err(StartupError::ChangeFeed)?;
+        let (feed, closer) = Feed::start(serving.pool.clone(), crate::SCHEMA, config.changes.clone())
+            .await
+            .map_err(StartupError::ChangeFeed)?;
         let store =
             PatientStore::new(serving.pool.clone(), config.service.db.filter_scan_timeout, feed.written());
         let api = PatientApi { store, tokens, studies, feed };
-        Ok(Self { serving, api, config, sequencer, closer })
+        Ok(Self { serving, api, config, closer })
     }
 }
 
@@ -82,13 +80,9 @@ impl Process for Application {
             ]
         };
         let served = [SERVICE_NAME];
-        let closer = self.closer;
         // Watch streams end (UNAVAILABLE, naming where to resume) as soon as
-        // the shutdown begins, so the drain is not held up by them.
-        let shutdown = async move {
-            shutdown.await;
-            closer.close();
-        };
+        // the shutdown begins; the sequencer runs until the drain is done.
+        let shutdown = self.closer.ending_watches(shutdown);
         let served = service::serve_with_database(
             self.serving,
             routes,
@@ -98,7 +92,7 @@ impl Process for Application {
             shutdown,
         )
         .await;
-        self.sequencer.abort();
+        drop(self.closer);
         served
     }
 }

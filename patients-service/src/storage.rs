@@ -220,12 +220,6 @@ impl PatientStore {
         }
     }
 
-    /// The pool, for what records alongside storage (audit events of
-    /// delivered changes).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// Inserts `new`. With a `request_id` seen before, returns the patient
     /// that request created instead (or NOT_FOUND if it was deleted since).
     pub async fn create(

@@ -48,6 +48,9 @@ pub struct Progress {
     pub behind: i64,
     /// Events set aside for a retry during the round.
     pub failed: usize,
+    /// When the last event applied was committed: the oldest one still
+    /// pending is younger.
+    pub last_applied_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Applies the pending events (until the feed has nothing more, or
@@ -66,6 +69,7 @@ pub async fn catch_up(store: &StudyStore, events: &dyn PatientEvents) -> Result<
         progress.applied += applied.deleted + applied.skipped;
         progress.failed += applied.failed;
         progress.behind = page.last_sequence.saturating_sub(last).max(0);
+        progress.last_applied_time = page.events.last().and_then(|e| e.create_time);
     }
     store.retry_events().await?;
     Ok(progress)
@@ -94,14 +98,15 @@ pub async fn reconcile(store: &StudyStore, progress: &Progress, age: Duration) -
 /// (changes in the feed not applied yet, and deletions waiting for a retry),
 /// `patient_events_oldest_pending_age_seconds` (0 when none),
 /// `patient_events_last_applied_sequence` and `deleted_patients_unswept`.
-async fn record_lag(store: &StudyStore, events: &dyn PatientEvents, progress: &Progress) {
+async fn record_lag(store: &StudyStore, progress: &Progress) {
     let (Ok(cursor), Ok(backlog)) = (store.patients_cursor().await, store.backlog().await) else { return };
     let mut oldest = backlog.oldest_retry;
+    // At most this old: the next pending change committed after the last
+    // one applied (reading it would move the watch past the cursor).
     if progress.behind > 0
-        && let Ok(page) = events.events_after(cursor, 1).await
-        && let Some(first) = page.events.first().and_then(|e| e.create_time)
+        && let Some(last) = progress.last_applied_time
     {
-        oldest = Some(oldest.map_or(first, |o| o.min(first)));
+        oldest = Some(oldest.map_or(last, |o| o.min(last)));
     }
     let age = oldest.map_or(0.0, |t| (chrono::Utc::now() - t).as_seconds_f64().max(0.0));
     metrics::gauge!("patient_events_pending").set((progress.behind + backlog.retrying) as f64);
@@ -130,7 +135,7 @@ pub fn spawn(
             let round = tracing::info_span!("patient events round", otel.kind = "internal");
             match catch_up(&store, events.as_ref()).instrument(round.clone()).await {
                 Ok(progress) => {
-                    record_lag(&store, events.as_ref(), &progress).instrument(round.clone()).await;
+                    record_lag(&store, &progress).instrument(round.clone()).await;
                     if let Err(e) = reconcile(&store, &progress, reservation_timeout).await {
                         tracing::debug!(error = %e, "deletion reservations: cannot check now");
                     }

@@ -101,15 +101,6 @@ impl StudyApi {
         self.store.revision(id, req.revision).await
     }
 
-    /// The feed's changes after `after`, each batch's delivery audited.
-    fn load_changes(&self, call: Call) -> watch::Load<StudyChange> {
-        let store = self.store.clone();
-        watch::audited(self.store.pool().clone(), crate::SCHEMA, call, move |after, limit| {
-            let store = store.clone();
-            async move { Ok(store.changes_after(after, limit).await?) }
-        })
-    }
-
     async fn list(&self, req: pb::ListStudiesRequest, call: &Call) -> Result<pb::ListStudiesResponse> {
         let mut invalid = Invalid::default();
         let size = invalid.check(paging::page_size(req.page_size, "page_size"));
@@ -309,8 +300,12 @@ impl pb::study_service_server::StudyService for StudyApi {
     ) -> Result<Response<ChangeStream>, Status> {
         let call = CallContext::of(&request);
         let after = request.into_inner().after_sequence;
-        self.feed.check_position(after).await.map_err(Error::Feed)?;
-        let stream = watch::watch(self.feed.clone(), after, self.load_changes(call)).map(|batch| {
+        let store = self.store.clone();
+        let read = move |after, limit| {
+            let store = store.clone();
+            async move { Ok(store.changes_after(after, limit).await?) }
+        };
+        let stream = watch::open(&self.feed, after, call, read).await?.map(|batch| {
             batch.map(|Batch { changes, head }| pb::WatchStudyChangesResponse {
                 changes: changes.into_iter().map(change_pb).collect(),
                 head_sequence: head,

@@ -33,8 +33,7 @@ pub struct Application {
     store: StudyStore,
     events: Arc<dyn PatientEvents>,
     config: Config,
-    /// The feed's sequencer and listener, for as long as the service runs.
-    sequencer: tokio::task::JoinHandle<()>,
+    /// The feed's sequencer, for as long as the service runs.
     closer: Closer,
 }
 
@@ -49,10 +48,9 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let Prepared { serving, tokens } =
             service::prepare(&config.service, &OWNED_SCHEMA, &[SERVICE_NAME]).await?;
-        let (feed, closer, sequencer) =
-            Feed::start(serving.pool.clone(), crate::SCHEMA, config.changes.clone())
-                .await
-                .map_err(StartupError::ChangeFeed)?;
+        let (feed, closer) = Feed::start(serving.pool.clone(), crate::SCHEMA, config.changes.clone())
+            .await
+            .map_err(StartupError::ChangeFeed)?;
         let store = StudyStore::new(
             serving.pool.clone(),
             config.service.db.filter_scan_timeout,
@@ -60,7 +58,7 @@ impl Application {
             feed.written(),
         );
         let api = StudyApi { store: store.clone(), tokens, patients, feed };
-        Ok(Self { serving, api, store, events, config, sequencer, closer })
+        Ok(Self { serving, api, store, events, config, closer })
     }
 }
 
@@ -105,13 +103,9 @@ impl Process for Application {
             clinic_core::bounded!(DeletionGuardServiceServer::new(GuardApi { store: self.store })),
         );
         let served = [SERVICE_NAME, clinic_proto::studies::guard::v1::SERVICE_NAME];
-        let closer = self.closer;
         // Watch streams end (UNAVAILABLE, naming where to resume) as soon as
-        // the shutdown begins, so the drain is not held up by them.
-        let shutdown = async move {
-            shutdown.await;
-            closer.close();
-        };
+        // the shutdown begins; the sequencer runs until the drain is done.
+        let shutdown = self.closer.ending_watches(shutdown);
         let served = service::serve_with_database(
             self.serving,
             routes,
@@ -121,7 +115,7 @@ impl Process for Application {
             shutdown,
         )
         .await;
-        self.sequencer.abort();
+        drop(self.closer);
         served
     }
 }

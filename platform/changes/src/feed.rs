@@ -101,14 +101,27 @@ pub struct Feed {
     written: Written,
 }
 
-/// Ends this replica's watch streams when the server begins to shut down.
+/// This replica's running feed: its sequencer, which stops when this is
+/// dropped, and the switch that ends its watch streams at shutdown.
 #[derive(Debug)]
-pub struct Closer(watch::Sender<bool>);
+pub struct Closer {
+    closing: watch::Sender<bool>,
+    _sequencer: AbortOnDrop,
+}
 
 impl Closer {
-    /// Ends every watch stream with UNAVAILABLE naming where to resume.
-    pub fn close(&self) {
-        self.0.send_replace(true);
+    /// `shutdown`, after which every watch stream ends at once with
+    /// UNAVAILABLE naming where to resume, so a drain is not held up by
+    /// them: what a server serves until.
+    pub fn ending_watches(
+        &self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let closing = self.closing.clone();
+        async move {
+            shutdown.await;
+            closing.send_replace(true);
+        }
     }
 }
 
@@ -119,18 +132,25 @@ impl Feed {
         pool: PgPool,
         schema: &'static str,
         settings: crate::FeedSettings,
-    ) -> Result<(Self, Closer, JoinHandle<()>), sqlx::Error> {
+    ) -> Result<(Self, Closer), sqlx::Error> {
         let first = head_in_db(&pool, schema).await?;
         let (set_head, head) = watch::channel(first);
         let (close, closing) = watch::channel(false);
         let written = Written::default();
-        let task = tokio::spawn(run_sequencer(pool.clone(), schema, set_head, written.clone()));
-        Ok((Self { pool, schema, head, closing, settings, written }, Closer(close), task))
+        let sequencer =
+            AbortOnDrop(tokio::spawn(run_sequencer(pool.clone(), schema, set_head, written.clone())));
+        let closer = Closer { closing: close, _sequencer: sequencer };
+        Ok((Self { pool, schema, head, closing, settings, written }, closer))
     }
 
     /// What the service's writes tell once they have committed.
     pub fn written(&self) -> Written {
         self.written.clone()
+    }
+
+    /// The pool and schema it reads, for what is recorded alongside.
+    pub(crate) fn store(&self) -> (&PgPool, &'static str) {
+        (&self.pool, self.schema)
     }
 
     /// The settings it serves with.
@@ -340,6 +360,7 @@ async fn run_sequencer(pool: PgPool, schema: &'static str, head: watch::Sender<i
 }
 
 /// A task that ends when this is dropped.
+#[derive(Debug)]
 struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

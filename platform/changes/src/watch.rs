@@ -69,17 +69,20 @@ where
     Ok((changes, feed.head().max(last)))
 }
 
-/// A [`Load`] that reads with `read` and records each non-empty batch's
-/// delivery to `call` in `schema`'s audit trail, naming exactly the
-/// patients whose records it carried.
-pub fn audited<T, F, Fut>(pool: sqlx::PgPool, schema: &'static str, call: Call, read: F) -> Load<T>
+/// A watch of `feed` for `call` after `after` (OUT_OF_RANGE past the
+/// retention), reading with `read`; each non-empty batch's delivery is
+/// recorded in the feed's audit trail, naming exactly the patients whose
+/// records it carried.
+pub async fn open<T, F, Fut>(feed: &Feed, after: i64, call: Call, read: F) -> Result<WatchStream<T>, Status>
 where
     T: Sequenced + Send + 'static,
     F: Fn(i64, u32) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Vec<T>, Status>> + Send + 'static,
 {
-    let read = Arc::new(read);
-    Arc::new(move |after, limit| {
+    feed.check_position(after).await?;
+    let (pool, schema) = feed.store();
+    let (pool, read) = (pool.clone(), Arc::new(read));
+    let load: Load<T> = Arc::new(move |after, limit| {
         let (pool, call, read) = (pool.clone(), call.clone(), read.clone());
         Box::pin(async move {
             let changes = read(after, limit).await?;
@@ -93,7 +96,8 @@ where
             }
             Ok(changes)
         })
-    })
+    });
+    Ok(watch(feed.clone(), after, load))
 }
 
 /// A watch stream's messages, then the status that ended it (if not OK).

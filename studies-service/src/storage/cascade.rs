@@ -410,7 +410,6 @@ async fn restore(
         .bind(&cause)
         .execute(&mut *conn)
         .await?;
-        clinic_changes::act_as(&mut *conn, "", None).await?;
     }
     Ok(())
 }

@@ -118,14 +118,24 @@ fn within_bytes(rows: &[PgRow], budget: i64) -> Result<(Vec<&PgRow>, bool)> {
 }
 
 /// Takes the per-patient lock and fails with NOT_FOUND if the patient's
-/// deletion has been applied or reserved here.
-pub(crate) async fn lock_live_patient(conn: &mut PgConnection, patient: PatientId) -> Result<()> {
+/// deletion has been applied or reserved here; names `actor` as who makes
+/// the transaction's changes in the same round trip (the check runs after
+/// the lock is held, in a statement of its own, so it sees every deletion
+/// committed before).
+pub(crate) async fn lock_live_patient(
+    conn: &mut PgConnection,
+    patient: PatientId,
+    actor: &str,
+) -> Result<()> {
     sqlx::query("select pg_advisory_xact_lock($1)").bind(patient.get()).execute(&mut *conn).await?;
-    let deleted: bool =
-        sqlx::query_scalar("select exists (select 1 from studies.deleted_patient where patient_id = $1)")
-            .bind(patient.get())
-            .fetch_one(&mut *conn)
-            .await?;
+    let deleted: bool = sqlx::query_scalar(
+        "select exists (select 1 from studies.deleted_patient where patient_id = $1) \
+         from (select set_config('clinic.actor', $2, true)) as acting",
+    )
+    .bind(patient.get())
+    .bind(actor)
+    .fetch_one(&mut *conn)
+    .await?;
     if deleted { Err(Error::PatientNotFound(patient)) } else { Ok(()) }
 }
 
@@ -180,11 +190,6 @@ impl StudyStore {
         }
     }
 
-    /// The pool, for the audit trail of feed deliveries.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// Whether the deletion of `patient` has been applied or reserved here.
     pub async fn is_deleted_patient(&self, patient: PatientId) -> Result<bool> {
         Ok(sqlx::query_scalar("select exists (select 1 from studies.deleted_patient where patient_id = $1)")
@@ -224,8 +229,7 @@ impl StudyStore {
             tx.rollback().await?;
             return self.get(StudyId::from_stored(id)).await;
         }
-        lock_live_patient(&mut tx, new.patient_id).await?;
-        clinic_changes::act_as(&mut tx, &subject, None).await?;
+        lock_live_patient(&mut tx, new.patient_id, &subject).await?;
         let row: StudyRow = sqlx::query_as(concat!(
             "insert into studies.study (patient_id, urgency_level, body_part, description, study_type) \
              values ($1, $2, $3, $4, $5) returning ",
@@ -393,17 +397,21 @@ impl StudyStore {
         etag: Option<&Etag>,
     ) -> Result<Study> {
         let mut tx = self.pool.begin().await?;
+        let subject = call.subject();
         if let Some(patient) = patch.patient_id {
-            lock_live_patient(&mut tx, patient).await?;
+            lock_live_patient(&mut tx, patient, &subject).await?;
         }
-        // The audit event concerns the patient the study belonged to, too.
-        let before: Option<i64> =
-            sqlx::query_scalar("select patient_id from studies.live_study where id = $1")
-                .bind(id.get())
-                .fetch_optional(&mut *tx)
-                .await?;
+        // The audit event concerns the patient the study belonged to, too;
+        // the same round trip names who makes the change.
+        let before: Option<i64> = sqlx::query_scalar(
+            "select patient_id from studies.live_study, (select set_config('clinic.actor', $2, true)) as acting \
+             where id = $1",
+        )
+        .bind(id.get())
+        .bind(&subject)
+        .fetch_optional(&mut *tx)
+        .await?;
         call.concern(before);
-        clinic_changes::act_as(&mut tx, &call.subject(), None).await?;
         static UPDATE: LazyLock<String> = LazyLock::new(|| {
             let columns: Vec<_> = StudyField::ALL.iter().map(|f| f.name()).collect();
             patch_statement(LIVE, &columns, "true", study_columns!())
@@ -491,10 +499,10 @@ impl StudyStore {
         let Some(patient) = patient else { return Err(ApiError::not_found(id).into()) };
         call.concern([patient]);
         let patient = PatientId::from_stored(patient);
-        if let Err(Error::PatientNotFound(_)) = lock_live_patient(&mut tx, patient).await {
-            return Err(Error::PatientDeleted { study: id, patient });
+        match lock_live_patient(&mut tx, patient, &call.subject()).await {
+            Err(Error::PatientNotFound(_)) => return Err(Error::PatientDeleted { study: id, patient }),
+            locked => locked?,
         }
-        clinic_changes::act_as(&mut tx, &call.subject(), None).await?;
         let row: Option<StudyRow> = sqlx::query_as(concat!(
             "update studies.study set delete_time = null, expire_time = null, delete_cause = null \
              where id = $1 and delete_time is not null and ($2::text is null or version::text = $2) returning ",
