@@ -133,7 +133,12 @@ impl Proc {
             })?;
         self.pid = child.id();
         if let Some(pid) = self.pid {
-            std::fs::write(home.join("run").join(format!("{}.pid", self.name)), pid.to_string())?;
+            // Written aside and renamed into place: a reader (the tests, an
+            // operator's script) never sees a half-written file.
+            let run = home.join("run");
+            let partial = run.join(format!(".{}.pid.partial", self.name));
+            std::fs::write(&partial, pid.to_string())?;
+            std::fs::rename(&partial, run.join(format!("{}.pid", self.name)))?;
         }
         let exits = exits.clone();
         tokio::spawn(async move {
