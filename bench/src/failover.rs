@@ -107,6 +107,7 @@ async fn measure(
                     ..Default::default()
                 }),
                 request_id: format!("failover-{run_id:x}-{worker}-{seq}"),
+                ..Default::default()
             };
             let result =
                 PatientServiceClient::new(authed(channel, &bearer)).create_patient(request.clone()).await;

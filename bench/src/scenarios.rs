@@ -151,6 +151,7 @@ impl Scenarios {
                     .create_patient(CreatePatientRequest {
                         patient: Some(patient),
                         request_id: String::new(),
+                        ..Default::default()
                     })
                     .await
                     .map(|_| ())

@@ -292,6 +292,7 @@ pub async fn import(
             let request = ppb::CreatePatientRequest {
                 patient: Some(row.patient.clone()),
                 request_id: format!("import-{run}-patient-{}", row.line),
+                ..Default::default()
             };
             let created = with_retries(|| {
                 let mut client = patient_client.clone();

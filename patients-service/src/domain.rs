@@ -166,6 +166,124 @@ impl Email {
     }
 }
 
+/// Most identifiers a patient carries.
+pub const MAX_IDENTIFIERS: usize = 20;
+/// Longest identifier value, in characters.
+pub const MAX_IDENTIFIER_VALUE_CHARS: usize = 100;
+/// Longest identifier system URI, in bytes.
+pub const MAX_IDENTIFIER_SYSTEM_BYTES: usize = 255;
+
+/// One identifier of a patient: a value under the system (an absolute URI)
+/// that issued it, such as a medical record number under the clinic's URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identifier {
+    /// Who issued it: an absolute URI.
+    pub system: String,
+    /// The value: 1 to 100 printable characters.
+    pub value: String,
+}
+
+impl Identifier {
+    /// Validates one identifier; `field` is its path (`patient.identifiers[0]`).
+    pub fn parse(system: &str, value: &str, field: &str) -> Result<Self, FieldViolation> {
+        let system_field = format!("{field}.system");
+        let system = check_text(system, &system_field, MAX_IDENTIFIER_SYSTEM_BYTES, Text::Token)?.trim();
+        if !is_absolute_uri(system) {
+            return Err(FieldViolation::new(
+                system_field,
+                "must be an absolute URI without spaces or `|` (e.g. https://clinic.example/mrn or urn:oid:1.2.3)",
+            ));
+        }
+        let value_field = format!("{field}.value");
+        let value = check_text(value, &value_field, MAX_IDENTIFIER_VALUE_CHARS * 4, Text::Token)?.trim();
+        let chars = value.chars().count();
+        if chars == 0 {
+            return Err(FieldViolation::new(value_field, "is required"));
+        }
+        if chars > MAX_IDENTIFIER_VALUE_CHARS {
+            return Err(FieldViolation::new(
+                value_field,
+                format!("must be at most {MAX_IDENTIFIER_VALUE_CHARS} characters, not {chars}"),
+            ));
+        }
+        if value.chars().any(|c| c.is_control() || is_invisible(c)) {
+            return Err(FieldViolation::new(value_field, "must hold only printable characters"));
+        }
+        Ok(Self { system: system.to_owned(), value: value.to_owned() })
+    }
+
+    /// `system|value`: how it is stored and searched (a URI holds no `|`,
+    /// so the first one separates the two).
+    pub fn key(&self) -> String {
+        format!("{}|{}", self.system, self.value)
+    }
+
+    /// An identifier read back from storage (`system|value`).
+    pub fn from_key(key: &str) -> Self {
+        let (system, value) = key.split_once('|').unwrap_or(("", key));
+        Self { system: system.to_owned(), value: value.to_owned() }
+    }
+}
+
+/// `scheme:rest` (RFC 3986), with no white space or `|` anywhere.
+fn is_absolute_uri(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once(':') else { return false };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !rest.is_empty()
+        && !uri.chars().any(|c| c.is_whitespace() || c == '|' || c.is_control())
+}
+
+/// A patient's identifiers, at most one per system and value, in the order
+/// given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identifiers(Vec<Identifier>);
+
+impl Identifiers {
+    /// Validates `(system, value)` pairs of `field` (`patient.identifiers`),
+    /// recording every violation in `invalid`.
+    pub fn parse<'a>(
+        pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+        field: &str,
+        invalid: &mut clinic_core::validation::Invalid,
+    ) -> Option<Self> {
+        if pairs.len() > MAX_IDENTIFIERS {
+            invalid
+                .push(field, format!("may hold at most {MAX_IDENTIFIERS} identifiers, not {}", pairs.len()));
+            return None;
+        }
+        let before = invalid.0.len();
+        let mut list: Vec<Identifier> = Vec::with_capacity(pairs.len());
+        for (i, (system, value)) in pairs.enumerate() {
+            let at = format!("{field}[{i}]");
+            if let Some(id) = invalid.check(Identifier::parse(system, value, &at)) {
+                if list.contains(&id) {
+                    invalid.push(at, "repeats an identifier listed before it");
+                } else {
+                    list.push(id);
+                }
+            }
+        }
+        (invalid.0.len() == before).then_some(Self(list))
+    }
+
+    /// Identifiers read back from storage.
+    pub fn from_keys(keys: &[String]) -> Self {
+        Self(keys.iter().map(|k| Identifier::from_key(k)).collect())
+    }
+
+    /// Each as stored: `system|value`.
+    pub fn keys(&self) -> Vec<String> {
+        self.0.iter().map(Identifier::key).collect()
+    }
+
+    /// The identifiers, in order.
+    pub fn as_slice(&self) -> &[Identifier] {
+        &self.0
+    }
+}
+
 clinic_core::resource_fields! {
     /// A patient's own fields: what a create sets and what is stored.
     fields PatientFields;
@@ -182,6 +300,8 @@ clinic_core::resource_fields! {
         birth_date: BirthDate => BirthDate,
         /// Email address.
         email: Email => Email,
+        /// Identifiers (system and value), unique per pair among live patients.
+        identifiers: Identifiers => Identifiers,
     }
 }
 
@@ -233,7 +353,8 @@ impl Sequenced for PatientChange {
 }
 
 /// What ListPatients' `filter` may name: names and emails by their folded
-/// keys (case and accents ignored, `*` for a prefix), dates and times.
+/// keys (case and accents ignored, `*` for a prefix), dates and times, an
+/// identifier (`"system|value"`, exactly) and the id.
 pub const FILTER_FIELDS: &[Field] = &[
     Field { name: "first_name", sql: "first_name_key", kind: Kind::Folded },
     Field { name: "last_name", sql: "last_name_key", kind: Kind::Folded },
@@ -241,6 +362,8 @@ pub const FILTER_FIELDS: &[Field] = &[
     Field { name: "birth_date", sql: "birth_date", kind: Kind::Date },
     Field { name: "create_time", sql: "create_time", kind: Kind::Timestamp },
     Field { name: "update_time", sql: "update_time", kind: Kind::Timestamp },
+    Field { name: "identifier", sql: "identifiers", kind: Kind::Token },
+    Field { name: "id", sql: "id", kind: Kind::Integer },
 ];
 
 /// What ListPatients' `order_by` may name (names by their folded keys).

@@ -9,6 +9,14 @@ use crate::domain::PatientId;
 
 /// Reason of ALREADY_EXISTS for an email another patient has.
 pub const EMAIL_ALREADY_EXISTS: &str = "EMAIL_ALREADY_EXISTS";
+/// Reason of ALREADY_EXISTS for an identifier another live patient has.
+pub const IDENTIFIER_ALREADY_EXISTS: &str = "IDENTIFIER_ALREADY_EXISTS";
+/// Reason of ALREADY_EXISTS for a conditional create that found its patient
+/// (ErrorInfo metadata `patient_id` names them).
+pub const PATIENT_MATCH_EXISTS: &str = "PATIENT_MATCH_EXISTS";
+/// Reason of FAILED_PRECONDITION for a conditional create whose filter
+/// matches several patients.
+pub const SEVERAL_PATIENTS_MATCH: &str = "SEVERAL_PATIENTS_MATCH";
 /// Reason of FAILED_PRECONDITION for deleting a patient who has studies.
 pub const PATIENT_HAS_STUDIES: &str = "PATIENT_HAS_STUDIES";
 /// Reason of NOT_FOUND for a deleted patient read without `show_deleted`.
@@ -28,6 +36,19 @@ pub enum Error {
     /// Another patient has this email (ignoring case).
     #[error("email already in use")]
     EmailTaken,
+    /// Another live patient has one of these identifiers.
+    #[error("identifier already in use")]
+    IdentifierTaken,
+    /// Undelete of a patient one of whose identifiers another patient has
+    /// taken since.
+    #[error("patient {0}'s identifier was taken since its delete")]
+    IdentifierTakenSince(PatientId),
+    /// A conditional create found the patient it describes.
+    #[error("patient {0} matches the condition")]
+    MatchExists(PatientId),
+    /// A conditional create's filter matches several patients.
+    #[error("several patients match the condition")]
+    SeveralMatch,
     /// The patient still has studies and `force` was not set.
     #[error("patient {0} has studies")]
     HasStudies(PatientId),
@@ -67,6 +88,29 @@ impl From<Error> for Status {
                 Code::AlreadyExists,
                 "email: another patient already has this email address (compared ignoring case)",
                 EMAIL_ALREADY_EXISTS,
+            ),
+            Error::IdentifierTaken => errors::with_reason(
+                Code::AlreadyExists,
+                "identifiers: another patient already has one of these identifiers (system and value)",
+                IDENTIFIER_ALREADY_EXISTS,
+            ),
+            Error::IdentifierTakenSince(id) => errors::failed_precondition(
+                format!("patient {id} cannot be undeleted: another patient has one of its identifiers now"),
+                IDENTIFIER_ALREADY_EXISTS,
+                format!("patients/{id}"),
+                "another patient has one of the patient's identifiers",
+            ),
+            Error::MatchExists(id) => errors::with_reason_and_metadata(
+                Code::AlreadyExists,
+                format!("patient {id} matches if_none_exist; nothing was created"),
+                PATIENT_MATCH_EXISTS,
+                [("patient_id".to_owned(), id.to_string())].into(),
+            ),
+            Error::SeveralMatch => errors::failed_precondition(
+                "several patients match if_none_exist; nothing was created: make the filter select one",
+                SEVERAL_PATIENTS_MATCH,
+                "if_none_exist",
+                "the filter matches more than one patient",
             ),
             Error::HasStudies(id) => errors::failed_precondition(
                 format!("patient {id} has studies; delete them first, or set force to delete them too"),

@@ -13,7 +13,7 @@ use clinic_core::{
     context::{Call, CallContext},
     paging::{self, PageTokens},
     resource::{self, timestamp},
-    validation::Invalid,
+    validation::{FieldViolation, Invalid},
 };
 use clinic_pg::api_error::ApiError;
 use clinic_proto::{api::v1::ChangeKind as ChangeKindPb, patients::v1 as pb};
@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{
-        BirthDate, ChangeKind, Email, Etag, FILTER_FIELDS, Patient, PatientChange, PatientField,
+        BirthDate, ChangeKind, Email, Etag, FILTER_FIELDS, Identifiers, Patient, PatientChange, PatientField,
         PatientFields, PatientId, PatientPatch, PatientRevision, PersonName, RequestId, SORT_FIELDS,
         latest_today,
     },
@@ -131,8 +131,8 @@ impl pb::patient_service_server::PatientService for PatientApi {
         request: Request<pb::CreatePatientRequest>,
     ) -> Result<Response<pb::Patient>, Status> {
         let call = CallContext::of(&request);
-        let (new, request_id) = parse_create(request.into_inner(), Utc::now())?;
-        let patient = self.store.create(&call, &new, request_id.as_ref()).await?;
+        let (new, request_id, unless) = parse_create(request.into_inner(), Utc::now())?;
+        let patient = self.store.create(&call, &new, request_id.as_ref(), unless.as_ref()).await?;
         Ok(Response::new(patient_pb(patient)))
     }
 
@@ -263,14 +263,18 @@ impl pb::patient_service_server::PatientService for PatientApi {
     }
 }
 
-/// CreatePatientRequest → the patient to create and its idempotency key,
-/// reporting every broken field at once.
+/// CreatePatientRequest → the patient to create, its idempotency key and
+/// its condition, reporting every broken field at once.
 fn parse_create(
     req: pb::CreatePatientRequest,
     now: DateTime<Utc>,
-) -> Result<(PatientFields, Option<RequestId>)> {
+) -> Result<(PatientFields, Option<RequestId>, Option<Where>)> {
     let mut invalid = Invalid::default();
     let request_id = invalid.check(RequestId::parse(&req.request_id, "request_id"));
+    let unless = invalid.check(
+        search::check_filter(&req.if_none_exist, FILTER_FIELDS)
+            .map_err(|v| FieldViolation::new("if_none_exist", v.description)),
+    );
     let Some(p) = req.patient else {
         invalid.push("patient", "is required");
         return Err(invalid.into());
@@ -279,9 +283,18 @@ fn parse_create(
     let last_name = invalid.check(PersonName::parse(&p.last_name, "patient.last_name"));
     let birth_date = invalid.check(BirthDate::parse(&p.birth_date, latest_today(now), "patient.birth_date"));
     let email = invalid.check(Email::parse(&p.email, "patient.email"));
-    match (first_name, last_name, birth_date, email, request_id) {
-        (Some(first_name), Some(last_name), Some(birth_date), Some(email), Some(request_id)) => {
-            Ok((PatientFields { first_name, last_name, birth_date, email }, request_id))
+    let identifiers = Identifiers::parse(identifier_pairs(&p), "patient.identifiers", &mut invalid);
+    match (first_name, last_name, birth_date, email, identifiers, request_id, unless) {
+        (
+            Some(first_name),
+            Some(last_name),
+            Some(birth_date),
+            Some(email),
+            Some(identifiers),
+            Some(request_id),
+            Some(unless),
+        ) => {
+            Ok((PatientFields { first_name, last_name, birth_date, email, identifiers }, request_id, unless))
         }
         _ => Err(invalid.into()),
     }
@@ -304,6 +317,7 @@ fn parse_update(
         PatientField::LastName => !p.last_name.is_empty(),
         PatientField::BirthDate => !p.birth_date.is_empty(),
         PatientField::Email => !p.email.is_empty(),
+        PatientField::Identifiers => !p.identifiers.is_empty(),
     };
     let fields = resource::fields_to_update(&paths, "update_mask", is_set, &mut invalid);
     let mut patch = PatientPatch::default();
@@ -320,12 +334,21 @@ fn parse_update(
                     invalid.check(BirthDate::parse(&p.birth_date, latest_today(now), "patient.birth_date"))
             }
             PatientField::Email => patch.email = invalid.check(Email::parse(&p.email, "patient.email")),
+            PatientField::Identifiers => {
+                patch.identifiers =
+                    Identifiers::parse(identifier_pairs(&p), "patient.identifiers", &mut invalid)
+            }
         }
     }
     match (id, etag) {
         (Some(id), Some(etag)) if invalid.0.is_empty() => Ok((id, patch, etag)),
         _ => Err(invalid.into()),
     }
+}
+
+/// The (system, value) pairs of a request's patient.
+fn identifier_pairs(p: &pb::Patient) -> impl ExactSizeIterator<Item = (&str, &str)> {
+    p.identifiers.iter().map(|i| (i.system.as_str(), i.value.as_str()))
 }
 
 /// A stored patient → protobuf.
@@ -342,6 +365,12 @@ fn patient_pb(p: Patient) -> pb::Patient {
         etag: p.etag.as_str().to_owned(),
         delete_time: p.deleted.map(|d| timestamp(d.delete_time)),
         expire_time: p.deleted.map(|d| timestamp(d.expire_time)),
+        identifiers: f
+            .identifiers
+            .as_slice()
+            .iter()
+            .map(|i| pb::Identifier { system: i.system.clone(), value: i.value.clone() })
+            .collect(),
     }
 }
 

@@ -28,14 +28,21 @@ use sqlx::{FromRow, PgPool, QueryBuilder};
 use crate::{
     SCHEMA,
     domain::{
-        BirthDate, ChangeKind, Deletion, Email, Etag, Patient, PatientChange, PatientField, PatientFields,
-        PatientId, PatientPatch, PatientRevision, PersonName, RequestId, SearchKeys,
+        BirthDate, ChangeKind, Deletion, Email, Etag, Identifiers, Patient, PatientChange, PatientField,
+        PatientFields, PatientId, PatientPatch, PatientRevision, PersonName, RequestId, SearchKeys,
     },
     error::{Error, Result},
 };
 
 /// Name of the unique index on `lower(email)` of live patients.
 const EMAIL_UNIQUE_INDEX: &str = "patient_live_email_key";
+
+/// Name the identifiers' claim (migration 0013) gives a taken identifier.
+const IDENTIFIER_KEY: &str = "patient_identifier_key";
+
+/// The advisory lock conditional creates take in turn, so that each one's
+/// check sees every earlier one's patient.
+const CONDITIONAL_CREATE_LOCK: i64 = 0x636c_696e_6963_0001;
 
 /// Who the service's own writes name as their actor.
 const SERVICE_ACTOR: &str = "clinic:patients-service";
@@ -48,7 +55,7 @@ clinic_pg::table_row!(
     #[derive(Clone)]
     PatientRow in "patients.patient", patient_columns {
         id: i64, first_name: String, last_name: String, birth_date: NaiveDate, email: String,
-        version: i64, create_time: DateTime<Utc>, update_time: DateTime<Utc>,
+        identifiers: Vec<String>, version: i64, create_time: DateTime<Utc>, update_time: DateTime<Utc>,
         delete_time: Option<DateTime<Utc>>, expire_time: Option<DateTime<Utc>>,
     }
 );
@@ -58,7 +65,7 @@ clinic_pg::table_row!(
     RevisionRow in "patients.patient_revision", revision_columns {
         patient_id: i64, revision: i64, kind: String, actor: String, revision_time: DateTime<Utc>,
         first_name: String, last_name: String, birth_date: NaiveDate, email: String,
-        create_time: DateTime<Utc>, delete_time: Option<DateTime<Utc>>, expire_time: Option<DateTime<Utc>>,
+        identifiers: Vec<String>, create_time: DateTime<Utc>, delete_time: Option<DateTime<Utc>>, expire_time: Option<DateTime<Utc>>,
     }
 );
 
@@ -76,6 +83,7 @@ impl From<RevisionRow> for PatientRevision {
                     last_name: PersonName::from_stored(row.last_name),
                     birth_date: BirthDate::from_stored(row.birth_date),
                     email: Email::from_stored(row.email),
+                    identifiers: Identifiers::from_keys(&row.identifiers),
                 },
                 create_time: row.create_time,
                 update_time: row.revision_time,
@@ -99,6 +107,7 @@ struct ChangeRow {
     last_name: Option<String>,
     birth_date: Option<NaiveDate>,
     email: Option<String>,
+    identifiers: Option<Vec<String>>,
     create_time: Option<DateTime<Utc>>,
     revision_time: Option<DateTime<Utc>>,
     delete_time: Option<DateTime<Utc>>,
@@ -113,6 +122,7 @@ impl From<ChangeRow> for PatientChange {
             row.last_name,
             row.birth_date,
             row.email,
+            row.identifiers,
             row.create_time,
             row.revision_time,
         ) {
@@ -121,6 +131,7 @@ impl From<ChangeRow> for PatientChange {
                 Some(last_name),
                 Some(birth_date),
                 Some(email),
+                Some(identifiers),
                 Some(create_time),
                 Some(revision_time),
             ) => Some(RevisionRow {
@@ -133,6 +144,7 @@ impl From<ChangeRow> for PatientChange {
                 last_name,
                 birth_date,
                 email,
+                identifiers,
                 create_time,
                 delete_time: row.delete_time,
                 expire_time: row.expire_time,
@@ -162,6 +174,7 @@ impl From<PatientRow> for Patient {
                 last_name: PersonName::from_stored(row.last_name),
                 birth_date: BirthDate::from_stored(row.birth_date),
                 email: Email::from_stored(row.email),
+                identifiers: Identifiers::from_keys(&row.identifiers),
             },
             create_time: row.create_time,
             update_time: row.update_time,
@@ -171,10 +184,12 @@ impl From<PatientRow> for Patient {
     }
 }
 
-/// A violation of the email index is EmailTaken; anything else stays.
+/// A violation of the email index is EmailTaken, of an identifier
+/// IdentifierTaken; anything else stays.
 fn email_taken_or(e: ApiError) -> Error {
     match &e {
         ApiError::Database(db) if unique_violation(db) == Some(EMAIL_UNIQUE_INDEX) => Error::EmailTaken,
+        ApiError::Database(db) if unique_violation(db) == Some(IDENTIFIER_KEY) => Error::IdentifierTaken,
         _ => e.into(),
     }
 }
@@ -191,8 +206,16 @@ pub struct PatientStore {
 
 /// The search keys with an index (migrations 0001 and 0005): a filter that
 /// narrows none of them is bounded by [`ScanBound`].
-const INDEXED: &[&str] =
-    &["first_name_key", "last_name_key", "email_key", "birth_date", "create_time", "update_time", "id"];
+const INDEXED: &[&str] = &[
+    "first_name_key",
+    "last_name_key",
+    "email_key",
+    "birth_date",
+    "create_time",
+    "update_time",
+    "id",
+    "identifiers",
+];
 
 /// What a create's request id is bound to: the validated patient.
 fn fingerprint(new: &PatientFields) -> Fingerprint {
@@ -202,6 +225,7 @@ fn fingerprint(new: &PatientFields) -> Fingerprint {
         new.last_name.as_str().as_bytes(),
         birth_date.as_bytes(),
         new.email.as_str().as_bytes(),
+        new.identifiers.keys().join("\n").as_bytes(),
     ])
 }
 
@@ -222,26 +246,32 @@ impl PatientStore {
 
     /// Inserts `new`. With a `request_id` seen before, returns the patient
     /// that request created instead (or NOT_FOUND if it was deleted since).
+    /// With `unless`, creates nothing if a live patient matches that filter
+    /// (decided in turn with every other conditional create, so identical
+    /// ones running together make one patient).
     pub async fn create(
         &self,
         call: &Call,
         new: &PatientFields,
         request_id: Option<&RequestId>,
+        unless: Option<&Where>,
     ) -> Result<Patient> {
-        let Some(request_id) = request_id else {
+        if request_id.is_none() && unless.is_none() {
             // One statement (the insert and its audit event) is atomic on its
             // own: no BEGIN/COMMIT round trips.
             let row = durable(call, Self::insert(call, new).fetch_optional(&self.pool))
-                .await?
+                .await
+                .map_err(email_taken_or)?
                 .ok_or(Error::EmailTaken)?;
             self.written.notify();
             audit::mark_audited(call, 1);
             return Ok(row.into());
-        };
+        }
         let subject = call.subject();
         let mut tx = self.pool.begin().await?;
-        if let Claim::Done(id) =
-            idempotency::claim(&mut tx, SCHEMA, &subject, request_id, &fingerprint(new)).await?
+        if let Some(request_id) = request_id
+            && let Claim::Done(id) =
+                idempotency::claim(&mut tx, SCHEMA, &subject, request_id, &fingerprint(new)).await?
         {
             tx.rollback().await?;
             // The replay reads the patient the first create made: its event
@@ -249,9 +279,34 @@ impl PatientStore {
             call.concern([id]);
             return self.get(PatientId::from_stored(id)).await;
         }
-        let row = Self::insert(call, new).fetch_optional(&mut *tx).await?.ok_or(Error::EmailTaken)?;
+        if let Some(filter) = unless {
+            sqlx::query("select pg_advisory_xact_lock($1)")
+                .bind(CONDITIONAL_CREATE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            let mut query =
+                QueryBuilder::new("select id from patients.patient where delete_time is null and ");
+            filter.push(&mut query);
+            query.push(" order by id limit 2");
+            let matches: Vec<i64> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+            if !matches.is_empty() {
+                tx.rollback().await?;
+                call.concern(matches.iter().copied());
+                return Err(match matches[..] {
+                    [one] => Error::MatchExists(PatientId::from_stored(one)),
+                    _ => Error::SeveralMatch,
+                });
+            }
+        }
+        let row = Self::insert(call, new)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| email_taken_or(e.into()))?
+            .ok_or(Error::EmailTaken)?;
         audit::mark_audited(call, 1);
-        idempotency::record(&mut tx, SCHEMA, &subject, request_id, row.id).await?;
+        if let Some(request_id) = request_id {
+            idempotency::record(&mut tx, SCHEMA, &subject, request_id, row.id).await?;
+        }
         durable(call, tx.commit()).await?;
         self.written.notify();
         Ok(row.into())
@@ -267,9 +322,9 @@ impl PatientStore {
         // detail would quote the email): no row back means EmailTaken.
         static INSERT: LazyLock<AuditedStatement> = LazyLock::new(|| {
             let insert = concat!(
-                "insert into patients.patient (first_name, last_name, birth_date, email, \
+                "insert into patients.patient (first_name, last_name, birth_date, email, identifiers, \
                  first_name_key, last_name_key, email_key, search_version) \
-                 values ($1, $2, $3, $4, $5, $6, $7, 1) on conflict ((lower(email))) where delete_time is null do nothing \
+                 values ($1, $2, $3, $4, $8, $5, $6, $7, 1) on conflict ((lower(email))) where delete_time is null do nothing \
                  returning ",
                 patient_columns!()
             );
@@ -284,6 +339,7 @@ impl PatientStore {
                 .bind(keys.first_name)
                 .bind(keys.last_name)
                 .bind(keys.email)
+                .bind(new.identifiers.keys())
         })
     }
 
@@ -397,6 +453,7 @@ impl PatientStore {
                     .bind(patch.last_name.as_ref().map(|n| n.as_str()))
                     .bind(patch.birth_date.map(|d| d.get()))
                     .bind(patch.email.as_ref().map(|e| e.as_str()))
+                    .bind(patch.identifiers.as_ref().map(Identifiers::keys))
                     .bind(patch.first_name.as_ref().map(|n| fold(n.as_str())))
                     .bind(patch.last_name.as_ref().map(|n| fold(n.as_str())))
                     .bind(patch.email.as_ref().map(|e| fold(e.as_str())))
@@ -481,6 +538,7 @@ impl PatientStore {
         });
         let taken_since = |e: ApiError| match email_taken_or(e) {
             Error::EmailTaken => Error::EmailTakenSince(id),
+            Error::IdentifierTaken => Error::IdentifierTakenSince(id),
             other => other,
         };
         let undeletion = UNDELETE
@@ -586,7 +644,7 @@ impl PatientStore {
     pub async fn changes_after(&self, sequence: i64, limit: u32) -> Result<Vec<PatientChange>> {
         let rows: Vec<ChangeRow> = sqlx::query_as(
             "select c.sequence, c.kind, c.resource_id, c.revision, c.commit_time, c.actor, \
-                    r.first_name, r.last_name, r.birth_date, r.email, r.create_time, r.revision_time, \
+                    r.first_name, r.last_name, r.birth_date, r.email, r.identifiers, r.create_time, r.revision_time, \
                     r.delete_time, r.expire_time \
              from patients.change c left join patients.patient_revision r \
                on r.patient_id = c.resource_id and r.revision = c.revision \

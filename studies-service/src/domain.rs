@@ -1,5 +1,6 @@
 //! Imaging studies as the clinic understands them: validated values, the
-//! radiology vocabulary, and the rules they obey. No I/O and no protobuf.
+//! radiology vocabulary (from `clinic-radiology`), and the rules they obey.
+//! No I/O and no protobuf.
 
 use chrono::{DateTime, Utc};
 pub use clinic_changes::ChangeKind;
@@ -11,6 +12,7 @@ pub use clinic_core::{
     resource::{Etag, RequestId, Stored},
 };
 use clinic_query::search::{Field, Kind, SortField, SortKind};
+pub use clinic_radiology::{BodyPart, DicomUid, StudyType, UrgencyLevel};
 
 /// Longest description, in characters, after trimming.
 pub const MAX_DESCRIPTION_CHARS: usize = 2000;
@@ -19,98 +21,6 @@ pub const MAX_PATIENT_IDS: usize = 1000;
 /// Longest description looked at, in bytes (2000 four-byte characters and
 /// generous surrounding white space).
 pub const MAX_DESCRIPTION_BYTES: usize = 10_000;
-
-clinic_core::named_enum! {
-    /// How soon a study must be read.
-    UrgencyLevel {
-        /// Routine.
-        Low = "LOW",
-        /// Priority.
-        Mid = "MID",
-        /// Urgent (STAT).
-        High = "HIGH",
-    }
-}
-
-clinic_core::named_enum! {
-    /// The part of the body examined; names follow DICOM Body Part Examined.
-    BodyPart {
-        /// DICOM STOMACH.
-        Stomach = "STOMACH",
-        /// DICOM NECK.
-        Neck = "NECK",
-        /// DICOM CHEST.
-        Chest = "CHEST",
-        /// DICOM BREAST.
-        Breasts = "BREASTS",
-        /// DICOM ABDOMEN.
-        Abdomen = "ABDOMEN",
-        /// DICOM PELVIS.
-        Pelvis = "PELVIS",
-        /// DICOM HEAD.
-        Head = "HEAD",
-        /// DICOM BRAIN.
-        Brain = "BRAIN",
-        /// DICOM SKULL.
-        Skull = "SKULL",
-        /// DICOM CSPINE.
-        CervicalSpine = "CERVICAL_SPINE",
-        /// DICOM TSPINE.
-        ThoracicSpine = "THORACIC_SPINE",
-        /// DICOM LSPINE.
-        LumbarSpine = "LUMBAR_SPINE",
-        /// DICOM SPINE.
-        Spine = "SPINE",
-        /// DICOM HEART.
-        Heart = "HEART",
-        /// DICOM SHOULDER.
-        Shoulder = "SHOULDER",
-        /// DICOM ELBOW.
-        Elbow = "ELBOW",
-        /// DICOM WRIST.
-        Wrist = "WRIST",
-        /// DICOM HAND.
-        Hand = "HAND",
-        /// DICOM HIP.
-        Hip = "HIP",
-        /// DICOM KNEE.
-        Knee = "KNEE",
-        /// DICOM ANKLE.
-        Ankle = "ANKLE",
-        /// DICOM FOOT.
-        Foot = "FOOT",
-        /// DICOM KIDNEY.
-        Kidney = "KIDNEY",
-        /// DICOM LIVER.
-        Liver = "LIVER",
-    }
-}
-
-clinic_core::named_enum! {
-    /// The kind of study; names follow DICOM modalities.
-    StudyType {
-        /// DICOM CR/DX.
-        Xray = "XRAY",
-        /// DICOM MG.
-        Mammogram = "MAMMOGRAM",
-        /// DICOM CT.
-        Ct = "CT",
-        /// DICOM MR.
-        Mri = "MRI",
-        /// DICOM US.
-        Ultrasound = "ULTRASOUND",
-        /// DICOM PT.
-        Pet = "PET",
-        /// DICOM NM.
-        NuclearMedicine = "NUCLEAR_MEDICINE",
-        /// DICOM RF.
-        Fluoroscopy = "FLUOROSCOPY",
-        /// DICOM XA.
-        Angiography = "ANGIOGRAPHY",
-        /// DICOM BMD.
-        BoneDensitometry = "BONE_DENSITOMETRY",
-    }
-}
 
 /// A study's description or findings: trimmed, 1 to 2000 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +107,8 @@ clinic_core::resource_fields! {
         description: Description => Description,
         /// The modality.
         study_type: StudyType => StudyType,
+        /// The DICOM Study Instance UID, when known; unique among studies.
+        study_instance_uid: Option<DicomUid> => StudyInstanceUid,
     }
 }
 
@@ -321,6 +233,8 @@ pub const FILTER_FIELDS: &[Field] = &[
     },
     Field { name: "create_time", sql: "create_time", kind: Kind::Timestamp },
     Field { name: "update_time", sql: "update_time", kind: Kind::Timestamp },
+    Field { name: "study_instance_uid", sql: "study_instance_uid", kind: Kind::Folded },
+    Field { name: "id", sql: "id", kind: Kind::Integer },
 ];
 
 /// What ListStudies' `order_by` may name; urgency sorts by rank (LOW, MID,

@@ -14,6 +14,8 @@ pub const STUDY_DELETED: &str = "STUDY_DELETED";
 pub const STUDY_NOT_DELETED: &str = "STUDY_NOT_DELETED";
 /// Reason of FAILED_PRECONDITION for undeleting a study whose patient is deleted.
 pub const PATIENT_DELETED: &str = "PATIENT_DELETED";
+/// Reason of ALREADY_EXISTS for a Study Instance UID another study has.
+pub const STUDY_INSTANCE_UID_ALREADY_EXISTS: &str = "STUDY_INSTANCE_UID_ALREADY_EXISTS";
 /// Reason of NOT_FOUND for a revision a study does not have.
 pub const REVISION_NOT_FOUND: &str = "REVISION_NOT_FOUND";
 
@@ -43,6 +45,9 @@ pub enum Error {
         /// Its deleted patient.
         patient: PatientId,
     },
+    /// Another study has this Study Instance UID.
+    #[error("study instance uid already in use")]
+    UidTaken,
     /// The study has no such revision.
     #[error("study {id} has no revision {revision}")]
     RevisionNotFound {
@@ -85,6 +90,11 @@ impl From<Error> for Status {
                 PATIENT_DELETED,
                 format!("patients/{patient}"),
                 "the study's patient is deleted",
+            ),
+            Error::UidTaken => errors::with_reason(
+                Code::AlreadyExists,
+                "study_instance_uid: another study already has this Study Instance UID",
+                STUDY_INSTANCE_UID_ALREADY_EXISTS,
             ),
             Error::RevisionNotFound { id, revision } => errors::with_reason(
                 Code::NotFound,

@@ -26,9 +26,9 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{
-        BodyPart, ChangeKind, Description, Etag, FILTER_FIELDS, PatientFilter, PatientId, RequestId,
-        SORT_FIELDS, Study, StudyChange, StudyField, StudyFields, StudyId, StudyPatch, StudyRevision,
-        StudyType, UrgencyLevel,
+        BodyPart, ChangeKind, Description, DicomUid, Etag, FILTER_FIELDS, PatientFilter, PatientId,
+        RequestId, SORT_FIELDS, Study, StudyChange, StudyField, StudyFields, StudyId, StudyPatch,
+        StudyRevision, StudyType, UrgencyLevel,
     },
     error::{Error, Result},
     patients::PatientDirectory,
@@ -378,6 +378,11 @@ fn study_type(raw: i32, field: &str) -> Result<StudyType, FieldViolation> {
     vocabulary(raw, field, name, "STUDY_TYPE_", StudyType::from_name)
 }
 
+/// A request's Study Instance UID: none when empty.
+fn instance_uid(raw: &str) -> Result<Option<DicomUid>, FieldViolation> {
+    (!raw.trim().is_empty()).then(|| DicomUid::parse(raw, "study.study_instance_uid")).transpose()
+}
+
 /// CreateStudyRequest → the study to create and its idempotency key.
 fn parse_create(req: pb::CreateStudyRequest) -> Result<(StudyFields, Option<RequestId>)> {
     let mut invalid = Invalid::default();
@@ -391,15 +396,20 @@ fn parse_create(req: pb::CreateStudyRequest) -> Result<(StudyFields, Option<Requ
     let body_part = invalid.check(body_part(s.body_part, "study.body_part"));
     let description = invalid.check(Description::parse(&s.description, "study.description"));
     let study_type = invalid.check(study_type(s.study_type, "study.study_type"));
-    match (patient_id, urgency_level, body_part, description, study_type, request_id) {
+    let study_instance_uid = invalid.check(instance_uid(&s.study_instance_uid));
+    match (patient_id, urgency_level, body_part, description, study_type, study_instance_uid, request_id) {
         (
             Some(patient_id),
             Some(urgency_level),
             Some(body_part),
             Some(description),
             Some(study_type),
+            Some(study_instance_uid),
             Some(rid),
-        ) => Ok((StudyFields { patient_id, urgency_level, body_part, description, study_type }, rid)),
+        ) => Ok((
+            StudyFields { patient_id, urgency_level, body_part, description, study_type, study_instance_uid },
+            rid,
+        )),
         _ => Err(invalid.into()),
     }
 }
@@ -419,6 +429,7 @@ fn parse_update(req: pb::UpdateStudyRequest) -> Result<(StudyId, StudyPatch, Opt
         StudyField::BodyPart => s.body_part != 0,
         StudyField::Description => !s.description.is_empty(),
         StudyField::StudyType => s.study_type != 0,
+        StudyField::StudyInstanceUid => !s.study_instance_uid.is_empty(),
     };
     let fields = resource::fields_to_update(&paths, "update_mask", is_set, &mut invalid);
     let mut patch = StudyPatch::default();
@@ -438,6 +449,9 @@ fn parse_update(req: pb::UpdateStudyRequest) -> Result<(StudyId, StudyPatch, Opt
             }
             StudyField::StudyType => {
                 patch.study_type = invalid.check(study_type(s.study_type, "study.study_type"))
+            }
+            StudyField::StudyInstanceUid => {
+                patch.study_instance_uid = invalid.check(instance_uid(&s.study_instance_uid))
             }
         }
     }
@@ -468,6 +482,7 @@ fn study_pb(s: Study) -> pb::Study {
         study_type: proto_number("STUDY_TYPE_", f.study_type.name(), |n| {
             pb::StudyType::from_str_name(n).map(Into::into)
         }),
+        study_instance_uid: f.study_instance_uid.map(|u| u.as_str().to_owned()).unwrap_or_default(),
         create_time: Some(timestamp(s.create_time)),
         update_time: Some(timestamp(s.update_time)),
         etag: s.etag.as_str().to_owned(),

@@ -300,7 +300,11 @@ impl TestSystem {
         };
         self.patient_client
             .clone()
-            .create_patient(ppb::CreatePatientRequest { patient: Some(patient), request_id: String::new() })
+            .create_patient(ppb::CreatePatientRequest {
+                patient: Some(patient),
+                request_id: String::new(),
+                ..Default::default()
+            })
             .await
             .expect("patient created")
             .into_inner()

@@ -105,6 +105,7 @@ async fn create_patient_without_a_patient_is_invalid() {
         .create_patient(clinic_proto::patients::v1::CreatePatientRequest {
             patient: None,
             request_id: String::new(),
+            ..Default::default()
         })
         .await;
     assert_invalid(result, &["patient"]);
@@ -137,6 +138,7 @@ async fn concurrent_creates_of_one_email_let_exactly_one_win() {
                 .create_patient(clinic_proto::patients::v1::CreatePatientRequest {
                     patient: Some(p),
                     request_id: String::new(),
+                    ..Default::default()
                 })
                 .await
         })
@@ -184,6 +186,7 @@ async fn concurrent_creates_with_one_request_id_create_one_patient() {
                 .create_patient(clinic_proto::patients::v1::CreatePatientRequest {
                     patient: Some(patient("Retry", "Storm", "1980-01-01", "retry@ejemplo.com")),
                     request_id: "same-key".into(),
+                    ..Default::default()
                 })
                 .await
                 .map(|r| r.into_inner().id)
@@ -288,7 +291,11 @@ async fn a_request_id_is_scoped_to_the_caller() {
     let as_user = |subject: &str| {
         PatientServiceClient::new(authed(app.channel.clone(), &shared().token(subject, &["clinician"])))
     };
-    let create = |p, key: &str| CreatePatientRequest { patient: Some(p), request_id: key.into() };
+    let create = |p, key: &str| CreatePatientRequest {
+        patient: Some(p),
+        request_id: key.into(),
+        ..Default::default()
+    };
     let ana =
         as_user("ana").create_patient(create(patient("Ana", "Uno", "1970-01-01", "ana@k.test"), "k")).await;
     let ana = ana.unwrap().into_inner();

@@ -28,6 +28,7 @@ fn create(email: &str, timeout: Duration) -> Request<pb::CreatePatientRequest> {
     let mut request = Request::new(pb::CreatePatientRequest {
         patient: Some(patient("Ana", "Plazo", "1990-01-01", email)),
         request_id: String::new(),
+        ..Default::default()
     });
     request.set_timeout(timeout);
     let token = clinic_testkit::auth::shared().token("deadline-tester", &["clinician"]);

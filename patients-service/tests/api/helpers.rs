@@ -119,6 +119,7 @@ impl TestApp {
             .create_patient(pb::CreatePatientRequest {
                 patient: Some(patient),
                 request_id: request_id.into(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner())

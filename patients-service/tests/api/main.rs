@@ -9,6 +9,7 @@ mod feed;
 mod helpers;
 mod history;
 mod hostile;
+mod identifiers;
 mod list;
 mod outage;
 mod overload;

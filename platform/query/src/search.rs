@@ -31,6 +31,9 @@ pub enum Kind {
     Timestamp,
     /// A whole number.
     Integer,
+    /// An exact token among the values of a `text[]` column (an identifier
+    /// `"system|value"`): only `=` (holds it) and `!=` (does not).
+    Token,
     /// A closed vocabulary stored by name, ordered as listed (so `<` and
     /// `>` compare rank); values are accepted with or without `prefix`.
     Enum {
@@ -97,6 +100,15 @@ pub enum Where {
         /// `!=`: does not start with.
         negated: bool,
     },
+    /// The array `lhs` [does not] hold `token`.
+    Contains {
+        /// SQL of the `text[]` column.
+        lhs: String,
+        /// The exact token.
+        token: String,
+        /// `!=`: does not hold it.
+        negated: bool,
+    },
     /// Every one holds.
     And(Vec<Where>),
     /// At least one holds.
@@ -113,7 +125,9 @@ impl Where {
     pub fn can_use_index(&self, indexed: &[&str]) -> bool {
         match self {
             Where::Cmp { lhs, op, .. } => *op != "<>" && indexed.contains(&lhs.as_str()),
-            Where::Prefix { lhs, negated, .. } => !negated && indexed.contains(&lhs.as_str()),
+            Where::Prefix { lhs, negated, .. } | Where::Contains { lhs, negated, .. } => {
+                !negated && indexed.contains(&lhs.as_str())
+            }
             Where::And(all) => all.iter().any(|w| w.can_use_index(indexed)),
             Where::Or(any) => !any.is_empty() && any.iter().all(|w| w.can_use_index(indexed)),
             Where::Not(_) => false,
@@ -273,6 +287,17 @@ fn check_cmp(c: &filter::Comparison, fields: &[Field]) -> Result<Where, FieldVio
             Literal::Number(n) => cmp(field.sql.to_owned(), Value::Int(n)),
             _ => Err(violation(format!("expected a whole number for `{}`", field.name), c.value_at)),
         },
+        Kind::Token => {
+            let token = text()?;
+            if !matches!(c.op, Op::Eq | Op::Ne) {
+                return Err(violation(format!("`{}` takes only `=` or `!=`", field.name), c.value_at));
+            }
+            Ok(Where::Contains {
+                lhs: field.sql.to_owned(),
+                token: token.to_owned(),
+                negated: c.op == Op::Ne,
+            })
+        }
         Kind::Enum { prefix, values } => {
             let raw = match &c.value {
                 Literal::Word(w) | Literal::Text(w) => w.to_ascii_uppercase(),
@@ -332,6 +357,11 @@ impl Where {
                 qb.push("(").push(lhs).push(if *negated { " not like " } else { " like " });
                 qb.push_bind(pattern.clone());
                 qb.push(" escape '\\')");
+            }
+            Where::Contains { lhs, token, negated } => {
+                qb.push(if *negated { "(not " } else { "(" }).push(lhs).push(" @> array[");
+                qb.push_bind(token.clone());
+                qb.push("]::text[])");
             }
             Where::And(parts) => list(qb, parts, " and "),
             Where::Or(parts) => list(qb, parts, " or "),

@@ -32,8 +32,9 @@ use sqlx::{AssertSqlSafe, FromRow, PgConnection, PgPool, Postgres, QueryBuilder,
 use crate::{
     SCHEMA,
     domain::{
-        BodyPart, ChangeKind, Deletion, Description, Etag, PatientFilter, PatientId, RequestId, Study,
-        StudyChange, StudyField, StudyFields, StudyId, StudyPatch, StudyRevision, StudyType, UrgencyLevel,
+        BodyPart, ChangeKind, Deletion, Description, DicomUid, Etag, PatientFilter, PatientId, RequestId,
+        Study, StudyChange, StudyField, StudyFields, StudyId, StudyPatch, StudyRevision, StudyType,
+        UrgencyLevel,
     },
     error::{Error, Result},
 };
@@ -50,7 +51,7 @@ clinic_pg::table_row!(
     StudyRow in "studies.known_study", study_columns {
         id: i64, patient_id: i64, urgency_level: String, body_part: String, description: String,
         study_type: String, version: i64, create_time: DateTime<Utc>, update_time: DateTime<Utc>,
-        delete_time: Option<DateTime<Utc>>, expire_time: Option<DateTime<Utc>>,
+        delete_time: Option<DateTime<Utc>>, expire_time: Option<DateTime<Utc>>, study_instance_uid: String,
     }
 );
 
@@ -58,7 +59,7 @@ clinic_pg::table_row!(
 /// kind, actor and cause.
 const REVISION_COLUMNS: &str = "study_id as id, patient_id, urgency_level, body_part, description, \
     study_type, revision as version, create_time, revision_time as update_time, delete_time, expire_time, \
-    kind, actor, cause";
+    study_instance_uid, kind, actor, cause";
 
 /// A row of [`REVISION_COLUMNS`] as a revision.
 fn revision_of(row: &PgRow) -> Result<StudyRevision> {
@@ -71,6 +72,15 @@ fn revision_of(row: &PgRow) -> Result<StudyRevision> {
         cause: row.try_get("cause")?,
         study,
     })
+}
+
+/// A violation of the Study Instance UID's index is UidTaken; anything
+/// else stays.
+fn uid_taken_or(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("study_instance_uid_key") => Error::UidTaken,
+        _ => e.into(),
+    }
 }
 
 fn vocabulary<T>(parse: fn(&str) -> Option<T>, column: &str, value: &str) -> Result<T> {
@@ -90,6 +100,8 @@ impl TryFrom<StudyRow> for Study {
                 body_part: vocabulary(BodyPart::from_name, "body_part", &row.body_part)?,
                 description: Description::from_stored(row.description),
                 study_type: vocabulary(StudyType::from_name, "study_type", &row.study_type)?,
+                study_instance_uid: (!row.study_instance_uid.is_empty())
+                    .then(|| DicomUid::from_stored(row.study_instance_uid)),
             },
             create_time: row.create_time,
             update_time: row.update_time,
@@ -154,7 +166,7 @@ pub struct StudyStore {
 /// The columns with an index (migration 0001): a search over every study
 /// whose filter narrows neither is bounded by [`ScanBound`]; one by patients
 /// probes each patient's studies through the index.
-const INDEXED: &[&str] = &["patient_id", "id"];
+const INDEXED: &[&str] = &["patient_id", "id", "study_instance_uid"];
 
 /// What a create's request id is bound to: the validated study.
 fn fingerprint(new: &StudyFields) -> Fingerprint {
@@ -165,6 +177,7 @@ fn fingerprint(new: &StudyFields) -> Fingerprint {
         new.body_part.name().as_bytes(),
         new.description.as_str().as_bytes(),
         new.study_type.name().as_bytes(),
+        new.study_instance_uid.as_ref().map_or("", DicomUid::as_str).as_bytes(),
     ])
 }
 
@@ -231,8 +244,8 @@ impl StudyStore {
         }
         lock_live_patient(&mut tx, new.patient_id, &subject).await?;
         let row: StudyRow = sqlx::query_as(concat!(
-            "insert into studies.study (patient_id, urgency_level, body_part, description, study_type) \
-             values ($1, $2, $3, $4, $5) returning ",
+            "insert into studies.study (patient_id, urgency_level, body_part, description, study_type, \
+             study_instance_uid) values ($1, $2, $3, $4, $5, $6) returning ",
             study_columns!()
         ))
         .bind(new.patient_id.get())
@@ -240,8 +253,10 @@ impl StudyStore {
         .bind(new.body_part.name())
         .bind(new.description.as_str())
         .bind(new.study_type.name())
+        .bind(new.study_instance_uid.as_ref().map_or("", DicomUid::as_str))
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        .map_err(uid_taken_or)?;
         if let Some(request_id) = request_id {
             idempotency::record(&mut tx, SCHEMA, &subject, request_id, row.id).await?;
         }
@@ -423,9 +438,11 @@ impl StudyStore {
             .bind(patch.body_part.map(BodyPart::name))
             .bind(patch.description.as_ref().map(|d| d.as_str()))
             .bind(patch.study_type.map(StudyType::name))
+            .bind(patch.study_instance_uid.as_ref().map(|u| u.as_ref().map_or("", DicomUid::as_str)))
             .bind(etag.map(Etag::as_str))
             .fetch_optional(&mut *tx)
-            .await?;
+            .await
+            .map_err(uid_taken_or)?;
         match row {
             Some(row) => {
                 audit::record_in(&mut tx, SCHEMA, call, [row.patient_id]).await?;
@@ -589,7 +606,8 @@ impl StudyStore {
             "select c.sequence, c.commit_time, c.kind, c.resource_id, c.revision, c.actor, c.cause, \
                     coalesce(r.patient_id, substr(c.parent, 10)::bigint) as patient_id, r.study_id as id, \
                     r.urgency_level, r.body_part, r.description, r.study_type, r.revision as version, \
-                    r.create_time, r.revision_time as update_time, r.delete_time, r.expire_time \
+                    r.create_time, r.revision_time as update_time, r.delete_time, r.expire_time, \
+                    r.study_instance_uid \
              from studies.change c left join studies.study_revision r \
                on r.study_id = c.resource_id and r.revision = c.revision \
              where c.sequence > $1 order by c.sequence limit $2",

@@ -169,3 +169,59 @@ async fn create_study_while_patients_service_is_down_is_unavailable_and_writes_n
     app.start_patients().await;
     app.create_study(study(patient.id)).await.expect("works again once patients-service is back");
 }
+
+/// The DICOM Study Instance UID: optional, DICOM syntax, one study per UID
+/// (deleted or not), found by filter, cleared by naming it in the mask.
+#[tokio::test]
+async fn a_study_instance_uid_is_validated_unique_and_searchable() {
+    let app = spawn_app(&[]).await;
+    let patient = app.create_patient(1).await;
+    let uid = "1.2.840.113619.2.55.3.604688119.868.1249343483.504";
+    let first =
+        app.create_study(pb::Study { study_instance_uid: uid.into(), ..study(patient.id) }).await.unwrap();
+    assert_eq!(first.study_instance_uid, uid);
+    assert_eq!(app.get_study(first.id).await.unwrap().study_instance_uid, uid);
+
+    for bad in ["1.02.3", "1..2", "abc", &"1".repeat(65)] {
+        let refused =
+            app.create_study(pb::Study { study_instance_uid: bad.into(), ..study(patient.id) }).await;
+        assert_invalid(refused, &["study.study_instance_uid"]);
+    }
+    let again = app
+        .create_study(pb::Study { study_instance_uid: uid.into(), ..study(patient.id) })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (again.code(), reason(&again).as_str()),
+        (Code::AlreadyExists, "STUDY_INSTANCE_UID_ALREADY_EXISTS")
+    );
+    assert_no_internals(&again);
+    let other = app.create_study(study(patient.id)).await.unwrap();
+    let moved = app
+        .update_study(pb::Study { id: other.id, study_instance_uid: uid.into(), ..Default::default() }, &[])
+        .await;
+    assert_eq!(reason(&moved.unwrap_err()), "STUDY_INSTANCE_UID_ALREADY_EXISTS");
+    // Deleted, the study keeps its UID.
+    app.delete_study(first.id, "").await.unwrap();
+    let reused = app.create_study(pb::Study { study_instance_uid: uid.into(), ..study(patient.id) }).await;
+    assert_eq!(reason(&reused.unwrap_err()), "STUDY_INSTANCE_UID_ALREADY_EXISTS");
+
+    let with_uid = app
+        .update_study(
+            pb::Study { id: other.id, study_instance_uid: "2.25.1".into(), ..Default::default() },
+            &[],
+        )
+        .await
+        .unwrap();
+    let request =
+        pb::ListStudiesRequest { filter: r#"study_instance_uid = "2.25.1""#.into(), ..Default::default() };
+    let found = app.client.clone().list_studies(request).await.unwrap().into_inner().studies;
+    assert_eq!(found, [with_uid]);
+    let cleared = app
+        .update_study(pb::Study { id: other.id, ..Default::default() }, &["study_instance_uid"])
+        .await
+        .unwrap();
+    assert_eq!(cleared.study_instance_uid, "");
+    let revisions = app.revisions(other.id, 10).await.unwrap();
+    assert_eq!(revisions[1].study.as_ref().unwrap().study_instance_uid, "2.25.1", "revisions keep it");
+}

@@ -84,6 +84,7 @@ async fn every_audited_rpc_leaves_one_event_with_caller_method_patients_outcome_
             ppb::CreatePatientRequest {
                 patient: Some(new_patient("ana@audit.test")),
                 request_id: String::new(),
+                ..Default::default()
             },
             "r-create-patient",
         ))
@@ -229,6 +230,7 @@ async fn refused_calls_of_known_callers_are_recorded_and_anonymous_ones_are_not(
             ppb::CreatePatientRequest {
                 patient: Some(new_patient("v@audit.test")),
                 request_id: String::new(),
+                ..Default::default()
             },
             "r-denied",
         ))
@@ -416,6 +418,7 @@ async fn a_write_whose_commit_fails_after_its_event_was_written_leaves_an_event_
                     ..new_patient("refused@audit.test")
                 }),
                 request_id: "key-1".into(),
+                ..Default::default()
             },
             "r-commit-fails",
         ))
@@ -454,6 +457,7 @@ async fn a_replayed_create_is_recorded_with_the_patient_it_returned() {
             ppb::CreatePatientRequest {
                 patient: Some(new_patient("again@audit.test")),
                 request_id: "key-again".into(),
+                ..Default::default()
             },
             request_id,
         )
@@ -734,6 +738,7 @@ async fn nothing_is_read_or_written_without_its_event() {
         .create_patient(ppb::CreatePatientRequest {
             patient: Some(new_patient("unrecorded@audit.test")),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
