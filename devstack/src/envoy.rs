@@ -303,8 +303,19 @@ pub fn rbac_policies(indent: usize) -> String {
         "exact: /".into(),
         "exact: /index.html".into(),
         format!("prefix: {}", gateway::site::PAGE_PREFIX),
+        "exact: /fhir/metadata".into(),
     ]);
     policy("open", open, vec!["any: true".to_owned()]);
+    // FHIR: any caller with a role gets through; the services check the
+    // role each interaction needs (the FHIR routes map onto their rpcs).
+    let role = |role: &str| {
+        format!(
+            "sourced_metadata: {{ metadata_matcher: {{ filter: envoy.filters.http.jwt_authn, \
+             path: [{{ key: jwt_payload }}, {{ key: roles }}], \
+             value: {{ list_match: {{ one_of: {{ string_match: {{ exact: {role} }} }} }} }} }} }}"
+        )
+    };
+    policy("fhir", vec!["prefix: /fhir/".into()], Role::ALL.iter().map(|r| role(r.name())).collect());
     for (callers, methods) in groups {
         policy(
             &format!("callers-{}", callers.join("-")),

@@ -49,7 +49,10 @@ impl PublicRoute for Site {
         is_page(&request.method, request.uri.path())
     }
 
-    fn answer(&self, request: http::Request<()>) -> BoxFuture<http::Response<tonic::body::Body>> {
+    fn answer(
+        &self,
+        request: http::Request<tonic::body::Body>,
+    ) -> BoxFuture<http::Response<tonic::body::Body>> {
         let files = self.files.clone();
         Box::pin(async move {
             let response = match files.oneshot(request).await {

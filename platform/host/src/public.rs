@@ -29,8 +29,12 @@ pub trait PublicRoute: fmt::Debug + Send + Sync {
     /// Whether this route answers `request`.
     fn serves(&self, request: &http::request::Parts) -> bool;
 
-    /// The answer to `request` (its body, if any, is not read).
-    fn answer(&self, request: http::Request<()>) -> BoxFuture<http::Response<tonic::body::Body>>;
+    /// The answer to `request`, whose body a route may read (the FHIR
+    /// endpoint's resources) or leave.
+    fn answer(
+        &self,
+        request: http::Request<tonic::body::Body>,
+    ) -> BoxFuture<http::Response<tonic::body::Body>>;
 }
 
 /// `GET /.well-known/jwks.json`: the keys `verifier` trusts now.
@@ -42,7 +46,7 @@ impl PublicRoute for JwksRoute {
         request.method == Method::GET && request.uri.path() == JWKS_PATH
     }
 
-    fn answer(&self, _: http::Request<()>) -> BoxFuture<http::Response<tonic::body::Body>> {
+    fn answer(&self, _: http::Request<tonic::body::Body>) -> BoxFuture<http::Response<tonic::body::Body>> {
         let response = http::Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::CACHE_CONTROL, "no-cache")
@@ -73,7 +77,8 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    ReqBody: Send + 'static,
+    ReqBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
@@ -88,7 +93,7 @@ where
         let (parts, body) = request.into_parts();
         match self.routes.iter().find(|route| route.serves(&parts)) {
             Some(route) => {
-                let answer = route.answer(http::Request::from_parts(parts, ()));
+                let answer = route.answer(http::Request::from_parts(parts, tonic::body::Body::new(body)));
                 Box::pin(async move { Ok(answer.await) })
             }
             None => Box::pin(self.grpc.clone().oneshot(http::Request::from_parts(parts, body))),
