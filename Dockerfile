@@ -1,6 +1,6 @@
 # One multi-stage Dockerfile for every Clinic service: build once, then a
 # small runtime image per service, chosen with the SERVICE build argument
-# (patients-service, studies-service, gateway, or clinic-dev for the
+# (patients-service, studies-service, gateway, fhir, or clinic-dev for the
 # development credentials).
 #
 #   docker build --build-arg SERVICE=patients-service -t clinic/patients-service .
@@ -23,10 +23,10 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-        --bin patients-service --bin studies-service --bin gateway --bin clinic-health --bin clinic-dev \
+        --bin patients-service --bin studies-service --bin gateway --bin fhir --bin clinic-health --bin clinic-dev \
  && mkdir -p /out \
  && cp target/release/patients-service target/release/studies-service \
-       target/release/gateway target/release/clinic-health target/release/clinic-dev /out/ \
+       target/release/gateway target/release/fhir target/release/clinic-health target/release/clinic-dev /out/ \
  && /out/clinic-dev descriptor --out /out/clinic.pb
 
 # Envoy with the API's descriptor set (HTTP routes included) for its JSON
@@ -38,7 +38,7 @@ COPY envoy/tls-sds.yaml /etc/envoy/tls-sds.yaml
 
 FROM debian:bookworm-slim AS runtime
 ARG SERVICE
-RUN test -n "$SERVICE" || (echo "build with --build-arg SERVICE=<patients-service|studies-service|gateway|clinic-dev>" && false) \
+RUN test -n "$SERVICE" || (echo "build with --build-arg SERVICE=<patients-service|studies-service|gateway|fhir|clinic-dev>" && false) \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin clinic \
  && mkdir -p /etc/clinic && chown clinic /etc/clinic
 COPY --from=build /out/${SERVICE} /usr/local/bin/service

@@ -96,12 +96,13 @@ class Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor
 
 
 class Stack:
-    """One running system: Postgres, three services and Envoy."""
+    """One running system: Postgres, three services, the FHIR endpoint and Envoy."""
 
     def __init__(self, home: Path, restart_delay_ms: int = 1000, env: dict = None):
         self.home = home
         self.ports = {name: free_port() for name in ("ENVOY_PORT", "ENVOY_TLS_PORT", "ENVOY_ADMIN_PORT", "PATIENTS_PORT", "STUDIES_PORT", "GATEWAY_PORT",
-                                                   "PATIENTS_METRICS_PORT", "STUDIES_METRICS_PORT", "GATEWAY_METRICS_PORT")}
+                                                   "PATIENTS_METRICS_PORT", "STUDIES_METRICS_PORT", "GATEWAY_METRICS_PORT",
+                                                   "FHIR_PORT", "FHIR_METRICS_PORT")}
         self._tokens = {}
         env = dict(os.environ, CLINIC_HOME=str(home), RESTART_DELAY_MS=str(restart_delay_ms), ENVOY_BIN=str(VENV_BIN / "envoy"), **{k: str(v) for k, v in self.ports.items()}, **(env or {}))
         env.pop("DATABASE_URL", None)

@@ -9,7 +9,7 @@ import yaml
 
 from conftest import ROOT
 
-SERVICES = {"patients-service": 50051, "studies-service": 50052, "gateway": 50053}
+SERVICES = {"patients-service": 50051, "studies-service": 50052, "gateway": 50053, "fhir": 50054}
 ROLES = {"patients-service": ("clinic_patients", "patients"), "studies-service": ("clinic_studies", "studies")}
 
 
@@ -92,7 +92,7 @@ def test_envoy_publishes_tls_only_and_binds_plaintext_and_admin_to_loopback():
     tls = listeners["grpc_tls"]["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]
     assert "h2" in tls["alpn_protocols"]
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
-    for cluster, service in (("patients", "patients-service"), ("studies", "studies-service"), ("gateway", "gateway")):
+    for cluster, service in (("patients", "patients-service"), ("studies", "studies-service"), ("gateway", "gateway"), ("fhir", "fhir")):
         address = clusters[cluster]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
         assert (address["address"], address["port_value"]) == (service, SERVICES[service])
 

@@ -16,6 +16,7 @@ BINARIES = {
     "patients-service": [TARGET / "patients-service"],
     "studies-service": [TARGET / "studies-service"],
     "gateway": [TARGET / "gateway"],
+    "fhir": [TARGET / "fhir"],
     "patients-service migrate": [TARGET / "patients-service", "migrate"],
     "studies-service migrate": [TARGET / "studies-service", "migrate"],
     "clinic-dev up": [TARGET / "clinic-dev", "up"],
@@ -59,8 +60,9 @@ def test_every_binary_lists_its_variables_with_their_defaults():
     assert code["patients-service"]["LISTEN_ADDR"] == "127.0.0.1:50051"
     assert code["studies-service"]["LISTEN_ADDR"] == "127.0.0.1:50052"
     assert code["gateway"]["LISTEN_ADDR"] == "127.0.0.1:50053"
+    assert code["fhir"]["LISTEN_ADDR"] == "127.0.0.1:50054"
     assert code["clinic-dev up"]["ENVOY_PORT"] == "8080"
-    for binary in ("patients-service", "studies-service", "gateway"):
+    for binary in ("patients-service", "studies-service", "gateway", "fhir"):
         for shared in ("REQUEST_TIMEOUT_MS", "SHUTDOWN_DRAIN_TIMEOUT_MS", "DOWNSTREAM_TIMEOUT_MS", "RUST_LOG", "LOG_FORMAT"):
             assert code[binary][shared] is not None, (binary, shared)
 
@@ -86,7 +88,7 @@ def test_the_configuration_guides_defaults_are_the_codes():
 def test_compose_sets_only_variables_its_service_knows():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     code = known()
-    for service in ("patients-service", "studies-service", "gateway"):
+    for service in ("patients-service", "studies-service", "gateway", "fhir"):
         unknown = set(compose[service]["environment"]) - set(code[service]) - ALSO_READ
         assert unknown == set(), (service, unknown)
     for job, binary in (("patients-migrate", "patients-service migrate"), ("studies-migrate", "studies-service migrate")):
@@ -97,7 +99,7 @@ def test_compose_sets_only_variables_its_service_knows():
 def test_compose_services_listen_on_the_codes_default_ports():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     code = known()
-    for service in ("patients-service", "studies-service", "gateway"):
+    for service in ("patients-service", "studies-service", "gateway", "fhir"):
         port = code[service]["LISTEN_ADDR"].rsplit(":", 1)[1]
         assert compose[service]["environment"]["LISTEN_ADDR"] == f"0.0.0.0:{port}", service
 

@@ -21,7 +21,10 @@ from conftest import CLINIC_DEV, ROOT, VENV_BIN
 from test_config import ALSO_READ, settings
 
 K8S = ROOT / "deploy" / "k8s"
-SERVICES = ("patients-service", "studies-service", "gateway")
+SERVICES = ("patients-service", "studies-service", "gateway", "fhir")
+# What each readiness probe asks: the gateway and the FHIR endpoint their own
+# name (their empty name follows the services behind them, or nothing).
+READY_NAMES = {"gateway": "clinic.gateway.v1.GatewayService", "fhir": "clinic.fhir"}
 DATABASE_OWNERS = {"patients-service": ("clinic_patients", "patients"), "studies-service": ("clinic_studies", "studies")}
 # Standard variables the services read through libraries (log filter and
 # format are the code's own and listed by --help).
@@ -112,7 +115,7 @@ def test_services_listen_on_the_codes_ports_and_probe_the_health_names_the_code_
         assert c["livenessProbe"]["grpc"] == {"port": grpc_port, "service": "liveness"}, name
         readiness = c["readinessProbe"]["grpc"]
         assert readiness["port"] == grpc_port
-        expected = "clinic.gateway.v1.GatewayService" if name == "gateway" else ""
+        expected = READY_NAMES.get(name, "")
         assert readiness.get("service", "") == expected, name
         # Headless, so a caller's DNS look-up sees every pod.
         service = services[name]
@@ -217,7 +220,7 @@ def test_network_policies_let_only_envoy_in_and_only_the_database_owners_out_to_
     database = {"cnpg.io/cluster": "clinic-db"}
     for name in DATABASE_OWNERS:
         assert reachable(policies, database, 5432, labels[name])
-    for name in ("gateway", "envoy"):
+    for name in ("gateway", "fhir", "envoy"):
         assert not reachable(policies, database, 5432, labels[name]), f"{name} reaches PostgreSQL"
         egress = [r for p in policies.values() if p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels[name].items() for r in p["spec"].get("egress", [])]
         assert all(5432 not in {port["port"] for port in r.get("ports", [])} for r in egress), f"{name} may connect to PostgreSQL"
@@ -342,7 +345,8 @@ def grpc_health(port, service):
 
 def test_the_health_names_the_probes_ask_answer_serving_on_a_running_system(rendered, stack):
     deployments = by_kind(rendered["base"], "Deployment")
-    local_ports = {"patients-service": stack.ports["PATIENTS_PORT"], "studies-service": stack.ports["STUDIES_PORT"], "gateway": stack.ports["GATEWAY_PORT"]}
+    local_ports = {"patients-service": stack.ports["PATIENTS_PORT"], "studies-service": stack.ports["STUDIES_PORT"], "gateway": stack.ports["GATEWAY_PORT"],
+                   "fhir": stack.ports["FHIR_PORT"]}
     for name in SERVICES:
         c = container(deployments[name])
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):

@@ -202,7 +202,8 @@ fn stack_options(
         patients: port()?,
         studies: port()?,
         gateway: port()?,
-        metrics: [port()?, port()?, port()?],
+        fhir: port()?,
+        metrics: [port()?, port()?, port()?, port()?],
         replicas,
     };
     Ok(UpOptions {

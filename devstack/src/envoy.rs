@@ -39,6 +39,8 @@ pub struct Addresses {
     pub studies: Vec<(String, u16)>,
     /// The gateway's replicas.
     pub gateway: Vec<(String, u16)>,
+    /// The FHIR endpoint's replicas.
+    pub fhir: Vec<(String, u16)>,
     /// The `iss` and `aud` accepted tokens carry.
     pub issuer_audience: (String, String),
     /// The SDS resource file naming the certificate the TLS listener serves
@@ -70,6 +72,7 @@ impl Addresses {
             patients: ports.replicas_of(ports.patients).map(|p| (lo(), p)).collect(),
             studies: ports.replicas_of(ports.studies).map(|p| (lo(), p)).collect(),
             gateway: ports.replicas_of(ports.gateway).map(|p| (lo(), p)).collect(),
+            fhir: ports.replicas_of(ports.fhir).map(|p| (lo(), p)).collect(),
             issuer_audience: (auth::DEFAULT_ISSUER.into(), auth::DEFAULT_AUDIENCE.into()),
             tls_sds_file: path(tls_sds_file.to_owned()),
             descriptor_file: path(descriptor_file.to_owned()),
@@ -92,6 +95,7 @@ impl Addresses {
             patients: vec![("patients-service".into(), defaults::PATIENTS_PORT)],
             studies: vec![("studies-service".into(), defaults::STUDIES_PORT)],
             gateway: vec![("gateway".into(), defaults::GATEWAY_PORT)],
+            fhir: vec![("fhir".into(), defaults::FHIR_PORT)],
             issuer_audience: (auth::DEFAULT_ISSUER.into(), auth::DEFAULT_AUDIENCE.into()),
             tls_sds_file: COMPOSE_TLS_SDS_FILE.into(),
             descriptor_file: COMPOSE_DESCRIPTOR_FILE.into(),
@@ -111,6 +115,8 @@ impl Addresses {
             ("PATIENTS_ENDPOINTS", endpoints(&self.patients)),
             ("STUDIES_ENDPOINTS", endpoints(&self.studies)),
             ("GATEWAY_ENDPOINTS", endpoints(&self.gateway)),
+            ("FHIR_ENDPOINTS", endpoints(&self.fhir)),
+            ("FHIR_HEALTH_NAME", fhir::HEALTH_NAME.to_owned()),
             ("JWKS_PATH", clinic_host::public::JWKS_PATH.to_owned()),
             ("JWT_ISSUER", self.issuer_audience.0.clone()),
             ("JWT_AUDIENCE", self.issuer_audience.1.clone()),

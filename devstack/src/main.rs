@@ -139,6 +139,9 @@ struct UpArgs {
     /// gateway port.
     #[arg(long, env = "GATEWAY_PORT", default_value_t = defaults::GATEWAY_PORT)]
     gateway_port: u16,
+    /// The FHIR endpoint's port.
+    #[arg(long, env = "FHIR_PORT", default_value_t = defaults::FHIR_PORT)]
+    fhir_port: u16,
     /// patients-service's metrics port.
     #[arg(long, env = "PATIENTS_METRICS_PORT", default_value_t = defaults::PATIENTS_METRICS_PORT)]
     patients_metrics_port: u16,
@@ -148,6 +151,9 @@ struct UpArgs {
     /// The gateway's metrics port.
     #[arg(long, env = "GATEWAY_METRICS_PORT", default_value_t = defaults::GATEWAY_METRICS_PORT)]
     gateway_metrics_port: u16,
+    /// The FHIR endpoint's metrics port.
+    #[arg(long, env = "FHIR_METRICS_PORT", default_value_t = defaults::FHIR_METRICS_PORT)]
+    fhir_metrics_port: u16,
     /// Replicas of each service (their ports: the first's plus 100, 200, …),
     /// all behind Envoy, calling each other with per-request balancing.
     #[arg(long, env = "REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
@@ -229,10 +235,12 @@ async fn main() -> ExitCode {
                     patients: args.patients_port,
                     studies: args.studies_port,
                     gateway: args.gateway_port,
+                    fhir: args.fhir_port,
                     metrics: [
                         args.patients_metrics_port,
                         args.studies_metrics_port,
                         args.gateway_metrics_port,
+                        args.fhir_metrics_port,
                     ],
                     replicas: args.replicas,
                 },

@@ -17,8 +17,10 @@ pub struct Ports {
     pub studies: u16,
     /// gateway.
     pub gateway: u16,
-    /// The services' Prometheus endpoints: patients, studies, gateway.
-    pub metrics: [u16; 3],
+    /// The FHIR endpoint.
+    pub fhir: u16,
+    /// The services' Prometheus endpoints: patients, studies, gateway, fhir.
+    pub metrics: [u16; 4],
     /// Replicas of each service; replica `i` (from 0) listens on each of
     /// the first replica's ports plus `100 × i`.
     pub replicas: u16,
@@ -41,10 +43,12 @@ impl Default for Ports {
             patients: defaults::PATIENTS_PORT,
             studies: defaults::STUDIES_PORT,
             gateway: defaults::GATEWAY_PORT,
+            fhir: defaults::FHIR_PORT,
             metrics: [
                 defaults::PATIENTS_METRICS_PORT,
                 defaults::STUDIES_METRICS_PORT,
                 defaults::GATEWAY_METRICS_PORT,
+                defaults::FHIR_METRICS_PORT,
             ],
             replicas: 1,
         }

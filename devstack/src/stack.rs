@@ -222,6 +222,15 @@ fn processes(
             }
             env
         }));
+        procs.push(service(
+            "fhir",
+            p.fhir,
+            vec![
+                ("METRICS_ADDR", listen(p.metrics[3] + offset)),
+                ("PATIENTS_ADDR", all(p.patients)),
+                ("STUDIES_ADDR", all(p.studies)),
+            ],
+        ));
     }
     procs.push(Proc {
         name: "envoy".to_owned(),
@@ -250,13 +259,14 @@ fn prometheus(options: &UpOptions, bin: &Path) -> Result<Proc, UpError> {
          global: {{ scrape_interval: 5s }}\n\
          scrape_configs:\n\
          \x20 - job_name: clinic\n\
-         \x20   static_configs: [{{ targets: [{}, {}, {}] }}]\n\
+         \x20   static_configs: [{{ targets: [{}, {}, {}, {}] }}]\n\
          \x20 - job_name: envoy\n\
          \x20   metrics_path: /stats/prometheus\n\
          \x20   static_configs: [{{ targets: [{}] }}]\n",
         target(p.metrics[0]),
         target(p.metrics[1]),
         target(p.metrics[2]),
+        target(p.metrics[3]),
         target(p.envoy_admin)
     );
     let dir = options.home.join("prometheus");
@@ -360,6 +370,7 @@ fn banner(
     println!("  patients-service              127.0.0.1:{}", p.patients);
     println!("  studies-service               127.0.0.1:{}", p.studies);
     println!("  gateway                       127.0.0.1:{}", p.gateway);
+    println!("  fhir                          127.0.0.1:{} (FHIR R4: http://{front}/fhir)", p.fhir);
     println!("  PostgreSQL                    {}", db.admin_url());
     if let Some(dir) = db.data_dir() {
         println!("  data                          {}", dir.display());
@@ -369,8 +380,8 @@ fn banner(
     println!("  logs                          {}", options.home.join("logs").display());
     println!(
         "  metrics                       http://127.0.0.1:{}/metrics (patients), :{} (studies), :{} (gateway), \
-         Envoy http://127.0.0.1:{}/stats/prometheus",
-        p.metrics[0], p.metrics[1], p.metrics[2], p.envoy_admin
+         :{} (fhir), Envoy http://127.0.0.1:{}/stats/prometheus",
+        p.metrics[0], p.metrics[1], p.metrics[2], p.metrics[3], p.envoy_admin
     );
     if options.prometheus.is_some() {
         println!(
@@ -406,6 +417,19 @@ fn banner(
     );
     println!(
         "  grpcurl -plaintext -d '{{\"service\": \"clinic.studies.v1.StudyService\"}}' {front} grpc.health.v1.Health/Check"
+    );
+    println!("FHIR R4 (curl; the same token):");
+    let bearer = "-H \"authorization: Bearer $TOKEN\"";
+    println!("  curl -s http://{front}/fhir/metadata");
+    if let Some(id) = first_patient {
+        println!("  curl -s {bearer} http://{front}/fhir/Patient/{id}");
+    }
+    println!("  curl -s {bearer} 'http://{front}/fhir/Patient?family=vill&_revinclude=ImagingStudy:subject'");
+    println!(
+        "  curl -s {bearer} -H 'content-type: application/fhir+json' -H 'If-None-Exist: identifier=https://clinic.example/mrn|MRN-1' \
+         -d '{{\"resourceType\":\"Patient\",\"identifier\":[{{\"system\":\"https://clinic.example/mrn\",\"value\":\"MRN-1\"}}],\
+         \"name\":[{{\"family\":\"Ruiz\",\"given\":[\"Ana\"]}}],\"birthDate\":\"1980-05-06\",\
+         \"telecom\":[{{\"system\":\"email\",\"value\":\"ana.ruiz@ejemplo.com\"}}]}}' http://{front}/fhir/Patient"
     );
     if options.web_root.is_some()
         && let Ok(token) = credentials.token("page-viewer", &["viewer"], Duration::from_secs(12 * 3600))

@@ -1,11 +1,14 @@
-//! Clinic's FHIR R4 endpoint (`/fhir`): `Patient` and `ImagingStudy` with
-//! read, vread, search, create, update, delete and history, served over the
-//! services' gRPC APIs with the caller's own token. It holds no data: the
-//! services check roles, keep revisions and write the audit trail for every
-//! call it makes, exactly as for their other clients. The gateway process
-//! mounts it on its port ([`FhirRoute`]); Envoy routes `/fhir` there.
+//! Clinic's FHIR R4 endpoint (`/fhir`), a process of its own like the
+//! gateway: `Patient` and `ImagingStudy` with read, vread, search, create,
+//! update, delete and history, served over the services' gRPC APIs with the
+//! caller's own token. It holds no data: it checks the token (as every
+//! Clinic process does on its own port), and the services check roles, keep
+//! revisions and write the audit trail for every call it makes, exactly as
+//! for their other clients. Envoy routes `/fhir` to it.
 //!
 //! # Layout
+//! - `config`, `startup`, `main`: the process (HTTP/2 port with gRPC health
+//!   for probes, metrics, drain), as every Clinic server.
 //! - `model`: Clinic's patients and studies as FHIR resources and back (no I/O).
 //! - `search`: FHIR search parameters as the services' filters, orders and
 //!   page tokens (no I/O).
@@ -16,12 +19,15 @@
 
 mod api;
 mod capability;
+pub mod config;
 mod model;
 mod outcome;
 mod search;
+mod startup;
 
 use std::{sync::Arc, time::Duration};
 
+use clinic_auth::Verifier;
 use clinic_client::PeerClient;
 use clinic_host::public::PublicRoute;
 use clinic_layers::BoxFuture;
@@ -29,6 +35,10 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 pub use api::Fhir;
+pub use startup::Application;
+
+/// The process's name in gRPC health (what probes ask for).
+pub const HEALTH_NAME: &str = "clinic.fhir";
 
 /// Where the endpoint is served.
 pub const PREFIX: &str = "/fhir";
@@ -41,13 +51,41 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct FhirRoute {
     router: axum::Router,
+    /// Checks tokens before any service is called; none: the services alone
+    /// check them.
+    verifier: Option<Arc<Verifier>>,
 }
 
 impl FhirRoute {
     /// The endpoint over `patients` and `studies`, each call waiting at most
-    /// `timeout`.
-    pub fn new(patients: PeerClient, studies: PeerClient, timeout: Duration) -> Arc<Self> {
-        Arc::new(Self { router: api::router(Fhir::new(patients, studies, timeout)) })
+    /// `timeout`, refusing requests whose token `verifier` rejects.
+    pub fn new(
+        patients: PeerClient,
+        studies: PeerClient,
+        timeout: Duration,
+        verifier: Option<Arc<Verifier>>,
+    ) -> Arc<Self> {
+        Arc::new(Self { router: api::router(Fhir::new(patients, studies, timeout)), verifier })
+    }
+
+    /// Why the request's token is refused, if it is: the metadata is open,
+    /// everything else needs a valid token.
+    fn refusal(&self, parts: &http::request::Parts) -> Option<outcome::Outcome> {
+        let verifier = self.verifier.as_ref()?;
+        if parts.uri.path() == "/fhir/metadata" {
+            return None;
+        }
+        let token = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let refused = match token.map(|t| verifier.verify(t)) {
+            Some(Ok(_)) => return None,
+            None => clinic_auth::Rejection::Missing,
+            Some(Err(rejection)) => rejection,
+        };
+        Some(outcome::Outcome::new(http::StatusCode::UNAUTHORIZED, "login", refused.to_string()))
     }
 }
 
@@ -62,8 +100,14 @@ impl PublicRoute for FhirRoute {
         request: http::Request<tonic::body::Body>,
     ) -> BoxFuture<http::Response<tonic::body::Body>> {
         let router = self.router.clone();
+        let (head, body) = request.into_parts();
+        let refused_early = self.refusal(&head);
+        let request = http::Request::from_parts(head, body);
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
+            if let Some(refused) = refused_early {
+                return into_tonic(axum::response::IntoResponse::into_response(refused)).await;
+            }
             // Over HTTP/2 the host is the URI's authority: links are built from it.
             if !parts.headers.contains_key(http::header::HOST)
                 && let Some(host) =

@@ -82,19 +82,12 @@ impl Process for Application {
         let mut background = mirrors;
         background.push(self.verifier.clone().watch(service::JWKS_CHECK_INTERVAL));
         let audit: Arc<dyn AuditSink> = Arc::new(IntakeSink::new(self.downstream.patients.clone()));
-        // FHIR R4 at /fhir: a facade over both services with the caller's
-        // token (the services authorise and audit each of its calls).
-        let fhir = fhir::FhirRoute::new(
-            self.downstream.patients.clone(),
-            self.downstream.studies.clone(),
-            self.config.downstream.timeout,
-        );
         let routes = Routes::new(clinic_core::bounded!(GatewayServiceServer::new(GatewayApi::new(
             self.downstream.clone()
         ))))
         .add_service(clinic_core::bounded!(AuditServiceServer::new(AuditAggregate::new(self.downstream))));
         let served = [own, clinic_proto::audit::v1::SERVICE_NAME];
-        let mut public: Vec<Arc<dyn PublicRoute>> = vec![Arc::new(JwksRoute(self.verifier.clone())), fhir];
+        let mut public: Vec<Arc<dyn PublicRoute>> = vec![Arc::new(JwksRoute(self.verifier.clone()))];
         if let Some(root) = &self.config.web_root {
             public.push(Arc::new(crate::site::Site::new(root)));
         }

@@ -16,6 +16,10 @@ pub const PATIENTS_METRICS_PORT: u16 = 9464;
 pub const STUDIES_METRICS_PORT: u16 = 9465;
 /// The gateway's Prometheus metrics port.
 pub const GATEWAY_METRICS_PORT: u16 = 9466;
+/// Default port of the FHIR endpoint.
+pub const FHIR_PORT: u16 = 50054;
+/// Default port of the FHIR endpoint's metrics.
+pub const FHIR_METRICS_PORT: u16 = 9467;
 /// Envoy's plaintext listener (loopback only).
 pub const ENVOY_PORT: u16 = 8080;
 /// Envoy's TLS listener, the front door for everything but local tools.
