@@ -8,6 +8,7 @@ create, update, conditional create."""
 
 import concurrent.futures
 import random
+import re
 import string
 import uuid
 
@@ -337,3 +338,29 @@ def test_fhir_reads_are_in_the_audit_trail_under_the_callers_name(stack):
     assert fhir.call("GET", f"/Patient/{pid}", token=token)[0] == 200
     out = stack.grpcurl("clinic.audit.v1.AuditService/ListAuditEvents", data=f'{{"patient_id": {pid}, "subject": "fhir-auditee"}}')
     assert "clinic.patients.v1.PatientService/GetPatient" in out.stdout, out.stdout
+
+
+def test_the_fhir_examples_make_up_prints_work_as_shown(stack):
+    """A read, a search with _revinclude and a conditional create, pasted
+    into a shell after the printed command that sets TOKEN; the conditional
+    create twice (the second finds the first's patient)."""
+    import json
+    import os
+    import subprocess
+
+    from conftest import ROOT, VENV_BIN
+
+    examples = [line.strip() for line in stack.output.splitlines() if line.strip().startswith("curl ") and "/fhir/" in line]
+    assert any("_revinclude" in e for e in examples) and any("If-None-Exist" in e for e in examples), stack.output
+    assert any(re.search(r"/fhir/Patient/\d+$", e) for e in examples), examples
+    export = next(line.strip() for line in stack.output.splitlines() if line.strip().startswith("export TOKEN="))
+    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}", CLINIC_HOME=str(stack.home))
+    created = set()
+    for example in examples + [e for e in examples if "If-None-Exist" in e]:
+        result = subprocess.run(["bash", "-c", f"set -e\n{export}\n{example}"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 0, f"{example}\n{result.stderr}"
+        answer = valid(json.loads(result.stdout))
+        assert answer["resourceType"] != "OperationOutcome", (example, answer)
+        if "If-None-Exist" in example:
+            created.add(answer["id"])
+    assert len(created) == 1, "the conditional create made one patient"
