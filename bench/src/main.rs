@@ -18,6 +18,7 @@ mod auth;
 mod cpu;
 mod failover;
 mod feed;
+mod fhir;
 mod health;
 mod load;
 mod pgbench;
@@ -269,7 +270,7 @@ async fn measure(
         args.patients,
         started.elapsed().as_secs_f64()
     );
-    let services = ["patients-service", "studies-service", "gateway"];
+    let services = ["patients-service", "studies-service", "gateway", "fhir"];
     let idle: Vec<u64> =
         services.iter().map(|s| running.pid(s).and_then(|p| rss_kib(p, "VmRSS:")).unwrap_or(0)).collect();
 
@@ -295,7 +296,7 @@ async fn measure(
         direct: direct.clone(),
         bearers,
         patients: n,
-        processes: ["patients-service", "studies-service", "gateway", "envoy"]
+        processes: ["patients-service", "studies-service", "gateway", "fhir", "envoy"]
             .iter()
             .map(|s| (*s, running.pid(s)))
             .collect(),
@@ -321,6 +322,7 @@ async fn measure(
         auth::token_pool(running.credentials(), (2_000 * args.seconds as usize).clamp(2_000, 15_000))?;
     let get_fresh = scenarios.get_patient_new_tokens(fresh_tokens).await;
     let get_envoy = scenarios.get_patient("get_patient_envoy", &envoy, load).await;
+    let fhir_read = fhir::read(&mut scenarios, &envoy, ports.envoy).await;
     let watchers = health::watch(&[ports.patients, ports.studies, ports.gateway]);
     let overload_load = Load {
         concurrency: args.concurrency * 4,
@@ -343,6 +345,10 @@ async fn measure(
         )
         .await;
     let listing_high = scenarios.listing("listing_study_filter_high", &envoy, "urgency_level = HIGH").await;
+    let name_prefix_envoy = scenarios
+        .list_patients_on("search_name_prefix_envoy", &envoy, r#"last_name = "gar*""#, "", String::new())
+        .await;
+    let fhir_search = fhir::search(&mut scenarios, &envoy, ports.envoy).await;
     let gateway_direct =
         load::connect(&format!("http://127.0.0.1:{}", ports.gateway), args.connections).await?;
     let listing_direct = scenarios.listing("list_patients_with_studies_direct", &gateway_direct, "").await;
@@ -376,6 +382,7 @@ async fn measure(
             Some(("get_patient_envoy", get_envoy.rps)),
             "errors only RESOURCE_EXHAUSTED; health SERVING",
         ),
+        row(fhir_read, Some(("get_patient_envoy", get_envoy.rps)), "≥ 0.50"),
         row(create, Some(("pgbench_insert", pg_insert)), "≥ 0.50"),
         row(list_first.clone(), None, ""),
         row(listing.clone(), Some(("list_patients", list_first.rps)), "≥ 0.33"),
@@ -383,6 +390,12 @@ async fn measure(
         row(birth_range.clone(), Some(("list_patients", list_first.rps)), "p50 ≤ 2× list_patients"),
         row(listing_high.clone(), Some(("list_patients_with_studies", listing.rps)), "p50 ≤ 2× the listing"),
         row(deep, Some(("list_patients", list_first.rps)), "p50 ≤ 1.5× list_patients"),
+        row(name_prefix_envoy.clone(), None, "(the gRPC search FHIR's is compared with)"),
+        row(
+            fhir_search,
+            Some(("search_name_prefix_envoy", name_prefix_envoy.rps)),
+            "(FHIR search over its gRPC form)",
+        ),
         row(listing_direct, Some(("list_patients", list_first.rps)), "(diagnostic: no Envoy)"),
         row(studies_batch, None, "(diagnostic: the listing's ListStudies)"),
     ];

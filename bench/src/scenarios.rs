@@ -83,7 +83,20 @@ impl Scenarios {
         order_by: &'static str,
         page_token: String,
     ) -> Outcome {
-        let (direct, load, bearers) = (self.direct.clone(), self.load, self.bearers.clone());
+        let direct = self.direct.clone();
+        self.list_patients_on(name, &direct, filter, order_by, page_token).await
+    }
+
+    /// [`Self::list_patients`] on `channels` (Envoy, or the service).
+    pub async fn list_patients_on(
+        &mut self,
+        name: &str,
+        channels: &[Channel],
+        filter: &'static str,
+        order_by: &'static str,
+        page_token: String,
+    ) -> Outcome {
+        let (load, bearers) = (self.load, self.bearers.clone());
         let call = move |channel, worker, _| {
             let (bearer, page_token) = (bearers.of(worker), page_token.clone());
             async move {
@@ -99,7 +112,7 @@ impl Scenarios {
                     .map(|_| ())
             }
         };
-        self.run(name, &direct, load, call).await
+        self.run(name, channels, load, call).await
     }
 
     /// The first page of the listing view, 50 patients with their studies
