@@ -364,3 +364,19 @@ def test_the_fhir_examples_make_up_prints_work_as_shown(stack):
         if "If-None-Exist" in example:
             created.add(answer["id"])
     assert len(created) == 1, "the conditional create made one patient"
+
+
+def test_the_fhir_process_counts_its_requests(stack):
+    fhir = Fhir(stack)
+    metrics = f"http://127.0.0.1:{stack.ports['FHIR_METRICS_PORT']}/metrics"
+
+    def read_404s() -> float:
+        text = requests.get(metrics, timeout=10).text
+        line = next((l for l in text.splitlines() if l.startswith("fhir_requests_total{") and 'code="404"' in l
+                     and 'resource="Patient"' in l and 'method="GET"' in l), None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    before = read_404s()
+    assert fhir.call("GET", "/Patient/999999998", role="viewer")[0] == 404
+    assert read_404s() == before + 1
+    assert "fhir_request_duration_seconds_bucket" in requests.get(metrics, timeout=10).text

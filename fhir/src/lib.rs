@@ -25,7 +25,10 @@ mod outcome;
 mod search;
 mod startup;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use clinic_auth::Verifier;
 use clinic_client::PeerClient;
@@ -102,10 +105,12 @@ impl PublicRoute for FhirRoute {
         let router = self.router.clone();
         let (head, body) = request.into_parts();
         let refused_early = self.refusal(&head);
+        let measured = Measured::of(&head);
         let request = http::Request::from_parts(head, body);
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
             if let Some(refused) = refused_early {
+                measured.done(refused.status);
                 return into_tonic(axum::response::IntoResponse::into_response(refused)).await;
             }
             // Over HTTP/2 the host is the URI's authority: links are built from it.
@@ -124,6 +129,7 @@ impl PublicRoute for FhirRoute {
                         "too-costly",
                         format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
                     );
+                    measured.done(outcome.status);
                     return into_tonic(axum::response::IntoResponse::into_response(outcome)).await;
                 }
             };
@@ -132,8 +138,38 @@ impl PublicRoute for FhirRoute {
                 Ok(response) => response,
                 Err(infallible) => match infallible {},
             };
+            measured.done(response.status());
             into_tonic(response).await
         })
+    }
+}
+
+/// One request's place in the metrics: `fhir_requests_total` (by method,
+/// resource type and HTTP status) and `fhir_request_duration_seconds`.
+struct Measured {
+    method: String,
+    resource: &'static str,
+    started: Instant,
+}
+
+impl Measured {
+    fn of(parts: &http::request::Parts) -> Self {
+        let segment = parts.uri.path().trim_start_matches(PREFIX).trim_start_matches('/');
+        let resource = match segment.split('/').next().unwrap_or_default() {
+            "Patient" => "Patient",
+            "ImagingStudy" => "ImagingStudy",
+            "metadata" => "metadata",
+            _ => "other",
+        };
+        Self { method: parts.method.as_str().to_owned(), resource, started: Instant::now() }
+    }
+
+    fn done(self, status: http::StatusCode) {
+        let (method, resource) = (self.method, self.resource);
+        metrics::counter!("fhir_requests_total", "method" => method.clone(), "resource" => resource, "code" => status.as_u16().to_string())
+            .increment(1);
+        metrics::histogram!("fhir_request_duration_seconds", "method" => method, "resource" => resource)
+            .record(self.started.elapsed().as_secs_f64());
     }
 }
 
