@@ -43,7 +43,7 @@ def test_listing_fails_fast_without_studies_service_while_patients_work_then_rec
 
 def test_ctrl_c_leaves_no_process_or_port_behind(own_stack):
     pids = own_stack.pids()
-    assert set(pids) == {"patients-service", "studies-service", "gateway", "envoy"}
+    assert set(pids) == {"patients-service", "studies-service", "gateway", "fhir", "envoy"}
     postgres_port = int(own_stack.output.split("postgres://postgres@127.0.0.1:")[1].split("/")[0])
     ports = [*own_stack.ports.values(), postgres_port]
     assert all(port_open(p) for p in ports if p != own_stack.ports["ENVOY_ADMIN_PORT"])
@@ -64,7 +64,7 @@ def test_envoys_active_health_checks_see_every_service_healthy(stack):
     while True:
         text = urllib.request.urlopen(f"http://127.0.0.1:{stack.ports['ENVOY_ADMIN_PORT']}/clusters", timeout=5).read().decode()
         flags = {line.split("::")[0]: line.rsplit("::", 1)[1] for line in text.splitlines() if "::health_flags::" in line}
-        if set(flags) == {"patients", "studies", "gateway"} and all(v == "healthy" for v in flags.values()):
+        if set(flags) == {"patients", "studies", "gateway", "fhir"} and all(v == "healthy" for v in flags.values()):
             return
         assert time.monotonic() < deadline, flags
         time.sleep(0.2)

@@ -110,7 +110,7 @@ def all_hosts_healthy(stack) -> bool:
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{stack.ports['ENVOY_ADMIN_PORT']}/clusters", timeout=5).read().decode()
     flags = [line.rsplit("::", 1)[1] for line in text.splitlines() if "::health_flags::" in line]
-    return len(flags) == 6 and all(f == "healthy" for f in flags)
+    return len(flags) == 8 and all(f == "healthy" for f in flags)
 
 
 def wait_back(stack, name, old_pid, port, timeout=30):
