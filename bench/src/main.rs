@@ -15,6 +15,7 @@
 //!   and the span sink of the traced run.
 
 mod auth;
+mod ceiling;
 mod cpu;
 mod failover;
 mod feed;
@@ -37,6 +38,10 @@ use clinic_devstack::{
     stack::{self, UpOptions},
 };
 use clinic_pg_cluster::cluster::{find_bin_dir, free_port};
+
+/// The pool size of the ceiling server: the services' default
+/// (`DB_MAX_CONNECTIONS`).
+const DB_MAX_CONNECTIONS: u32 = 8;
 use clinic_telemetry::{LOG_FILTER_ARG, LogSettings};
 use load::{Load, Outcome};
 use scenarios::{Scenarios, deep_token, listing_first_page};
@@ -91,6 +96,15 @@ struct Args {
     /// Run only the failover scenario (report: failover.json next to --out).
     #[arg(long, env = "BENCH_ONLY_FAILOVER")]
     only_failover: bool,
+    /// Internal: serve the ceiling GetPatient server on this port (and
+    /// nothing else) until killed; the benchmark starts itself so, so the
+    /// ceiling has a process (and cores) of its own.
+    #[arg(long, hide = true)]
+    serve_ceiling: Option<u16>,
+    /// Internal, with --serve-ceiling: the database it reads; none: it
+    /// answers from memory.
+    #[arg(long, hide = true)]
+    ceiling_database_url: Option<String>,
     /// Share of traces sampled in the traced run.
     #[arg(long, env = "BENCH_TRACE_RATIO", default_value_t = 0.1)]
     trace_ratio: f64,
@@ -143,6 +157,58 @@ struct Row {
     outcome: Outcome,
     baseline: Option<(&'static str, f64)>,
     target: &'static str,
+}
+
+/// The rates every GetPatient scenario is measured against, from the same
+/// run: pgbench's primary-key SELECT and the three ceiling servers.
+struct Ceilings {
+    pgbench_select: f64,
+    bare: f64,
+    bare_router_only_envoy: f64,
+    bare_without_database: f64,
+}
+
+impl Ceilings {
+    /// Each of `scenarios` (with its target) over every ceiling.
+    fn print(&self, scenarios: &[(&Outcome, &str)]) {
+        println!(
+            "\nGetPatient over its ceilings: {:<20} {:>10} {:>12} {:>14} {:>14}  target",
+            "", "/pgbench", "/bare", "/bare+router", "/bare no db"
+        );
+        for (o, target) in scenarios {
+            println!(
+                "  {:<48} {:>10.2} {:>12.2} {:>14.2} {:>14.2}  {target}",
+                o.name,
+                o.rps / self.pgbench_select.max(f64::EPSILON),
+                o.rps / self.bare.max(f64::EPSILON),
+                o.rps / self.bare_router_only_envoy.max(f64::EPSILON),
+                o.rps / self.bare_without_database.max(f64::EPSILON),
+            );
+        }
+    }
+
+    fn report(&self, scenarios: &[&Outcome]) -> serde_json::Value {
+        let ratios: serde_json::Map<String, serde_json::Value> = scenarios
+            .iter()
+            .map(|o| {
+                (
+                    o.name.clone(),
+                    json!({
+                        "over_pgbench_select": o.rps / self.pgbench_select.max(f64::EPSILON),
+                        "over_bare_tonic_sqlx": o.rps / self.bare.max(f64::EPSILON),
+                        "over_bare_behind_router_only_envoy": o.rps / self.bare_router_only_envoy.max(f64::EPSILON),
+                        "over_bare_without_database": o.rps / self.bare_without_database.max(f64::EPSILON),
+                    }),
+                )
+            })
+            .collect();
+        json!({
+            "bare_tonic_sqlx_rps": self.bare,
+            "bare_behind_router_only_envoy_rps": self.bare_router_only_envoy,
+            "bare_without_database_rps": self.bare_without_database,
+            "ratios": ratios,
+        })
+    }
 }
 
 fn print_table(rows: &[Row], pg: &[(&str, f64)]) {
@@ -226,6 +292,9 @@ fn stack_options(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(port) = args.serve_ceiling {
+        return ceiling::serve(port, args.ceiling_database_url.as_deref(), DB_MAX_CONNECTIONS).await;
+    }
     let _telemetry = clinic_telemetry::init(&args.log, "clinic-bench");
     if let Some(target) = &args.target {
         return target::run(&args, target).await;
@@ -322,6 +391,24 @@ async fn measure(
         auth::token_pool(running.credentials(), (2_000 * args.seconds as usize).clamp(2_000, 15_000))?;
     let get_fresh = scenarios.get_patient_new_tokens(fresh_tokens).await;
     let get_envoy = scenarios.get_patient("get_patient_envoy", &envoy, load).await;
+    // The ceilings, right after the scenarios they bound, on the same table.
+    let bare = ceiling::start(Some(&admin)).await?;
+    scenarios.processes.push(("ceiling server", bare.pid()));
+    let bare_direct_channels =
+        load::connect(&format!("http://127.0.0.1:{}", bare.port), args.connections).await?;
+    let bare_direct = scenarios.get_patient("bare_tonic_sqlx", &bare_direct_channels, load).await;
+    let router_only =
+        ceiling::router_only_envoy(&args.envoy_bin, home, free_port()?, free_port()?, bare.port).await?;
+    scenarios.processes.push(("router-only envoy", router_only.pid()));
+    let bare_envoy_channels =
+        load::connect(&format!("http://127.0.0.1:{}", router_only.port), args.connections).await?;
+    let bare_envoy = scenarios.get_patient("bare_behind_router_only_envoy", &bare_envoy_channels, load).await;
+    drop((router_only, bare));
+    let no_db = ceiling::start(None).await?;
+    scenarios.processes.push(("ceiling server", no_db.pid()));
+    let no_db_channels = load::connect(&format!("http://127.0.0.1:{}", no_db.port), args.connections).await?;
+    let bare_no_db = scenarios.get_patient("bare_without_database", &no_db_channels, load).await;
+    drop(no_db);
     let fhir_read = fhir::read(&mut scenarios, &envoy, ports.envoy).await;
     let watchers = health::watch(&[ports.patients, ports.studies, ports.gateway]);
     let overload_load = Load {
@@ -370,8 +457,23 @@ async fn measure(
     let row = |outcome, baseline, target| Row { outcome, baseline, target };
     let get_direct_rps = get_direct.rps;
     let outcomes = vec![
-        row(get_direct, Some(("pgbench_select", pg_select)), "≥ 0.40"),
+        row(get_direct.clone(), Some(("pgbench_select", pg_select)), "≥ 0.40"),
         row(get_envoy.clone(), Some(("pgbench_select", pg_select)), "≥ 0.25"),
+        row(
+            bare_direct.clone(),
+            Some(("pgbench_select", pg_select)),
+            "(ceiling: tonic + sqlx, nothing else)",
+        ),
+        row(
+            bare_envoy.clone(),
+            Some(("bare_tonic_sqlx", bare_direct.rps)),
+            "(ceiling: Envoy with the router only)",
+        ),
+        row(
+            bare_no_db.clone(),
+            Some(("bare_tonic_sqlx", bare_direct.rps)),
+            "(ceiling: the gRPC stack alone)",
+        ),
         row(
             get_fresh,
             Some(("get_patient_direct", get_direct_rps)),
@@ -400,6 +502,16 @@ async fn measure(
         row(studies_batch, None, "(diagnostic: the listing's ListStudies)"),
     ];
     print_table(&outcomes, &[("pgbench_select", pg_select), ("pgbench_insert", pg_insert)]);
+    let ceilings = Ceilings {
+        pgbench_select: pg_select,
+        bare: bare_direct.rps,
+        bare_router_only_envoy: bare_envoy.rps,
+        bare_without_database: bare_no_db.rps,
+    };
+    ceilings.print(&[
+        (&get_direct, "≥ 1.5× bare_tonic_sqlx"),
+        (&get_envoy, "≥ 0.90× bare_behind_router_only_envoy"),
+    ]);
     let deep =
         outcomes.iter().find(|r| r.outcome.name == "list_patients_deep_page").expect("the deep page row");
     let deep_latency = deep.outcome.p50_ms / list_first.p50_ms.max(f64::EPSILON);
@@ -470,6 +582,7 @@ async fn measure(
     }));
     let report = json!({
         "scenarios": scenarios,
+        "ceilings": ceilings.report(&[&get_direct, &get_envoy]),
         "change_feed": change_feed.report(),
         "deep_page_p50_over_first_page_p50": deep_latency,
         "search_p50_over_unfiltered_p50": search_ratios.iter().map(|(n, r)| (n.to_string(), json!(r))).collect::<serde_json::Map<_, _>>(),
