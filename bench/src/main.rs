@@ -21,6 +21,7 @@ mod failover;
 mod feed;
 mod fhir;
 mod health;
+mod levers;
 mod load;
 mod pgbench;
 mod scenarios;
@@ -409,6 +410,15 @@ async fn measure(
     let no_db_channels = load::connect(&format!("http://127.0.0.1:{}", no_db.port), args.connections).await?;
     let bare_no_db = scenarios.get_patient("bare_without_database", &no_db_channels, load).await;
     drop(no_db);
+    let envoy_levers = levers::run(
+        &mut scenarios,
+        &args.envoy_bin,
+        home,
+        &home.join("envoy.yaml"),
+        [ports.envoy, ports.envoy_tls, ports.envoy_admin],
+        args.connections,
+    )
+    .await?;
     let fhir_read = fhir::read(&mut scenarios, &envoy, ports.envoy).await;
     let watchers = health::watch(&[ports.patients, ports.studies, ports.gateway]);
     let overload_load = Load {
@@ -512,6 +522,19 @@ async fn measure(
         (&get_direct, "≥ 1.5× bare_tonic_sqlx"),
         (&get_envoy, "≥ 0.90× bare_behind_router_only_envoy"),
     ]);
+    let shipped = envoy_levers.first().map_or(get_envoy.rps, |l| l.outcome.rps);
+    println!("\nEnvoy's levers, GetPatient through each variant of its config (same services, same run):");
+    for lever in &envoy_levers {
+        println!(
+            "  {:<30} {:>8.0} rps  {:>5.2} of as shipped  {:>5.2} of bare_behind_router_only_envoy  p99 {:>6.2} ms  ({})",
+            lever.outcome.name,
+            lever.outcome.rps,
+            lever.outcome.rps / shipped.max(f64::EPSILON),
+            lever.outcome.rps / bare_envoy.rps.max(f64::EPSILON),
+            lever.outcome.p99_ms,
+            lever.what
+        );
+    }
     let deep =
         outcomes.iter().find(|r| r.outcome.name == "list_patients_deep_page").expect("the deep page row");
     let deep_latency = deep.outcome.p50_ms / list_first.p50_ms.max(f64::EPSILON);
@@ -583,6 +606,16 @@ async fn measure(
     let report = json!({
         "scenarios": scenarios,
         "ceilings": ceilings.report(&[&get_direct, &get_envoy]),
+        "envoy_levers": envoy_levers.iter().map(|l| json!({
+            "name": l.outcome.name,
+            "what": l.what,
+            "rps": l.outcome.rps,
+            "p50_ms": l.outcome.p50_ms,
+            "p99_ms": l.outcome.p99_ms,
+            "errors": l.outcome.error_count(),
+            "over_as_shipped": l.outcome.rps / shipped.max(f64::EPSILON),
+            "over_bare_behind_router_only_envoy": l.outcome.rps / bare_envoy.rps.max(f64::EPSILON),
+        })).collect::<Vec<_>>(),
         "change_feed": change_feed.report(),
         "deep_page_p50_over_first_page_p50": deep_latency,
         "search_p50_over_unfiltered_p50": search_ratios.iter().map(|(n, r)| (n.to_string(), json!(r))).collect::<serde_json::Map<_, _>>(),
