@@ -50,7 +50,7 @@ ifdef TARGET
 	cargo build --release --locked -p clinic-bench
 	target/release/clinic-bench --seconds $(BENCH_SECONDS) --target $(TARGET)
 else
-	cargo build --release --locked -p clinic-bench -p patients-service -p studies-service -p gateway -p fhir
+	cargo build --release --locked -p clinic-bench -p clinic-ceiling -p patients-service -p studies-service -p gateway -p fhir
 	target/release/clinic-bench --seconds $(BENCH_SECONDS) --patients $(BENCH_PATIENTS)
 endif
 

@@ -40,9 +40,6 @@ use clinic_devstack::{
 };
 use clinic_pg_cluster::cluster::{find_bin_dir, free_port};
 
-/// The pool size of the ceiling server: the services' default
-/// (`DB_MAX_CONNECTIONS`).
-const DB_MAX_CONNECTIONS: u32 = 8;
 use clinic_telemetry::{LOG_FILTER_ARG, LogSettings};
 use load::{Load, Outcome};
 use scenarios::{Scenarios, deep_token, listing_first_page};
@@ -97,15 +94,6 @@ struct Args {
     /// Run only the failover scenario (report: failover.json next to --out).
     #[arg(long, env = "BENCH_ONLY_FAILOVER")]
     only_failover: bool,
-    /// Internal: serve the ceiling GetPatient server on this port (and
-    /// nothing else) until killed; the benchmark starts itself so, so the
-    /// ceiling has a process (and cores) of its own.
-    #[arg(long, hide = true)]
-    serve_ceiling: Option<u16>,
-    /// Internal, with --serve-ceiling: the database it reads; none: it
-    /// answers from memory.
-    #[arg(long, hide = true)]
-    ceiling_database_url: Option<String>,
     /// Share of traces sampled in the traced run.
     #[arg(long, env = "BENCH_TRACE_RATIO", default_value_t = 0.1)]
     trace_ratio: f64,
@@ -293,9 +281,6 @@ fn stack_options(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    if let Some(port) = args.serve_ceiling {
-        return ceiling::serve(port, args.ceiling_database_url.as_deref(), DB_MAX_CONNECTIONS).await;
-    }
     let _telemetry = clinic_telemetry::init(&args.log, "clinic-bench");
     if let Some(target) = &args.target {
         return target::run(&args, target).await;
