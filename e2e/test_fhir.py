@@ -380,3 +380,18 @@ def test_the_fhir_process_counts_its_requests(stack):
     assert fhir.call("GET", "/Patient/999999998", role="viewer")[0] == 404
     assert read_404s() == before + 1
     assert "fhir_request_duration_seconds_bucket" in requests.get(metrics, timeout=10).text
+
+
+def test_deleting_a_patient_with_studies_needs_cascade(stack):
+    fhir = Fhir(stack)
+    pid = fhir.call("POST", "/Patient", patient(), role="clinician")[1]["id"]
+    sid = fhir.call("POST", "/ImagingStudy", study(pid), role="clinician")[1]["id"]
+    status, outcome, _ = fhir.call("DELETE", f"/Patient/{pid}")
+    assert status == 409 and outcome["issue"][0]["code"] == "conflict"
+    status, outcome, _ = fhir.call("DELETE", f"/Patient/{pid}?_cascade=everything")
+    assert status == 400 and outcome["issue"][0]["code"] == "invalid"
+    assert fhir.call("DELETE", f"/Patient/{pid}?_cascade=delete")[0] == 204
+    assert fhir.call("GET", f"/Patient/{pid}", role="viewer")[0] == 410
+    assert fhir.call("GET", f"/ImagingStudy/{sid}", role="viewer")[0] == 410, "the study went with its patient"
+    status, outcome, _ = fhir.call("GET", f"/Patient/{pid}/_history/0", role="viewer")
+    assert status == 404 and outcome["issue"][0]["code"] == "not-found"

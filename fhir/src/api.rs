@@ -263,6 +263,16 @@ fn study_status(status: tonic::Status) -> Outcome {
     Outcome::from_status(&status, model::study_element)
 }
 
+/// A version in a URL: anything but a positive number names none.
+fn revision(raw: &str) -> Result<i64, Outcome> {
+    raw.parse().ok().filter(|v: &i64| *v > 0).ok_or_else(|| Outcome::not_found(format!("no version {raw}")))
+}
+
+/// The answer to a vread of the version that deleted `type_/id`: 410.
+fn deletion_version(type_: &str, id: i64, revision: i64) -> Outcome {
+    Outcome::new(StatusCode::GONE, "deleted", format!("version {revision} of {type_}/{id} is its deletion"))
+}
+
 async fn read_patient(State(fhir): State<Fhir>, Path(raw): Path<String>, headers: HeaderMap) -> Answer {
     let caller = Caller::of(&headers);
     let id = id(&raw, "Patient")?;
@@ -278,19 +288,11 @@ async fn vread_patient(
 ) -> Answer {
     let caller = Caller::of(&headers);
     let id = id(&raw, "Patient")?;
-    let revision = version
-        .parse()
-        .ok()
-        .filter(|v: &i64| *v > 0)
-        .ok_or_else(|| Outcome::not_found(format!("no version {version}")))?;
+    let revision = revision(&version)?;
     let request = caller.request(&fhir, ppb::GetPatientRequest { id, revision, show_deleted: true });
     let patient = fhir.patients().get_patient(request).await.map_err(patient_status)?.into_inner();
     if patient.delete_time.is_some() {
-        return Err(Outcome::new(
-            StatusCode::GONE,
-            "deleted",
-            format!("version {revision} of Patient/{id} is its deletion"),
-        ));
+        return Err(deletion_version("Patient", id, revision));
     }
     Ok(resource_response(StatusCode::OK, model::patient_resource(&patient), &caller))
 }
@@ -516,19 +518,11 @@ async fn vread_study(
 ) -> Answer {
     let caller = Caller::of(&headers);
     let id = id(&raw, "ImagingStudy")?;
-    let revision = version
-        .parse()
-        .ok()
-        .filter(|v: &i64| *v > 0)
-        .ok_or_else(|| Outcome::not_found(format!("no version {version}")))?;
+    let revision = revision(&version)?;
     let request = caller.request(&fhir, spb::GetStudyRequest { id, revision, show_deleted: true });
     let study = fhir.studies().get_study(request).await.map_err(study_status)?.into_inner();
     if study.delete_time.is_some() {
-        return Err(Outcome::new(
-            StatusCode::GONE,
-            "deleted",
-            format!("version {revision} of ImagingStudy/{id} is its deletion"),
-        ));
+        return Err(deletion_version("ImagingStudy", id, revision));
     }
     Ok(resource_response(StatusCode::OK, model::study_resource(&study), &caller))
 }

@@ -150,6 +150,7 @@ pub fn patients(params: &[(String, String)], lenient: bool) -> Result<Search, Ou
     let mut search = Search::default();
     let mut filters = Vec::new();
     for (name, value) in params {
+        let mut known = true;
         match name.as_str() {
             "_id" => filters.push(any_of(value, |v| Ok(format!("id = {}", id_value(v, "_id")?)))?),
             "identifier" => filters.push(any_of(value, |v| {
@@ -185,11 +186,9 @@ pub fn patients(params: &[(String, String)], lenient: bool) -> Result<Search, Ou
             "_revinclude" if matches!(value.as_str(), "ImagingStudy:subject" | "ImagingStudy:patient") => {
                 search.include = true
             }
-            _ => {
-                common(&mut search, name, value)?;
-            }
+            _ => known = common(&mut search, name, value)?,
         }
-        if is_known(name, value, true) {
+        if known {
             search.applied.push((name.clone(), value.clone()));
         } else {
             unknown(name, lenient, KNOWN)?;
@@ -199,26 +198,13 @@ pub fn patients(params: &[(String, String)], lenient: bool) -> Result<Search, Ou
     Ok(search)
 }
 
-/// Whether `name` is a parameter this search applied.
-fn is_known(name: &str, value: &str, patients: bool) -> bool {
-    let shared = matches!(name, "_id" | "identifier" | "_count" | "_sort" | PAGE_TOKEN)
-        || (name == "_format" && matches!(value, "json" | "application/fhir+json" | "application/json"));
-    let own = if patients {
-        matches!(name, "family" | "given" | "name" | "birthdate" | "email")
-            || (name == "_revinclude" && matches!(value, "ImagingStudy:subject" | "ImagingStudy:patient"))
-    } else {
-        matches!(name, "subject" | "patient" | "modality")
-            || (name == "_include" && matches!(value, "ImagingStudy:subject" | "ImagingStudy:patient"))
-    };
-    shared || own
-}
-
 /// An ImagingStudy search.
 pub fn studies(params: &[(String, String)], lenient: bool) -> Result<Search, Outcome> {
     const KNOWN: &str = "_id, subject, patient, modality, identifier, _count, _sort=_lastUpdated, _include=ImagingStudy:subject";
     let mut search = Search::default();
     let mut filters = Vec::new();
     for (name, value) in params {
+        let mut known = true;
         match name.as_str() {
             "_id" => filters.push(any_of(value, |v| Ok(format!("id = {}", id_value(v, "_id")?)))?),
             "subject" | "patient" => {
@@ -245,11 +231,9 @@ pub fn studies(params: &[(String, String)], lenient: bool) -> Result<Search, Out
             "_include" if matches!(value.as_str(), "ImagingStudy:subject" | "ImagingStudy:patient") => {
                 search.include = true
             }
-            _ => {
-                common(&mut search, name, value)?;
-            }
+            _ => known = common(&mut search, name, value)?,
         }
-        if is_known(name, value, false) {
+        if known {
             search.applied.push((name.clone(), value.clone()));
         } else {
             unknown(name, lenient, KNOWN)?;
