@@ -45,7 +45,7 @@ test: postgres-bins chromium tools web lint ## The whole suite: lint, unit + int
 	target/debug/clinic-bench --seconds 1 --patients 300 --concurrency 8 --out target/bench/smoke.json
 	$(VENV)/bin/pytest -q e2e
 
-bench: postgres-bins tools ## Benchmark a fresh stack (release build) against pgbench; BENCH_SECONDS, BENCH_PATIENTS=1000000 for the big variant; TARGET=localhost:8080 measures a running `make up` instead
+bench: postgres-bins tools ## Benchmark a fresh stack (release build) against pgbench; BENCH_SECONDS, BENCH_PATIENTS=1000000 for the big variant; BENCH_ONLY=get_patient runs GetPatient and its ceilings alone in BENCH_ROUNDS rounds; TARGET=localhost:8080 measures a running `make up` instead
 ifdef TARGET
 	cargo build --release --locked -p clinic-bench
 	target/release/clinic-bench --seconds $(BENCH_SECONDS) --target $(TARGET)

@@ -76,6 +76,21 @@ const VARIANTS: &[Variant] = &[
     },
 ];
 
+/// Every variant's scenario name, as run.
+pub const NAMES: [&str; 6] = [
+    VARIANTS[0].name,
+    VARIANTS[1].name,
+    VARIANTS[2].name,
+    VARIANTS[3].name,
+    VARIANTS[4].name,
+    VARIANTS[5].name,
+];
+
+/// The variant's name as a `'static` string, for a scenario named `name`.
+pub fn name_of(name: &str) -> &'static str {
+    NAMES.iter().find(|n| **n == name).copied().unwrap_or("envoy_variant")
+}
+
 /// The shipped config with its listeners and admin on new ports.
 fn on_ports(config: &str, from: [u16; 3], to: [u16; 3]) -> String {
     let mut out = config.to_owned();

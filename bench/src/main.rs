@@ -5,25 +5,24 @@
 //! # Layout
 //! - this file: the scenarios, the report and its table.
 //! - `scenarios`: each scenario of the main run, one function each.
-//! - `load`: the load generator (fixed concurrency, HDR histograms).
-//! - `pgbench`: the physical baseline on the same tables.
+//! - `clinic-loadgen` (`loadgen/`): the instruments — the load generator,
+//!   the CPU each process used, pgbench as the physical baseline.
 //! - `auth`: what identity and the audit trail cost.
 //! - `failover`: a replica killed under load behind Envoy.
 //! - `feed`: watchers of the change feed while writers run at full speed.
 //! - `target`: measuring a stack that is already running.
-//! - `cpu`, `health`, `tracing_sink`: where the CPU went, health flaps seen,
-//!   and the span sink of the traced run.
+//! - `focus`: GetPatient and its ceilings alone, in rounds (`BENCH_ONLY`).
+//! - `health`, `tracing_sink`: health flaps seen, and the span sink of the
+//!   traced run.
 
 mod auth;
 mod ceiling;
-mod cpu;
 mod failover;
 mod feed;
 mod fhir;
+mod focus;
 mod health;
 mod levers;
-mod load;
-mod pgbench;
 mod scenarios;
 mod target;
 mod tracing_sink;
@@ -38,6 +37,7 @@ use clinic_devstack::{
     ports::Ports,
     stack::{self, UpOptions},
 };
+use clinic_loadgen::{cpu, load, pgbench};
 use clinic_pg_cluster::cluster::{find_bin_dir, free_port};
 
 use clinic_telemetry::{LOG_FILTER_ARG, LogSettings};
@@ -94,6 +94,14 @@ struct Args {
     /// Run only the failover scenario (report: failover.json next to --out).
     #[arg(long, env = "BENCH_ONLY_FAILOVER")]
     only_failover: bool,
+    /// Run only `get_patient`: GetPatient direct and through Envoy, and its
+    /// three ceilings, in interleaved rounds (report: get_patient.json next
+    /// to --out).
+    #[arg(long, env = "BENCH_ONLY", value_parser = ["get_patient"])]
+    only: Option<String>,
+    /// Rounds of `--only get_patient`; each scenario's median is reported.
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 3)]
+    rounds: usize,
     /// Share of traces sampled in the traced run.
     #[arg(long, env = "BENCH_TRACE_RATIO", default_value_t = 0.1)]
     trace_ratio: f64,
@@ -296,6 +304,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (home, ports) = (options.home.clone(), options.ports);
     println!("starting a fresh stack ({})...", options.bin_dir.display());
     let running = stack::start(options).await?;
+    if args.only.is_some() {
+        let rounds = get_patient_rounds(&args, &running, ports, &home).await;
+        running.stop().await?;
+        let _ = std::fs::remove_dir_all(&home);
+        let out = args.out.with_file_name("get_patient.json");
+        std::fs::create_dir_all(out.parent().unwrap_or(&home))?;
+        std::fs::write(&out, serde_json::to_string_pretty(&rounds?)?)?;
+        println!("\nreport: {}", out.display());
+        return Ok(());
+    }
     let measured = measure(&args, &running, ports, &home).await;
     running.stop().await?;
     let _ = std::fs::remove_dir_all(&home);
@@ -309,6 +327,44 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&args.out, serde_json::to_string_pretty(&measured.report)?)?;
     println!("\nreport: {}", args.out.display());
     Ok(())
+}
+
+/// The load every scenario runs at.
+fn load_of(args: &Args) -> Load {
+    Load {
+        concurrency: args.concurrency,
+        duration: Duration::from_secs(args.seconds),
+        warmup: Duration::from_secs(1).min(Duration::from_secs(args.seconds)),
+    }
+}
+
+/// `--only get_patient`: the preloaded stack's GetPatient and its ceilings
+/// in rounds ([`focus`]).
+async fn get_patient_rounds(
+    args: &Args,
+    running: &stack::Running,
+    ports: Ports,
+    home: &std::path::Path,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let admin = running.database().admin_url();
+    preload(&admin, args.patients).await?;
+    let channels = load::connect(&format!("http://127.0.0.1:{}", ports.envoy), args.connections).await?;
+    let config = home.join("envoy.yaml");
+    let envoy = focus::ShippedEnvoy {
+        channels: &channels,
+        config: &config,
+        ports: [ports.envoy, ports.envoy_tls, ports.envoy_admin],
+    };
+    let mut scenarios = Scenarios {
+        load: load_of(args),
+        direct: load::connect(&format!("http://127.0.0.1:{}", ports.patients), args.connections).await?,
+        bearers: auth::Bearers::mint(running.credentials(), args.concurrency * 4)?,
+        patients: args.patients.max(1),
+        processes: ["patients-service", "envoy"].iter().map(|s| (*s, running.pid(s))).collect(),
+        cpu: Vec::new(),
+    };
+    focus::run(&mut scenarios, envoy, &admin, &args.envoy_bin, home, args.rounds.max(1), args.connections)
+        .await
 }
 
 async fn measure(
@@ -329,11 +385,7 @@ async fn measure(
     let idle: Vec<u64> =
         services.iter().map(|s| running.pid(s).and_then(|p| rss_kib(p, "VmRSS:")).unwrap_or(0)).collect();
 
-    let load = Load {
-        concurrency: args.concurrency,
-        duration: Duration::from_secs(args.seconds),
-        warmup: Duration::from_secs(1).min(Duration::from_secs(args.seconds)),
-    };
+    let load = load_of(args);
     let direct = load::connect(&format!("http://127.0.0.1:{}", ports.patients), args.connections).await?;
     let envoy = load::connect(&format!("http://127.0.0.1:{}", ports.envoy), args.connections).await?;
     let n = args.patients.max(1);
