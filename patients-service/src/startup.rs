@@ -41,8 +41,7 @@ impl Application {
         let (feed, closer) = Feed::start(serving.pool.clone(), crate::SCHEMA, config.changes.clone())
             .await
             .map_err(StartupError::ChangeFeed)?;
-        let store =
-            PatientStore::new(serving.pool.clone(), config.service.db.filter_scan_timeout, feed.written());
+        let store = PatientStore::new(serving.pool.clone(), &config.service.db, feed.written());
         let api = PatientApi { store, tokens, studies, feed };
         Ok(Self { serving, api, config, closer })
     }

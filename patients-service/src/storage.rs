@@ -230,16 +230,16 @@ fn fingerprint(new: &PatientFields) -> Fingerprint {
 }
 
 impl PatientStore {
-    /// A store on `pool`; searches whose filter no index narrows run under
-    /// `scan_timeout`.
-    pub fn new(pool: PgPool, scan_timeout: std::time::Duration, written: Written) -> Self {
+    /// A store on `pool`, configured by `db` (how long a search whose filter
+    /// no index narrows may run, how many point reads run at once).
+    pub fn new(pool: PgPool, db: &clinic_pg::db::DbSettings, written: Written) -> Self {
         const ONE: &str = concat!("select ", patient_columns!(), " from patients.patient where id = $1");
         const MANY: &str =
             concat!("select ", patient_columns!(), " from patients.patient where id = any($1)");
         Self {
-            point_reads: PointReads::start(pool.clone(), (ONE, MANY), |row| row.id),
+            point_reads: PointReads::start(pool.clone(), db.point_read_statements, (ONE, MANY), |row| row.id),
             pool,
-            scans: ScanBound::new(INDEXED, scan_timeout),
+            scans: ScanBound::new(INDEXED, db.filter_scan_timeout),
             written,
         }
     }

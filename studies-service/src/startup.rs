@@ -53,7 +53,7 @@ impl Application {
             .map_err(StartupError::ChangeFeed)?;
         let store = StudyStore::new(
             serving.pool.clone(),
-            config.service.db.filter_scan_timeout,
+            &config.service.db,
             config.changes.delete_retention_days,
             feed.written(),
         );

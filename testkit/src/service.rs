@@ -19,6 +19,7 @@ pub fn service_config(database_url: String) -> ServiceConfig {
             url: database_url,
             max_connections: 5,
             acquire_timeout: Duration::from_millis(800),
+            point_read_statements: 2,
             statement_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(10),
             filter_scan_timeout: Duration::from_secs(1),

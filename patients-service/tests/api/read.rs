@@ -77,12 +77,14 @@ async fn concurrent_reads_each_get_their_own_patient() {
 }
 
 /// A table `public.thing` (ids 1..=100, names `thing <id>`) in a fresh
-/// database, a [`PointReads`] over a pool of one connection waiting at most
-/// `acquire` for it, and an admin connection holding an exclusive lock on
-/// the table; returns once a first read (of id 1, spawned) waits for that
-/// lock, so the pool's one connection is busy.
-async fn one_busy_connection(
+/// database, a [`PointReads`] over a pool of `connections` running at most
+/// `statements` at once, waiting at most `acquire` for a slot, and an admin
+/// connection holding an exclusive lock on the table; returns once a first
+/// read (of id 1, spawned) waits for that lock, so one statement is busy.
+async fn one_busy_statement(
     acquire: std::time::Duration,
+    connections: u32,
+    statements: u32,
 ) -> (
     clinic_pg::coalesce::PointReads<Thing>,
     sqlx::PgConnection,
@@ -99,16 +101,16 @@ async fn one_busy_connection(
     .await
     .unwrap();
     let pool = PgPoolOptions::new()
-        .max_connections(1)
+        .max_connections(connections)
         .acquire_timeout(acquire)
         .connect_with(db.admin_options())
         .await
         .unwrap();
-    let statements = (
+    let queries = (
         "select id, name from public.thing where id = $1",
         "select id, name from public.thing where id = any($1)",
     );
-    let reads = clinic_pg::coalesce::PointReads::<Thing>::start(pool, statements, |r| r.id);
+    let reads = clinic_pg::coalesce::PointReads::<Thing>::start(pool, statements, queries, |r| r.id);
     sqlx::raw_sql("begin; lock table public.thing in access exclusive mode")
         .execute(&mut admin)
         .await
@@ -149,17 +151,37 @@ fn thing(n: i64) -> clinic_core::ids::Id<clinic_core::ids::Patient> {
 /// by one statement when it comes free, each with its own row.
 #[tokio::test]
 async fn reads_queued_behind_a_busy_connection_share_one_statement() {
-    let (reads, mut admin, first) = one_busy_connection(std::time::Duration::from_secs(20)).await;
-    // Every read below is queued before the connection comes free.
-    let queued = futures::future::join_all((2..=60).map(|n| reads.get(thing(n))));
-    let release = async {
-        tokio::task::yield_now().await;
-        sqlx::raw_sql("rollback").execute(&mut admin).await.unwrap();
-    };
-    let (answers, ()) = tokio::join!(queued, release);
+    reads_queued_behind_a_busy_statement_share_one(1, 1).await;
+}
+
+/// Idle connections do not take queued reads one by one: with one
+/// statement allowed at once, reads that arrive while it runs wait and share
+/// the next, though the pool has connections free (`DB_POINT_READ_STATEMENTS`).
+#[tokio::test]
+async fn reads_share_a_statement_though_connections_are_free_when_the_statement_limit_is_reached() {
+    reads_queued_behind_a_busy_statement_share_one(4, 1).await;
+}
+
+async fn reads_queued_behind_a_busy_statement_share_one(connections: u32, statements: u32) {
+    let (reads, mut admin, first) =
+        one_busy_statement(std::time::Duration::from_secs(20), connections, statements).await;
+    // Every read below arrives, one at a time, before the statement ends:
+    // each is a task, and the test's one-thread runtime runs the reader
+    // between two of them (a free slot would take a read at once).
+    let mut queued = Vec::new();
+    for n in 2..=60 {
+        queued.push(tokio::spawn({
+            let reads = reads.clone();
+            async move { reads.get(thing(n)).await }
+        }));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+    sqlx::raw_sql("rollback").execute(&mut admin).await.unwrap();
     assert_eq!(first.await.unwrap().unwrap().name, "thing 1");
-    for (n, answer) in (2..=60).zip(answers) {
-        assert_eq!(answer.unwrap().name, format!("thing {n}"));
+    for (n, answer) in (2..=60).zip(futures::future::join_all(queued).await) {
+        assert_eq!(answer.unwrap().unwrap().name, format!("thing {n}"));
     }
     assert_eq!(reads.statements(), 2, "the 59 queued reads took one statement");
     assert!(matches!(
@@ -173,7 +195,7 @@ async fn reads_queued_behind_a_busy_connection_share_one_statement() {
 /// unreachable database.
 #[tokio::test]
 async fn a_read_that_finds_no_free_slot_in_time_is_overload() {
-    let (reads, mut admin, first) = one_busy_connection(std::time::Duration::from_millis(300)).await;
+    let (reads, mut admin, first) = one_busy_statement(std::time::Duration::from_millis(300), 1, 1).await;
     let refused = reads.get(thing(2)).await;
     assert!(matches!(refused, Err(clinic_pg::api_error::ApiError::Overloaded)), "{refused:?}");
     let status = tonic::Status::from(refused.unwrap_err());

@@ -1,12 +1,13 @@
 //! Point reads by id, coalesced.
 //!
 //! Under load most of a point read's cost is per statement, not per row: a
-//! round trip, a wake-up on each side, a plan execution. [`PointReads`] lets
-//! as many reads run at once as the pool has connections; a read that
-//! arrives while all of them are busy waits for the next free slot together
-//! with every other read queued meanwhile, and they are answered by one
-//! `where id = any($1)` statement. Nothing waits for a batch to fill: a read
-//! that finds a slot free runs alone, at once.
+//! round trip, a wake-up on each side, a plan execution. [`PointReads`] runs
+//! a few statements at once (`DB_POINT_READ_STATEMENTS`, fewer than the
+//! pool's connections); a read that arrives while all of them are busy
+//! waits for the next free slot together with every other read queued
+//! meanwhile, and they are answered by one `where id = any($1)` statement.
+//! Nothing waits for a batch to fill: a read that finds a slot free runs
+//! alone, at once.
 
 use std::{
     collections::HashMap,
@@ -56,13 +57,20 @@ where
     /// `many` the rows whose ids are in `$1::bigint[]`, and `id_of` tells a
     /// row's id. A read alone takes `one`, whose generic plan Postgres
     /// caches; `many` is planned per execution (an array's custom plan
-    /// always looks cheaper), a cost shared by its batch. At most as many
-    /// statements run at once as the pool has connections; a batch that
+    /// always looks cheaper), a cost shared by its batch. At most
+    /// `statements` run at once (and never more than the pool has
+    /// connections); a batch that
     /// finds none free within the pool's acquire timeout fails as overload
     /// (RESOURCE_EXHAUSTED), never as an unreachable database.
-    pub fn start(pool: PgPool, (one, many): (&'static str, &'static str), id_of: fn(&R) -> i64) -> Self {
+    pub fn start(
+        pool: PgPool,
+        statements: u32,
+        (one, many): (&'static str, &'static str),
+        id_of: fn(&R) -> i64,
+    ) -> Self {
         let (queue, mut incoming) = mpsc::unbounded_channel::<(i64, Reply<R>, tracing::Span)>();
-        let slots = Arc::new(Semaphore::new(pool.options().get_max_connections() as usize));
+        let slots =
+            Arc::new(Semaphore::new(statements.clamp(1, pool.options().get_max_connections()) as usize));
         let wait = pool.options().get_acquire_timeout();
         let statements = Arc::new(AtomicU64::new(0));
         let counted = statements.clone();

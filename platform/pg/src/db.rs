@@ -92,6 +92,13 @@ pub struct DbSettings {
     /// with a long scan.
     #[arg(long = "filter-scan-timeout-ms", env = "FILTER_SCAN_TIMEOUT_MS", value_name = "MS", default_value = "1000", value_parser = millis)]
     pub filter_scan_timeout: Duration,
+    /// Most point-read statements (GetPatient, GetStudy) running at once;
+    /// reads that arrive meanwhile queue and share the next statement
+    /// (`where id = any($1)`). Fewer statements than connections is the
+    /// point: under load each one answers many reads, which costs the
+    /// database and the service a fraction of a statement per read.
+    #[arg(long = "db-point-read-statements", env = "DB_POINT_READ_STATEMENTS", value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub point_read_statements: u32,
     /// How often health checks that Postgres answers, in milliseconds.
     #[arg(long = "health-probe-interval-ms", env = "HEALTH_PROBE_INTERVAL_MS", value_name = "MS", default_value = "1000", value_parser = millis)]
     pub health_probe_interval: Duration,

@@ -182,22 +182,17 @@ fn fingerprint(new: &StudyFields) -> Fingerprint {
 }
 
 impl StudyStore {
-    /// A store on `pool`; searches over every study whose filter no index
-    /// narrows run under `scan_timeout`; deleted studies are kept
-    /// `retention_days`.
-    pub fn new(
-        pool: PgPool,
-        scan_timeout: std::time::Duration,
-        retention_days: u32,
-        written: Written,
-    ) -> Self {
+    /// A store on `pool`, configured by `db` (how long a search over every
+    /// study whose filter no index narrows may run, how many point reads run
+    /// at once); deleted studies are kept `retention_days`.
+    pub fn new(pool: PgPool, db: &clinic_pg::db::DbSettings, retention_days: u32, written: Written) -> Self {
         const ONE: &str = concat!("select ", study_columns!(), " from studies.known_study where id = $1");
         const MANY: &str =
             concat!("select ", study_columns!(), " from studies.known_study where id = any($1)");
         Self {
-            point_reads: PointReads::start(pool.clone(), (ONE, MANY), |row| row.id),
+            point_reads: PointReads::start(pool.clone(), db.point_read_statements, (ONE, MANY), |row| row.id),
             pool,
-            scans: ScanBound::new(INDEXED, scan_timeout),
+            scans: ScanBound::new(INDEXED, db.filter_scan_timeout),
             retention_days,
             written,
         }
