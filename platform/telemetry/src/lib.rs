@@ -88,10 +88,12 @@ fn metrics_addr(text: &str) -> Result<MetricsAddr, String> {
 }
 
 /// What to flush and stop when the process ends.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[must_use = "flush it at the end with `shutdown`"]
 pub struct Telemetry {
     exporting: Option<SdkTracerProvider>,
+    /// Writes the log lines still queued when dropped.
+    _lines: tracing_appender::non_blocking::WorkerGuard,
 }
 
 impl Telemetry {
@@ -155,16 +157,26 @@ pub fn init(settings: &LogSettings, name: &'static str) -> Telemetry {
     let sql = exports.then(|| {
         SqlSpans { tracer }.with_filter(Targets::new().with_target("sqlx::query", tracing::Level::DEBUG))
     });
+    // Lines are formatted on the thread that logs and written by a thread
+    // of their own, many to a write under load (a write per line was a
+    // system call on every rpc); never dropped: a full queue makes the
+    // logger wait. Written out when the process ends (the guard).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
     let lines = match settings.format {
-        LogFormat::Json => tracing_subscriber::fmt::layer().event_format(JsonLines).boxed(),
+        LogFormat::Json => {
+            tracing_subscriber::fmt::layer().event_format(JsonLines).with_writer(writer).boxed()
+        }
         // Colours only for a terminal: a log file gets plain text.
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .boxed(),
+        LogFormat::Text => {
+            tracing_subscriber::fmt::layer().with_target(false).with_ansi(ansi).with_writer(writer).boxed()
+        }
     };
     let _ = Registry::default().with(lines.with_filter(filter)).with(spans).with(sql).try_init();
-    Telemetry { exporting: exports.then_some(provider) }
+    Telemetry { exporting: exports.then_some(provider), _lines: guard }
 }
 
 /// Installs a subscriber for tests: logs go through the test harness's
