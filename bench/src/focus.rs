@@ -87,8 +87,7 @@ pub async fn run(
         for lever in levers::run(scenarios, envoy_bin, home, envoy.config, envoy.ports, connections).await? {
             let cores = scenarios.cpu.last().map(|(_, c)| c.clone()).unwrap_or_default();
             println!("  {:<32} {:>8.0} rps  ({})", lever.outcome.name, lever.outcome.rps, lever.what);
-            let name = levers::name_of(&lever.outcome.name);
-            runs.entry(name).or_default().push((lever.outcome, cores));
+            runs.entry(lever.name).or_default().push((lever.outcome, cores));
         }
     }
     let median = |name: &str| -> (f64, &BTreeMap<String, f64>, &Outcome) {
@@ -101,7 +100,8 @@ pub async fn run(
     let router_rps = median("bare_behind_router_only_envoy").0;
     println!("\nmedians of {rounds} rounds; µs of CPU per call by process (cores ÷ rps):");
     let mut report = serde_json::Map::new();
-    for name in NAMES.into_iter().chain(levers::NAMES.iter().copied()) {
+    let shipped = median("envoy_as_shipped").0;
+    for name in NAMES.into_iter().chain(levers::names()) {
         let (rps, cores, outcome) = median(name);
         let per_call: BTreeMap<&String, f64> = cores
             .iter()
@@ -114,11 +114,10 @@ pub async fn run(
             rps / router_rps.max(f64::EPSILON),
             outcome.p99_ms / outcome.p50_ms.max(f64::EPSILON),
         );
-        let shipped = runs.get("envoy_as_shipped").map(|_| median("envoy_as_shipped").0);
         report.insert(
             name.to_owned(),
             json!({
-                "over_envoy_as_shipped": shipped.map(|s| rps / s.max(f64::EPSILON)),
+                "over_envoy_as_shipped": rps / shipped.max(f64::EPSILON),
                 "median_rps": rps,
                 "all_rps": runs[name].iter().map(|(o, _)| o.rps).collect::<Vec<_>>(),
                 "p50_ms": outcome.p50_ms,

@@ -76,19 +76,9 @@ const VARIANTS: &[Variant] = &[
     },
 ];
 
-/// Every variant's scenario name, as run.
-pub const NAMES: [&str; 6] = [
-    VARIANTS[0].name,
-    VARIANTS[1].name,
-    VARIANTS[2].name,
-    VARIANTS[3].name,
-    VARIANTS[4].name,
-    VARIANTS[5].name,
-];
-
-/// The variant's name as a `'static` string, for a scenario named `name`.
-pub fn name_of(name: &str) -> &'static str {
-    NAMES.iter().find(|n| **n == name).copied().unwrap_or("envoy_variant")
+/// Every variant's scenario name, in the order they run.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    VARIANTS.iter().map(|v| v.name)
 }
 
 /// The shipped config with its listeners and admin on new ports.
@@ -103,6 +93,8 @@ fn on_ports(config: &str, from: [u16; 3], to: [u16; 3]) -> String {
 
 /// A lever's measurement.
 pub struct Lever {
+    /// Its scenario's name.
+    pub name: &'static str,
     /// What it changes.
     pub what: &'static str,
     /// GetPatient through it.
@@ -157,7 +149,7 @@ pub async fn run(
         let outcome = scenarios.get_patient(variant.name, &channels, load).await;
         let _ = child.start_kill();
         let _ = child.wait().await;
-        levers.push(Lever { what: variant.what, outcome });
+        levers.push(Lever { name: variant.name, what: variant.what, outcome });
     }
     Ok(levers)
 }

@@ -94,9 +94,9 @@ struct Args {
     /// Run only the failover scenario (report: failover.json next to --out).
     #[arg(long, env = "BENCH_ONLY_FAILOVER")]
     only_failover: bool,
-    /// Run only `get_patient`: GetPatient direct and through Envoy, and its
-    /// three ceilings, in interleaved rounds (report: get_patient.json next
-    /// to --out).
+    /// Run only `get_patient`: GetPatient direct and through Envoy, its
+    /// three ceilings and Envoy's levers, in interleaved rounds (report:
+    /// get_patient.json next to --out).
     #[arg(long, env = "BENCH_ONLY", value_parser = ["get_patient"])]
     only: Option<String>,
     /// Rounds of `--only get_patient`; each scenario's median is reported.
